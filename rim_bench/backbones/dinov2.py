@@ -1,0 +1,50 @@
+"""DINOv2 from transformers: the only module that imports it for DINOv2.
+
+`load_dinov2` takes a hub id (``facebook/dinov2-base``, ``facebook/dinov2-with-registers-small``),
+a local directory saved with ``save_pretrained``, or ``"tiny"``: a small random-init
+model built from `Dinov2Config` with a fixed seed, for tests and the smoke benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, Dinov2Config, Dinov2Model
+
+from rim_bench.errors import ConfigError
+
+
+def load_dinov2(model: str, tiny: dict) -> nn.Module:
+    """Load a DINOv2 (or DINOv2-with-registers) model in eval mode.
+
+    Args:
+        model: hub id, local directory, or ``"tiny"``.
+        tiny: `Dinov2Config` fields and a ``seed`` for the ``"tiny"`` model.
+    """
+    if model == "tiny":
+        params = dict(tiny)
+        seed = params.pop("seed")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = Dinov2Model(Dinov2Config(**params))
+        return net.eval()
+    local = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not local.is_dir():
+        raise ConfigError(f"featurizer.dinov2.model: no directory '{model}'; give a hub id or a local model directory")
+    try:
+        net = AutoModel.from_pretrained(str(local) if local.is_dir() else model)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"featurizer.dinov2.model: cannot load DINOv2 '{model}' ({first}). Without network access, "
+            "download it elsewhere (`huggingface-cli download facebook/dinov2-base --local-dir DIR`) "
+            "and pass featurizer.dinov2.model=DIR"
+        ) from None
+    return net.eval()
+
+
+def prefix_tokens(net: nn.Module) -> int:
+    """The number of non-patch tokens before the patch tokens (CLS + registers)."""
+    return 1 + int(getattr(net.config, "num_register_tokens", 0) or 0)

@@ -1,0 +1,198 @@
+"""Configs: OmegaConf YAML merged default → experiment file → command line.
+
+`configs/default.yaml` is the schema: every key that exists is there, with its default
+and a comment. A later layer may only set keys that exist, with a value of the same
+type as the default (an int where a float is expected is fine; a null default accepts
+anything). Errors name the key and the layer (file path or "command line").
+
+Stage blocks select a variant by name and keep each variant's parameters under its
+own key, e.g. ``proposer.name: superpixels`` with ``proposer.superpixels.n_segments``.
+`stage_spec` returns the selected variant's parameters, which is also what a cache
+hashes, so that changing an unused variant's parameters changes no hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rim_bench.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_FILE = CONFIG_DIR / "default.yaml"
+
+# Keys whose value changes a result; everything else (output paths, loggers, devices,
+# workers) does not, so it stays out of the result hash.
+RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Data keys that change how data is read but not what is scored.
+_DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None) -> DictConfig:
+    """Merge default → `experiment=NAME` file → `key=value` overrides, and validate.
+
+    Args:
+        overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
+            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file).
+        config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
+    Returns:
+        The merged config, struct mode on, interpolations unresolved.
+    """
+    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+    default_file = config_dir / "default.yaml"
+    if not default_file.is_file():
+        raise ConfigError(
+            f"{default_file} not found: rim-bench reads its configs from the repository; "
+            "install it from a clone with `pip install -e .`"
+        )
+    cfg = _read_yaml(default_file)
+    OmegaConf.set_struct(cfg, True)
+
+    experiment, rest = _split_experiment(overrides)
+    if experiment is not None:
+        exp_file = _experiment_file(experiment, config_dir)
+        cfg = _merge_layer(cfg, _read_yaml(exp_file), str(exp_file))
+        cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else exp_file.stem
+    if rest:
+        for item in rest:
+            if "=" not in item:
+                raise ConfigError(f"command line: '{item}' is not of the form key=value")
+        try:
+            layer = OmegaConf.from_dotlist(list(rest))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command line: cannot parse overrides {list(rest)}: {e.msg}") from None
+        cfg = _merge_layer(cfg, layer, "command line")
+    return cfg
+
+
+def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    experiment, rest = None, []
+    for item in overrides:
+        if item.startswith("experiment="):
+            experiment = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return experiment, rest
+
+
+def _experiment_file(name: str, config_dir: Path) -> Path:
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:
+        path = config_dir / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+        raise ConfigError(
+            f"experiment '{name}' not found: no file {path}; known experiments: {', '.join(known) or 'none'}"
+        )
+    return path
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return cfg
+
+
+def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    """Merge one layer into `base` after checking its keys and value types against it."""
+    plain = lambda c: OmegaConf.to_container(c, resolve=False)  # noqa: E731 - interpolations stay "${...}"
+    _check_types(plain(base), plain(layer), source, prefix="")
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {e.msg}") from None
+
+
+def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"{source}: unknown config key '{full}' (the keys are in configs/default.yaml)")
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
+            _check_types(default, value, source, prefix=f"{full}.")
+        elif not _same_type(default, value):
+            raise ConfigError(
+                f"{source}: '{full}' must be {type(default).__name__} like its default {default!r}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+
+
+def _same_type(default: Any, value: Any) -> bool:
+    """Whether `value` may replace `default`; nulls and interpolations are checked where used."""
+    if default is None or value is None or _is_interp(default) or _is_interp(value):
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _is_interp(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def stage_spec(stage: DictConfig, key: str) -> dict[str, Any]:
+    """The selected variant of a stage block: ``{"name": ..., **its parameters}``.
+
+    Args:
+        stage: a block like ``cfg.proposer`` with a ``name`` and one sub-block per variant.
+        key: the block's key in the config, for error messages.
+    """
+    name = stage.get("name")
+    params = stage.get(name) if name in stage else None
+    if params is None:
+        params = {}
+    elif isinstance(params, DictConfig):
+        params = OmegaConf.to_container(params, resolve=True)
+    else:
+        raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
+    return {"name": name, **params}
+
+
+def result_spec(cfg: DictConfig) -> dict[str, Any]:
+    """Everything in `cfg` that changes a result: selected stage variants, data, seed."""
+    spec: dict[str, Any] = {"seed": cfg.seed}
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
+    for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
+        spec[key] = stage_spec(cfg[key], key)
+    spec["references"] = stage_spec(cfg.references, "references")
+    return spec
+
+
+def config_hash(spec: Any, length: int = 12) -> str:
+    """A stable short hash of a JSON-able spec (key order does not matter)."""
+    if isinstance(spec, (DictConfig, ListConfig)):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def resolve(cfg: DictConfig) -> DictConfig:
+    """Resolve interpolations in place, turning resolver errors into a ConfigError."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot resolve config value '{getattr(e, 'full_key', '?')}': {e.msg}") from None
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from rim_bench.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

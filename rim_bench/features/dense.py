@@ -1,0 +1,60 @@
+"""Dense patch features from DINOv2, on a grid that keeps the image's aspect ratio."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rim_bench.errors import ParamError
+from rim_bench.registry import FEATURIZERS
+
+# ImageNet statistics, as DINOv2 was trained with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def model_input_size(height: int, width: int, short_side: int, patch_size: int) -> tuple[int, int]:
+    """Resize so the short side is about `short_side`, both sides multiples of the patch size."""
+    scale = short_side / min(height, width)
+    snap = lambda x: max(patch_size, int(round(x * scale / patch_size)) * patch_size)  # noqa: E731
+    return snap(height), snap(width)
+
+
+@FEATURIZERS.register("dinov2")
+class DinoV2Featurizer(nn.Module):
+    """DINOv2 last-layer patch tokens as a dense feature map.
+
+    Args:
+        model: hub id, local directory or ``"tiny"`` (see `rim_bench.backbones.dinov2`).
+        input_size: the short side, in pixels, that images are resized to for the model.
+        tiny: the ``"tiny"`` model's `Dinov2Config` fields and seed.
+    """
+
+    def __init__(self, model: str, input_size: int, tiny: dict) -> None:
+        super().__init__()
+        from rim_bench.backbones.dinov2 import load_dinov2, prefix_tokens
+
+        self.backbone = load_dinov2(model, tiny)
+        self.patch_size = int(self.backbone.config.patch_size)
+        if input_size < self.patch_size:
+            raise ParamError("input_size", f"must be at least the patch size {self.patch_size}, got {input_size}")
+        self.input_size = input_size
+        self.num_prefix = prefix_tokens(self.backbone)
+        self.feature_dim = int(self.backbone.config.hidden_size)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, image: Tensor) -> Tensor:
+        """``(3, H, W) uint8`` → ``(D, h, w) float32`` with ``h, w = H', W' / patch`` after resizing."""
+        height, width = model_input_size(image.shape[-2], image.shape[-1], self.input_size, self.patch_size)
+        x = image.to(self.mean.device, torch.float32)[None] / 255.0
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.mean) / self.std
+        tokens = self.backbone(pixel_values=x).last_hidden_state[0, self.num_prefix:]  # (h*w, D)
+        h, w = height // self.patch_size, width // self.patch_size
+        assert tokens.shape[0] == h * w, f"expected {h}x{w} patch tokens, got {tokens.shape[0]}"
+        return tokens.T.reshape(self.feature_dim, h, w).float()

@@ -1,0 +1,65 @@
+"""The training-free LightningModule: `test_step` only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+
+from rim_bench.data.palette import voc_palette
+from rim_bench.errors import DataError
+from rim_bench.metrics import SegmentationMetrics
+from rim_bench.pipeline import SegmentationPipeline
+from rim_bench.types import Sample
+
+
+class RIMTestModule(L.LightningModule):
+    """Runs the pipeline on each test image and accumulates data-set-level metrics.
+
+    Args:
+        pipeline: the per-image pipeline, its bank set.
+        class_names: the C class names (label id order).
+        prediction_dir: if set, one palette PNG per image is written there.
+    """
+
+    def __init__(self, pipeline: SegmentationPipeline, class_names: list[str], prediction_dir: Path | None = None):
+        super().__init__()
+        self.pipeline = pipeline
+        self.class_names = class_names
+        self.prediction_dir = prediction_dir
+        self.metrics = SegmentationMetrics(len(class_names))
+        self.results: dict | None = None
+
+    def test_step(self, batch: list[Sample], batch_idx: int) -> None:
+        for sample in batch:
+            pred = self.pipeline(sample.image)
+            with self.pipeline.timer("scoring"):
+                try:
+                    self.metrics.update(pred.label_map, sample.label.to(pred.label_map.device))
+                except ValueError as e:
+                    raise DataError(f"image '{sample.image_id}': {e}") from None
+            if self.prediction_dir is not None:
+                with self.pipeline.timer("writing"):
+                    save_label_png(pred.label_map, self.prediction_dir / f"{sample.image_id}.png")
+
+    def on_test_epoch_end(self) -> None:
+        scores = self.metrics.compute()
+        self.results = {k: v.cpu() for k, v in scores.items()}
+        self.log_dict(
+            {f"test/{k}": 100 * scores[k].float() for k in ("mIoU", "mAcc", "aAcc")}, sync_dist=False
+        )
+        per_class = {f"test/iou/{name}": 100 * float(v) for name, v in zip(self.class_names, scores["iou"])}
+        for logger in self.loggers:
+            logger.log_metrics({k: v for k, v in per_class.items() if v == v})  # skip NaN (class absent)
+
+
+def save_label_png(label_map: torch.Tensor, path: Path) -> None:
+    """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
+    from rim_bench.io import atomic_path
+
+    img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
+    img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

@@ -1,0 +1,46 @@
+"""Baseline matchers on the same regions and references as RIM."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rim_bench.errors import ParamError
+from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
+from rim_bench.registry import MATCHERS
+from rim_bench.types import ReferenceBank
+
+
+@MATCHERS.register("cosine")
+class CosineMatcher:
+    """Individual matching: each region against each reference on its own, by cosine.
+
+    Args:
+        aggregation: how a class pools its references' cosines (``max`` = nearest reference).
+    """
+
+    def __init__(self, aggregation: str) -> None:
+        if aggregation not in AGGREGATIONS:
+            raise ParamError("aggregation", f"unknown '{aggregation}' (choose {', '.join(AGGREGATIONS)})")
+        self.aggregation = aggregation
+
+    def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
+        """``(N, D)`` → ``(N, C)``."""
+        scores = cosine_matrix(region_features, bank.features)
+        return aggregate_by_class(scores, bank.class_ids, bank.num_classes, self.aggregation)
+
+
+@MATCHERS.register("random")
+class RandomMatcher:
+    """Chance level: uniform random class scores, from a seeded generator.
+
+    The draws follow the order images are seen in, so a run is reproducible on one process.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
+        """``(N, D)`` → ``(N, C)``."""
+        scores = torch.rand(region_features.shape[0], bank.num_classes, generator=self.generator)
+        return scores.to(region_features.device)

@@ -1,0 +1,93 @@
+"""Data-set-level segmentation metrics from one confusion matrix.
+
+The math is in pure functions; `SegmentationMetrics` only holds the int64 state, which
+torchmetrics sums across processes. The matrix has one extra column for pixels the
+prediction leaves unassigned (255): they count as misses of their true class (a
+false negative) without counting against any predicted class.
+
+As in mmsegmentation, IoU and accuracy are averaged over the classes present in the
+ground truth or the prediction (NaN classes are skipped), and ground-truth pixels equal
+to the ignore index are not scored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from rim_bench.types import IGNORE_INDEX
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Count (true class, predicted class) pairs.
+
+    Args:
+        pred: ``(H, W)`` int predicted ids in ``[0, C)`` or `ignore_index` (unassigned).
+        target: ``(H, W)`` int true ids in ``[0, C)`` or `ignore_index` (not scored).
+    Returns:
+        ``(C, C + 1) int64``: rows are true classes, the last column is "unassigned".
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
+    keep = target != ignore_index
+    t = target[keep].long()
+    p = pred[keep].long()
+    p = torch.where(p == ignore_index, torch.full_like(p, num_classes), p)
+    if t.numel() and (t.max() >= num_classes or t.min() < 0):
+        raise ValueError(f"label values {sorted(set(t.unique().tolist()))} outside [0, {num_classes}) and not 255")
+    if p.numel() and (p.max() > num_classes or p.min() < 0):
+        raise ValueError(f"prediction values outside [0, {num_classes}) and not 255")
+    counts = torch.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1))
+    return counts.reshape(num_classes, num_classes + 1)
+
+
+def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
+    """Per-class IoU and accuracy, their means, and the overall pixel accuracy.
+
+    Args:
+        confmat: ``(C, C + 1)`` counts from `confusion_matrix`, summed over a data set.
+    Returns:
+        ``iou`` and ``acc``: ``(C,)`` float64 in [0, 1], NaN for a class that is neither
+        in the ground truth nor predicted (acc: not in the ground truth);
+        ``mIoU``, ``mAcc``, ``aAcc``: scalars in [0, 1].
+    """
+    cm = confmat.double()
+    num_classes = cm.shape[0]
+    tp = cm.diagonal()
+    gt = cm.sum(1)  # every scored pixel of the class, unassigned ones included
+    predicted = cm[:, :num_classes].sum(0)
+    union = gt + predicted - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    acc = torch.where(gt > 0, tp / gt.clamp_min(1), torch.full_like(tp, float("nan")))
+    total = gt.sum()
+    return {
+        "iou": iou,
+        "acc": acc,
+        "mIoU": iou.nanmean(),
+        "mAcc": acc.nanmean(),
+        "aAcc": tp.sum() / total if total > 0 else torch.tensor(float("nan"), dtype=torch.float64),
+    }
+
+
+class SegmentationMetrics(Metric):
+    """Accumulates the confusion matrix and the image count over a data set (DDP: summed)."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state(
+            "confmat", default=torch.zeros(num_classes, num_classes + 1, dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self.add_state("num_images", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one image: ``(H, W)`` prediction and label, both at the label's resolution."""
+        self.confmat += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.num_images += 1
+
+    def compute(self) -> dict[str, Tensor]:
+        return {**scores_from_confusion(self.confmat), "num_images": self.num_images}

@@ -1,0 +1,44 @@
+"""The stage protocols. Any object with these call signatures can be registered."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+from rim_bench.types import ReferenceBank
+
+
+class RegionProposer(Protocol):
+    def __call__(self, image: Tensor) -> Tensor:
+        """``(3, H, W) uint8`` image → ``(N, H, W) bool`` region masks (N may be 0)."""
+
+
+class DenseFeaturizer(Protocol):
+    feature_dim: int
+
+    def __call__(self, image: Tensor) -> Tensor:
+        """``(3, H, W) uint8`` image → ``(D, h, w) float32`` features on the image's grid."""
+
+
+class RegionEncoder(Protocol):
+    def __call__(self, masks: Tensor, features: Tensor) -> Tensor:
+        """``(N, H, W) bool`` masks and ``(D, h, w)`` features → ``(N, D)`` region features."""
+
+
+class ReferenceSource(Protocol):
+    def build(self, featurizer: DenseFeaturizer, encoder: RegionEncoder, class_names: list[str]) -> ReferenceBank:
+        """Make the reference bank for a vocabulary with the test side's featurizer and encoder."""
+
+    def cache_spec(self) -> dict:
+        """What identifies the bank's content, for the cache key (paths, files, prompts)."""
+
+
+class Matcher(Protocol):
+    def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
+        """``(N, D)`` region features → ``(N, C)`` class scores, higher is better."""
+
+
+class Segmenter(Protocol):
+    def __call__(self, masks: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, H, W)`` masks, ``(N, C)`` scores → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""

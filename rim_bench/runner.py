@@ -1,0 +1,160 @@
+"""`rim-bench test`: evaluate one config on one benchmark and write its results.
+
+Steps: (1) resolve the config and seed everything; (2) open and check the data before
+any model is loaded; (3) build the stages; (4) build or load the reference bank;
+(5) run `Trainer.test`; (6) write metrics.json and config.yaml, print the tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from rim_bench.config import config_hash, resolve, result_spec, save_config, stage_spec
+from rim_bench.data.classes import read_classes
+from rim_bench.errors import ConfigError
+from rim_bench.data.datamodule import SegmentationDataModule
+from rim_bench.io import atomic_write_json
+from rim_bench.lit_module import RIMTestModule
+from rim_bench.pipeline import build_pipeline, register_builtin_stages
+from rim_bench.references.bank import bank_summary, cached_bank
+from rim_bench.registry import DATASETS, REFERENCE_SOURCES, build_stage
+from rim_bench.timing import StageTimer
+
+LOGGERS = ("csv", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def run_test(cfg: DictConfig) -> dict:
+    """Evaluate `cfg`; returns the content of the metrics.json it writes."""
+    wall_start = time.perf_counter()
+    _quiet_lightning()
+    register_builtin_stages()
+    # 1. Resolve and seed: every random draw below takes its seed from the config.
+    cfg = resolve(cfg.copy())
+    _check_choices(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    output_dir = Path(cfg.output_dir or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg.output_dir = str(output_dir)
+    timer = StageTimer()
+
+    # 2. Data first, so a wrong path fails before minutes of model loading.
+    with timer("data setup"):
+        classes = read_classes(cfg.data.classes)
+        class_names = [names[0] for names in classes]
+        dataset = DATASETS.get(cfg.data.name, "data")(cfg.data.root, cfg.data.split, cfg.data.max_images)
+
+    # 3. The stages.
+    with timer("load models"):
+        pipeline = build_pipeline(cfg, timer)
+
+    # 4. The reference bank, cached under the hash of what makes it.
+    with timer("reference bank"):
+        source = build_stage(REFERENCE_SOURCES, cfg.references, "references")
+        key = {
+            "featurizer": stage_spec(cfg.featurizer, "featurizer"),
+            "pooling": stage_spec(cfg.pooling, "pooling"),
+            "references": stage_spec(cfg.references, "references"),
+            "files": source.cache_spec(class_names),
+            "classes": class_names,
+        }
+        bank, bank_dir, hit = cached_bank(
+            Path(cfg.cache_dir), key, lambda: source.build(pipeline.featurizer, pipeline.encoder, class_names)
+        )
+        pipeline.set_bank(bank)
+    print(f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}, {bank_dir}); {bank_summary(bank)}")
+
+    # 5. Test.
+    module = RIMTestModule(pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
+        logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
+        enable_checkpointing=False, enable_model_summary=False,
+    )
+    datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+
+    # 6. Results.
+    res = module.results
+    metrics = {
+        "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
+        "per_class_iou": {n: _pct(v) for n, v in zip(class_names, res["iou"])},
+        "per_class_acc": {n: _pct(v) for n, v in zip(class_names, res["acc"])},
+        "num_images": int(res["num_images"]),
+        "result_hash": config_hash(result_spec(cfg)),
+        "bank": {"path": str(bank_dir), "cached": hit, "num_references": len(bank)},
+    }
+    wall = time.perf_counter() - wall_start
+    metrics["seconds"] = {**timer.as_dict(), "total": round(wall, 3)}
+    if trainer.is_global_zero:
+        atomic_write_json(output_dir / "metrics.json", metrics)
+        save_config(cfg, output_dir / "config.yaml")
+        print(format_results(metrics, class_names))
+        print(f"\ntime breakdown\n{timer.table(wall)}")
+        print(f"\nresults: {output_dir}/metrics.json, config: {output_dir}/config.yaml")
+    return metrics
+
+
+def format_results(metrics: dict, class_names: list[str]) -> str:
+    """The per-class IoU / accuracy table and the summary line."""
+    width = max(12, *(len(n) for n in class_names)) + 2
+    lines = [f"\n{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
+    for name in class_names:
+        iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
+        lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
+    lines.append(
+        f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
+        f"({metrics['num_images']} images)"
+    )
+    return "\n".join(lines)
+
+
+def _loggers(cfg: DictConfig, output_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if cfg.logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(
+            project=cfg.wandb.project, group=cfg.wandb.group, name=output_dir.name, save_dir=str(output_dir),
+            mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),
+        ))
+    return loggers
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Values with a fixed set of choices that no stage constructor checks."""
+    for key, value, choices in (
+        ("logger", cfg.logger, LOGGERS),
+        ("wandb.mode", cfg.wandb.mode, WANDB_MODES),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{key}: unknown '{value}' (choose {', '.join(choices)})")
+
+
+def _pct(value) -> float | None:
+    """A [0, 1] tensor → percent rounded to 4 decimals; NaN (class absent) → None."""
+    v = float(value)
+    return None if v != v else round(100 * v, 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter out of the results; warnings that matter stay."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # One image per step by design; the loader worker count is the user's choice (data.num_workers).
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Raised inside Lightning 2.6 by torch 2.14's pytree; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")

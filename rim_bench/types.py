@@ -1,0 +1,89 @@
+"""The data passed between stages, with tensor shapes.
+
+Conventions: images are ``(3, H, W) uint8`` RGB; label maps are ``(H, W) int64`` with
+255 = ignore (ground truth) or unassigned (prediction); D is the feature size, N the
+number of regions in an image, K the number of references, C the number of classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class Sample:
+    """One test image.
+
+    Attributes:
+        image: ``(3, H, W) uint8`` RGB.
+        label: ``(H, W) int64`` class ids, 255 = ignore.
+        image_id: the id in the split file (also the prediction's file name).
+    """
+
+    image: Tensor
+    label: Tensor
+    image_id: str
+
+
+@dataclass
+class ReferenceBank:
+    """K reference features with their class and subcategory.
+
+    Attributes:
+        features: ``(K, D) float32``.
+        class_ids: ``(K,) int64`` in ``[0, C)``.
+        subcategory_ids: ``(K,) int64`` indexes into `subcategory_names`.
+        class_names: the C class names of the vocabulary.
+        subcategory_names: the distinct subcategory names, ``"class/subcategory"``.
+        meta: one dict per reference (source file, mask area, ...), JSON-able.
+    """
+
+    features: Tensor
+    class_ids: Tensor
+    subcategory_ids: Tensor
+    class_names: list[str]
+    subcategory_names: list[str]
+    meta: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        k = self.features.shape[0]
+        if self.features.ndim != 2 or self.class_ids.shape != (k,) or self.subcategory_ids.shape != (k,):
+            raise ValueError(
+                f"bank shapes disagree: features {tuple(self.features.shape)}, class_ids "
+                f"{tuple(self.class_ids.shape)}, subcategory_ids {tuple(self.subcategory_ids.shape)}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def to(self, device: torch.device | str) -> "ReferenceBank":
+        return ReferenceBank(
+            self.features.to(device), self.class_ids.to(device), self.subcategory_ids.to(device),
+            self.class_names, self.subcategory_names, self.meta,
+        )
+
+
+@dataclass
+class Prediction:
+    """The result of segmenting one image.
+
+    Attributes:
+        label_map: ``(H, W) int64`` class ids, 255 = no region covers the pixel.
+        masks: ``(N, H, W) bool`` region proposals.
+        scores: ``(N, C) float32`` region-to-class scores.
+        region_labels: ``(N,) int64`` the class given to each region.
+    """
+
+    label_map: Tensor
+    masks: Tensor
+    scores: Tensor
+    region_labels: Tensor
