@@ -81,11 +81,10 @@ class SegmentationPipeline(nn.Module):
 def build_pipeline(cfg: DictConfig, timer: StageTimer | None = None) -> SegmentationPipeline:
     """Build every stage that `cfg` names (the bank is set separately)."""
     register_builtin_stages()
-    return SegmentationPipeline(
-        proposer=build_stage(PROPOSERS, cfg.proposer, "proposer"),
-        featurizer=build_stage(FEATURIZERS, cfg.featurizer, "featurizer"),
-        encoder=build_stage(ENCODERS, cfg.pooling, "pooling"),
-        matcher=build_stage(MATCHERS, cfg.matcher, "matcher"),
-        segmenter=build_stage(SEGMENTERS, cfg.segmenter, "segmenter"),
-        timer=timer,
-    )
+    # Cheap stages first, so a config mistake in them shows before model weights load.
+    matcher = build_stage(MATCHERS, cfg.matcher, "matcher")
+    segmenter = build_stage(SEGMENTERS, cfg.segmenter, "segmenter")
+    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
+    proposer = build_stage(PROPOSERS, cfg.proposer, "proposer")
+    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer")
+    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer)

@@ -19,7 +19,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def model_input_size(height: int, width: int, short_side: int, patch_size: int) -> tuple[int, int]:
     """Resize so the short side is about `short_side`, both sides multiples of the patch size."""
     scale = short_side / min(height, width)
-    snap = lambda x: max(patch_size, int(round(x * scale / patch_size)) * patch_size)  # noqa: E731
+    snap = lambda x: max(patch_size, math.floor(x * scale / patch_size + 0.5) * patch_size)  # noqa: E731 - half up
     return snap(height), snap(width)
 
 

@@ -1,0 +1,43 @@
+"""Shared fixtures. Every test run gets its own cache (banks, generated data sets)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# Set before any rim_bench config is loaded, and inherited by CLI subprocesses.
+os.environ["RIM_BENCH_CACHE"] = tempfile.mkdtemp(prefix="rim-bench-test-cache-")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smoke_root() -> Path:
+    """The generated smoke benchmark (VOC layout + exemplars)."""
+    from rim_bench.data.smoke import generate_smoke
+
+    return generate_smoke(Path(os.environ["RIM_BENCH_CACHE"]) / "smoke")
+
+
+@pytest.fixture(scope="session")
+def tiny_featurizer():
+    from rim_bench.features.dense import DinoV2Featurizer
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                patch_size=8, image_size=64, seed=0)
+    return DinoV2Featurizer(model="tiny", input_size=64, tiny=tiny)

@@ -1,0 +1,100 @@
+"""Config loading, validation, hashing, and that every shipped config builds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from rim_bench.config import CONFIG_DIR, config_hash, load_config, resolve, result_spec, stage_spec
+from rim_bench.errors import ConfigError
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def test_layers_merge_in_order():
+    cfg = load_config(["experiment=smoke", "proposer.superpixels.n_segments=10"])
+    assert cfg.experiment == "smoke"
+    assert cfg.data.name == "smoke"  # from the experiment file
+    assert cfg.proposer.superpixels.n_segments == 10  # command line beats the file (48)
+    assert cfg.matcher.rim.divergence == "kl"  # untouched default
+
+
+def test_unknown_key_on_command_line_names_key_and_source():
+    with pytest.raises(ConfigError, match=r"command line: unknown config key 'matcher\.rim\.temprature'"):
+        load_config(["matcher.rim.temprature=0.1"])
+
+
+def test_unknown_key_in_experiment_file_names_the_file(tmp_path: Path):
+    shutil.copy(CONFIG_DIR / "default.yaml", tmp_path / "default.yaml")
+    (tmp_path / "experiment").mkdir()
+    bad = tmp_path / "experiment" / "bad.yaml"
+    bad.write_text("data:\n  rooot: /x\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: unknown config key 'data\.rooot'"):
+        load_config(["experiment=bad"], config_dir=tmp_path)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("proposer.superpixels.n_segments=abc", r"'proposer\.superpixels\.n_segments' must be int"),
+    ("save_predictions=1", r"'save_predictions' must be bool"),
+    ("matcher.rim.temperature=hot", r"'matcher\.rim\.temperature' must be float"),
+    ("matcher=rim", r"'matcher' is a group of keys"),
+])
+def test_wrong_type_is_an_error_naming_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config([override])
+
+
+def test_int_for_float_and_null_defaults_accept_values():
+    cfg = load_config(["matcher.rim.temperature=1", "data.root=/some/where", "data.max_images=3"])
+    assert cfg.matcher.rim.temperature == 1 and cfg.data.max_images == 3
+
+
+def test_unknown_experiment_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"experiment 'nope' not found.*known experiments: .*smoke"):
+        load_config(["experiment=nope"])
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(["smoke"])
+
+
+def test_result_hash_is_stable_and_tracks_only_what_changes_results():
+    base = config_hash(result_spec(resolve(load_config(["experiment=smoke"]))))
+
+    def hash_with(*overrides: str) -> str:
+        return config_hash(result_spec(resolve(load_config(["experiment=smoke", *overrides]))))
+
+    assert hash_with() == base
+    # Output, logging and loader settings do not change a result...
+    assert hash_with("output_dir=/elsewhere", "data.num_workers=4", "logger=wandb") == base
+    # ...nor does a variant that is not selected.
+    assert hash_with("matcher.cosine.aggregation=mean") == base
+    # What does change a result changes the hash.
+    assert hash_with("matcher.rim.temperature=0.5") != base
+    assert hash_with("matcher.name=cosine") != base
+    assert hash_with("seed=1") != base
+
+
+def test_config_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash({"b": {"d": 3, "c": 2}, "a": 1})
+
+
+def test_stage_spec_selects_the_named_variant():
+    cfg = resolve(load_config(["experiment=smoke", "matcher.name=cosine"]))
+    assert stage_spec(cfg.matcher, "matcher") == {"name": "cosine", "aggregation": "max"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_shipped_config_builds(experiment: str):
+    from rim_bench.pipeline import build_pipeline
+
+    cfg = resolve(load_config([f"experiment={experiment}"]))
+    assert OmegaConf.to_yaml(cfg)  # fully resolvable
+    if cfg.featurizer.name == "dinov2" and cfg.featurizer.dinov2.model != "tiny":
+        pytest.skip("needs real DINOv2 weights")
+    pipeline = build_pipeline(cfg)
+    assert pipeline.featurizer.feature_dim > 0

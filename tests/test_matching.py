@@ -1,0 +1,108 @@
+"""The matchers on small cases computed by hand (with numpy as the independent check)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rim_bench.matching.baselines import CosineMatcher
+from rim_bench.matching.rim import (
+    RIMMatcher, pairwise_divergence, ranking_distribution, relation_signatures, rim_reference_scores,
+)
+from rim_bench.types import ReferenceBank
+
+
+def _np_kl(p, q):
+    return float(np.sum(p * np.log(p / q)))
+
+
+def test_divergences_by_hand():
+    p = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    kl = pairwise_divergence(p, q, "kl")
+    assert kl[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert kl[0, 1] == pytest.approx(0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1))
+    l1 = pairwise_divergence(p, q, "l1")
+    assert l1[0].tolist() == pytest.approx([0.0, 0.8])
+    m = np.array([0.7, 0.3])
+    js = pairwise_divergence(p, q, "js")
+    assert js[0, 1] == pytest.approx(0.5 * _np_kl(np.array([0.5, 0.5]), m) + 0.5 * _np_kl(np.array([0.9, 0.1]), m))
+
+
+@pytest.mark.parametrize("kind", ["kl", "js", "l1"])
+def test_divergence_matches_brute_force_and_chunking(kind):
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 7, generator=g, dtype=torch.float64), -1)
+    q = torch.softmax(torch.randn(9, 7, generator=g, dtype=torch.float64), -1)
+    pn, qn = p.numpy(), q.numpy()
+    brute = np.zeros((5, 9))
+    for i in range(5):
+        for j in range(9):
+            if kind == "kl":
+                brute[i, j] = _np_kl(pn[i], qn[j])
+            elif kind == "l1":
+                brute[i, j] = np.abs(pn[i] - qn[j]).sum()
+            else:
+                mid = 0.5 * (pn[i] + qn[j])
+                brute[i, j] = 0.5 * _np_kl(pn[i], mid) + 0.5 * _np_kl(qn[j], mid)
+    np.testing.assert_allclose(pairwise_divergence(p, q, kind, chunk=2).numpy(), brute, rtol=1e-9, atol=1e-12)
+
+
+def test_rim_scores_by_hand():
+    # Two orthogonal references; the region is reference 0 itself.
+    refs = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    region = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    t = 0.5
+    scores = rim_reference_scores(region, refs, temperature=t, divergence="kl", alpha=0.0)
+    p = np.exp([1 / t, 0]) / np.exp([1 / t, 0]).sum()   # region ranks ref 0 first
+    q1 = p[::-1]                                          # ref 1 ranks itself first
+    assert scores[0, 0] == pytest.approx(0.0, abs=1e-12)  # same ranking as ref 0
+    assert scores[0, 1] == pytest.approx(-_np_kl(p, q1))
+    # alpha = 1 is the plain cosine.
+    cos = rim_reference_scores(region, refs, temperature=t, divergence="kl", alpha=1.0)
+    assert cos[0].tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_relation_signatures_rows_are_distributions():
+    q = relation_signatures(torch.randn(6, 4), temperature=0.1)
+    torch.testing.assert_close(q.sum(1), torch.ones(6))
+    assert (q.argmax(1) == torch.arange(6)).all()  # each reference ranks itself first
+    torch.testing.assert_close(ranking_distribution(torch.zeros(2, 3), 1.0), torch.full((2, 3), 1 / 3))
+
+
+def _bank() -> ReferenceBank:
+    # Class 0: two subcategories around +x; class 1: one reference at +y.
+    feats = torch.tensor([[1.0, 0.2], [1.0, -0.2], [0.0, 1.0]])
+    return ReferenceBank(feats, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 2]), ["a", "b"], ["a/1", "a/2", "b/1"])
+
+
+@pytest.mark.parametrize("matcher", [
+    RIMMatcher(temperature=0.1, divergence="kl", alpha=0.0, aggregation="max"),
+    RIMMatcher(temperature=0.1, divergence="js", alpha=0.5, aggregation="mean"),
+    RIMMatcher(temperature=0.1, divergence="l1", alpha=0.0, aggregation="logsumexp"),
+    CosineMatcher(aggregation="max"),
+])
+def test_matchers_label_obvious_regions(matcher):
+    regions = torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.0, 0.0]])  # a, b, and a zero vector
+    scores = matcher(regions, _bank())
+    assert scores.shape == (3, 2) and torch.isfinite(scores).all()
+    assert scores[:2].argmax(1).tolist() == [0, 1]
+
+
+def test_cosine_matcher_by_hand():
+    scores = CosineMatcher("max")(torch.tensor([[1.0, 0.0]]), _bank())
+    assert scores[0].tolist() == pytest.approx([1 / np.sqrt(1.04), 0.0])
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    (dict(temperature=0.0, divergence="kl", alpha=0.0, aggregation="max"), "temperature"),
+    (dict(temperature=0.1, divergence="kl", alpha=1.5, aggregation="max"), "alpha"),
+    (dict(temperature=0.1, divergence="kl", alpha=0.0, aggregation="median"), "aggregation"),
+])
+def test_rim_parameter_errors(kwargs, param):
+    from rim_bench.errors import ParamError
+
+    with pytest.raises(ParamError) as info:
+        RIMMatcher(**kwargs)
+    assert info.value.param == param

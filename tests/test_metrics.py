@@ -1,0 +1,73 @@
+"""The data-set-level metrics against an independent numpy implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rim_bench.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
+
+
+def _numpy_reference(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> dict:
+    """Per-class IoU/accuracy by boolean masks over the whole data set, written independently."""
+    p = np.concatenate([x.ravel() for x in preds])
+    t = np.concatenate([x.ravel() for x in targets])
+    scored = t != 255
+    p, t = p[scored], t[scored]
+    iou, acc = [], []
+    for c in range(num_classes):
+        tp = np.sum((p == c) & (t == c))
+        fp = np.sum((p == c) & (t != c))
+        fn = np.sum((p != c) & (t == c))  # includes pixels left unassigned (255)
+        iou.append(tp / (tp + fp + fn) if tp + fp + fn else np.nan)
+        acc.append(tp / np.sum(t == c) if np.sum(t == c) else np.nan)
+    return {"iou": np.array(iou), "acc": np.array(acc), "mIoU": np.nanmean(iou), "mAcc": np.nanmean(acc),
+            "aAcc": np.sum(p == t) / len(t)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_numpy_reference_over_a_data_set(seed: int):
+    rng = np.random.default_rng(seed)
+    num_classes = 6
+    preds, targets = [], []
+    metric = SegmentationMetrics(num_classes)
+    for _ in range(5):
+        h, w = rng.integers(5, 20, size=2)
+        t = rng.integers(0, num_classes - 1, (h, w))  # class 5 never in the ground truth...
+        t[rng.random((h, w)) < 0.2] = 255             # ...some pixels ignored
+        p = rng.integers(0, num_classes, (h, w))      # ...but class 5 is predicted: IoU 0, not NaN
+        p[rng.random((h, w)) < 0.1] = 255             # some pixels unassigned
+        preds.append(p)
+        targets.append(t)
+        metric.update(torch.from_numpy(p), torch.from_numpy(t))
+    got = metric.compute()
+    want = _numpy_reference(preds, targets, num_classes)
+    np.testing.assert_allclose(got["iou"].numpy(), want["iou"], rtol=1e-12)
+    np.testing.assert_allclose(got["acc"].numpy(), want["acc"], rtol=1e-12)
+    for key in ("mIoU", "mAcc", "aAcc"):
+        assert float(got[key]) == pytest.approx(want[key], rel=1e-12)
+    assert got["iou"][5] == 0.0 and torch.isnan(got["acc"][5])
+    assert int(got["num_images"]) == 5
+
+
+def test_class_absent_everywhere_is_skipped_in_the_mean():
+    t = torch.tensor([[0, 0], [1, 1]])
+    p = torch.tensor([[0, 1], [1, 1]])
+    s = scores_from_confusion(confusion_matrix(p, t, num_classes=3))
+    assert torch.isnan(s["iou"][2])
+    assert float(s["mIoU"]) == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_confusion_matrix_layout():
+    t = torch.tensor([0, 1, 1, 255])
+    p = torch.tensor([1, 255, 1, 0])
+    cm = confusion_matrix(p, t, num_classes=2)
+    assert cm.dtype == torch.int64 and cm.tolist() == [[0, 1, 0], [0, 1, 1]]
+
+
+def test_bad_labels_and_shapes_are_errors():
+    with pytest.raises(ValueError, match=r"outside \[0, 2\)"):
+        confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), num_classes=2)
+    with pytest.raises(ValueError, match="differ in size"):
+        confusion_matrix(torch.zeros(2, 2), torch.zeros(3, 2), num_classes=2)

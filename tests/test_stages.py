@@ -1,0 +1,177 @@
+"""Each stage's output shapes, dtypes and hand-checkable values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rim_bench.data.classes import read_classes
+from rim_bench.errors import ConfigError, DataError
+from rim_bench.features.dense import model_input_size
+from rim_bench.features.pooling import masked_average_pool
+from rim_bench.pipeline import register_builtin_stages
+from rim_bench.proposals.superpixels import SuperpixelProposer
+from rim_bench.references.bank import cached_bank
+from rim_bench.references.exemplars import ExemplarReferences
+from rim_bench.registry import MATCHERS, build_stage
+from rim_bench.segmenter import PaintSegmenter, paint_regions
+from rim_bench.types import ReferenceBank
+
+
+def _image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w), dtype=np.uint8))
+
+
+def test_superpixels_partition_the_image():
+    masks = SuperpixelProposer(n_segments=12)(_image())
+    assert masks.dtype == torch.bool and masks.shape[1:] == (40, 56) and masks.shape[0] > 1
+    assert torch.equal(masks.sum(0), torch.ones(40, 56, dtype=torch.long))  # disjoint and covering
+
+
+@pytest.mark.parametrize("h, w, short, patch, expected", [
+    (100, 200, 50, 8, (48, 104)),   # aspect kept, both multiples of 8
+    (375, 500, 448, 14, (448, 602)),  # VOC-sized image at DINOv2's patch 14
+    (10, 10, 2, 8, (8, 8)),          # never below one patch
+])
+def test_model_input_size(h, w, short, patch, expected):
+    assert model_input_size(h, w, short, patch) == expected
+
+
+def test_featurizer_shapes_and_determinism(tiny_featurizer):
+    feats = tiny_featurizer(_image(40, 56))
+    h, w = model_input_size(40, 56, 64, 8)
+    assert feats.shape == (32, h // 8, w // 8) and feats.dtype == torch.float32
+    assert torch.isfinite(feats).all()
+    assert torch.equal(feats, tiny_featurizer(_image(40, 56)))
+
+
+def test_tiny_model_init_is_seeded(tiny_featurizer):
+    from rim_bench.features.dense import DinoV2Featurizer
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                patch_size=8, image_size=64)
+    same = DinoV2Featurizer("tiny", 64, {**tiny, "seed": 0})
+    other = DinoV2Featurizer("tiny", 64, {**tiny, "seed": 1})
+    image = _image()
+    assert torch.equal(same(image), tiny_featurizer(image))
+    assert not torch.equal(other(image), tiny_featurizer(image))
+
+
+def test_missing_local_weights_is_a_clear_error(tmp_path: Path):
+    from rim_bench.backbones.dinov2 import load_dinov2
+
+    with pytest.raises(ConfigError, match=r"featurizer\.dinov2\.model: no directory"):
+        load_dinov2(str(tmp_path / "no-such-model"), {})
+
+
+def test_masked_average_pool_by_hand():
+    # A 2x2 feature grid under a 4x4 image: each feature cell covers a 2x2 block.
+    features = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (D=1, 2, 2)
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True            # exactly cell (0, 0)
+    masks[1, :, :2] = True             # cells (0, 0) and (1, 0)
+    masks[2, 0, 1] = masks[2, 0, 2] = True  # a quarter of cells (0, 0) and (0, 1)
+    pooled = masked_average_pool(masks, features)
+    assert pooled.shape == (3, 1)
+    torch.testing.assert_close(pooled[:, 0], torch.tensor([1.0, 2.0, 1.5]))
+
+
+def test_masked_average_pool_no_regions():
+    assert masked_average_pool(torch.zeros(0, 4, 4, dtype=torch.bool), torch.ones(5, 2, 2)).shape == (0, 5)
+
+
+def test_paint_regions_small_on_top_and_uncovered_unassigned():
+    masks = torch.zeros(2, 3, 4, dtype=torch.bool)
+    masks[0, :, :3] = True       # large region, label 1
+    masks[1, 1, 1] = True        # small region inside it, label 2
+    out = paint_regions(masks, torch.tensor([1, 2]))
+    expected = torch.tensor([[1, 1, 1, 255], [1, 2, 1, 255], [1, 1, 1, 255]])
+    assert torch.equal(out, expected) and out.dtype == torch.long
+
+
+def test_segmenter_min_score_leaves_weak_regions_unassigned():
+    masks = torch.eye(2, dtype=torch.bool)[:, :, None].expand(2, 2, 3)  # rows 0 and 1
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.3]])
+    label_map, labels = PaintSegmenter(min_score=0.5)(masks, scores)
+    assert labels.tolist() == [0, 255]
+    assert label_map.tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):
+    from rim_bench.features.pooling import MaskedAveragePooling
+
+    names = [n[0] for n in read_classes("smoke")]
+    bank = ExemplarReferences(str(smoke_root / "exemplars"), n_subcategories=2, images_per_subcategory=1).build(
+        tiny_featurizer, MaskedAveragePooling(), names
+    )
+    assert bank.features.shape == (len(names) * 2, 32) and bank.features.dtype == torch.float32
+    assert bank.class_ids.tolist() == [c for c in range(len(names)) for _ in range(2)]
+    assert len(bank.subcategory_names) == len(names) * 2
+    assert all(m["mask_area"] > 0 for m in bank.meta)
+
+
+def test_exemplar_missing_class_folder(smoke_root: Path):
+    with pytest.raises(DataError, match=r"no exemplar images for class 'unicorn'.*class folders found: background"):
+        ExemplarReferences(str(smoke_root / "exemplars"), None, None).scan(["background", "unicorn"])
+
+
+def test_bank_cache_builds_once(tmp_path: Path):
+    calls = []
+
+    def build() -> ReferenceBank:
+        calls.append(1)
+        return ReferenceBank(torch.randn(3, 4), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]),
+                             ["a", "b"], ["a/x", "b/y", "b/z"], [{}, {}, {}])
+
+    first, path, hit = cached_bank(tmp_path, {"k": 1}, build)
+    second, path2, hit2 = cached_bank(tmp_path, {"k": 1}, build)
+    assert (hit, hit2, len(calls), path) == (False, True, 1, path2)
+    assert torch.equal(first.features, second.features) and second.class_names == ["a", "b"]
+    cached_bank(tmp_path, {"k": 2}, build)
+    assert len(calls) == 2  # another key is another bank
+
+
+def test_registry_errors_name_the_key():
+    from omegaconf import OmegaConf
+
+    register_builtin_stages()
+    with pytest.raises(ConfigError, match=r"matcher\.name: unknown matcher 'nearest' \(known: cosine, random, rim\)"):
+        build_stage(MATCHERS, OmegaConf.create({"name": "nearest"}), "matcher")
+    bad = OmegaConf.create({"name": "rim", "rim": {"temperature": 0.1, "divergence": "kl2", "alpha": 0.0,
+                                                   "aggregation": "max"}})
+    with pytest.raises(ConfigError, match=r"matcher\.rim\.divergence: unknown 'kl2' \(choose kl, js, l1\)"):
+        build_stage(MATCHERS, bad, "matcher")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("cat\ndog\ncat\n", "class 'cat' is already on line 1"),
+    ("cat\n\ndog\n", "empty class name"),
+    ("cat, , kitty\n", "empty class name"),
+])
+def test_class_file_validation(tmp_path: Path, text: str, fragment: str):
+    path = tmp_path / "classes.txt"
+    path.write_text(text)
+    with pytest.raises(DataError, match=fragment):
+        read_classes(str(path))
+
+
+def test_class_file_synonyms():
+    classes = read_classes("smoke")
+    assert classes[0][0] == "background" and len(classes) == 6
+    assert all(len(c) >= 1 for c in classes)
+
+
+def test_voc_layout_reads_sizes_and_labels(smoke_root: Path):
+    from rim_bench.data.voc_layout import VOCLayoutDataset
+
+    ds = VOCLayoutDataset(smoke_root, "val", max_images=3)
+    sample = ds[0]
+    assert len(ds) == 3 and sample.image.dtype == torch.uint8 and sample.image.shape[0] == 3
+    assert sample.label.shape == sample.image.shape[1:] and sample.label.dtype == torch.long
+    with Image.open(smoke_root / "SegmentationClass" / f"{sample.image_id}.png") as img:
+        assert img.mode == "P"
+    assert set(sample.label.unique().tolist()) <= {0, 1, 2, 3, 4, 5, 255}
