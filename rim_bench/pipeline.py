@@ -18,7 +18,6 @@ from rim_bench.types import Prediction, ReferenceBank
 
 def register_builtin_stages() -> None:
     """Import the modules whose decorators fill the registries."""
-    import rim_bench.data.datamodule  # noqa: F401
     import rim_bench.features.dense  # noqa: F401
     import rim_bench.features.pooling  # noqa: F401
     import rim_bench.matching.baselines  # noqa: F401

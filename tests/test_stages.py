@@ -166,9 +166,9 @@ def test_class_file_synonyms():
 
 
 def test_voc_layout_reads_sizes_and_labels(smoke_root: Path):
-    from rim_bench.data.voc_layout import VOCLayoutDataset
+    from rim_bench.data.voc import AnyVOCLayout
 
-    ds = VOCLayoutDataset(smoke_root, "val", max_images=3)
+    ds = AnyVOCLayout(smoke_root, "val", max_images=3, num_classes=6)
     sample = ds[0]
     assert len(ds) == 3 and sample.image.dtype == torch.uint8 and sample.image.shape[0] == 3
     assert sample.label.shape == sample.image.shape[1:] and sample.label.dtype == torch.long

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from rim_bench.errors import DataError
+from rim_bench.errors import DataError, ParamError
 from rim_bench.protocols import DenseFeaturizer, RegionEncoder
 from rim_bench.registry import REFERENCE_SOURCES
 from rim_bench.types import ReferenceBank
@@ -45,7 +45,9 @@ class ExemplarReferences:
         images_per_subcategory: use the first N images of each subcategory; null = all.
     """
 
-    def __init__(self, root: str, n_subcategories: int | None, images_per_subcategory: int | None) -> None:
+    def __init__(self, root: str | None, n_subcategories: int | None, images_per_subcategory: int | None) -> None:
+        if root is None:
+            raise ParamError("root", "not set: give references.exemplars.root=DIR (<DIR>/<class>/<subcategory>/*.jpg)")
         self.root = Path(root).expanduser()
         self.n_subcategories = n_subcategories
         self.images_per_subcategory = images_per_subcategory
