@@ -1,7 +1,9 @@
 """The `rim-bench` command line.
 
-    rim-bench test   [experiment=NAME] [dotted.key=value ...]   evaluate and write results
-    rim-bench config [experiment=NAME] [dotted.key=value ...]   print the resolved config
+    rim-bench test       [experiment=NAME] [dotted.key=value ...]   evaluate and write results
+    rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
+    rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
+    rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
 Bad input (config, data, weights) ends with one line on stderr and exit code 2.
 """
@@ -14,6 +16,11 @@ import sys
 from rim_bench.errors import RimBenchError
 
 EXIT_USER_ERROR = 2
+CONFIG_COMMANDS = {
+    "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
+    "check-data": "read every image and label of the configured data set and report each problem",
+    "config": "print the resolved config and its result hash",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,18 +30,26 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configs merge configs/default.yaml, then configs/experiment/NAME.yaml, then key=value overrides.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("test", "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir"),
-        ("config", "print the resolved config and its result hash"),
-    ):
+    for name, help_text in CONFIG_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
+    convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
+    convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
+    convert.add_argument("--src", required=True, help="the downloaded, extracted raw annotations")
+    convert.add_argument("--dst", required=True, help="data.root: where the benchmark's folder is written")
+    convert.add_argument("--split", default="val", help="the split to convert (default: val)")
+    convert.add_argument(
+        "--unlabeled", choices=("background", "ignore"), default=None,
+        help="coco_object only: score unlabeled pixels as background (default, as peers do) or ignore them",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "convert":
+            return _convert(args)
         from rim_bench.config import config_hash, load_config, resolve, result_spec
 
         cfg = load_config(args.overrides)
@@ -44,17 +59,48 @@ def main(argv: list[str] | None = None) -> int:
             cfg = resolve(cfg)
             print(OmegaConf.to_yaml(cfg), end="")
             print(f"# result hash: {config_hash(result_spec(cfg))}")
+        elif args.command == "check-data":
+            from rim_bench.runner import check_data
+
+            check_data(cfg)
         else:
             from rim_bench.runner import run_test
 
             run_test(cfg)
     except RimBenchError as e:
-        print(f"rim-bench: error: {e}", file=sys.stderr)
+        print(f"rim-bench: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("rim-bench: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rim_bench.data.converters import CONVERTERS
+    from rim_bench.errors import ConfigError
+
+    if args.benchmark not in CONVERTERS:
+        raise ConfigError(f"no converter for '{args.benchmark}' (known: {', '.join(sorted(CONVERTERS))})")
+    options = {"unlabeled": args.unlabeled} if args.unlabeled else {}
+    if options and args.benchmark != "coco_object":
+        raise ConfigError("--unlabeled applies to coco_object only")
+    report = CONVERTERS[args.benchmark](Path(args.src), Path(args.dst), split=args.split, **options)
+    print(f"{args.benchmark}: wrote {report.written}, kept {report.skipped} already converted, "
+          f"of {report.total} → {report.out_dir}")
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker comes back
+    wrapped in the worker's traceback; its own message is the last line."""
+    text = str(error).strip()
+    if "\n" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
+    return text
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ any model is loaded; (3) build the stages; (4) build or load the reference bank;
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from datetime import datetime
@@ -17,16 +18,17 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.config import config_hash, resolve, result_spec, save_config, stage_spec
-from rim_bench.data.classes import read_classes
-from rim_bench.errors import ConfigError
-from rim_bench.data.datamodule import SegmentationDataModule
+from rim_bench.data.datamodule import SegmentationDataModule, build_dataset
+from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_json
 from rim_bench.lit_module import RIMTestModule
 from rim_bench.pipeline import build_pipeline, register_builtin_stages
 from rim_bench.references.bank import bank_summary, cached_bank
-from rim_bench.registry import DATASETS, REFERENCE_SOURCES, build_stage
+from rim_bench.registry import REFERENCE_SOURCES, build_stage
 from rim_bench.timing import StageTimer
 
+# DDP launches each further rank by re-running the command; they must write where rank 0 does.
+OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
 LOGGERS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -40,16 +42,18 @@ def run_test(cfg: DictConfig) -> dict:
     cfg = resolve(cfg.copy())
     _check_choices(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    output_dir = Path(cfg.output_dir or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}")
+    output_dir = Path(
+        cfg.output_dir or os.environ.get(OUTPUT_DIR_ENV)
+        or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
-    cfg.output_dir = str(output_dir)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
     timer = StageTimer()
 
     # 2. Data first, so a wrong path fails before minutes of model loading.
     with timer("data setup"):
-        classes = read_classes(cfg.data.classes)
+        dataset, classes = build_dataset(cfg.data)
         class_names = [names[0] for names in classes]
-        dataset = DATASETS.get(cfg.data.name, "data")(cfg.data.root, cfg.data.split, cfg.data.max_images)
 
     # 3. The stages.
     with timer("load models"):
@@ -69,14 +73,18 @@ def run_test(cfg: DictConfig) -> dict:
             Path(cfg.cache_dir), key, lambda: source.build(pipeline.featurizer, pipeline.encoder, class_names)
         )
         pipeline.set_bank(bank)
-    print(f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}, {bank_dir}); {bank_summary(bank)}")
+    rank_zero_print(
+        f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}, {bank_dir}); {bank_summary(bank)}"
+    )
 
     # 5. Test.
     module = RIMTestModule(pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None)
     trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
         logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
         enable_checkpointing=False, enable_model_summary=False,
+        use_distributed_sampler=False,  # SegmentationDataModule shards without padding
     )
     datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -100,6 +108,28 @@ def run_test(cfg: DictConfig) -> dict:
         print(f"\ntime breakdown\n{timer.table(wall)}")
         print(f"\nresults: {output_dir}/metrics.json, config: {output_dir}/config.yaml")
     return metrics
+
+
+def check_data(cfg: DictConfig) -> int:
+    """Read every sample of the configured data set and print each problem; returns their count."""
+    _check_choices(resolve(cfg))
+    dataset, classes = build_dataset(cfg.data)
+    problems = list(dataset.check_all())
+    for message in problems:
+        print(message)
+    summary = f"{len(dataset)} images in {dataset.dir}, {len(classes)} classes"
+    if problems:
+        raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
+    print(f"ok: {summary}")
+    return 0
+
+
+def rank_zero_print(text: str) -> None:
+    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(text)
 
 
 def format_results(metrics: dict, class_names: list[str]) -> str:

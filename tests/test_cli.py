@@ -17,7 +17,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, fragment", [
     (["test", "experiment=smoke", "matcher.rim.temprature=0.1"], "unknown config key 'matcher.rim.temprature'"),
     (["test", "experiment=nope"], "experiment 'nope' not found"),
-    (["test", "experiment=smoke", "data.name=voc_layout", "data.root=/no/such/dir"],
+    (["test", "experiment=smoke", "data.name=voc21", "data.root=/no/such/dir"],
      "data root '/no/such/dir' does not exist"),
     (["test", "experiment=smoke", "proposer.superpixels.n_segments=many"], "must be int"),
     (["test", "experiment=smoke", "matcher.name=nearest"], "unknown matcher 'nearest'"),

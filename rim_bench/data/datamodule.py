@@ -1,41 +1,62 @@
-"""The Lightning datamodule for test-only runs, and the dataset builders by name."""
+"""The Lightning datamodule for test-only runs, with a sampler that never pads.
+
+Lightning's default for multi-process testing is a `DistributedSampler`, which pads the
+last shard with duplicates so that every rank gets as many samples; duplicates would be
+scored twice. `ShardSampler` gives rank r the samples r, r + W, r + 2W, ...: every sample
+exactly once, shards differing in length by at most one.
+"""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from typing import Iterator
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from rim_bench.data.voc_layout import VOCLayoutDataset
-from rim_bench.errors import DataError
+from rim_bench.data.base import BenchmarkDataset
+from rim_bench.data.classes import read_classes
+from rim_bench.errors import ConfigError
 from rim_bench.registry import DATASETS
 from rim_bench.types import Sample
 
 
-@DATASETS.register("voc_layout")
-def voc_layout(root: str, split: str, max_images: int | None) -> Dataset:
-    """Any data set already on disk in the VOC layout."""
-    return VOCLayoutDataset(root, split, max_images)
+def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
+    """The data set that ``data.name`` selects, and its classes (with synonyms).
+
+    Runs the cheap layout checks, so that a wrong path fails before any model loads.
+    """
+    import rim_bench.data.ade  # noqa: F401 - each module registers its benchmarks
+    import rim_bench.data.cityscapes  # noqa: F401
+    import rim_bench.data.coco  # noqa: F401
+    import rim_bench.data.context  # noqa: F401
+    import rim_bench.data.voc  # noqa: F401
+
+    cls = DATASETS.get(data.name, "data")
+    class_file = data.classes or cls.default_classes
+    if class_file is None:
+        raise ConfigError(f"data.classes: data set '{data.name}' needs a class file (a path, one class a line)")
+    if data.root is None:
+        raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
+    classes = read_classes(class_file)
+    return cls(data.root, data.split, data.max_images, num_classes=len(classes)), classes
 
 
-@DATASETS.register("smoke")
-def smoke(root: str, split: str, max_images: int | None) -> Dataset:
-    """The embedded synthetic benchmark, generated under `root` on first use."""
-    from rim_bench.data.smoke import generate_smoke
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of a data set of `length` samples, in order."""
 
-    path = Path(root).expanduser()
-    marker = path / "DONE"
-    if path.exists() and not marker.is_file():
-        raise DataError(f"'{path}' exists but is not a smoke benchmark (no DONE file): delete it or set data.root")
-    try:
-        generate_smoke(path)
-    except FileExistsError:
-        # An older version of our own generated set: it is a cache, so replace it.
-        shutil.rmtree(path)
-        generate_smoke(path)
-    return VOCLayoutDataset(path, split, max_images)
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.length = length
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
 
 
 def collate_samples(batch: list[Sample]) -> list[Sample]:
@@ -44,7 +65,10 @@ def collate_samples(batch: list[Sample]) -> list[Sample]:
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """Serves one test split.
+    """Serves one test split, sharded across processes without duplicates.
+
+    The Trainer must be built with ``use_distributed_sampler=False`` so that Lightning
+    keeps our sampler.
 
     Args:
         dataset: the test set.
@@ -59,7 +83,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
 
     def test_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-            collate_fn=collate_samples, persistent_workers=False,
+            self.dataset, batch_size=self.batch_size, sampler=ShardSampler(len(self.dataset), rank, world),
+            num_workers=self.num_workers, collate_fn=collate_samples,
         )
