@@ -2,6 +2,7 @@
 
     rim-bench test       [experiment=NAME] [dotted.key=value ...]   evaluate and write results
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
+    rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
@@ -19,6 +20,7 @@ EXIT_USER_ERROR = 2
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
+    "build-bank": "build (or find in the cache) the reference bank for the benchmark's vocabulary",
     "config": "print the resolved config and its result hash",
 }
 
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             from rim_bench.runner import check_data
 
             check_data(cfg)
+        elif args.command == "build-bank":
+            from rim_bench.runner import build_bank
+
+            build_bank(cfg)
         else:
             from rim_bench.runner import run_test
 

@@ -145,14 +145,15 @@ def _is_interp(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
 
 
-def stage_spec(stage: DictConfig, key: str) -> dict[str, Any]:
+def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
     """The selected variant of a stage block: ``{"name": ..., **its parameters}``.
 
     Args:
         stage: a block like ``cfg.proposer`` with a ``name`` and one sub-block per variant.
         key: the block's key in the config, for error messages.
+        name: another variant of the block than ``stage.name``.
     """
-    name = stage.get("name")
+    name = name or stage.get("name")
     params = stage.get(name) if name in stage else None
     if params is None:
         params = {}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from rim_bench.types import ReferenceBank
+
+if TYPE_CHECKING:
+    from rim_bench.references.bank import BuildContext
 
 
 class RegionProposer(Protocol):
@@ -27,11 +30,11 @@ class RegionEncoder(Protocol):
 
 
 class ReferenceSource(Protocol):
-    def build(self, featurizer: DenseFeaturizer, encoder: RegionEncoder, class_names: list[str]) -> ReferenceBank:
-        """Make the reference bank for a vocabulary with the test side's featurizer and encoder."""
+    def build(self, ctx: "BuildContext") -> ReferenceBank:
+        """Make the bank for ``ctx.classes`` with the test side's featurizer and encoder (see `BuildContext`)."""
 
-    def cache_spec(self) -> dict:
-        """What identifies the bank's content, for the cache key (paths, files, prompts)."""
+    def cache_spec(self, class_names: list[str]) -> dict:
+        """What identifies the bank's content beyond the config, for the cache key (files, phrases)."""
 
 
 class Matcher(Protocol):

@@ -52,8 +52,8 @@ SEGMENTERS: Registry = Registry("segmenter")
 DATASETS: Registry = Registry("dataset")
 
 
-def build_stage(registry: Registry, block: DictConfig, key: str, **extra: Any) -> Any:
-    """Build the variant that `block.name` selects with its parameters `block[name]`.
+def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:
+    """Build the variant that `block.name` (or `name`) selects with its parameters `block[name]`.
 
     Args:
         registry: the registry of that stage kind.
@@ -63,7 +63,7 @@ def build_stage(registry: Registry, block: DictConfig, key: str, **extra: Any) -
     A constructor reports a bad parameter with `ParamError(param, message)`; it reaches
     the user as ``key.name.param: message``.
     """
-    spec = stage_spec(block, key)
+    spec = stage_spec(block, key, name)
     name = spec.pop("name")
     builder = registry.get(name, key)
     try:

@@ -15,17 +15,20 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rim_bench.config import config_hash, resolve, result_spec, save_config, stage_spec
-from rim_bench.data.datamodule import SegmentationDataModule, build_dataset
+from rim_bench.config import config_hash, resolve, result_spec, save_config
+from rim_bench.data.datamodule import SegmentationDataModule, build_dataset, class_list
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_json
 from rim_bench.lit_module import RIMTestModule
 from rim_bench.pipeline import build_pipeline, register_builtin_stages
-from rim_bench.references.bank import bank_summary, cached_bank
-from rim_bench.registry import REFERENCE_SOURCES, build_stage
+from rim_bench.references.bank import bank_summary
+from rim_bench.references.sources import bank_for_config
+from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
 from rim_bench.timing import StageTimer
+from rim_bench.types import ReferenceBank
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
 OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
@@ -36,12 +39,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 def run_test(cfg: DictConfig) -> dict:
     """Evaluate `cfg`; returns the content of the metrics.json it writes."""
     wall_start = time.perf_counter()
-    _quiet_lightning()
-    register_builtin_stages()
     # 1. Resolve and seed: every random draw below takes its seed from the config.
-    cfg = resolve(cfg.copy())
-    _check_choices(cfg)
-    L.seed_everything(cfg.seed, verbose=False)
+    cfg = _prepare(cfg)
     output_dir = Path(
         cfg.output_dir or os.environ.get(OUTPUT_DIR_ENV)
         or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -61,16 +60,9 @@ def run_test(cfg: DictConfig) -> dict:
 
     # 4. The reference bank, cached under the hash of what makes it.
     with timer("reference bank"):
-        source = build_stage(REFERENCE_SOURCES, cfg.references, "references")
-        key = {
-            "featurizer": stage_spec(cfg.featurizer, "featurizer"),
-            "pooling": stage_spec(cfg.pooling, "pooling"),
-            "references": stage_spec(cfg.references, "references"),
-            "files": source.cache_spec(class_names),
-            "classes": class_names,
-        }
-        bank, bank_dir, hit = cached_bank(
-            Path(cfg.cache_dir), key, lambda: source.build(pipeline.featurizer, pipeline.encoder, class_names)
+        device = build_device(cfg)
+        bank, bank_dir, hit = bank_for_config(
+            cfg, pipeline.featurizer.to(device), pipeline.encoder, classes, device, timer
         )
         pipeline.set_bank(bank)
     rank_zero_print(
@@ -110,9 +102,37 @@ def run_test(cfg: DictConfig) -> dict:
     return metrics
 
 
+def build_bank(cfg: DictConfig) -> ReferenceBank:
+    """`rim-bench build-bank`: build (or find) the bank for the benchmark's vocabulary.
+
+    With ``trainer.devices=N`` (and ``trainer.strategy=ddp``) the classes are shared among
+    N processes, which write one shard per class; the first process merges them once.
+    """
+    wall_start = time.perf_counter()
+    cfg = _prepare(cfg)
+    timer = StageTimer()
+    fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+                      num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
+    fabric.launch()
+    classes = class_list(cfg.data)
+    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer").to(fabric.device)
+    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
+    bank, bank_dir, hit = bank_for_config(
+        cfg, featurizer, encoder, classes, fabric.device, timer,
+        rank=fabric.global_rank, world_size=fabric.world_size, barrier=fabric.barrier,
+    )
+    if fabric.is_global_zero:
+        print(f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}) in {bank_dir}")
+        print(bank_summary(bank))
+        if (bank_dir / "sheets").is_dir():
+            print(f"contact sheets: {bank_dir / 'sheets'}")
+        print(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")
+    return bank
+
+
 def check_data(cfg: DictConfig) -> int:
     """Read every sample of the configured data set and print each problem; returns their count."""
-    _check_choices(resolve(cfg))
+    _prepare(cfg)
     dataset, classes = build_dataset(cfg.data)
     problems = list(dataset.check_all())
     for message in problems:
@@ -158,6 +178,22 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list:
             mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),
         ))
     return loggers
+
+
+def _prepare(cfg: DictConfig) -> DictConfig:
+    """Resolve a copy of `cfg`, check its choices, register the stages and seed everything."""
+    _quiet_lightning()
+    register_builtin_stages()
+    cfg = resolve(cfg.copy())
+    _check_choices(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    return cfg
+
+
+def build_device(cfg: DictConfig) -> torch.device:
+    """Where to build references before the Trainer places the models: CUDA if it is allowed and there."""
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def _check_choices(cfg: DictConfig) -> None:

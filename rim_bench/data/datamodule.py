@@ -21,25 +21,33 @@ from rim_bench.registry import DATASETS
 from rim_bench.types import Sample
 
 
-def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
-    """The data set that ``data.name`` selects, and its classes (with synonyms).
-
-    Runs the cheap layout checks, so that a wrong path fails before any model loads.
-    """
+def _benchmark(data: DictConfig) -> type[BenchmarkDataset]:
     import rim_bench.data.ade  # noqa: F401 - each module registers its benchmarks
     import rim_bench.data.cityscapes  # noqa: F401
     import rim_bench.data.coco  # noqa: F401
     import rim_bench.data.context  # noqa: F401
     import rim_bench.data.voc  # noqa: F401
 
-    cls = DATASETS.get(data.name, "data")
-    class_file = data.classes or cls.default_classes
+    return DATASETS.get(data.name, "data")
+
+
+def class_list(data: DictConfig) -> list[list[str]]:
+    """The benchmark's classes with synonyms: ``data.classes``, else the benchmark's own file."""
+    class_file = data.classes or _benchmark(data).default_classes
     if class_file is None:
         raise ConfigError(f"data.classes: data set '{data.name}' needs a class file (a path, one class a line)")
+    return read_classes(class_file)
+
+
+def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
+    """The data set that ``data.name`` selects, and its classes (with synonyms).
+
+    Runs the cheap layout checks, so that a wrong path fails before any model loads.
+    """
+    classes = class_list(data)
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
-    classes = read_classes(class_file)
-    return cls(data.root, data.split, data.max_images, num_classes=len(classes)), classes
+    return _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes)), classes
 
 
 class ShardSampler(Sampler[int]):

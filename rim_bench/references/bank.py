@@ -1,9 +1,10 @@
-"""Saving, loading and caching reference banks (safetensors + JSON).
+"""Building, saving, loading and caching reference banks (safetensors + JSON).
 
-A bank is cached under ``<cache_dir>/banks/<key>/`` where the key hashes everything
-that changes its content: the featurizer, the pooling, the reference source's config
-and files, and the vocabulary. The folder is written beside its final place and renamed
-into it, so a reader never sees a partial bank.
+A bank is cached under ``<cache_dir>/banks/<key>/`` where the key hashes everything that
+changes its content: the featurizer, the pooling, the reference source's config and
+files, and the vocabulary. It is built in ``<key>.partial/`` (where a resumable source
+keeps one shard per finished class and its contact sheets) and renamed to ``<key>/`` when
+complete, so a reader never sees a partial bank and an interrupted build resumes.
 """
 
 from __future__ import annotations
@@ -11,45 +12,69 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rim_bench.config import config_hash
+from rim_bench.errors import DataError
+from rim_bench.io import atomic_path, atomic_write_json
+from rim_bench.protocols import DenseFeaturizer, RegionEncoder
+from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
 
 TENSORS = "bank.safetensors"
 METADATA = "bank.json"
+KEY = "key.json"
 
 
-def save_bank(bank: ReferenceBank, directory: Path) -> None:
-    """Write `bank` into `directory` (which must not exist yet), atomically."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        save_file(
-            {"features": bank.features.contiguous(), "class_ids": bank.class_ids, "subcategory_ids": bank.subcategory_ids},
-            str(tmp / TENSORS),
-        )
-        (tmp / METADATA).write_text(json.dumps(
-            {"class_names": bank.class_names, "subcategory_names": bank.subcategory_names, "meta": bank.meta}, indent=1
-        ))
-        os.replace(tmp, directory)
-    except OSError:
-        if directory.is_dir():  # another process finished the same bank first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+@dataclass
+class BuildContext:
+    """What a reference source needs to build a bank.
+
+    Attributes:
+        featurizer, encoder: the test side's stages, so references and regions share features.
+        classes: the vocabulary, ``[[name, synonym, ...], ...]`` in label-id order.
+        device: where generative and segmentation models run.
+        work_dir: the bank's ``.partial`` folder (shards, contact sheets).
+        rank, world_size, barrier: this process's share of a sharded build, and a sync point.
+        timer: per-stage seconds.
+    """
+
+    featurizer: DenseFeaturizer
+    encoder: RegionEncoder
+    classes: list[list[str]]
+    device: torch.device
+    work_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = lambda: None
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [names[0] for names in self.classes]
+
+
+def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:
+    """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / TENSORS) as tmp:
+        save_file({"features": bank.features.contiguous(), "class_ids": bank.class_ids,
+                   "subcategory_ids": bank.subcategory_ids}, str(tmp))
+    atomic_write_json(directory / METADATA, {
+        "class_names": bank.class_names, "subcategory_names": bank.subcategory_names, "meta": bank.meta,
+        **(extra or {}),
+    })
 
 
 def load_bank(directory: Path) -> ReferenceBank:
-    tensors = load_file(str(directory / TENSORS))
+    with safe_open(str(directory / TENSORS), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     info = json.loads((directory / METADATA).read_text())
     return ReferenceBank(
         features=tensors["features"], class_ids=tensors["class_ids"], subcategory_ids=tensors["subcategory_ids"],
@@ -57,21 +82,73 @@ def load_bank(directory: Path) -> ReferenceBank:
     )
 
 
-def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[], ReferenceBank]) -> tuple[ReferenceBank, Path, bool]:
-    """Load the bank for `key_spec` from the cache, or build and store it.
+def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
+                rank: int = 0, barrier: Callable[[], None] = lambda: None) -> tuple[ReferenceBank, Path, bool]:
+    """Load the bank for `key_spec` from the cache, or build it in its work folder and publish it.
 
+    Args:
+        build: makes the bank, given its work folder (every rank calls it in a sharded build).
+        rank, barrier: the first rank publishes the bank; the others wait for it.
     Returns:
         The bank, its cache folder, and whether it was a cache hit.
     """
     directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
     if (directory / METADATA).is_file():
         return load_bank(directory), directory, True
-    bank = build()
-    save_bank(bank, directory)
+    work = directory.with_name(directory.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    bank = build(work)
+    if len(bank) == 0:
+        raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
+                        "references.diffusion.attn_threshold or check the reference images")
+    if rank == 0:
+        write_bank(bank, work)
+        atomic_write_json(work / KEY, key_spec)
+        _publish(work, directory)
+    barrier()
     return bank, directory, False
 
 
+def _publish(work: Path, directory: Path) -> None:
+    """Rename the finished work folder into place; if another process got there first, keep theirs."""
+    try:
+        os.replace(work, directory)
+    except OSError:
+        if not (directory / METADATA).is_file():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def concat_banks(banks: list[ReferenceBank]) -> ReferenceBank:
+    """One bank holding the references of several banks over the same vocabulary."""
+    names = banks[0].class_names
+    if any(b.class_names != names for b in banks):
+        raise ValueError("banks over different vocabularies cannot be joined")
+    subcategories = sorted({s for b in banks for s in b.subcategory_names})
+    index = {s: i for i, s in enumerate(subcategories)}
+    remap = [torch.tensor([index[s] for s in b.subcategory_names], dtype=torch.long) for b in banks]
+    return ReferenceBank(
+        features=torch.cat([b.features for b in banks]),
+        class_ids=torch.cat([b.class_ids for b in banks]),
+        subcategory_ids=torch.cat([r[b.subcategory_ids] if len(b) else b.subcategory_ids for b, r in zip(banks, remap)]),
+        class_names=list(names),
+        subcategory_names=subcategories,
+        meta=[m for b in banks for m in b.meta],
+    )
+
+
 def bank_summary(bank: ReferenceBank) -> str:
-    """One line: references and subcategories per class."""
+    """One line: references per class."""
     counts = torch.bincount(bank.class_ids, minlength=bank.num_classes).tolist()
     return ", ".join(f"{name} {n}" for name, n in zip(bank.class_names, counts))
+
+
+def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """One finished piece of a resumable build: tensors plus JSON metadata in one file, atomically."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(info)})
+
+
+def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rim_bench.errors import DataError, ParamError
-from rim_bench.protocols import DenseFeaturizer, RegionEncoder
+from rim_bench.references.bank import BuildContext
 from rim_bench.registry import REFERENCE_SOURCES
 from rim_bench.types import ReferenceBank
 
@@ -87,8 +87,9 @@ class ExemplarReferences:
                     files.append([str(path.relative_to(self.root)), stat.st_size, stat.st_mtime_ns])
         return {"root": str(self.root.resolve()), "files": files}
 
-    def build(self, featurizer: DenseFeaturizer, encoder: RegionEncoder, class_names: list[str]) -> ReferenceBank:
+    def build(self, ctx: BuildContext) -> ReferenceBank:
         """Pool each exemplar's features inside its mask into a `ReferenceBank`."""
+        featurizer, encoder, class_names = ctx.featurizer, ctx.encoder, ctx.class_names
         exemplars = self.scan(class_names)
         subcategories = sorted({ex.subcategory for ex in exemplars})
         features, meta = [], []
@@ -97,7 +98,7 @@ class ExemplarReferences:
             mask = _load_mask(ex.mask, image.shape[-2:]) if ex.mask else torch.ones(image.shape[-2:], dtype=torch.bool)
             if not mask.any():
                 raise DataError(f"{ex.mask}: the mask is empty; it must mark the object with non-zero pixels")
-            dense = featurizer(image)
+            dense = featurizer(image.to(ctx.device))
             features.append(encoder(mask[None].to(dense.device), dense)[0].cpu())
             meta.append({"image": str(ex.image), "mask": str(ex.mask) if ex.mask else None, "mask_area": int(mask.sum())})
         return ReferenceBank(

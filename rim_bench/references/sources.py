@@ -1,0 +1,76 @@
+"""From the config to a cached reference bank: one source, or several mixed.
+
+`bank_for_config` is what `rim-bench test` and `rim-bench build-bank` both call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from rim_bench.config import stage_spec
+from rim_bench.errors import ConfigError
+from rim_bench.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
+from rim_bench.references.bank import BuildContext, cached_bank, concat_banks
+from rim_bench.registry import REFERENCE_SOURCES, build_stage
+from rim_bench.timing import StageTimer
+from rim_bench.types import ReferenceBank
+
+
+class MixedReferences:
+    """Several sources' references in one bank (e.g. generated images plus user exemplars)."""
+
+    def __init__(self, sources: list[ReferenceSource]) -> None:
+        self.sources = sources
+
+    def cache_spec(self, class_names: list[str]) -> dict:
+        return {"parts": [s.cache_spec(class_names) for s in self.sources]}
+
+    def build(self, ctx: BuildContext) -> ReferenceBank:
+        return concat_banks([s.build(replace(ctx, work_dir=ctx.work_dir / f"part{i}")) for i, s in
+                             enumerate(self.sources)])
+
+
+def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
+    """The source that ``references.name`` selects, and the config part of its cache key."""
+    import rim_bench.references.diffusion  # noqa: F401 - registers "diffusion"
+    import rim_bench.references.exemplars  # noqa: F401 - registers "exemplars"
+
+    if block.name != "mixed":
+        return build_stage(REFERENCE_SOURCES, block, "references"), stage_spec(block, "references")
+    names = list(block.mixed.sources)
+    if not names or "mixed" in names:
+        raise ConfigError(f"references.mixed.sources: give two or more of {', '.join(REFERENCE_SOURCES.names())}")
+    sources = [build_stage(REFERENCE_SOURCES, block, "references", name=n) for n in names]
+    return MixedReferences(sources), {"name": "mixed", "parts": [stage_spec(block, "references", n) for n in names]}
+
+
+def bank_for_config(
+    cfg: DictConfig, featurizer: DenseFeaturizer, encoder: RegionEncoder, classes: list[list[str]],
+    device: torch.device, timer: StageTimer, rank: int = 0, world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+) -> tuple[ReferenceBank, Path, bool]:
+    """Load the bank that `cfg` describes from the cache, or build (a share of) it.
+
+    The cache key holds the featurizer, the pooling, the reference source's config and
+    content (files, subcategory phrases) and the vocabulary with its synonyms.
+    """
+    source, spec = build_references(cfg.references)
+    class_names = [names[0] for names in classes]
+    key = {
+        "featurizer": stage_spec(cfg.featurizer, "featurizer"),
+        "pooling": stage_spec(cfg.pooling, "pooling"),
+        "references": spec,
+        "content": source.cache_spec(class_names),
+        "classes": classes,
+    }
+
+    def build(work_dir: Path) -> ReferenceBank:
+        ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer)
+        return source.build(ctx)
+
+    return cached_bank(Path(cfg.cache_dir), key, build, rank=rank, barrier=barrier)

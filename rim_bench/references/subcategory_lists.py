@@ -1,0 +1,54 @@
+"""Subcategory lists: per class, the phrases that reference images are generated from.
+
+Shipped lists are YAML files in ``rim_bench/references/subcategories/`` (``voc``,
+``context``, ``coco_object``); a path to a YAML file of the same format works too:
+a mapping from class name to a list whose first entry is the class itself.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from rim_bench.errors import DataError
+
+
+def subcategory_file(name_or_path: str) -> Path:
+    shipped = resources.files("rim_bench.references") / "subcategories" / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    known = sorted(p.name[:-5] for p in (resources.files("rim_bench.references") / "subcategories").iterdir()
+                   if p.name.endswith(".yaml"))
+    raise DataError(f"subcategory list '{name_or_path}' not found: give a YAML path or one of {', '.join(known)}")
+
+
+def load_subcategories(name_or_path: str, class_names: list[str], count: int | None) -> dict[str, list[str]]:
+    """The first `count` subcategories (all if None) of each class in `class_names`.
+
+    Raises:
+        DataError: the vocabulary is empty, or a class is missing from the list or has none.
+    """
+    if not class_names:
+        raise DataError("the vocabulary is empty: a reference bank needs at least one class")
+    path = subcategory_file(name_or_path)
+    try:
+        table = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: expected a mapping 'class: [class, subcategory, ...]'")
+    chosen = {}
+    for name in class_names:
+        subs = table.get(name)
+        if not subs or not isinstance(subs, list) or not all(isinstance(s, str) and s.strip() for s in subs):
+            raise DataError(
+                f"{path}: class '{name}' has no subcategory list; add '{name}: [{name}, ...]' "
+                "or point references.diffusion.subcategories to a file that has it"
+            )
+        chosen[name] = [s.strip() for s in subs[:count]]
+    return chosen
