@@ -89,12 +89,15 @@ def test_stage_spec_selects_the_named_variant():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_shipped_config_builds(experiment: str):
+def test_every_shipped_config_builds(experiment: str, tmp_path: Path):
+    """Every stage and the reference source of each shipped experiment build (weights: tiny stand-ins)."""
     from rim_bench.pipeline import build_pipeline
+    from rim_bench.references.sources import build_references
 
-    cfg = resolve(load_config([f"experiment={experiment}"]))
+    cfg = resolve(load_config([f"experiment={experiment}", "featurizer.dinov2.model=tiny",
+                               f"references.exemplars.root={tmp_path}"]))
     assert OmegaConf.to_yaml(cfg)  # fully resolvable
-    if cfg.featurizer.name == "dinov2" and cfg.featurizer.dinov2.model != "tiny":
-        pytest.skip("needs real DINOv2 weights")
     pipeline = build_pipeline(cfg)
     assert pipeline.featurizer.feature_dim > 0
+    source, spec = build_references(cfg.references)
+    assert spec["name"] == cfg.references.name

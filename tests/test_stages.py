@@ -15,7 +15,7 @@ from rim_bench.features.dense import model_input_size
 from rim_bench.features.pooling import masked_average_pool
 from rim_bench.pipeline import register_builtin_stages
 from rim_bench.proposals.superpixels import SuperpixelProposer
-from rim_bench.references.bank import cached_bank
+from rim_bench.references.bank import BuildContext, cached_bank
 from rim_bench.references.exemplars import ExemplarReferences
 from rim_bench.registry import MATCHERS, build_stage
 from rim_bench.segmenter import PaintSegmenter, paint_regions
@@ -104,10 +104,10 @@ def test_segmenter_min_score_leaves_weak_regions_unassigned():
 def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):
     from rim_bench.features.pooling import MaskedAveragePooling
 
-    names = [n[0] for n in read_classes("smoke")]
-    bank = ExemplarReferences(str(smoke_root / "exemplars"), n_subcategories=2, images_per_subcategory=1).build(
-        tiny_featurizer, MaskedAveragePooling(), names
-    )
+    classes = read_classes("smoke")
+    names = [n[0] for n in classes]
+    ctx = BuildContext(tiny_featurizer, MaskedAveragePooling(), classes, torch.device("cpu"), smoke_root)
+    bank = ExemplarReferences(str(smoke_root / "exemplars"), n_subcategories=2, images_per_subcategory=1).build(ctx)
     assert bank.features.shape == (len(names) * 2, 32) and bank.features.dtype == torch.float32
     assert bank.class_ids.tolist() == [c for c in range(len(names)) for _ in range(2)]
     assert len(bank.subcategory_names) == len(names) * 2
@@ -122,7 +122,8 @@ def test_exemplar_missing_class_folder(smoke_root: Path):
 def test_bank_cache_builds_once(tmp_path: Path):
     calls = []
 
-    def build() -> ReferenceBank:
+    def build(work_dir: Path) -> ReferenceBank:
+        assert work_dir.name.endswith(".partial") and work_dir.is_dir()
         calls.append(1)
         return ReferenceBank(torch.randn(3, 4), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]),
                              ["a", "b"], ["a/x", "b/y", "b/z"], [{}, {}, {}])
@@ -130,6 +131,7 @@ def test_bank_cache_builds_once(tmp_path: Path):
     first, path, hit = cached_bank(tmp_path, {"k": 1}, build)
     second, path2, hit2 = cached_bank(tmp_path, {"k": 1}, build)
     assert (hit, hit2, len(calls), path) == (False, True, 1, path2)
+    assert not path.with_name(path.name + ".partial").exists()  # published by renaming the work folder
     assert torch.equal(first.features, second.features) and second.class_names == ["a", "b"]
     cached_bank(tmp_path, {"k": 2}, build)
     assert len(calls) == 2  # another key is another bank

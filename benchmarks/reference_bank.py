@@ -1,0 +1,69 @@
+"""Reference-bank build cost per stage, and what a cache hit saves.
+
+    python benchmarks/reference_bank.py [key=value ...]
+
+Defaults to tiny random models on the smoke vocabulary (6 classes x 3 subcategories x 2
+images, 64 px, 5 steps); pass real ones (references.diffusion.model=..., sam paths,
+featurizer.dinov2.model=..., image_size=512) on a GPU machine. Prints seconds per
+reference for generation (with attention capture), SAM and DINOv2, and the ratio of a
+cache-hit build to a cold build.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rim_bench.config import load_config, resolve
+from rim_bench.pipeline import register_builtin_stages
+from rim_bench.references.sources import bank_for_config
+from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
+from rim_bench.timing import StageTimer
+
+SMOKE_SUBCATEGORIES = """\
+background: [background, grey wall, brown floor]
+sun: [sun, setting sun, yellow sun]
+leaf: [leaf, green leaf, maple leaf]
+sea: [sea, calm sea, stormy sea]
+berry: [berry, red berry, strawberry]
+grape: [grape, purple grape, green grape]
+"""
+
+
+def main(argv: list[str]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="rim-bench-bank-bench-"))
+    (work / "subs.yaml").write_text(SMOKE_SUBCATEGORIES)
+    cfg = resolve(load_config([
+        "experiment=smoke", f"cache_dir={work / 'cache'}", "references.name=diffusion",
+        "references.diffusion.model=tiny", f"references.diffusion.subcategories={work / 'subs.yaml'}",
+        "references.diffusion.image_size=64", "references.diffusion.num_inference_steps=5",
+        "references.diffusion.sam.model_type=tiny", "references.diffusion.contact_sheets=false", *argv,
+    ]))
+    register_builtin_stages()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer").to(device)
+    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
+    classes = [[line.split(":")[0]] for line in SMOKE_SUBCATEGORIES.splitlines()]
+
+    def build() -> tuple[float, StageTimer, int]:
+        timer = StageTimer()
+        start = time.perf_counter()
+        bank, _, _ = bank_for_config(cfg, featurizer, encoder, classes, device, timer)
+        return time.perf_counter() - start, timer, len(bank)
+
+    cold, timer, count = build()
+    warm, _, _ = build()
+    print(f"device: {device}  references: {count}  (generation runs once per subcategory, batched over images)")
+    for stage in ("generation", "sam", "dinov2"):
+        print(f"{stage:<12} {1000 * timer.seconds.get(stage, 0.0) / count:8.1f} ms/reference")
+    print(f"cold build   {cold:8.2f} s   (models loaded on first use: included)")
+    print(f"cache hit    {warm:8.3f} s")
+    print(f"ratio cache-hit / cold build: {warm / cold:.4f}  ({cold / warm:.0f}x faster)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
