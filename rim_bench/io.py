@@ -36,3 +36,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def shipped_or_path(package: str, folder: str, suffix: str, name_or_path: str, what: str) -> Path:
+    """A data file shipped in ``package/folder/<name><suffix>``, or a user's file at a path.
+
+    Raises:
+        DataError: neither exists; the message lists the shipped names.
+    """
+    from importlib import resources
+
+    from rim_bench.errors import DataError
+
+    shipped_dir = resources.files(package) / folder
+    shipped = shipped_dir / f"{name_or_path}{suffix}"
+    if shipped.is_file():
+        return Path(str(shipped))
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    known = sorted(p.name[: -len(suffix)] for p in shipped_dir.iterdir() if p.name.endswith(suffix))
+    raise DataError(f"{what} '{name_or_path}' not found: give a file path or one of {', '.join(known)}")

@@ -7,13 +7,11 @@ model built from `Dinov2Config` with a fixed seed, for tests and the smoke bench
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from transformers import AutoModel, Dinov2Config, Dinov2Model
 
-from rim_bench.errors import ConfigError
+from rim_bench.backbones.hub import from_hub_or_dir
 
 
 def load_dinov2(model: str, tiny: dict) -> nn.Module:
@@ -30,18 +28,7 @@ def load_dinov2(model: str, tiny: dict) -> nn.Module:
             torch.manual_seed(seed)
             net = Dinov2Model(Dinov2Config(**params))
         return net.eval()
-    local = Path(model).expanduser()
-    if model.startswith((".", "/", "~")) and not local.is_dir():
-        raise ConfigError(f"featurizer.dinov2.model: no directory '{model}'; give a hub id or a local model directory")
-    try:
-        net = AutoModel.from_pretrained(str(local) if local.is_dir() else model)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"featurizer.dinov2.model: cannot load DINOv2 '{model}' ({first}). Without network access, "
-            "download it elsewhere (`huggingface-cli download facebook/dinov2-base --local-dir DIR`) "
-            "and pass featurizer.dinov2.model=DIR"
-        ) from None
+    net = from_hub_or_dir(AutoModel.from_pretrained, model, "featurizer.dinov2.model", "DINOv2", "facebook/dinov2-base")
     return net.eval()
 
 

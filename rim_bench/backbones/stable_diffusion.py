@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rim_bench.errors import ConfigError
+from rim_bench.backbones.hub import from_hub_or_dir
 
 # Words the tiny tokenizer keeps whole (one token), to test single- and multi-token words.
 TINY_WORDS = ("cat", "dog", "photo")
@@ -39,21 +39,12 @@ def load_stable_diffusion(model: str, device: torch.device | str, tiny: dict):
     if model == "tiny":
         pipe = _tiny_pipeline(**tiny).to(dtype=dtype)
     else:
-        local = Path(model).expanduser()
-        if model.startswith((".", "/", "~")) and not local.is_dir():
-            raise ConfigError(f"references.diffusion.model: no directory '{model}'; give a hub id or a local model folder")
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(local) if local.is_dir() else model, torch_dtype=dtype,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            )
-        except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                f"references.diffusion.model: cannot load Stable Diffusion '{model}' ({first}). Without network "
-                "access, download it elsewhere (`huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
-                "--local-dir DIR`) and pass references.diffusion.model=DIR"
-            ) from None
+        pipe = from_hub_or_dir(
+            lambda source: StableDiffusionPipeline.from_pretrained(
+                source, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            ),
+            model, "references.diffusion.model", "Stable Diffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        )
         # DDIM: deterministic given the initial noise, so a seed fixes the image.
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

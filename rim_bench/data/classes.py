@@ -6,24 +6,17 @@ same format works wherever a shipped name does.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from rim_bench.errors import DataError
+from rim_bench.io import shipped_or_path
 
 SEPARATOR = ","
 
 
 def class_file(name_or_path: str) -> Path:
     """Resolve a shipped class-file name or a path to the file."""
-    shipped = resources.files("rim_bench.data") / "classes" / f"{name_or_path}.txt"
-    if shipped.is_file():
-        return Path(str(shipped))
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    known = sorted(p.name[:-4] for p in (resources.files("rim_bench.data") / "classes").iterdir() if p.name.endswith(".txt"))
-    raise DataError(f"class file '{name_or_path}' not found: give a file path or one of {', '.join(known)}")
+    return shipped_or_path("rim_bench.data", "classes", ".txt", name_or_path, "class file")
 
 
 def read_classes(name_or_path: str) -> list[list[str]]:

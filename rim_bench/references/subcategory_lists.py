@@ -7,24 +7,16 @@ a mapping from class name to a list whose first entry is the class itself.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from rim_bench.errors import DataError
+from rim_bench.io import shipped_or_path
 
 
 def subcategory_file(name_or_path: str) -> Path:
-    shipped = resources.files("rim_bench.references") / "subcategories" / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    known = sorted(p.name[:-5] for p in (resources.files("rim_bench.references") / "subcategories").iterdir()
-                   if p.name.endswith(".yaml"))
-    raise DataError(f"subcategory list '{name_or_path}' not found: give a YAML path or one of {', '.join(known)}")
+    return shipped_or_path("rim_bench.references", "subcategories", ".yaml", name_or_path, "subcategory list")
 
 
 def load_subcategories(name_or_path: str, class_names: list[str], count: int | None) -> dict[str, list[str]]:

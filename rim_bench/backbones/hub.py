@@ -1,0 +1,33 @@
+"""Loading pretrained weights from a hub id or a local directory, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from rim_bench.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def from_hub_or_dir(load: Callable[[str], T], model: str, key: str, what: str, example_id: str) -> T:
+    """Call ``load(source)`` for a hub id or a local directory saved with ``save_pretrained``.
+
+    Args:
+        load: e.g. ``AutoModel.from_pretrained``.
+        model: the config value: a hub id, or a path (starting with ``.``, ``/`` or ``~``).
+        key: the config key, for error messages.
+        what: the model's name in error messages.
+        example_id: a hub id to show in the download hint.
+    """
+    local = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not local.is_dir():
+        raise ConfigError(f"{key}: no directory '{model}'; give a hub id or a local model directory")
+    try:
+        return load(str(local) if local.is_dir() else model)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"{key}: cannot load {what} '{model}' ({first}). Without network access, download it elsewhere "
+            f"(`huggingface-cli download {example_id} --local-dir DIR`) and pass {key}=DIR"
+        ) from None
