@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rim_bench.errors import ParamError
@@ -44,3 +45,16 @@ class RandomMatcher:
         """``(N, D)`` → ``(N, C)``."""
         scores = torch.rand(region_features.shape[0], bank.num_classes, generator=self.generator)
         return scores.to(region_features.device)
+
+
+@MATCHERS.register("prototype")
+class PrototypeMatcher:
+    """Class-prototype matching: each region against the mean of each class's normalized references."""
+
+    def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
+        """``(N, D)`` → ``(N, C)``; a class without references scores ``-inf``."""
+        refs = F.normalize(bank.features.float(), dim=-1)
+        sums = refs.new_zeros(bank.num_classes, refs.shape[1]).index_add_(0, bank.class_ids.to(refs.device), refs)
+        scores = cosine_matrix(region_features, sums)
+        present = torch.bincount(bank.class_ids, minlength=bank.num_classes) > 0
+        return scores.masked_fill(~present.to(scores.device), float("-inf"))
