@@ -1,7 +1,8 @@
 """Configs: OmegaConf YAML merged default → experiment file → command line.
 
 `configs/default.yaml` is the schema: every key that exists is there, with its default
-and a comment. A later layer may only set keys that exist, with a value of the same
+and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
+those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order. A later layer may only set keys that exist, with a value of the same
 type as the default (an int where a float is expected is fine; a null default accepts
 anything). Errors name the key and the layer (file path or "command line").
 
@@ -55,9 +56,9 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
 
     experiment, rest = _split_experiment(overrides)
     if experiment is not None:
-        exp_file = _experiment_file(experiment, config_dir)
-        cfg = _merge_layer(cfg, _read_yaml(exp_file), str(exp_file))
-        cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else exp_file.stem
+        for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
+            cfg = _merge_layer(cfg, layer, str(exp_file))
+        cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
     if rest:
         for item in rest:
             if "=" not in item:
@@ -80,9 +81,27 @@ def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | Non
     return experiment, rest
 
 
+def _experiment_layers(name: str, config_dir: Path, chain: tuple[str, ...]) -> list[tuple[Path, DictConfig]]:
+    """An experiment file and the files it `extends` (a name or a list, merged first, in order)."""
+    if name in chain:
+        raise ConfigError(f"experiment '{name}' extends itself: {' → '.join((*chain, name))}")
+    path = _experiment_file(name, config_dir)
+    layer = _read_yaml(path)
+    parents = layer.pop("extends", None) if "extends" in layer else None
+    parents = [parents] if isinstance(parents, str) else list(parents or [])
+    layers = []
+    for parent in parents:
+        layers += _experiment_layers(str(parent), config_dir, (*chain, name))
+    return layers + [(path, layer)]
+
+
 def _experiment_file(name: str, config_dir: Path) -> Path:
+    """``NAME`` → ``configs/experiment/NAME.yaml``; ``DIR/NAME`` → ``configs/DIR/NAME.yaml``
+    (shared pieces such as ``method/rim``); a ``.yaml`` path as it is."""
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
+    elif "/" in name:
+        path = config_dir / f"{name}.yaml"
     else:
         path = config_dir / "experiment" / f"{name}.yaml"
     if not path.is_file():

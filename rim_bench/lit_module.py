@@ -34,7 +34,7 @@ class RIMTestModule(L.LightningModule):
 
     def test_step(self, batch: list[Sample], batch_idx: int) -> None:
         for sample in batch:
-            pred = self.pipeline(sample.image)
+            pred = self.pipeline(sample.image, sample.image_id)
             with self.pipeline.timer("scoring"):
                 try:
                     self.metrics.update(pred.label_map, sample.label.to(pred.label_map.device))

@@ -90,4 +90,29 @@ class SegmentationMetrics(Metric):
         self.num_images += 1
 
     def compute(self) -> dict[str, Tensor]:
-        return {**scores_from_confusion(self.confmat), "num_images": self.num_images}
+        return {**scores_from_confusion(self.confmat), "confmat": self.confmat, "num_images": self.num_images}
+
+
+def most_confused(confmat: Tensor, class_names: list[str], top: int = 5) -> list[dict]:
+    """The `top` (true class, predicted class) pairs with the most mislabelled pixels.
+
+    Args:
+        confmat: ``(C, C + 1)`` counts from `confusion_matrix`.
+    Returns:
+        ``{"true", "predicted", "pixels", "share"}`` dicts, most pixels first; ``share`` is the
+        fraction of the true class's scored pixels; "predicted" is ``"(unassigned)"`` for 255.
+    """
+    cm = confmat.clone()
+    cm.fill_diagonal_(0)
+    gt = confmat.sum(1).clamp_min(1)
+    names = list(class_names) + ["(unassigned)"]
+    flat = cm.flatten()
+    order = torch.argsort(flat, descending=True, stable=True)[:top]
+    pairs = []
+    for index in order.tolist():
+        t, p = divmod(index, cm.shape[1])
+        if flat[index] == 0:
+            break
+        pairs.append({"true": names[t], "predicted": names[p], "pixels": int(flat[index]),
+                      "share": round(float(flat[index] / gt[t]), 4)})
+    return pairs

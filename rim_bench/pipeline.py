@@ -6,13 +6,19 @@ LightningModule now; the Python API and `rim-bench segment` later).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from rim_bench.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
+from rim_bench.config import config_hash, stage_spec
+from rim_bench.errors import ConfigError, DataError
 from rim_bench.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
 from rim_bench.timing import StageTimer
+from rim_bench.region_cache import RegionCache
+from rim_bench.segmenter import resolve_regions
 from rim_bench.types import Prediction, ReferenceBank
 
 
@@ -22,6 +28,7 @@ def register_builtin_stages() -> None:
     import rim_bench.features.pooling  # noqa: F401
     import rim_bench.matching.baselines  # noqa: F401
     import rim_bench.matching.rim  # noqa: F401
+    import rim_bench.proposals.sam_automatic  # noqa: F401
     import rim_bench.proposals.superpixels  # noqa: F401
     import rim_bench.references.exemplars  # noqa: F401
     import rim_bench.segmenter  # noqa: F401
@@ -37,6 +44,7 @@ class SegmentationPipeline(nn.Module):
     def __init__(
         self, proposer: RegionProposer, featurizer: DenseFeaturizer, encoder: RegionEncoder,
         matcher: Matcher, segmenter: Segmenter, timer: StageTimer | None = None,
+        region_cache: RegionCache | None = None,
     ) -> None:
         super().__init__()
         self.proposer = proposer
@@ -45,21 +53,49 @@ class SegmentationPipeline(nn.Module):
         self.matcher = matcher
         self.segmenter = segmenter
         self.timer = timer or StageTimer()
+        self.region_cache = region_cache
         self.bank: ReferenceBank | None = None
 
     def set_bank(self, bank: ReferenceBank) -> None:
+        if len(bank) == 0:
+            raise ConfigError("the reference bank is empty: every class needs at least one reference")
         if bank.features.shape[1] != self.featurizer.feature_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"the bank's features have {bank.features.shape[1]} dims but the featurizer gives "
                 f"{self.featurizer.feature_dim}: rebuild the bank with this featurizer"
             )
+        if not torch.isfinite(bank.features).all():
+            raise ConfigError("the reference bank has non-finite features: delete its cache folder and rebuild it")
         self.bank = bank
 
     @torch.no_grad()
-    def forward(self, image: Tensor) -> Prediction:
-        """Segment a ``(3, H, W) uint8`` image; see `Prediction` for the shapes."""
+    def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
+        """Segment a ``(3, H, W) uint8`` image; see `Prediction` for the shapes.
+
+        With a region cache and an `image_id`, the regions and their features are read
+        from (or written to) the cache.
+        """
         if self.bank is None:
             raise RuntimeError("set_bank() must be called before segmenting")
+        cached = self.region_cache.get(image_id) if self.region_cache and image_id is not None else None
+        if cached is None:
+            region_map, regions = self.regions(image, image_id)
+            if self.region_cache and image_id is not None:
+                self.region_cache.put(image_id, region_map, regions)
+        else:
+            region_map, regions = cached
+        device = next(self.featurizer.parameters()).device
+        region_map, regions = region_map.to(device), regions.to(device)
+        with self.timer("matching"):
+            if self.bank.features.device != device:
+                self.bank = self.bank.to(device)
+            scores = self.matcher(regions, self.bank)
+        with self.timer("painting"):
+            label_map, region_labels = self.segmenter(region_map, scores)
+        return Prediction(label_map=label_map, region_map=region_map, scores=scores, region_labels=region_labels)
+
+    def regions(self, image: Tensor, image_id: str | None = None) -> tuple[Tensor, Tensor]:
+        """``(3, H, W) uint8`` → ``(H, W) int64`` region map (-1 = none) and ``(N, D)`` region features."""
         device = next(self.featurizer.parameters()).device
         with self.timer("proposals"):
             masks = self.proposer(image).to(device)
@@ -68,22 +104,29 @@ class SegmentationPipeline(nn.Module):
             dense = self.featurizer(image.to(device))
         with self.timer("pooling"):
             regions = self.encoder(masks, dense)
-        with self.timer("matching"):
-            bank = self.bank if self.bank.features.device == device else self.bank.to(device)
-            self.bank = bank
-            scores = self.matcher(regions, bank)
+            if not torch.isfinite(regions).all():
+                raise DataError(f"image '{image_id}': non-finite region features (NaN or inf): check the "
+                                "featurizer's weights (featurizer.dinov2.model) and the image")
         with self.timer("painting"):
-            label_map, region_labels = self.segmenter(masks, scores)
-        return Prediction(label_map=label_map, masks=masks, scores=scores, region_labels=region_labels)
+            region_map = resolve_regions(masks)
+        return region_map, regions
 
 
-def build_pipeline(cfg: DictConfig, timer: StageTimer | None = None) -> SegmentationPipeline:
+def build_pipeline(cfg: DictConfig, class_names: list[str], timer: StageTimer | None = None) -> SegmentationPipeline:
     """Build every stage that `cfg` names (the bank is set separately)."""
     register_builtin_stages()
     # Cheap stages first, so a config mistake in them shows before model weights load.
     matcher = build_stage(MATCHERS, cfg.matcher, "matcher")
-    segmenter = build_stage(SEGMENTERS, cfg.segmenter, "segmenter")
+    background = class_names.index("background") if "background" in class_names else None
+    segmenter = build_stage(SEGMENTERS, cfg.segmenter, "segmenter", background_id=background)
     encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
     proposer = build_stage(PROPOSERS, cfg.proposer, "proposer")
     featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer")
-    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer)
+    cache = RegionCache(Path(cfg.cache_dir) / "regions" / region_cache_key(cfg)) if cfg.cache_regions else None
+    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer, cache)
+
+
+def region_cache_key(cfg: DictConfig) -> str:
+    """The hash of what the regions and their features depend on: the images and the test side."""
+    data = {k: cfg.data[k] for k in ("name", "root", "split")}
+    return config_hash({"data": data, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}})

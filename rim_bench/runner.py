@@ -23,6 +23,7 @@ from rim_bench.data.datamodule import SegmentationDataModule, build_dataset, cla
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_json
 from rim_bench.lit_module import RIMTestModule
+from rim_bench.metrics import most_confused
 from rim_bench.pipeline import build_pipeline, register_builtin_stages
 from rim_bench.references.bank import bank_summary
 from rim_bench.references.sources import bank_for_config
@@ -56,7 +57,7 @@ def run_test(cfg: DictConfig) -> dict:
 
     # 3. The stages.
     with timer("load models"):
-        pipeline = build_pipeline(cfg, timer)
+        pipeline = build_pipeline(cfg, class_names, timer)
 
     # 4. The reference bank, cached under the hash of what makes it.
     with timer("reference bank"):
@@ -88,6 +89,7 @@ def run_test(cfg: DictConfig) -> dict:
         "per_class_iou": {n: _pct(v) for n, v in zip(class_names, res["iou"])},
         "per_class_acc": {n: _pct(v) for n, v in zip(class_names, res["acc"])},
         "num_images": int(res["num_images"]),
+        "most_confused": most_confused(res["confmat"], class_names),
         "result_hash": config_hash(result_spec(cfg)),
         "bank": {"path": str(bank_dir), "cached": hit, "num_references": len(bank)},
     }
@@ -159,6 +161,9 @@ def format_results(metrics: dict, class_names: list[str]) -> str:
     for name in class_names:
         iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
         lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
+    if metrics["most_confused"]:
+        lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
+        lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
     lines.append(
         f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
         f"({metrics['num_images']} images)"

@@ -1,53 +1,95 @@
-"""Region scores → label map."""
+"""Region proposals → a region map; region scores → a label map.
+
+Overlaps: proposals (SAM's overlap; superpixels do not) are resolved once per image into
+a region map by painting them large to small, so a small region on top of a large one
+keeps its own pixels. The region map depends on the masks alone, so it is cached with
+the region features, and a sweep over matching parameters only repaints labels.
+
+Uncovered pixels (no proposal covers them): ``uncovered: none`` leaves them unassigned
+(255, a miss for their true class); ``nearest`` gives them the label of the nearest
+covered pixel.
+
+Background (VOC21, Context60, COCO-Object): either a vocabulary class with references
+of its own, a confidence rule (``background_below``: regions whose best class score is
+below it become background), or both.
+"""
 
 from __future__ import annotations
 
 import torch
+from scipy import ndimage
 from torch import Tensor
 
+from rim_bench.errors import ParamError
 from rim_bench.registry import SEGMENTERS
 from rim_bench.types import IGNORE_INDEX
 
+UNCOVERED = ("none", "nearest")
+NO_REGION = -1
 
-def paint_regions(masks: Tensor, labels: Tensor) -> Tensor:
-    """Paint region labels large to small, so a small region on top of a large one keeps its label.
+
+def resolve_regions(masks: Tensor) -> Tensor:
+    """Paint masks large to small into one map of region indices.
 
     Args:
-        masks: ``(N, H, W) bool``.
-        labels: ``(N,) int64``; 255 leaves the region unassigned.
+        masks: ``(N, H, W) bool`` proposals, possibly overlapping.
     Returns:
-        ``(H, W) int64``; pixels no region covers are 255.
+        ``(H, W) int64``: the index of the smallest mask covering each pixel (ties: the lower
+        index), -1 where no mask does.
     """
     n, h, w = masks.shape
     if n == 0:
-        return torch.full((h, w), IGNORE_INDEX, dtype=torch.long, device=masks.device)
+        return torch.full((h, w), NO_REGION, dtype=torch.long, device=masks.device)
     area = masks.flatten(1).sum(1)
-    # Rank 1 = largest region; at each pixel the covering region with the highest rank
-    # (the smallest) wins. Ties keep the lower index.
+    # Rank 1 = largest region; at each pixel the covering region of highest rank wins.
     rank = torch.empty_like(area)
     rank[torch.argsort(area, descending=True, stable=True)] = torch.arange(1, n + 1, device=masks.device)
-    winner = (masks * rank[:, None, None]).argmax(0)  # (H, W)
-    painted = labels[winner]
-    return torch.where(masks.any(0), painted, torch.full_like(painted, IGNORE_INDEX))
+    winner = (masks * rank[:, None, None]).argmax(0)
+    return torch.where(masks.any(0), winner, torch.full_like(winner, NO_REGION))
+
+
+def paint_labels(region_map: Tensor, labels: Tensor, uncovered: str = "none") -> Tensor:
+    """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
+    covered = region_map >= 0
+    painted = torch.full_like(region_map, IGNORE_INDEX)
+    if labels.numel():
+        painted[covered] = labels.to(region_map.device)[region_map[covered]]
+    if uncovered == "nearest" and covered.any() and not covered.all():
+        # Index of the nearest covered pixel, for every pixel (Euclidean distance transform).
+        _, (iy, ix) = ndimage.distance_transform_edt(~covered.cpu().numpy(), return_indices=True)
+        painted = painted[torch.from_numpy(iy).to(painted.device), torch.from_numpy(ix).to(painted.device)]
+    return painted
 
 
 @SEGMENTERS.register("paint")
 class PaintSegmenter:
-    """Give each region its best class and paint the regions into a label map.
+    """Give each region its best class and paint the label map.
 
     Args:
-        min_score: regions whose best class score is below it stay unassigned (255);
-            null keeps every region.
+        min_score: regions whose best class score is below it stay unassigned (255); null keeps all.
+        uncovered: ``none`` or ``nearest`` (see the module doc).
+        background_below: regions whose best score is below it become the background class;
+            null turns the rule off. Needs a class named ``background``.
+        background_id: that class's id (given by the runner from the vocabulary).
     """
 
-    def __init__(self, min_score: float | None = None) -> None:
+    def __init__(self, min_score: float | None, uncovered: str, background_below: float | None,
+                 background_id: int | None = None) -> None:
+        if uncovered not in UNCOVERED:
+            raise ParamError("uncovered", f"unknown '{uncovered}' (choose {', '.join(UNCOVERED)})")
+        if background_below is not None and background_id is None:
+            raise ParamError("background_below", "is set but the vocabulary has no class named 'background'")
         self.min_score = min_score
+        self.uncovered = uncovered
+        self.background_below = background_below
+        self.background_id = background_id
 
-    def __call__(self, masks: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """``(N, H, W)``, ``(N, C)`` → ``(H, W)`` label map, ``(N,)`` region labels."""
-        if scores.shape[0] != masks.shape[0]:
-            raise ValueError(f"{masks.shape[0]} masks but {scores.shape[0]} score rows")
+    def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """``(H, W)`` region map, ``(N, C)`` scores → ``(H, W)`` label map, ``(N,)`` region labels."""
         best, labels = scores.max(1)
+        if self.background_below is not None:
+            labels = torch.where(best < self.background_below, torch.full_like(labels, self.background_id), labels)
         if self.min_score is not None:
             labels = torch.where(best < self.min_score, torch.full_like(labels, IGNORE_INDEX), labels)
-        return paint_regions(masks, labels), labels
+        return paint_labels(region_map, labels, self.uncovered), labels
+

@@ -77,13 +77,13 @@ class Prediction:
     """The result of segmenting one image.
 
     Attributes:
-        label_map: ``(H, W) int64`` class ids, 255 = no region covers the pixel.
-        masks: ``(N, H, W) bool`` region proposals.
+        label_map: ``(H, W) int64`` class ids, 255 = unassigned.
+        region_map: ``(H, W) int64`` the region each pixel belongs to, -1 = none.
         scores: ``(N, C) float32`` region-to-class scores.
-        region_labels: ``(N,) int64`` the class given to each region.
+        region_labels: ``(N,) int64`` the class given to each region (255 = unassigned).
     """
 
     label_map: Tensor
-    masks: Tensor
+    region_map: Tensor
     scores: Tensor
     region_labels: Tensor

@@ -52,6 +52,26 @@ def test_int_for_float_and_null_defaults_accept_values():
     assert cfg.matcher.rim.temperature == 1 and cfg.data.max_images == 3
 
 
+def test_experiments_extend_others(tmp_path: Path):
+    shutil.copy(CONFIG_DIR / "default.yaml", tmp_path / "default.yaml")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "method").mkdir()
+    (tmp_path / "experiment" / "base.yaml").write_text("seed: 1\ndata:\n  name: voc21\n")
+    (tmp_path / "method" / "m.yaml").write_text("seed: 2\nmatcher:\n  name: cosine\n")
+    (tmp_path / "experiment" / "child.yaml").write_text("extends: [base, method/m]\nseed: 3\n")
+    cfg = load_config(["experiment=child"], config_dir=tmp_path)
+    assert (cfg.seed, cfg.data.name, cfg.matcher.name, cfg.experiment) == (3, "voc21", "cosine", "child")
+    (tmp_path / "experiment" / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(ConfigError, match="extends itself: loop → loop"):
+        load_config(["experiment=loop"], config_dir=tmp_path)
+
+
+def test_rim_experiments_combine_benchmark_and_method():
+    cfg = load_config(["experiment=rim_context59"])
+    assert (cfg.data.name, cfg.references.diffusion.subcategories, cfg.proposer.name, cfg.matcher.name) == \
+        ("context59", "context", "sam", "rim")
+
+
 def test_unknown_experiment_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"experiment 'nope' not found.*known experiments: .*smoke"):
         load_config(["experiment=nope"])
@@ -91,13 +111,14 @@ def test_stage_spec_selects_the_named_variant():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_shipped_config_builds(experiment: str, tmp_path: Path):
     """Every stage and the reference source of each shipped experiment build (weights: tiny stand-ins)."""
+    from rim_bench.data.datamodule import class_list
     from rim_bench.pipeline import build_pipeline
     from rim_bench.references.sources import build_references
 
     cfg = resolve(load_config([f"experiment={experiment}", "featurizer.dinov2.model=tiny",
-                               f"references.exemplars.root={tmp_path}"]))
+                               "proposer.sam.model_type=tiny", f"references.exemplars.root={tmp_path}"]))
     assert OmegaConf.to_yaml(cfg)  # fully resolvable
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, [names[0] for names in class_list(cfg.data)])
     assert pipeline.featurizer.feature_dim > 0
     source, spec = build_references(cfg.references)
     assert spec["name"] == cfg.references.name

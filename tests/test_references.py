@@ -246,7 +246,8 @@ def test_empty_vocabulary(tmp_path: Path):
 def test_missing_sam_checkpoint(tmp_path: Path):
     cfg = _cfg(tmp_path, "references.diffusion.sam.model_type=vit_b",
                f"references.diffusion.sam.checkpoint={tmp_path / 'sam_vit_b.pth'}")
-    with pytest.raises(ConfigError, match=r"sam checkpoint '.*sam_vit_b.pth' not found"):
+    with pytest.raises(ConfigError, match=r"references\.diffusion\.sam\.checkpoint: SAM checkpoint '.*sam_vit_b.pth' "
+                                          r"not found"):
         _bank(cfg)
 
 

@@ -18,7 +18,7 @@ from rim_bench.proposals.superpixels import SuperpixelProposer
 from rim_bench.references.bank import BuildContext, cached_bank
 from rim_bench.references.exemplars import ExemplarReferences
 from rim_bench.registry import MATCHERS, build_stage
-from rim_bench.segmenter import PaintSegmenter, paint_regions
+from rim_bench.segmenter import PaintSegmenter, paint_labels, resolve_regions
 from rim_bench.types import ReferenceBank
 
 
@@ -84,21 +84,38 @@ def test_masked_average_pool_no_regions():
     assert masked_average_pool(torch.zeros(0, 4, 4, dtype=torch.bool), torch.ones(5, 2, 2)).shape == (0, 5)
 
 
-def test_paint_regions_small_on_top_and_uncovered_unassigned():
+def test_regions_small_on_top_and_uncovered_unassigned():
     masks = torch.zeros(2, 3, 4, dtype=torch.bool)
-    masks[0, :, :3] = True       # large region, label 1
-    masks[1, 1, 1] = True        # small region inside it, label 2
-    out = paint_regions(masks, torch.tensor([1, 2]))
-    expected = torch.tensor([[1, 1, 1, 255], [1, 2, 1, 255], [1, 1, 1, 255]])
-    assert torch.equal(out, expected) and out.dtype == torch.long
+    masks[0, :, :3] = True       # large region
+    masks[1, 1, 1] = True        # small region inside it
+    region_map = resolve_regions(masks)
+    assert region_map.tolist() == [[0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 0, -1]]
+    out = paint_labels(region_map, torch.tensor([1, 2]))
+    assert out.tolist() == [[1, 1, 1, 255], [1, 2, 1, 255], [1, 1, 1, 255]] and out.dtype == torch.long
+    nearest = paint_labels(region_map, torch.tensor([1, 2]), uncovered="nearest")
+    assert nearest[:, 3].tolist() == [1, 1, 1]  # the column left of them is region 0's
+    assert resolve_regions(torch.zeros(0, 2, 2, dtype=torch.bool)).tolist() == [[-1, -1], [-1, -1]]
+
+
+def _segmenter(**kwargs) -> PaintSegmenter:
+    return PaintSegmenter(**{"min_score": None, "uncovered": "none", "background_below": None, **kwargs})
 
 
 def test_segmenter_min_score_leaves_weak_regions_unassigned():
-    masks = torch.eye(2, dtype=torch.bool)[:, :, None].expand(2, 2, 3)  # rows 0 and 1
+    region_map = torch.tensor([[0, 0, 0], [1, 1, 1]])
     scores = torch.tensor([[0.9, 0.1], [0.2, 0.3]])
-    label_map, labels = PaintSegmenter(min_score=0.5)(masks, scores)
+    label_map, labels = _segmenter(min_score=0.5)(region_map, scores)
     assert labels.tolist() == [0, 255]
     assert label_map.tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+def test_segmenter_background_below():
+    region_map = torch.tensor([[0, 1]])
+    scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, no references
+    label_map, labels = _segmenter(background_below=0.5, background_id=0)(region_map, scores)
+    assert labels.tolist() == [1, 0] and label_map.tolist() == [[1, 0]]
+    with pytest.raises(ConfigError, match="no class named 'background'"):
+        _segmenter(background_below=0.5)
 
 
 def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):
@@ -141,7 +158,7 @@ def test_registry_errors_name_the_key():
     from omegaconf import OmegaConf
 
     register_builtin_stages()
-    with pytest.raises(ConfigError, match=r"matcher\.name: unknown matcher 'nearest' \(known: cosine, random, rim\)"):
+    with pytest.raises(ConfigError, match=r"matcher\.name: unknown matcher 'nearest' \(known: cosine, prototype, random, rim\)"):
         build_stage(MATCHERS, OmegaConf.create({"name": "nearest"}), "matcher")
     bad = OmegaConf.create({"name": "rim", "rim": {"temperature": 0.1, "divergence": "kl2", "alpha": 0.0,
                                                    "aggregation": "max"}})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything import SamPredictor, sam_model_registry
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from rim_bench.errors import ConfigError
@@ -19,13 +19,14 @@ from rim_bench.errors import ConfigError
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 
 
-def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.device | str) -> Sam:
+def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.device | str, key: str) -> Sam:
     """SAM in eval mode on `device`.
 
     Args:
         model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny``.
         checkpoint: the ``.pth`` file for the real models (e.g. ``sam_vit_h_4b8939.pth``).
         seed: initialises the ``tiny`` model.
+        key: the config block that holds these values, for error messages (``proposer.sam``).
     """
     if model_type == "tiny":
         with torch.random.fork_rng(devices=[]):
@@ -34,12 +35,12 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.d
     elif model_type in MODEL_TYPES:
         if checkpoint is None or not Path(checkpoint).expanduser().is_file():
             raise ConfigError(
-                f"sam checkpoint '{checkpoint}' not found: download sam_{model_type}_*.pth from the "
-                "segment-anything README and set its path (e.g. references.diffusion.sam.checkpoint=PATH)"
+                f"{key}.checkpoint: SAM checkpoint '{checkpoint}' not found: download sam_{model_type}_*.pth "
+                f"(links in the segment-anything README) and set {key}.checkpoint=PATH"
             )
         sam = sam_model_registry[model_type](checkpoint=str(Path(checkpoint).expanduser()))
     else:
-        raise ConfigError(f"sam model type '{model_type}' unknown (choose {', '.join(MODEL_TYPES)} or tiny)")
+        raise ConfigError(f"{key}.model_type: unknown '{model_type}' (choose {', '.join(MODEL_TYPES)} or tiny)")
     return sam.to(device).eval()
 
 
@@ -85,3 +86,29 @@ class PromptedSegmenter:
         )
         best = int(np.argmax(scores))
         return masks[best].astype(bool), float(scores[best])
+
+
+class AutomaticSegmenter:
+    """SAM's automatic mask generator: a grid of point prompts, filtered and de-duplicated.
+
+    Args: see segment-anything's `SamAutomaticMaskGenerator` (same names); `min_area` drops
+    masks smaller than that many pixels (done here: segment-anything's own small-region
+    post-processing needs OpenCV).
+    """
+
+    def __init__(self, sam: Sam, points_per_side: int, points_per_batch: int, pred_iou_thresh: float,
+                 stability_score_thresh: float, box_nms_thresh: float, crop_n_layers: int, min_area: int) -> None:
+        self.generator = SamAutomaticMaskGenerator(
+            sam, points_per_side=points_per_side, points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, output_mode="binary_mask",
+        )
+        self.min_area = min_area
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` → ``(N, H, W) bool`` masks (N may be 0)."""
+        records = [r for r in self.generator.generate(image) if r["area"] >= self.min_area]
+        if not records:
+            return np.zeros((0, *image.shape[:2]), dtype=bool)
+        return np.stack([r["segmentation"] for r in records]).astype(bool)

@@ -23,6 +23,13 @@ def model_input_size(height: int, width: int, short_side: int, patch_size: int) 
     return snap(height), snap(width)
 
 
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows covering `length`; the last window ends at the border."""
+    if length <= window:
+        return [0]
+    return sorted(set(range(0, length - window, stride)) | {length - window})
+
+
 @FEATURIZERS.register("dinov2")
 class DinoV2Featurizer(nn.Module):
     """DINOv2 last-layer patch tokens as a dense feature map.
@@ -31,9 +38,13 @@ class DinoV2Featurizer(nn.Module):
         model: hub id, local directory or ``"tiny"`` (see `rim_bench.backbones.dinov2`).
         input_size: the short side, in pixels, that images are resized to for the model.
         tiny: the ``"tiny"`` model's `Dinov2Config` fields and seed.
+        window: if the resized image is larger than this on either side, it is processed in
+            ``window x window`` crops every `stride` pixels and overlapping features are
+            averaged; null processes the whole image at once. Both multiples of the patch size.
+        stride: the step between windows.
     """
 
-    def __init__(self, model: str, input_size: int, tiny: dict) -> None:
+    def __init__(self, model: str, input_size: int, tiny: dict, window: int | None = None, stride: int = 224) -> None:
         super().__init__()
         from rim_bench.backbones.dinov2 import load_dinov2, prefix_tokens
 
@@ -41,7 +52,12 @@ class DinoV2Featurizer(nn.Module):
         self.patch_size = int(self.backbone.config.patch_size)
         if input_size < self.patch_size:
             raise ParamError("input_size", f"must be at least the patch size {self.patch_size}, got {input_size}")
+        for name, value in (("window", window), ("stride", stride)):
+            if value is not None and (value < self.patch_size or value % self.patch_size):
+                raise ParamError(name, f"must be a positive multiple of the patch size {self.patch_size}, got {value}")
         self.input_size = input_size
+        self.window = window
+        self.stride = stride
         self.num_prefix = prefix_tokens(self.backbone)
         self.feature_dim = int(self.backbone.config.hidden_size)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
@@ -54,7 +70,22 @@ class DinoV2Featurizer(nn.Module):
         x = image.to(self.mean.device, torch.float32)[None] / 255.0
         x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.mean) / self.std
+        if self.window is None or (height <= self.window and width <= self.window):
+            return self._patch_features(x)
+        p = self.patch_size
+        total = x.new_zeros(self.feature_dim, height // p, width // p)
+        count = x.new_zeros(1, height // p, width // p)
+        for top in window_starts(height, self.window, self.stride):
+            for left in window_starts(width, self.window, self.stride):
+                crop = x[..., top:top + self.window, left:left + self.window]
+                feats = self._patch_features(crop)
+                total[:, top // p: top // p + feats.shape[1], left // p: left // p + feats.shape[2]] += feats
+                count[:, top // p: top // p + feats.shape[1], left // p: left // p + feats.shape[2]] += 1
+        return total / count
+
+    def _patch_features(self, x: Tensor) -> Tensor:
+        """``(1, 3, H, W)`` normalized, sides multiples of the patch → ``(D, H / patch, W / patch)``."""
         tokens = self.backbone(pixel_values=x).last_hidden_state[0, self.num_prefix:]  # (h*w, D)
-        h, w = height // self.patch_size, width // self.patch_size
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         assert tokens.shape[0] == h * w, f"expected {h}x{w} patch tokens, got {tokens.shape[0]}"
         return tokens.T.reshape(self.feature_dim, h, w).float()

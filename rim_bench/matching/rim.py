@@ -15,6 +15,13 @@ With region feature f_r, reference features t_1..t_K and temperature T:
       s(r, m) = (1 - α) · ( −D(P_r ‖ Q_m) ) + α · cos(f_r, t_m)
   with D ∈ {KL, JS, L1}; α = 0 is pure relation matching, α = 1 the plain cosine.
 * class scores pool s(r, m) over each class's references by max, mean or log-sum-exp.
+* ``exclude_self`` (off by default): Q_m leaves out reference m itself (its own
+  similarity, 1, dominates Q_m at small T), and P_r is compared with it on the same K - 1
+  references, renormalized. Then a region matches m by how it relates to the *other*
+  references (m's class mates and confusers), not by resembling m.
+
+Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off. Cost: O(N K D + K² D + N K²)
+time, O(N K + chunk K) memory: the K × K signatures are streamed in chunks of references.
 
 A region of class c should rank c's references (and the classes c is usually confused
 with) the way c's own references do; comparing whole distributions makes inter-class
@@ -24,6 +31,7 @@ relations and the spread of subcategories count, where a single cosine does not.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rim_bench.errors import ParamError
@@ -76,15 +84,67 @@ def pairwise_divergence(p: Tensor, q: Tensor, kind: str, chunk: int = 256) -> Te
     raise ValueError(f"unknown divergence '{kind}' (choose {', '.join(DIVERGENCES)})")
 
 
+def excluding_self_divergence(p: Tensor, q: Tensor, self_index: Tensor, kind: str) -> Tensor:
+    """D(P_i without entry m, renormalized ‖ Q_m) where Q_m has no mass on its own entry m.
+
+    Args:
+        p: ``(N, K)`` ranking distributions.
+        q: ``(M, K)`` signatures with ``q[i, self_index[i]] == 0``.
+        self_index: ``(M,)`` the reference each row of `q` belongs to.
+    Returns:
+        ``(N, M)``.
+    """
+    p_self = p[:, self_index]  # (N, M)
+    rest = (1.0 - p_self).clamp_min(_EPS)
+    if kind == "kl":
+        # With p'_j = p_j / (1 - p_m) for j ≠ m:
+        # KL(p' ‖ q_m) = [Σ_j p_j log p_j − p_m log p_m − Σ_{j≠m} p_j log q_mj] / (1 − p_m) − log(1 − p_m);
+        # the last sum is a matrix product once log q_mm is set to 0.
+        p_log_p = p * torch.log(p.clamp_min(_EPS))
+        log_q = torch.log(q.clamp_min(_EPS))
+        log_q[torch.arange(len(self_index), device=q.device), self_index] = 0.0
+        cross = p @ log_q.T
+        return (p_log_p.sum(-1, keepdim=True) - p_log_p[:, self_index] - cross) / rest - torch.log(rest)
+    keep = torch.ones(len(self_index), p.shape[1], dtype=p.dtype, device=p.device)
+    keep[torch.arange(len(self_index), device=p.device), self_index] = 0.0
+    p_rest = p[:, None, :] * keep[None] / rest[..., None]  # (N, M, K)
+    q_rest = q[None]
+    if kind == "l1":
+        return (p_rest - q_rest).abs().sum(-1)
+    mid = 0.5 * (p_rest + q_rest)
+    log_mid = torch.log(mid.clamp_min(_EPS))
+    kl_p = (p_rest * (torch.log(p_rest.clamp_min(_EPS)) - log_mid)).sum(-1)
+    kl_q = (q_rest * (torch.log(q_rest.clamp_min(_EPS)) - log_mid)).sum(-1)
+    return 0.5 * (kl_p + kl_q)
+
+
 def rim_reference_scores(
-    regions: Tensor, references: Tensor, temperature: float, divergence: str, alpha: float
+    regions: Tensor, references: Tensor, temperature: float, divergence: str, alpha: float,
+    exclude_self: bool = False, max_elements: int = 2**24,
 ) -> Tensor:
-    """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc)."""
+    """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc).
+
+    The signatures Q_m are computed for a chunk of references at a time, so memory stays
+    O(N K + chunk K); `max_elements` bounds a chunk's largest buffer.
+    """
     similarity = cosine_matrix(regions, references)
     p = ranking_distribution(similarity, temperature)
-    q = relation_signatures(references, temperature)
-    relation = -pairwise_divergence(p, q, divergence)
-    return (1.0 - alpha) * relation + alpha * similarity
+    refs = F.normalize(references.to(similarity.dtype), dim=-1)
+    n, k = p.shape
+    elementwise = divergence == "js" or (exclude_self and divergence != "kl")
+    chunk = max(1, max_elements // max(1, (n if elementwise else 1) * k))
+    relation = []
+    for start in range(0, k, chunk):
+        index = torch.arange(start, min(k, start + chunk), device=refs.device)
+        logits = refs[index] @ refs.T / temperature  # (M, K): these references' view of all
+        if exclude_self:
+            logits[torch.arange(len(index), device=refs.device), index] = float("-inf")
+            q = torch.softmax(logits, dim=-1)
+            relation.append(excluding_self_divergence(p, q, index, divergence))
+        else:
+            relation.append(pairwise_divergence(p, torch.softmax(logits, dim=-1), divergence))
+    scores = -torch.cat(relation, dim=1) if relation else similarity.new_zeros(n, 0)
+    return (1.0 - alpha) * scores + alpha * similarity
 
 
 @MATCHERS.register("rim")
@@ -96,9 +156,11 @@ class RIMMatcher:
         divergence: ``kl``, ``js`` or ``l1``.
         alpha: weight of the direct cosine in the score, in [0, 1].
         aggregation: how a class pools its references' scores: ``max``, ``mean``, ``logsumexp``.
+        exclude_self: leave each reference out of its own signature (see the module doc).
     """
 
-    def __init__(self, temperature: float, divergence: str, alpha: float, aggregation: str) -> None:
+    def __init__(self, temperature: float, divergence: str, alpha: float, aggregation: str,
+                 exclude_self: bool = False) -> None:
         if temperature <= 0:
             raise ParamError("temperature", f"must be positive, got {temperature}")
         if divergence not in DIVERGENCES:
@@ -111,8 +173,13 @@ class RIMMatcher:
         self.divergence = divergence
         self.alpha = alpha
         self.aggregation = aggregation
+        self.exclude_self = exclude_self
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
-        scores = rim_reference_scores(region_features, bank.features, self.temperature, self.divergence, self.alpha)
+        if len(bank) < 2 and self.exclude_self:
+            raise ValueError("exclude_self needs at least 2 references in the bank")
+        scores = rim_reference_scores(
+            region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self
+        )
         return aggregate_by_class(scores, bank.class_ids, bank.num_classes, self.aggregation)

@@ -10,8 +10,12 @@ AGGREGATIONS = ("max", "mean", "logsumexp")
 
 
 def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
-    """``(N, D)``, ``(K, D)`` → ``(N, K)`` cosine similarities; a zero vector has similarity 0."""
-    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+    """``(N, D)``, ``(K, D)`` → ``(N, K)`` cosine similarities; a zero vector has similarity 0.
+
+    Computed in at least float32 (half-precision features are promoted), float64 kept.
+    """
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return F.normalize(a.to(dtype), dim=-1) @ F.normalize(b.to(dtype), dim=-1).T
 
 
 def aggregate_by_class(scores: Tensor, class_ids: Tensor, num_classes: int, how: str) -> Tensor:

@@ -164,7 +164,8 @@ class DiffusionReferences:
                 from rim_bench.backbones.sam import PromptedSegmenter, load_sam
 
                 segmenter = PromptedSegmenter(
-                    load_sam(self.sam_cfg["model_type"], self.sam_cfg["checkpoint"], self.seed, device)
+                    load_sam(self.sam_cfg["model_type"], self.sam_cfg["checkpoint"], self.seed, device,
+                             key="references.diffusion.sam")
                 )
             self._models = (pipe, segmenter)
         return self._models

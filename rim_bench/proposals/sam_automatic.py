@@ -1,0 +1,42 @@
+"""SAM's automatic masks as region proposals (RIM's regions)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rim_bench.errors import ParamError
+from rim_bench.registry import PROPOSERS
+
+
+@PROPOSERS.register("sam")
+class SamProposer:
+    """Region proposals from segment-anything's automatic mask generator.
+
+    Masks may overlap and may leave pixels uncovered: the segmenter resolves both
+    (`rim_bench.segmenter`). The point grid is regular, so proposals are deterministic.
+
+    Args:
+        model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random init, tests).
+        checkpoint: the SAM ``.pth`` file for real models.
+        seed: initialises the ``tiny`` model.
+        points_per_side ... min_area: see `rim_bench.backbones.sam.AutomaticSegmenter`.
+    """
+
+    def __init__(self, model_type: str, checkpoint: str | None, seed: int, points_per_side: int,
+                 points_per_batch: int, pred_iou_thresh: float, stability_score_thresh: float,
+                 box_nms_thresh: float, crop_n_layers: int, min_area: int) -> None:
+        from rim_bench.backbones.sam import AutomaticSegmenter, load_sam
+
+        if points_per_side < 1:
+            raise ParamError("points_per_side", f"must be at least 1, got {points_per_side}")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.segmenter = AutomaticSegmenter(
+            load_sam(model_type, checkpoint, seed, device, key="proposer.sam"), points_per_side, points_per_batch, pred_iou_thresh,
+            stability_score_thresh, box_nms_thresh, crop_n_layers, min_area,
+        )
+
+    def __call__(self, image: Tensor) -> Tensor:
+        """``(3, H, W) uint8`` → ``(N, H, W) bool``."""
+        masks = self.segmenter(image.permute(1, 2, 0).cpu().numpy())
+        return torch.from_numpy(masks)

@@ -1,0 +1,43 @@
+"""Per-image cache of what the test side computes before matching: the region map and the
+region features.
+
+Keyed by a hash of the data set and of the proposer, featurizer and pooling configs, so
+a run that changes only the matcher, the segmenter or the bank reads every image's
+regions from disk instead of running SAM and DINOv2 again. Each image is one
+safetensors file written atomically; an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from rim_bench.io import atomic_path
+
+
+class RegionCache:
+    """Reads and writes ``<directory>/<image id>.safetensors``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory).expanduser()
+
+    def _path(self, image_id: str) -> Path:
+        return self.directory / f"{re.sub(r'[^A-Za-z0-9._-]', '_', image_id)}.safetensors"
+
+    def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
+        """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""
+        path = self._path(image_id)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("region_map").long(), f.get_tensor("features")
+
+    def put(self, image_id: str, region_map: Tensor, features: Tensor) -> None:
+        with atomic_path(self._path(image_id)) as tmp:
+            save_file({"region_map": region_map.to(torch.int32).contiguous().cpu(),
+                       "features": features.float().contiguous().cpu()}, str(tmp))
