@@ -5,7 +5,9 @@
 Part 1 times RIM (KL, the default), RIM with exclude_self, and the cosine baseline for
 200 regions against K references (random features, D = 768 as DINOv2 ViT-B), on the CPU
 and on CUDA where there is one, and prints each size's cost relative to the smallest
-(RIM is O(N K D + K^2 D + N K^2): expect about x100 per x10 references at large K).
+(RIM is O(N K D + K^2 D + N K^2): expect about x100 per x10 references at large K). Times
+are per image after a warm-up: up to `RIMMatcher.cache_limit` (8,192) references the
+bank's K x K signatures are kept between images; above it they are recomputed per image.
 
 Part 2 runs the smoke benchmark cold (empty cache: proposals, features, bank) and then
 with only the matcher changed (warm caches), and prints the warm run as a fraction of

@@ -76,6 +76,21 @@ def test_rim_is_invariant_to_reference_order_and_feature_scale_and_batching(kwar
                                                   matcher(regions[5:], _bank(refs, class_ids))]))
 
 
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_cached_signatures_change_nothing(exclude_self: bool):
+    g = torch.Generator().manual_seed(2)
+    bank = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
+    regions = torch.randn(6, 8, generator=g)
+    cached = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self)
+    streamed = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self, cache_limit=0)
+    torch.testing.assert_close(cached(regions, bank), streamed(regions, bank))
+    signatures = cached._signatures[1]
+    cached(regions[:2], bank)
+    assert cached._signatures[1] is signatures  # same bank: computed once
+    other = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
+    torch.testing.assert_close(cached(regions, other), streamed(regions, other))  # another bank: recomputed
+
+
 def test_zero_norm_region_gets_finite_scores():
     scores = RIMMatcher(0.1, "kl", 0.0, "max")(torch.zeros(1, 4), _bank(torch.eye(4)[:3], [0, 1, 2]))
     assert torch.isfinite(scores).all()  # documented fallback: cosine 0 to every reference

@@ -21,7 +21,8 @@ With region feature f_r, reference features t_1..t_K and temperature T:
   references (m's class mates and confusers), not by resembling m.
 
 Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off. Cost: O(N K D + K² D + N K²)
-time, O(N K + chunk K) memory: the K × K signatures are streamed in chunks of references.
+time, O(N K + chunk K) memory: the K × K signatures are streamed in chunks of references,
+or computed once per bank and kept when K is small enough (`RIMMatcher.cache_limit`).
 
 A region of class c should rank c's references (and the classes c is usually confused
 with) the way c's own references do; comparing whole distributions makes inter-class
@@ -48,9 +49,13 @@ def ranking_distribution(similarity: Tensor, temperature: float) -> Tensor:
     return torch.softmax(similarity / temperature, dim=-1)
 
 
-def relation_signatures(references: Tensor, temperature: float) -> Tensor:
-    """``(K, D)`` reference features → ``(K, K)``: row m is Q_m, reference m's ranking of all."""
-    return ranking_distribution(cosine_matrix(references, references), temperature)
+def relation_signatures(references: Tensor, temperature: float, exclude_self: bool = False) -> Tensor:
+    """``(K, D)`` reference features → ``(K, K)``: row m is Q_m, reference m's ranking of all
+    (of all others, with zero on the diagonal, if `exclude_self`)."""
+    logits = cosine_matrix(references, references) / temperature
+    if exclude_self:
+        logits.fill_diagonal_(float("-inf"))
+    return torch.softmax(logits, dim=-1)
 
 
 def pairwise_divergence(p: Tensor, q: Tensor, kind: str, chunk: int = 256) -> Tensor:
@@ -120,12 +125,13 @@ def excluding_self_divergence(p: Tensor, q: Tensor, self_index: Tensor, kind: st
 
 def rim_reference_scores(
     regions: Tensor, references: Tensor, temperature: float, divergence: str, alpha: float,
-    exclude_self: bool = False, max_elements: int = 2**24,
+    exclude_self: bool = False, max_elements: int = 2**24, signatures: Tensor | None = None,
 ) -> Tensor:
     """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc).
 
     The signatures Q_m are computed for a chunk of references at a time, so memory stays
-    O(N K + chunk K); `max_elements` bounds a chunk's largest buffer.
+    O(N K + chunk K); `max_elements` bounds a chunk's largest buffer. `signatures`, the
+    ``(K, K)`` result of `relation_signatures` for these references, skips that work.
     """
     similarity = cosine_matrix(regions, references)
     p = ranking_distribution(similarity, temperature)
@@ -136,13 +142,17 @@ def rim_reference_scores(
     relation = []
     for start in range(0, k, chunk):
         index = torch.arange(start, min(k, start + chunk), device=refs.device)
-        logits = refs[index] @ refs.T / temperature  # (M, K): these references' view of all
-        if exclude_self:
-            logits[torch.arange(len(index), device=refs.device), index] = float("-inf")
+        if signatures is not None:
+            q = signatures[index].to(p.dtype)
+        else:
+            logits = refs[index] @ refs.T / temperature  # (M, K): these references' view of all
+            if exclude_self:
+                logits[torch.arange(len(index), device=refs.device), index] = float("-inf")
             q = torch.softmax(logits, dim=-1)
+        if exclude_self:
             relation.append(excluding_self_divergence(p, q, index, divergence))
         else:
-            relation.append(pairwise_divergence(p, torch.softmax(logits, dim=-1), divergence))
+            relation.append(pairwise_divergence(p, q, divergence))
     scores = -torch.cat(relation, dim=1) if relation else similarity.new_zeros(n, 0)
     return (1.0 - alpha) * scores + alpha * similarity
 
@@ -157,10 +167,11 @@ class RIMMatcher:
         alpha: weight of the direct cosine in the score, in [0, 1].
         aggregation: how a class pools its references' scores: ``max``, ``mean``, ``logsumexp``.
         exclude_self: leave each reference out of its own signature (see the module doc).
+        cache_limit: keep the bank's signatures between calls for banks of at most this many references.
     """
 
     def __init__(self, temperature: float, divergence: str, alpha: float, aggregation: str,
-                 exclude_self: bool = False) -> None:
+                 exclude_self: bool = False, cache_limit: int = 8192) -> None:
         if temperature <= 0:
             raise ParamError("temperature", f"must be positive, got {temperature}")
         if divergence not in DIVERGENCES:
@@ -174,12 +185,24 @@ class RIMMatcher:
         self.alpha = alpha
         self.aggregation = aggregation
         self.exclude_self = exclude_self
+        self.cache_limit = cache_limit
+        self._signatures: tuple[Tensor, Tensor] | None = None  # (bank features, their signatures)
+
+    def _bank_signatures(self, bank: ReferenceBank) -> Tensor | None:
+        """The bank's ``(K, K)`` signatures, computed once per bank while K ≤ `cache_limit`
+        (256 MB at the default); larger banks stream them for every image."""
+        if len(bank) > self.cache_limit:
+            return None
+        if self._signatures is None or self._signatures[0] is not bank.features:
+            self._signatures = (bank.features, relation_signatures(bank.features, self.temperature, self.exclude_self))
+        return self._signatures[1]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
             raise ValueError("exclude_self needs at least 2 references in the bank")
         scores = rim_reference_scores(
-            region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self
+            region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self,
+            signatures=self._bank_signatures(bank),
         )
         return aggregate_by_class(scores, bank.class_ids, bank.num_classes, self.aggregation)
