@@ -13,6 +13,7 @@ from rim_bench.errors import DataError
 from rim_bench.metrics import SegmentationMetrics
 from rim_bench.pipeline import SegmentationPipeline
 from rim_bench.types import Sample
+from rim_bench.visualize import save_overlay
 
 
 class RIMTestModule(L.LightningModule):
@@ -22,13 +23,19 @@ class RIMTestModule(L.LightningModule):
         pipeline: the per-image pipeline, its bank set.
         class_names: the C class names (label id order).
         prediction_dir: if set, one palette PNG per image is written there.
+        overlay_dir: if set, side-by-side pictures (image, regions, prediction, ground truth)
+            of the first `max_overlays` images of each process are written there.
     """
 
-    def __init__(self, pipeline: SegmentationPipeline, class_names: list[str], prediction_dir: Path | None = None):
+    def __init__(self, pipeline: SegmentationPipeline, class_names: list[str], prediction_dir: Path | None = None,
+                 overlay_dir: Path | None = None, max_overlays: int = 0):
         super().__init__()
         self.pipeline = pipeline
         self.class_names = class_names
         self.prediction_dir = prediction_dir
+        self.overlay_dir = overlay_dir
+        self.max_overlays = max_overlays
+        self.overlays_written = 0
         self.metrics = SegmentationMetrics(len(class_names))
         self.results: dict | None = None
 
@@ -43,6 +50,14 @@ class RIMTestModule(L.LightningModule):
             if self.prediction_dir is not None:
                 with self.pipeline.timer("writing"):
                     save_label_png(pred.label_map, self.prediction_dir / f"{sample.image_id}.png")
+            if self.overlay_dir is not None and self.overlays_written < self.max_overlays:
+                with self.pipeline.timer("writing"):
+                    save_overlay(
+                        self.overlay_dir / f"{sample.image_id}.png", image=sample.image.permute(1, 2, 0).numpy(),
+                        region_map=pred.region_map.cpu().numpy(), prediction=pred.label_map.cpu().numpy(),
+                        label=sample.label.numpy(), class_names=self.class_names, image_id=sample.image_id,
+                    )
+                self.overlays_written += 1
 
     def on_test_epoch_end(self) -> None:
         scores = self.metrics.compute()

@@ -71,7 +71,10 @@ def run_test(cfg: DictConfig) -> dict:
     )
 
     # 5. Test.
-    module = RIMTestModule(pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None)
+    module = RIMTestModule(
+        pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
+        overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
+    )
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
