@@ -194,3 +194,16 @@ def test_voc_layout_reads_sizes_and_labels(smoke_root: Path):
     with Image.open(smoke_root / "SegmentationClass" / f"{sample.image_id}.png") as img:
         assert img.mode == "P"
     assert set(sample.label.unique().tolist()) <= {0, 1, 2, 3, 4, 5, 255}
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path):
+    import os
+
+    from rim_bench.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
