@@ -111,7 +111,7 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     """`rim-bench build-bank`: build (or find) the bank for the benchmark's vocabulary.
 
     With ``trainer.devices=N`` (and ``trainer.strategy=ddp``) the classes are shared among
-    N processes, which write one shard per class; the first process merges them once.
+    N processes, which store one shard per (class, subcategory); the first process assembles the bank once.
     """
     wall_start = time.perf_counter()
     cfg = _prepare(cfg)

@@ -40,6 +40,7 @@ def test_sharded_build_equals_single_process_build(tmp_path: Path):
     assert single.name == double.name  # devices are not part of the bank's key
     a, b = load_bank(single), load_bank(double)
     assert torch.equal(a.features, b.features) and a.meta == b.meta
-    assert len(list((double / "classes").iterdir())) == 6 and not list(double.parent.glob("*.partial"))
+    (store,) = (tmp_path / "two" / "references").iterdir()
+    assert len(list(store.glob("*/*.safetensors"))) == 7 and not list(double.parent.glob("*.partial"))
     _, again = _build(tmp_path, "one")
     assert "(cached)" in again

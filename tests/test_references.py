@@ -179,23 +179,37 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, count_generations):
     assert torch.equal(first.features, second.features)
 
 
-def test_interrupted_build_resumes_at_the_first_unfinished_class(tmp_path: Path, count_generations, monkeypatch):
-    real = diffusion.DiffusionReferences._build_class
+def test_interrupted_build_resumes_at_the_first_missing_subcategory(tmp_path: Path, count_generations, monkeypatch):
+    real = diffusion.DiffusionReferences._subcategory
 
-    def fail_on_leaf(self, ctx, class_id, *args):
-        if class_id == 2:
+    def fail_on_green_leaf(self, ctx, names, sub, store):
+        if sub == "green leaf":
             raise KeyboardInterrupt
-        return real(self, ctx, class_id, *args)
+        return real(self, ctx, names, sub, store)
 
-    monkeypatch.setattr(diffusion.DiffusionReferences, "_build_class", fail_on_leaf)
+    monkeypatch.setattr(diffusion.DiffusionReferences, "_subcategory", fail_on_green_leaf)
     with pytest.raises(KeyboardInterrupt):
         _bank(_cfg(tmp_path))
-    assert len(count_generations) == 5  # background (3) and sun (2) finished
-    monkeypatch.setattr(diffusion.DiffusionReferences, "_build_class", real)
+    assert len(count_generations) == 6  # background (3), sun (2) and the first leaf finished
+    monkeypatch.setattr(diffusion.DiffusionReferences, "_subcategory", real)
     bank, _, hit = _bank(_cfg(tmp_path))
-    assert not hit and count_generations[5:] == ["a photo of a leaf", "a photo of a green leaf"]
+    assert not hit and count_generations[6:] == ["a photo of a green leaf"]
     fresh, _, _ = _bank(_cfg(tmp_path / "fresh"))
     assert torch.equal(bank.features, fresh.features)  # resuming changes nothing
+
+
+def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tmp_path: Path, count_generations):
+    two, _, _ = _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=2"))
+    assert len(count_generations) == 6  # 2 + 2 + 2 subcategories
+    one, folder, hit = _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=1"))
+    assert not hit and len(count_generations) == 6  # another bank, nothing generated: a subset
+    first = [i for i, m in enumerate(two.meta) if m["subcategory"] in ("background", "sun", "leaf")]
+    assert torch.equal(one.features, two.features[first])
+    assert (folder / "sheets" / "0001_sun.png").is_file()  # sheets come back from the stored strips
+    _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=3"))
+    assert count_generations[6:] == ["a photo of a brown floor"]  # only background has a third
+    _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5", "references.diffusion.n_subcategories=1"))
+    assert len(count_generations) == 10  # another tau is another set of references
 
 
 def test_same_seed_same_bank_other_seed_other_bank(tmp_path: Path):

@@ -2,9 +2,10 @@
 
 A bank is cached under ``<cache_dir>/banks/<key>/`` where the key hashes everything that
 changes its content: the featurizer, the pooling, the reference source's config and
-files, and the vocabulary. It is built in ``<key>.partial/`` (where a resumable source
-keeps one shard per finished class and its contact sheets) and renamed to ``<key>/`` when
-complete, so a reader never sees a partial bank and an interrupted build resumes.
+files, and the vocabulary. It is built in ``<key>.partial/`` (contact sheets, reports) and
+renamed to ``<key>/`` when complete, so a reader never sees a partial bank. What outlives
+one bank (generated references, reused by banks over other subcategory counts) lives in
+``<cache_dir>/references/``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class BuildContext:
         work_dir: the bank's ``.partial`` folder (shards, contact sheets).
         rank, world_size, barrier: this process's share of a sharded build, and a sync point.
         timer: per-stage seconds.
+        store_root: where sources keep what outlives one bank (generated references).
+        feature_spec: the featurizer and pooling configs, part of every stored feature's key.
     """
 
     featurizer: DenseFeaturizer
@@ -54,6 +57,12 @@ class BuildContext:
     world_size: int = 1
     barrier: Callable[[], None] = lambda: None
     timer: StageTimer = field(default_factory=StageTimer)
+    store_root: Path | None = None
+    feature_spec: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.store_root is None:
+            self.store_root = self.work_dir
 
     @property
     def class_names(self) -> list[str]:

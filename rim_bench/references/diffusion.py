@@ -11,14 +11,20 @@ For each class, each of its first K subcategories and each of N images:
    predicted IoU is the object (``mask: attention`` uses the binarized map instead);
 5. pool the test side's DINOv2 features inside the mask.
 
-Classes are built one by one into shards of the bank's work folder, so an interrupted
-build resumes at the first unfinished class, and several processes share the classes.
+Each (class, subcategory) is generated once and stored as a shard (features, metadata and
+its contact-sheet rows) under ``<cache_dir>/references/<key>/``, where the key holds
+everything that makes a reference except the subcategory list and count. A bank is then
+assembled from the shards of its first K subcategories: a bank for fewer subcategories
+generates nothing, one for more generates only the new ones, an interrupted build
+resumes at the first missing subcategory, and several processes share the classes.
 Dropped references are counted per class and reported, never silently lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,13 +32,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from PIL import Image
+
+from rim_bench.config import config_hash
 from rim_bench.errors import ParamError
-from rim_bench.io import atomic_write_json
+from rim_bench.io import atomic_path, atomic_write_json
 from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
 )
 from rim_bench.references.bank import BuildContext, load_shard, save_shard
-from rim_bench.references.contact_sheet import ContactSheet
+from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES
 from rim_bench.types import ReferenceBank
@@ -88,61 +97,69 @@ class DiffusionReferences:
         return {"subcategories": load_subcategories(self.subcategories, class_names, self.n_subcategories)}
 
     def build(self, ctx: BuildContext) -> ReferenceBank:
-        """Build this process's classes into shards, wait for the others, and merge all shards."""
+        """Make this process's classes' missing shards, wait for the others, assemble the bank."""
         table = load_subcategories(self.subcategories, ctx.class_names, self.n_subcategories)
-        shard_dir = ctx.work_dir / "classes"
+        store = self._store(ctx)
         mine = [c for c in range(len(ctx.classes)) if c % ctx.world_size == ctx.rank]
-        todo = [c for c in mine if not _shard_path(shard_dir, c).is_file()]
-        for c in tqdm(todo, desc=f"references (rank {ctx.rank})" if ctx.world_size > 1 else "references",
-                      unit="class", initial=len(mine) - len(todo), total=len(mine)):
-            self._build_class(ctx, c, table[ctx.class_names[c]], shard_dir)
+        for c in tqdm(mine, desc=f"references (rank {ctx.rank})" if ctx.world_size > 1 else "references",
+                      unit="class"):
+            names = ctx.classes[c]
+            strips = [self._subcategory(ctx, names, sub, store) for sub in table[names[0]]]
+            if self.contact_sheets:
+                save_contact_sheet(ctx.work_dir / "sheets" / f"{c:04d}_{names[0]}.png",
+                                   f"{names[0]} (tau = {self.threshold})", strips)
         ctx.barrier()
-        bank, report = _merge_shards(shard_dir, ctx.class_names, table)
+        bank, report = _assemble(store, ctx.classes, table)
+        for name, counts in report.items():
+            if counts["dropped"]:
+                tqdm.write(f"{name}: dropped {counts['dropped']} of {counts['dropped'] + counts['kept']} references "
+                           f"(attention area below {self.min_attention_area:.1%} at tau = {self.threshold}, or an "
+                           "empty mask)", file=sys.stderr)
         if ctx.rank == 0:
             atomic_write_json(ctx.work_dir / REPORT, report)
         return bank
 
-    def _build_class(self, ctx: BuildContext, class_id: int, subcategories: list[str], shard_dir: Path) -> None:
+    def _store(self, ctx: BuildContext) -> Path:
+        """Where this generator's shards live: keyed by all that makes a reference, except
+        which and how many subcategories a bank takes."""
+        spec = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _NOT_IN_STORE_KEY}
+        return ctx.store_root / "references" / config_hash({**ctx.feature_spec, "generation": spec})
+
+    def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
+        """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
+        path = _shard_path(store, names, sub)
+        if path.is_file():
+            with Image.open(path.with_suffix(".png")) as strip:
+                return strip.convert("RGB")
         pipe, segmenter = self._load(ctx.device)
-        names = ctx.classes[class_id]
-        features, subs, meta, dropped = [], [], [], 0
-        sheet = ContactSheet(f"{names[0]} (tau = {self.threshold})") if self.contact_sheets else None
-        for sub_id, sub in enumerate(subcategories):
-            word = class_word(sub, names)
-            prompt = self.prompt.format(subcategory=sub)
-            seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
-            with ctx.timer("generation"):
-                images, maps = generate_with_attention(
-                    pipe, prompt, word, seeds, self.image_size, self.steps, self.guidance, self.resolutions
-                )
-            for image, attention, seed in zip(images, maps, seeds):
-                binary = binarize(attention, self.threshold).numpy()
-                degenerate = binary.mean() < self.min_attention_area
-                mask = None if degenerate else self._segment(ctx, segmenter, image, attention.numpy(), binary)
-                if sheet is not None:
-                    sheet.add_row(f"{sub} #{seed}", image, attention.numpy(), binary, mask)
-                if mask is None or not mask.any():
-                    dropped += 1
-                    continue
-                with ctx.timer("dinov2"):
-                    dense = ctx.featurizer(torch.from_numpy(image).permute(2, 0, 1).to(ctx.device))
-                    mask_t = torch.from_numpy(mask)[None].to(dense.device)
-                    features.append(ctx.encoder(mask_t, dense)[0].float().cpu())
-                subs.append(sub_id)
-                meta.append({"prompt": prompt, "word": word, "seed": seed, "subcategory": sub,
-                             "mask_area": int(mask.sum()), "attention_area": int(binary.sum())})
-        if dropped:
-            tqdm.write(f"{names[0]}: dropped {dropped} of {dropped + len(meta)} references (attention area below "
-                       f"{self.min_attention_area:.1%} at tau = {self.threshold}, or an empty mask)", file=sys.stderr)
-        if sheet is not None:
-            sheet.save(ctx.work_dir / "sheets" / f"{class_id:04d}_{names[0]}.png")
-        dim = ctx.featurizer.feature_dim
-        save_shard(
-            _shard_path(shard_dir, class_id),
-            {"features": torch.stack(features) if features else torch.zeros(0, dim),
-             "subcategory_ids": torch.tensor(subs, dtype=torch.long)},
-            {"class_id": class_id, "meta": meta, "dropped": dropped},
-        )
+        word = class_word(sub, names)
+        prompt = self.prompt.format(subcategory=sub)
+        seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
+        with ctx.timer("generation"):
+            images, maps = generate_with_attention(
+                pipe, prompt, word, seeds, self.image_size, self.steps, self.guidance, self.resolutions
+            )
+        features, meta, rows, dropped = [], [], [], 0
+        for image, attention, seed in zip(images, maps, seeds):
+            binary = binarize(attention, self.threshold).numpy()
+            degenerate = binary.mean() < self.min_attention_area
+            mask = None if degenerate else self._segment(ctx, segmenter, image, attention.numpy(), binary)
+            rows.append(sheet_row(f"{sub} #{seed}", image, attention.numpy(), binary, mask))
+            if mask is None or not mask.any():
+                dropped += 1
+                continue
+            with ctx.timer("dinov2"):
+                dense = ctx.featurizer(torch.from_numpy(image).permute(2, 0, 1).to(ctx.device))
+                mask_t = torch.from_numpy(mask)[None].to(dense.device)
+                features.append(ctx.encoder(mask_t, dense)[0].float().cpu())
+            meta.append({"prompt": prompt, "word": word, "seed": seed, "subcategory": sub,
+                         "mask_area": int(mask.sum()), "attention_area": int(binary.sum())})
+        strip = stack(rows)
+        with atomic_path(path.with_suffix(".png")) as tmp:  # the strip first: a shard implies its strip
+            strip.save(tmp, format="PNG")
+        features_t = torch.stack(features) if features else torch.zeros(0, ctx.featurizer.feature_dim)
+        save_shard(path, {"features": features_t}, {"meta": meta, "dropped": dropped})
+        return strip
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
                  binary: np.ndarray) -> np.ndarray:
@@ -190,22 +207,33 @@ def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size
     return images, store.maps((size, size)).cpu()
 
 
-def _shard_path(folder: Path, class_id: int) -> Path:
-    return folder / f"{class_id:04d}.safetensors"
+# Parameters that choose which references a bank takes, not how one is made.
+_NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
 
 
-def _merge_shards(folder: Path, class_names: list[str], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
-    """All classes' shards as one bank (subcategories named ``class/subcategory``), and per
+def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:
+    """A (class, subcategory) shard; the class's synonyms are in the name since they pick its word."""
+    digest = hashlib.sha256(json.dumps([names, subcategory]).encode()).hexdigest()[:16]
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", names[0])
+    return store / folder / f"{digest}.safetensors"
+
+
+def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
+    """The bank of every class's listed subcategories (named ``class/subcategory``), and per
     class the references kept and dropped."""
-    features, class_ids, sub_ids, meta, names, report = [], [], [], [], [], {}
-    for class_id, name in enumerate(class_names):
-        tensors, info = load_shard(_shard_path(folder, class_id))
-        offset = len(names)
-        names += [f"{name}/{s}" for s in table[name]]
-        features.append(tensors["features"])
-        class_ids.append(torch.full((len(tensors["features"]),), class_id, dtype=torch.long))
-        sub_ids.append(tensors["subcategory_ids"] + offset)
-        meta += info["meta"]
-        report[name] = {"kept": len(info["meta"]), "dropped": info["dropped"]}
-    bank = ReferenceBank(torch.cat(features), torch.cat(class_ids), torch.cat(sub_ids), list(class_names), names, meta)
+    features, class_ids, sub_ids, meta, sub_names, report = [], [], [], [], [], {}
+    for class_id, names in enumerate(classes):
+        kept = dropped = 0
+        for sub in table[names[0]]:
+            tensors, info = load_shard(_shard_path(store, names, sub))
+            count = len(tensors["features"])
+            features.append(tensors["features"])
+            class_ids.append(torch.full((count,), class_id, dtype=torch.long))
+            sub_ids.append(torch.full((count,), len(sub_names), dtype=torch.long))
+            sub_names.append(f"{names[0]}/{sub}")
+            meta += info["meta"]
+            kept, dropped = kept + count, dropped + info["dropped"]
+        report[names[0]] = {"kept": kept, "dropped": dropped}
+    class_names = [names[0] for names in classes]
+    bank = ReferenceBank(torch.cat(features), torch.cat(class_ids), torch.cat(sub_ids), class_names, sub_names, meta)
     return bank, report

@@ -70,7 +70,9 @@ def bank_for_config(
     }
 
     def build(work_dir: Path) -> ReferenceBank:
-        ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer)
+        ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer,
+                           store_root=Path(cfg.cache_dir).expanduser(),
+                           feature_spec={k: key[k] for k in ("featurizer", "pooling")})
         return source.build(ctx)
 
     return cached_bank(Path(cfg.cache_dir), key, build, rank=rank, barrier=barrier)
