@@ -3,6 +3,7 @@
     rim-bench test       [experiment=NAME] [dotted.key=value ...]   evaluate and write results
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
+    rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
@@ -21,6 +22,7 @@ CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
     "build-bank": "build (or find in the cache) the reference bank for the benchmark's vocabulary",
+    "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path); see configs/sweep/",
     "config": "print the resolved config and its result hash",
 }
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return _convert(args)
         from rim_bench.config import config_hash, load_config, resolve, result_spec
 
+        if args.command == "sweep":
+            return _sweep(args.overrides)
         cfg = load_config(args.overrides)
         if args.command == "config":
             from omegaconf import OmegaConf
@@ -79,6 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rim-bench: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _sweep(overrides: list[str]) -> int:
+    from rim_bench.errors import ConfigError
+    from rim_bench.sweep import load_sweep, run_sweep
+
+    sweeps = [o.split("=", 1)[1] for o in overrides if o.startswith("sweep=")]
+    if len(sweeps) != 1:
+        raise ConfigError("sweep: give exactly one sweep=NAME (configs/sweep/NAME.yaml) or sweep=PATH.yaml")
+    run_sweep([o for o in overrides if not o.startswith("sweep=")], load_sweep(sweeps[0]))
     return 0
 
 

@@ -1,0 +1,161 @@
+"""`rim-bench sweep`: one experiment over a grid (or a random sample) of config values.
+
+A sweep file (``configs/sweep/<name>.yaml`` or a path) names the values to try::
+
+    method: grid              # grid (every combination) | random (num_samples of them)
+    num_samples: null         # random only
+    seed: 0                   # random only
+    parameters:
+      references.diffusion.n_subcategories: [1, 2, 4, 6, 8, 10]
+      references.diffusion.attn_threshold: [0.2, 0.3, 0.4, 0.5, 0.6]
+
+Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash>/``, so
+it reuses every cache: each image's regions are computed once for the whole sweep, and
+generated references once per generation setting (banks over fewer subcategories are
+assembled from them). A point whose metrics.json exists is not run again, so an
+interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
+parameter, mIoU against it with one line per value of the other (the paper's Figure 5).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rim_bench.config import CONFIG_DIR, config_hash, load_config
+from rim_bench.errors import ConfigError
+from rim_bench.io import atomic_path, atomic_write_text
+
+METHODS = ("grid", "random")
+METRICS = ("mIoU", "mAcc", "aAcc")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    method: str
+    parameters: dict[str, list]
+    num_samples: int | None = None
+    seed: int = 0
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    """Read and check a sweep file (a name in configs/sweep/ or a path)."""
+    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else CONFIG_DIR / "sweep" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
+        raise ConfigError(f"sweep '{name_or_path}' not found: no file {path}; known sweeps: {', '.join(known)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    method = raw.get("method", "grid")
+    parameters = raw.get("parameters") or {}
+    if method not in METHODS:
+        raise ConfigError(f"{path}: method '{method}' unknown (choose {', '.join(METHODS)})")
+    if not parameters or any(not isinstance(v, list) or not v for v in parameters.values()):
+        raise ConfigError(f"{path}: 'parameters' must map config keys to non-empty lists of values (the grid is empty)")
+    if method == "random" and not raw.get("num_samples"):
+        raise ConfigError(f"{path}: a random sweep needs num_samples")
+    return SweepSpec(path.stem, method, parameters, raw.get("num_samples"), int(raw.get("seed", 0)))
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+    keys = list(spec.parameters)
+    grid = [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+    if spec.method == "grid":
+        return grid
+    return random.Random(spec.seed).sample(grid, min(spec.num_samples, len(grid)))
+
+
+def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
+    """Run every point of `spec` on the config that `base` overrides make; returns the table rows."""
+    from rim_bench.runner import run_test
+
+    points = expand(spec)
+    # Every point's config is checked before anything runs: a typo fails at once.
+    configs = [load_config([*base, *overrides(point)]) for point in points]
+    root_cfg = configs[0]
+    out = Path(root_cfg.output_dir or f"outputs/sweep-{root_cfg.experiment or 'default'}-{spec.name}-"
+                                      f"{datetime.now():%Y%m%d-%H%M%S}")
+    rows = []
+    for index, (point, cfg) in enumerate(zip(points, configs)):
+        point_dir = out / f"point-{index:03d}-{config_hash(point, 8)}"
+        metrics_file = point_dir / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            print(f"[{index + 1}/{len(points)}] {point}: done before, mIoU {metrics['mIoU']:.2f}")
+        else:
+            print(f"[{index + 1}/{len(points)}] {point}")
+            cfg.output_dir = str(point_dir)
+            if cfg.wandb.group is None:
+                cfg.wandb.group = out.name  # the points of one sweep are one W&B group
+            metrics = run_test(cfg)
+        rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
+    write_tables(rows, list(spec.parameters), out)
+    plot_sweep(rows, list(spec.parameters), out)
+    print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
+    return rows
+
+
+def overrides(point: dict[str, Any]) -> list[str]:
+    """A point as ``key=value`` overrides (values in YAML, so lists and nulls survive)."""
+    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for key, value in point.items()]
+
+
+def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
+    """``sweep.csv`` and ``sweep.md``: one row per point, best mIoU in bold."""
+    columns = [*keys, *METRICS, "dir"]
+    with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    best = max(r["mIoU"] for r in rows)
+    lines = ["| " + " | ".join(columns[:-1]) + " |", "|" + "---|" * (len(columns) - 1)]
+    for r in rows:
+        cells = [str(r[k]) for k in keys] + [
+            (f"**{r[m]:.2f}**" if m == "mIoU" and r[m] == best else f"{r[m]:.2f}") for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+
+
+def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> None:
+    """One PNG per parameter: mIoU against it, one line per value of the other parameter
+    (with two parameters), else one line of the mean over the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key in keys:
+        others = [k for k in keys if k != key]
+        groups: dict[Any, dict[Any, list[float]]] = {}
+        for r in rows:
+            line = f"{others[0]} = {r[others[0]]}" if len(others) == 1 else "mean over the others"
+            groups.setdefault(line, {}).setdefault(r[key], []).append(r["mIoU"])
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+        for line, points in groups.items():
+            xs = list(points)
+            ax.plot([str(x) for x in xs] if not _numeric(xs) else xs,
+                    [sum(v) / len(v) for v in points.values()], marker="o", label=line if others else None)
+        ax.set_xlabel(key)
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"mIoU vs {key.split('.')[-1]}")
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_path(out / f"mIoU_vs_{key.split('.')[-1]}.png") as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)

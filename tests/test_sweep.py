@@ -1,0 +1,101 @@
+"""`rim-bench sweep`: expansion, bad sweep files, cache reuse, resume, tables and plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from rim_bench.cli import main
+from rim_bench.errors import ConfigError
+from rim_bench.references import diffusion
+from rim_bench.sweep import SweepSpec, expand, load_sweep, overrides
+
+
+def test_grid_expands_every_combination_in_file_order():
+    spec = SweepSpec("s", "grid", {"a": [1, 2, 3], "b": ["x", "y"]})
+    points = expand(spec)
+    assert len(points) == 6 and points[0] == {"a": 1, "b": "x"} and points[1] == {"a": 1, "b": "y"}
+
+
+def test_random_sample_is_seeded_and_distinct():
+    spec = SweepSpec("s", "random", {"a": list(range(10)), "b": list(range(10))}, num_samples=7, seed=3)
+    points = expand(spec)
+    assert points == expand(spec) and len({tuple(p.values()) for p in points}) == 7
+    assert expand(SweepSpec("s", "random", spec.parameters, 7, seed=4)) != points
+
+
+def test_overrides_keep_yaml_types():
+    assert overrides({"a.b": 0.5, "c": None, "d": "kl", "e": [16, 8]}) == ["a.b=0.5", "c=null", "d=kl", "e=[16, 8]"]
+
+
+def test_shipped_fig5_sweep_is_the_papers_grid():
+    spec = load_sweep("fig5")
+    assert spec.parameters["references.diffusion.n_subcategories"] == [1, 2, 4, 6, 8, 10]
+    assert len(expand(spec)) == 30
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("method: grid\nparameters: {}\n", "the grid is empty"),
+    ("method: grid\nparameters:\n  a: []\n", "the grid is empty"),
+    ("method: bayes\nparameters:\n  a: [1]\n", "method 'bayes' unknown"),
+    ("method: random\nparameters:\n  a: [1]\n", "needs num_samples"),
+])
+def test_bad_sweep_files(tmp_path: Path, text: str, fragment: str):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_sweep(str(path))
+
+
+def test_a_key_that_does_not_exist_fails_before_any_point_runs(tmp_path: Path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("parameters:\n  matcher.rim.temprature: [0.1, 0.2]\n")
+    assert main(["sweep", "experiment=smoke", f"sweep={path}", f"output_dir={tmp_path / 'out'}"]) == 2
+    assert "unknown config key 'matcher.rim.temprature'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path, monkeypatch):
+    from rim_bench.proposals.superpixels import SuperpixelProposer
+
+    calls = []
+    real = SuperpixelProposer.__call__
+    monkeypatch.setattr(SuperpixelProposer, "__call__", lambda self, image: calls.append(1) or real(self, image))
+    path = tmp_path / "s.yaml"
+    path.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n  matcher.rim.divergence: [kl, js]\n")
+    args = ["sweep", "experiment=smoke", f"sweep={path}", "data.max_images=3", f"cache_dir={tmp_path / 'cache'}",
+            f"output_dir={tmp_path / 'out'}"]
+    assert main(args) == 0
+    assert len(calls) == 3  # 4 points, 3 images: proposals once per image for the whole sweep
+    with open(tmp_path / "out" / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["matcher.rim.temperature"], r["matcher.rim.divergence"]) for r in rows] == \
+        [("0.05", "kl"), ("0.05", "js"), ("0.2", "kl"), ("0.2", "js")]
+    assert len({r["mIoU"] for r in rows}) > 1  # the points really differ
+    assert (tmp_path / "out" / "sweep.md").read_text().count("\n") == 6
+    assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"mIoU_vs_temperature.png", "mIoU_vs_divergence.png"}
+    # Resume: nothing runs again.
+    import rim_bench.runner
+
+    monkeypatch.setattr(rim_bench.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
+    assert main(args) == 0
+
+
+def test_tau_by_subcategory_sweep_generates_once_per_tau(tmp_path: Path, monkeypatch):
+    generated = []
+    real = diffusion.generate_with_attention
+    monkeypatch.setattr(diffusion, "generate_with_attention",
+                        lambda pipe, prompt, *a, **k: generated.append(prompt) or real(pipe, prompt, *a, **k))
+    subs = tmp_path / "subs.yaml"
+    subs.write_text("".join(f"{c}: [{c}, {c} two]\n" for c in ("background", "sun", "leaf", "sea", "berry", "grape")))
+    path = tmp_path / "s.yaml"
+    path.write_text("parameters:\n  references.diffusion.attn_threshold: [0.3, 0.5]\n"
+                    "  references.diffusion.n_subcategories: [2, 1]\n")
+    assert main(["sweep", "experiment=smoke", f"sweep={path}", "data.max_images=2", f"cache_dir={tmp_path / 'c'}",
+                 f"output_dir={tmp_path / 'out'}", "references.name=diffusion", "references.diffusion.model=tiny",
+                 f"references.diffusion.subcategories={subs}", "references.diffusion.image_size=64",
+                 "references.diffusion.num_inference_steps=2", "references.diffusion.mask=attention",
+                 "references.diffusion.contact_sheets=false"]) == 0
+    assert len(generated) == 2 * 12  # per tau: 6 classes x 2 subcategories, and the 1-subcategory bank is a subset
