@@ -4,7 +4,9 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
+    rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
+    rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
 Bad input (config, data, weights) ends with one line on stderr and exit code 2.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rim_bench.errors import RimBenchError
 
@@ -23,6 +26,7 @@ CONFIG_COMMANDS = {
     "check-data": "read every image and label of the configured data set and report each problem",
     "build-bank": "build (or find in the cache) the reference bank for the benchmark's vocabulary",
     "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path); see configs/sweep/",
+    "compare": "run several methods (methods=[rim,cosine,...], configs/baseline/) on one benchmark, one table",
     "config": "print the resolved config and its result hash",
 }
 
@@ -37,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in CONFIG_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
+    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons) → report.md and report.html")
+    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep or compare")
+    report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
     convert.add_argument("--src", required=True, help="the downloaded, extracted raw annotations")
@@ -54,10 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return _convert(args)
+        if args.command == "report":
+            from rim_bench.report import build_report
+
+            md, page = build_report(args.folders, args.out)
+            print(f"report: {md}, {page}")
+            return 0
         from rim_bench.config import config_hash, load_config, resolve, result_spec
 
         if args.command == "sweep":
             return _sweep(args.overrides)
+        if args.command == "compare":
+            from rim_bench.compare import run_compare
+
+            run_compare(args.overrides)
+            return 0
         cfg = load_config(args.overrides)
         if args.command == "config":
             from omegaconf import OmegaConf
@@ -98,8 +116,6 @@ def _sweep(overrides: list[str]) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rim_bench.data.converters import CONVERTERS
     from rim_bench.errors import ConfigError
 

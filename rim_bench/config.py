@@ -34,13 +34,16 @@ RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references"
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
 
-def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None) -> DictConfig:
-    """Merge default → `experiment=NAME` file → `key=value` overrides, and validate.
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
+                layers: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Merge default → `experiment=NAME` file → extra `layers` → `key=value` overrides, and validate.
 
     Args:
         overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
             picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file).
         config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
+        layers: more config files merged after the experiment, named like experiments
+            (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
     Returns:
         The merged config, struct mode on, interpolations unresolved.
     """
@@ -59,6 +62,9 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
         for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(exp_file))
         cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
+    for name in layers:
+        for path, layer in _experiment_layers(name, config_dir, chain=()):
+            cfg = _merge_layer(cfg, layer, str(path))
     if rest:
         for item in rest:
             if "=" not in item:

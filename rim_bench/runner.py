@@ -84,6 +84,7 @@ def run_test(cfg: DictConfig) -> dict:
     )
     datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
     trainer.test(module, datamodule=datamodule, verbose=False)
+    _finish_wandb(trainer)
 
     # 6. Results.
     res = module.results
@@ -202,6 +203,15 @@ def build_device(cfg: DictConfig) -> torch.device:
     """Where to build references before the Trainer places the models: CUDA if it is allowed and there."""
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """End this run's W&B run, so that the next run in this process (a sweep point) gets its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def _check_choices(cfg: DictConfig) -> None:

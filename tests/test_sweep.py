@@ -99,3 +99,32 @@ def test_tau_by_subcategory_sweep_generates_once_per_tau(tmp_path: Path, monkeyp
                  "references.diffusion.num_inference_steps=2", "references.diffusion.mask=attention",
                  "references.diffusion.contact_sheets=false"]) == 0
     assert len(generated) == 2 * 12  # per tau: 6 classes x 2 subcategories, and the 1-subcategory bank is a subset
+
+
+def test_wandb_sweep_definitions_name_real_keys_and_call_rim_bench():
+    import yaml
+
+    from rim_bench.config import load_config
+
+    for path in (Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"):
+        spec = yaml.safe_load(path.read_text())
+        command = spec["command"]
+        assert command[:2] == ["rim-bench", "test"] and command[-1] == "${args_no_hyphens}", path
+        fixed = [c for c in command[2:-1] if "=" in c]
+        # W&B's ${args_no_hyphens} expands to key=value, which our config layering takes as it is.
+        points = [f"{k}={v['values'][0]}" for k, v in spec["parameters"].items()]
+        cfg = load_config([*fixed, *points])
+        assert cfg.logger == "wandb" and cfg.experiment
+
+
+def test_sweep_points_are_wandb_runs_in_one_group(tmp_path: Path):
+    path = tmp_path / "s.yaml"
+    path.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
+    assert main(["sweep", "experiment=smoke", f"sweep={path}", "data.max_images=2", "logger=wandb",
+                 f"output_dir={tmp_path / 'out'}"]) == 0
+    runs = sorted((tmp_path / "out").glob("point-*/wandb/offline-run-*"))
+    assert len(runs) == 2 and all(list(r.glob("*.wandb")) for r in runs)
+    import yaml
+
+    configs = [yaml.safe_load((r.parent.parent / "config.yaml").read_text()) for r in runs]
+    assert {c["wandb"]["group"] for c in configs} == {"out"}  # one group, named after the sweep folder

@@ -1,0 +1,53 @@
+"""The cost of a 6 x 5 sweep (subcategories x tau, the paper's Figure 5) as a multiple of one cold run.
+
+    python benchmarks/sweep_cost.py [key=value ...]
+
+On the smoke benchmark with tiny random models (64 px references, 5 steps, 10
+subcategories per class). The cold run is the largest point (10 subcategories) in an
+empty cache; the sweep runs all 30 points in another empty cache. Without any reuse the
+sweep would cost about 30 cold runs; regions are computed once for the whole sweep and
+references once per tau.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rim_bench.config import load_config
+from rim_bench.runner import run_test
+from rim_bench.sweep import SweepSpec, run_sweep
+
+CLASSES = ("background", "sun", "leaf", "sea", "berry", "grape")
+GRID = {"references.diffusion.n_subcategories": [1, 2, 4, 6, 8, 10],
+        "references.diffusion.attn_threshold": [0.2, 0.3, 0.4, 0.5, 0.6]}
+
+
+def main(argv: list[str]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="rim-bench-sweep-cost-"))
+    subs = work / "subs.yaml"
+    subs.write_text("".join(f"{c}: [{', '.join([c] + [f'{c} {i}' for i in range(1, 10)])}]\n" for c in CLASSES))
+    base = ["experiment=smoke", "references.name=diffusion", "references.diffusion.model=tiny",
+            f"references.diffusion.subcategories={subs}", "references.diffusion.image_size=64",
+            "references.diffusion.num_inference_steps=5", "references.diffusion.mask=attention",
+            "references.diffusion.contact_sheets=false", *argv]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        start = time.perf_counter()
+        run_test(load_config([*base, f"cache_dir={work / 'cold'}", f"output_dir={work / 'cold-run'}",
+                              "references.diffusion.n_subcategories=10", "references.diffusion.attn_threshold=0.4"]))
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        run_sweep([*base, f"cache_dir={work / 'sweep'}", f"output_dir={work / 'sweep-run'}"],
+                  SweepSpec("fig5", "grid", GRID))
+        sweep = time.perf_counter() - start
+    print(f"one cold run (10 subcategories): {cold:7.1f} s")
+    print(f"6 x 5 sweep (30 points):         {sweep:7.1f} s")
+    print(f"sweep / cold run: {sweep / cold:.1f}x   (no reuse: about 30x)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

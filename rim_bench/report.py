@@ -1,0 +1,126 @@
+"""`rim-bench report RUN_DIR... [--out DIR]`: result folders → one Markdown and one HTML page.
+
+A folder with ``metrics.json`` is a run (its summary, per-class IoU as bars, its config
+and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
+``compare.md`` a comparison (its tables, published numbers kept apart). Pictures are
+linked by relative path, so the page and the folders can be moved together.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from rim_bench.errors import DataError
+from rim_bench.io import atomic_write_text
+
+MAX_OVERLAYS = 4
+
+
+def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into `out` for `folders`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [f for f in folders if (f / "metrics.json").is_file()]
+    sweeps = [f for f in folders if (f / "sweep.md").is_file()]
+    comparisons = [f for f in folders if (f / "compare.md").is_file()]
+    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons]
+    if unknown:
+        raise DataError(f"not a result folder (no metrics.json, sweep.md or compare.md): {', '.join(unknown)}")
+    md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
+    if runs:
+        md += ["## Runs", "", "| run | experiment | data | matcher | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|---|---|---|"]
+        body.append("<h2>Runs</h2><table><tr><th>run</th><th>experiment</th><th>data</th><th>matcher</th>"
+                    "<th>mIoU</th><th>mAcc</th><th>aAcc</th><th>images</th></tr>")
+        for run in runs:
+            m, cfg = _metrics(run), _config(run)
+            cells = [run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
+                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"])]
+            md.append("| " + " | ".join(cells) + " |")
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        body.append("</table>")
+        for run in runs:
+            md_run, html_run = _run_section(run, out)
+            md += md_run
+            body += html_run
+    for folder, file in [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons]:
+        text = (folder / file).read_text()
+        plots = sorted(folder.glob("mIoU_vs_*.png"))
+        md += [f"## {folder.name}", "", text] + [f"![{p.stem}]({_rel(p, out)})" for p in plots]
+        body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
+        body += [f'<img src="{html.escape(_rel(p, out))}" alt="{p.stem}">' for p in plots]
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    atomic_write_text(html_path, _page("\n".join(body)))
+    return md_path, html_path
+
+
+def _run_section(run: Path, out: Path) -> tuple[list[str], list[str]]:
+    m = _metrics(run)
+    ious = {k: v for k, v in m["per_class_iou"].items() if v is not None}
+    md = [f"### {run.name}", "", "| class | IoU |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ious.items()]
+    bars = "".join(
+        f'<div class="bar"><span class="name">{html.escape(k)}</span>'
+        f'<span class="fill" style="width:{v:.1f}%"></span><span class="value">{v:.1f}</span></div>'
+        for k, v in ious.items())
+    body = [f"<h3>{html.escape(run.name)}</h3>", f'<div class="bars">{bars}</div>']
+    for overlay in sorted((run / "overlays").glob("*.png"))[:MAX_OVERLAYS]:
+        md.append(f"![{overlay.stem}]({_rel(overlay, out)})")
+        body.append(f'<img src="{html.escape(_rel(overlay, out))}" alt="{overlay.stem}">')
+    config = (run / "config.yaml").read_text()
+    md += ["", "<details><summary>config</summary>", "", "```yaml", config, "```", "</details>", ""]
+    body.append(f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>")
+    return md, body
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def _rel(path: Path, out: Path) -> str:
+    return os.path.relpath(path.resolve(), out.resolve())
+
+
+def _markdown_tables_to_html(text: str) -> str:
+    """The Markdown tables and headings of sweep.md / compare.md as HTML."""
+    parts, rows = [], []
+
+    def flush() -> None:
+        if rows:
+            head, *rest = rows
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c.strip('*'))}</td>" for c in r) + "</tr>" for r in rest)
+                + "</table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|") and not set(line) <= set("|-: "):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif not line.startswith("|"):
+            flush()
+            if line.startswith("#"):
+                parts.append(f"<h3>{html.escape(line.lstrip('#').strip())}</h3>")
+    flush()
+    return "\n".join(parts)
+
+
+def _page(body: str) -> str:
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>rim-bench report</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+.bars {{ width: 600px; }} .bar {{ display: flex; align-items: center; height: 18px; margin: 2px 0; }}
+.name {{ width: 160px; font-size: 12px; }} .fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
+.value {{ font-size: 11px; margin-left: 4px; }} img {{ max-width: 100%; margin: 6px 0; display: block; }}
+</style></head><body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,58 @@
+"""`rim-bench compare` and `rim-bench report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rim_bench.cli import main
+from rim_bench.compare import comparison_markdown, parse_methods, published
+from rim_bench.errors import ConfigError
+
+
+def test_compare_runs_methods_on_shared_caches_and_tables_them(tmp_path: Path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "experiment=smoke", "methods=[rim,cosine]", "data.max_images=3",
+                 f"output_dir={out}"]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| rim |" in table and "| cosine |" in table and "Published" not in table  # smoke: nothing published
+    measured = json.loads((out / "compare.json").read_text())["measured"]
+    assert [r["method"] for r in measured] == ["rim", "cosine"] and measured[0]["mIoU"] != measured[1]["mIoU"]
+    assert "name: cosine" in (out / "cosine" / "config.yaml").read_text()
+
+
+def test_published_numbers_stay_in_their_own_labelled_block():
+    reported = published("voc21")
+    assert {"RIM", "SCLIP", "FreeDA"} <= {r["method"] for r in reported}
+    assert next(r for r in reported if r["method"] == "RIM")["mIoU"] == 77.8
+    text = comparison_markdown([{"method": "rim", "mIoU": 50.0, "mAcc": 60.0, "aAcc": 70.0, "num_images": 3}],
+                               "voc21", reported)
+    measured, _, published_block = text.partition("## Published (not measured here")
+    assert "77.8" not in measured and "77.8" in published_block and "50.00" in measured
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["methods=[rim,clip_dense]"], "unknown method 'clip_dense'"),
+    (["experiment=smoke"], "give methods="),
+    (["methods=[]"], "expected a list"),
+])
+def test_compare_bad_input(overrides: list[str], fragment: str):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_methods(overrides)
+
+
+def test_report_pages_link_runs_sweeps_and_comparisons(tmp_path: Path):
+    run = tmp_path / "run"
+    assert main(["test", "experiment=smoke", "data.max_images=2", "save_overlays=1", f"output_dir={run}"]) == 0
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
+    assert main(["sweep", "experiment=smoke", f"sweep={sweep_file}", "data.max_images=2",
+                 f"output_dir={tmp_path / 'sweep'}"]) == 0
+    assert main(["report", str(run), str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "| run | smoke | smoke | rim |" in md and "../run/overlays/smoke_0000.png" in md
+    assert "mIoU_vs_temperature.png" in page and 'class="fill"' in page and "<pre>" in page
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "rep")]) == 2
