@@ -118,7 +118,7 @@ def _page(body: str) -> str:
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .bars {{ width: 600px; }} .bar {{ display: flex; align-items: center; height: 18px; margin: 2px 0; }}
-.name {{ width: 160px; font-size: 12px; }} .fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
+.name {{ width: 160px; flex: none; font-size: 12px; }} .fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
 .value {{ font-size: 11px; margin-left: 4px; }} img {{ max-width: 100%; margin: 6px 0; display: block; }}
 </style></head><body>
 {body}
