@@ -42,8 +42,9 @@ def run_test(cfg: DictConfig) -> dict:
     wall_start = time.perf_counter()
     # 1. Resolve and seed: every random draw below takes its seed from the config.
     cfg = _prepare(cfg)
+    inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     output_dir = Path(
-        cfg.output_dir or os.environ.get(OUTPUT_DIR_ENV)
+        cfg.output_dir or inherited
         or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"
     )
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
     for index, (point, cfg) in enumerate(zip(points, configs)):
         point_dir = out / f"point-{index:03d}-{config_hash(point, 8)}"
         metrics_file = point_dir / "metrics.json"
-        if metrics_file.is_file():
+        if metrics_file.is_file() and _same_result(metrics_file, cfg):
             metrics = json.loads(metrics_file.read_text())
             print(f"[{index + 1}/{len(points)}] {point}: done before, mIoU {metrics['mIoU']:.2f}")
         else:
@@ -102,6 +102,14 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
     plot_sweep(rows, list(spec.parameters), out)
     print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
+
+
+def _same_result(metrics_file: Path, cfg) -> bool:
+    """Whether a finished run's metrics were made with `cfg`'s result-affecting settings."""
+    from rim_bench.config import resolve, result_spec
+
+    done = json.loads(metrics_file.read_text()).get("result_hash")
+    return done == config_hash(result_spec(resolve(cfg.copy())))
 
 
 def overrides(point: dict[str, Any]) -> list[str]:

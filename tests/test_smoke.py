@@ -61,3 +61,11 @@ def test_wandb_offline_run_is_written(tmp_path: Path):
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert metrics["num_images"] == 2 and len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds no logged data"
+
+
+def test_a_later_run_does_not_inherit_an_earlier_runs_output_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RIM_BENCH_OUTPUT_DIR", str(tmp_path / "earlier"))  # as a first run in this process leaves it
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert main(["test", "experiment=smoke", "data.max_images=1"]) == 0
+    assert not (tmp_path / "earlier").exists() and list((tmp_path / "outputs").glob("smoke-*/metrics.json"))

@@ -207,3 +207,23 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+
+def test_smoke_never_deletes_a_folder_that_is_not_its_own(tmp_path: Path):
+    from rim_bench.data.voc import Smoke
+
+    (tmp_path / "DONE").write_text("my notes")
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="not a smoke benchmark's"):
+        Smoke.locate(tmp_path)
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_window_stride_larger_than_window_is_an_error():
+    from rim_bench.errors import ParamError
+    from rim_bench.features.dense import DinoV2Featurizer
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                patch_size=8, image_size=64, seed=0)
+    with pytest.raises(ParamError, match="larger than window"):
+        DinoV2Featurizer("tiny", 64, tiny, window=32, stride=64)

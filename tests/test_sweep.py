@@ -128,3 +128,13 @@ def test_sweep_points_are_wandb_runs_in_one_group(tmp_path: Path):
 
     configs = [yaml.safe_load((r.parent.parent / "config.yaml").read_text()) for r in runs]
     assert {c["wandb"]["group"] for c in configs} == {"out"}  # one group, named after the sweep folder
+
+
+def test_a_finished_point_with_other_settings_runs_again(tmp_path: Path):
+    path = tmp_path / "s.yaml"
+    path.write_text("parameters:\n  matcher.rim.temperature: [0.05]\n")
+    args = ["sweep", "experiment=smoke", f"sweep={path}", "data.max_images=2", f"output_dir={tmp_path / 'out'}"]
+    assert main(args) == 0
+    rim = (tmp_path / "out" / "sweep.csv").read_text()
+    assert main([*args, "matcher.name=random"]) == 0  # same point folder, other base config: not reused
+    assert (tmp_path / "out" / "sweep.csv").read_text() != rim

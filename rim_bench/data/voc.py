@@ -9,6 +9,7 @@ VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt 1,449 ids
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,7 +73,17 @@ class Smoke(AnyVOCLayout):
             raise DataError(f"'{root}' exists but is not a smoke benchmark (no DONE file): delete it or set data.root")
         try:
             generate_smoke(root)
-        except FileExistsError:  # an older version of our own generated set: a cache, so replace it
-            shutil.rmtree(root)
+        except FileExistsError:
+            if not _is_smoke_record(root / "DONE"):
+                raise DataError(f"'{root}' has a DONE file that is not a smoke benchmark's: set data.root elsewhere")
+            shutil.rmtree(root)  # an older version of our own generated set: a cache, so replace it
             generate_smoke(root)
         return root
+
+
+def _is_smoke_record(marker: Path) -> bool:
+    """Whether `marker` is the DONE record `generate_smoke` writes (JSON with a version)."""
+    try:
+        return isinstance(json.loads(marker.read_text()).get("version"), int)
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -55,6 +55,8 @@ class DinoV2Featurizer(nn.Module):
         for name, value in (("window", window), ("stride", stride)):
             if value is not None and (value < self.patch_size or value % self.patch_size):
                 raise ParamError(name, f"must be a positive multiple of the patch size {self.patch_size}, got {value}")
+        if window is not None and stride > window:
+            raise ParamError("stride", f"{stride} is larger than window {window}: windows would leave gaps")
         self.input_size = input_size
         self.window = window
         self.stride = stride
