@@ -20,7 +20,7 @@ import yaml
 from rim_bench.config import CONFIG_DIR, load_config
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
-from rim_bench.sweep import _same_result
+from rim_bench.sweep import same_result
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -53,7 +53,7 @@ def run_compare(overrides: list[str]) -> list[dict]:
     rows = []
     for method, cfg in configs.items():
         metrics_file = out / method / "metrics.json"
-        if metrics_file.is_file() and _same_result(metrics_file, cfg):
+        if metrics_file.is_file() and same_result(metrics_file, cfg):
             metrics = json.loads(metrics_file.read_text())
         else:
             cfg.output_dir = str(out / method)

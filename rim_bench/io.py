@@ -65,3 +65,10 @@ def shipped_or_path(package: str, folder: str, suffix: str, name_or_path: str, w
         return path
     known = sorted(p.name[: -len(suffix)] for p in shipped_dir.iterdir() if p.name.endswith(suffix))
     raise DataError(f"{what} '{name_or_path}' not found: give a file path or one of {', '.join(known)}")
+
+
+def safe_name(text: str) -> str:
+    """`text` as a file or folder name: anything but letters, digits, '.', '_', '-' becomes '_'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)

@@ -9,7 +9,6 @@ safetensors file written atomically; an interrupted run keeps what it finished.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from rim_bench.io import atomic_path
+from rim_bench.io import atomic_path, safe_name
 
 
 class RegionCache:
@@ -27,7 +26,7 @@ class RegionCache:
         self.directory = Path(directory).expanduser()
 
     def _path(self, image_id: str) -> Path:
-        return self.directory / f"{re.sub(r'[^A-Za-z0-9._-]', '_', image_id)}.safetensors"
+        return self.directory / f"{safe_name(image_id)}.safetensors"
 
     def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
         """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""

@@ -88,7 +88,7 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
     for index, (point, cfg) in enumerate(zip(points, configs)):
         point_dir = out / f"point-{index:03d}-{config_hash(point, 8)}"
         metrics_file = point_dir / "metrics.json"
-        if metrics_file.is_file() and _same_result(metrics_file, cfg):
+        if metrics_file.is_file() and same_result(metrics_file, cfg):
             metrics = json.loads(metrics_file.read_text())
             print(f"[{index + 1}/{len(points)}] {point}: done before, mIoU {metrics['mIoU']:.2f}")
         else:
@@ -104,7 +104,7 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
     return rows
 
 
-def _same_result(metrics_file: Path, cfg) -> bool:
+def same_result(metrics_file: Path, cfg) -> bool:
     """Whether a finished run's metrics were made with `cfg`'s result-affecting settings."""
     from rim_bench.config import resolve, result_spec
 

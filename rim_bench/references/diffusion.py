@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from PIL import Image
 
 from rim_bench.config import config_hash
 from rim_bench.errors import ParamError
-from rim_bench.io import atomic_path, atomic_write_json
+from rim_bench.io import atomic_path, atomic_write_json, safe_name
 from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
 )
@@ -214,8 +213,7 @@ _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
 def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:
     """A (class, subcategory) shard; the class's synonyms are in the name since they pick its word."""
     digest = hashlib.sha256(json.dumps([names, subcategory]).encode()).hexdigest()[:16]
-    folder = re.sub(r"[^A-Za-z0-9._-]", "_", names[0])
-    return store / folder / f"{digest}.safetensors"
+    return store / safe_name(names[0]) / f"{digest}.safetensors"
 
 
 def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
