@@ -33,11 +33,12 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     keep = target != ignore_index
     t = target[keep].long()
     p = pred[keep].long()
-    p = torch.where(p == ignore_index, torch.full_like(p, num_classes), p)
     if t.numel() and (t.max() >= num_classes or t.min() < 0):
         raise ValueError(f"label values {sorted(set(t.unique().tolist()))} outside [0, {num_classes}) and not 255")
-    if p.numel() and (p.max() > num_classes or p.min() < 0):
-        raise ValueError(f"prediction values outside [0, {num_classes}) and not 255")
+    assigned = p[p != ignore_index]
+    if assigned.numel() and (assigned.max() >= num_classes or assigned.min() < 0):
+        raise ValueError(f"prediction values {sorted(set(assigned.unique().tolist()))} outside [0, {num_classes}) and not 255")
+    p = torch.where(p == ignore_index, torch.full_like(p, num_classes), p)
     counts = torch.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1))
     return counts.reshape(num_classes, num_classes + 1)
 

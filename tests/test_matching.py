@@ -8,7 +8,7 @@ import torch
 
 from rim_bench.matching.baselines import CosineMatcher
 from rim_bench.matching.rim import (
-    RIMMatcher, pairwise_divergence, ranking_distribution, relation_signatures, rim_reference_scores,
+    RIMMatcher, log_ranking_distribution, log_relation_signatures, pairwise_divergence, rim_reference_scores,
 )
 from rim_bench.types import ReferenceBank
 
@@ -20,13 +20,13 @@ def _np_kl(p, q):
 def test_divergences_by_hand():
     p = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     q = torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
-    kl = pairwise_divergence(p, q, "kl")
+    kl = pairwise_divergence(p.log(), q.log(), "kl")
     assert kl[0, 0] == pytest.approx(0.0, abs=1e-12)
     assert kl[0, 1] == pytest.approx(0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1))
-    l1 = pairwise_divergence(p, q, "l1")
+    l1 = pairwise_divergence(p.log(), q.log(), "l1")
     assert l1[0].tolist() == pytest.approx([0.0, 0.8])
     m = np.array([0.7, 0.3])
-    js = pairwise_divergence(p, q, "js")
+    js = pairwise_divergence(p.log(), q.log(), "js")
     assert js[0, 1] == pytest.approx(0.5 * _np_kl(np.array([0.5, 0.5]), m) + 0.5 * _np_kl(np.array([0.9, 0.1]), m))
 
 
@@ -46,7 +46,7 @@ def test_divergence_matches_brute_force_and_chunking(kind):
             else:
                 mid = 0.5 * (pn[i] + qn[j])
                 brute[i, j] = 0.5 * _np_kl(pn[i], mid) + 0.5 * _np_kl(qn[j], mid)
-    np.testing.assert_allclose(pairwise_divergence(p, q, kind, chunk=2).numpy(), brute, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pairwise_divergence(p.log(), q.log(), kind, chunk=2).numpy(), brute, rtol=1e-9, atol=1e-12)
 
 
 def test_rim_scores_by_hand():
@@ -65,10 +65,25 @@ def test_rim_scores_by_hand():
 
 
 def test_relation_signatures_rows_are_distributions():
-    q = relation_signatures(torch.randn(6, 4), temperature=0.1)
+    q = log_relation_signatures(torch.randn(6, 4), temperature=0.1).exp()
     torch.testing.assert_close(q.sum(1), torch.ones(6))
     assert (q.argmax(1) == torch.arange(6)).all()  # each reference ranks itself first
-    torch.testing.assert_close(ranking_distribution(torch.zeros(2, 3), 1.0), torch.full((2, 3), 1 / 3))
+    torch.testing.assert_close(log_ranking_distribution(torch.zeros(2, 3), 1.0).exp(), torch.full((2, 3), 1 / 3))
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.02, 0.01])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_kl_in_float32_matches_float64_at_small_temperature(temperature, exclude_self):
+    # At small T most of P and Q underflow; clamping probabilities before the log used to cut
+    # the KL off (error 39 at T = 0.02). Log-probabilities keep float32 close to float64.
+    g = torch.Generator().manual_seed(0)
+    refs = torch.randn(40, 16, generator=g, dtype=torch.float64)
+    regions = refs[:6] + 0.05 * torch.randn(6, 16, generator=g, dtype=torch.float64)  # near their references
+    exact = rim_reference_scores(regions, refs, temperature, "kl", 0.0, exclude_self)
+    got = rim_reference_scores(regions.float(), refs.float(), temperature, "kl", 0.0, exclude_self)
+    assert torch.isfinite(got).all()
+    scale = exact.abs().max()
+    torch.testing.assert_close(got.double(), exact, rtol=1e-3, atol=1e-4 * float(scale))
 
 
 def _bank() -> ReferenceBank:

@@ -71,3 +71,6 @@ def test_bad_labels_and_shapes_are_errors():
         confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), num_classes=2)
     with pytest.raises(ValueError, match="differ in size"):
         confusion_matrix(torch.zeros(2, 2), torch.zeros(3, 2), num_classes=2)
+    # A prediction equal to C is not a class (only 255 means "unassigned").
+    with pytest.raises(ValueError, match=r"prediction values \[2\]"):
+        confusion_matrix(torch.full((2, 2), 2), torch.zeros(2, 2, dtype=torch.long), num_classes=2)

@@ -31,6 +31,8 @@ relations and the spread of subcategories count, where a single cosine does not.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,86 +43,104 @@ from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
 
 DIVERGENCES = ("kl", "js", "l1")
-_EPS = 1e-12
+_LOG2 = math.log(2.0)
 
 
-def ranking_distribution(similarity: Tensor, temperature: float) -> Tensor:
-    """``(N, K)`` similarities → ``(N, K)`` rows that sum to 1 (softmax at `temperature`)."""
-    return torch.softmax(similarity / temperature, dim=-1)
+def log_ranking_distribution(similarity: Tensor, temperature: float) -> Tensor:
+    """``(N, K)`` similarities → ``(N, K)`` log P: each row a log-softmax at `temperature`.
+
+    Distributions are carried as log-probabilities throughout: at small T most entries of
+    P and Q underflow, and ``log(q.clamp_min(eps))`` would cut the KL divergence off.
+    """
+    return torch.log_softmax(similarity / temperature, dim=-1)
 
 
-def relation_signatures(references: Tensor, temperature: float, exclude_self: bool = False) -> Tensor:
-    """``(K, D)`` reference features → ``(K, K)``: row m is Q_m, reference m's ranking of all
-    (of all others, with zero on the diagonal, if `exclude_self`)."""
+def log_relation_signatures(references: Tensor, temperature: float, exclude_self: bool = False) -> Tensor:
+    """``(K, D)`` reference features → ``(K, K)`` log Q: row m is reference m's ranking of all
+    references (of all others, with ``-inf`` on the diagonal, if `exclude_self`)."""
     logits = cosine_matrix(references, references) / temperature
     if exclude_self:
         logits.fill_diagonal_(float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return torch.log_softmax(logits, dim=-1)
 
 
-def pairwise_divergence(p: Tensor, q: Tensor, kind: str, chunk: int = 256) -> Tensor:
+def _kl_terms(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """Σ_j a_j (log a_j − log b_j) over the last dim, with 0 · log 0 = 0; shapes broadcast."""
+    a = log_a.exp()
+    return torch.where(a > 0, a * (log_a - log_b), 0.0).sum(-1)
+
+
+def _js(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """Jensen-Shannon divergence (natural log) of broadcast log-distributions."""
+    log_mid = torch.logaddexp(log_a, log_b) - _LOG2
+    return 0.5 * (_kl_terms(log_a, log_mid) + _kl_terms(log_b, log_mid))
+
+
+def pairwise_divergence(log_p: Tensor, log_q: Tensor, kind: str, chunk: int = 256) -> Tensor:
     """D(P_i ‖ Q_m) for every pair of rows.
 
     Args:
-        p: ``(N, K)`` distributions (rows sum to 1).
-        q: ``(M, K)`` distributions.
+        log_p: ``(N, K)`` log-distributions (each row's exp sums to 1).
+        log_q: ``(M, K)`` log-distributions.
         kind: ``kl`` (KL(P‖Q)), ``js`` (Jensen-Shannon, natural log) or ``l1`` (sum of |P − Q|).
-        chunk: rows of `q` per step for ``js``, which needs an ``(N, chunk, K)`` buffer.
+        chunk: rows of `log_q` per step for ``js``, which needs an ``(N, chunk, K)`` buffer.
     Returns:
         ``(N, M)`` divergences, ≥ 0, zero where the rows are equal.
     """
     if kind == "kl":
         # Σ_j p log p − Σ_j p log q: the cross term is one matrix product.
-        neg_entropy = (p * torch.log(p.clamp_min(_EPS))).sum(-1, keepdim=True)
-        return neg_entropy - p @ torch.log(q.clamp_min(_EPS)).T
+        p = log_p.exp()
+        neg_entropy = torch.where(p > 0, p * log_p, 0.0).sum(-1, keepdim=True)
+        return neg_entropy - p @ log_q.T
     if kind == "l1":
-        return torch.cdist(p, q, p=1)
+        return torch.cdist(log_p.exp(), log_q.exp(), p=1)
     if kind == "js":
-        parts = []
-        for start in range(0, q.shape[0], chunk):
-            qc = q[start:start + chunk][None]  # (1, M', K)
-            pc = p[:, None]  # (N, 1, K)
-            mid = 0.5 * (pc + qc)
-            log_mid = torch.log(mid.clamp_min(_EPS))
-            kl_p = (pc * (torch.log(pc.clamp_min(_EPS)) - log_mid)).sum(-1)
-            kl_q = (qc * (torch.log(qc.clamp_min(_EPS)) - log_mid)).sum(-1)
-            parts.append(0.5 * (kl_p + kl_q))
-        return torch.cat(parts, dim=1) if parts else p.new_zeros(p.shape[0], 0)
+        parts = [_js(log_p[:, None], log_q[None, start:start + chunk]) for start in range(0, log_q.shape[0], chunk)]
+        return torch.cat(parts, dim=1) if parts else log_p.new_zeros(log_p.shape[0], 0)
     raise ValueError(f"unknown divergence '{kind}' (choose {', '.join(DIVERGENCES)})")
 
 
-def excluding_self_divergence(p: Tensor, q: Tensor, self_index: Tensor, kind: str) -> Tensor:
+def _log_rest(log_p: Tensor, self_index: Tensor) -> Tensor:
+    """``(N, M)`` log(1 − p_m) for m = `self_index`, without cancellation.
+
+    For m other than the row's top entry p_m < 1/2 and log1p(−p_m) is exact; for the top entry,
+    which may hold all of the mass in float32, it is the log-sum-exp of the other entries.
+    """
+    top = log_p.argmax(-1, keepdim=True)  # (N, 1)
+    log_others = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)  # (N, 1)
+    p_self = log_p[:, self_index].exp()
+    return torch.where(self_index[None] == top, log_others, torch.log1p(-p_self.clamp_max(0.5)))
+
+
+def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, kind: str) -> Tensor:
     """D(P_i without entry m, renormalized ‖ Q_m) where Q_m has no mass on its own entry m.
 
     Args:
-        p: ``(N, K)`` ranking distributions.
-        q: ``(M, K)`` signatures with ``q[i, self_index[i]] == 0``.
-        self_index: ``(M,)`` the reference each row of `q` belongs to.
+        log_p: ``(N, K)`` log ranking distributions.
+        log_q: ``(M, K)`` log signatures with ``log_q[i, self_index[i]] == -inf``.
+        self_index: ``(M,)`` the reference each row of `log_q` belongs to.
     Returns:
         ``(N, M)``.
     """
-    p_self = p[:, self_index]  # (N, M)
-    rest = (1.0 - p_self).clamp_min(_EPS)
+    log_rest = _log_rest(log_p, self_index)  # (N, M)
+    rows = torch.arange(len(self_index), device=log_q.device)
     if kind == "kl":
-        # With p'_j = p_j / (1 - p_m) for j ≠ m:
-        # KL(p' ‖ q_m) = [Σ_j p_j log p_j − p_m log p_m − Σ_{j≠m} p_j log q_mj] / (1 − p_m) − log(1 − p_m);
-        # the last sum is a matrix product once log q_mm is set to 0.
-        p_log_p = p * torch.log(p.clamp_min(_EPS))
-        log_q = torch.log(q.clamp_min(_EPS))
-        log_q[torch.arange(len(self_index), device=q.device), self_index] = 0.0
-        cross = p @ log_q.T
-        return (p_log_p.sum(-1, keepdim=True) - p_log_p[:, self_index] - cross) / rest - torch.log(rest)
-    keep = torch.ones(len(self_index), p.shape[1], dtype=p.dtype, device=p.device)
-    keep[torch.arange(len(self_index), device=p.device), self_index] = 0.0
-    p_rest = p[:, None, :] * keep[None] / rest[..., None]  # (N, M, K)
-    q_rest = q[None]
+        # With p'_j = p_j / (1 − p_m) for j ≠ m:
+        # KL(p' ‖ q_m) = [Σ_{j≠m} p_j log p_j − Σ_{j≠m} p_j log q_mj] / (1 − p_m) − log(1 − p_m);
+        # the second sum is a matrix product once log q_mm is set to 0.
+        p = log_p.exp()
+        p_log_p = torch.where(p > 0, p * log_p, 0.0)
+        log_q = log_q.clone()
+        log_q[rows, self_index] = 0.0
+        own = p_log_p.sum(-1, keepdim=True) - p_log_p[:, self_index]
+        return (own - p @ log_q.T) * torch.exp(-log_rest) - log_rest
+    log_p_rest = log_p[:, None, :] - log_rest[..., None]  # (N, M, K)
+    is_self = torch.zeros(len(self_index), log_p.shape[1], dtype=torch.bool, device=log_p.device)
+    is_self[rows, self_index] = True
+    log_p_rest = log_p_rest.masked_fill(is_self[None], float("-inf"))
     if kind == "l1":
-        return (p_rest - q_rest).abs().sum(-1)
-    mid = 0.5 * (p_rest + q_rest)
-    log_mid = torch.log(mid.clamp_min(_EPS))
-    kl_p = (p_rest * (torch.log(p_rest.clamp_min(_EPS)) - log_mid)).sum(-1)
-    kl_q = (q_rest * (torch.log(q_rest.clamp_min(_EPS)) - log_mid)).sum(-1)
-    return 0.5 * (kl_p + kl_q)
+        return (log_p_rest.exp() - log_q.exp()[None]).abs().sum(-1)
+    return _js(log_p_rest, log_q[None])
 
 
 def rim_reference_scores(
@@ -131,28 +151,28 @@ def rim_reference_scores(
 
     The signatures Q_m are computed for a chunk of references at a time, so memory stays
     O(N K + chunk K); `max_elements` bounds a chunk's largest buffer. `signatures`, the
-    ``(K, K)`` result of `relation_signatures` for these references, skips that work.
+    ``(K, K)`` result of `log_relation_signatures` for these references, skips that work.
     """
     similarity = cosine_matrix(regions, references)
-    p = ranking_distribution(similarity, temperature)
+    log_p = log_ranking_distribution(similarity, temperature)
     refs = F.normalize(references.to(similarity.dtype), dim=-1)
-    n, k = p.shape
+    n, k = log_p.shape
     elementwise = divergence == "js" or (exclude_self and divergence != "kl")
     chunk = max(1, max_elements // max(1, (n if elementwise else 1) * k))
     relation = []
     for start in range(0, k, chunk):
         index = torch.arange(start, min(k, start + chunk), device=refs.device)
         if signatures is not None:
-            q = signatures[index].to(p.dtype)
+            log_q = signatures[index].to(log_p.dtype)
         else:
             logits = refs[index] @ refs.T / temperature  # (M, K): these references' view of all
             if exclude_self:
                 logits[torch.arange(len(index), device=refs.device), index] = float("-inf")
-            q = torch.softmax(logits, dim=-1)
+            log_q = torch.log_softmax(logits, dim=-1)
         if exclude_self:
-            relation.append(excluding_self_divergence(p, q, index, divergence))
+            relation.append(excluding_self_divergence(log_p, log_q, index, divergence))
         else:
-            relation.append(pairwise_divergence(p, q, divergence))
+            relation.append(pairwise_divergence(log_p, log_q, divergence))
     scores = -torch.cat(relation, dim=1) if relation else similarity.new_zeros(n, 0)
     return (1.0 - alpha) * scores + alpha * similarity
 
@@ -186,15 +206,15 @@ class RIMMatcher:
         self.aggregation = aggregation
         self.exclude_self = exclude_self
         self.cache_limit = cache_limit
-        self._signatures: tuple[Tensor, Tensor] | None = None  # (bank features, their signatures)
+        self._signatures: tuple[Tensor, Tensor] | None = None  # (bank features, their log signatures)
 
     def _bank_signatures(self, bank: ReferenceBank) -> Tensor | None:
-        """The bank's ``(K, K)`` signatures, computed once per bank while K ≤ `cache_limit`
+        """The bank's ``(K, K)`` log signatures, computed once per bank while K ≤ `cache_limit`
         (256 MB at the default); larger banks stream them for every image."""
         if len(bank) > self.cache_limit:
             return None
         if self._signatures is None or self._signatures[0] is not bank.features:
-            self._signatures = (bank.features, relation_signatures(bank.features, self.temperature, self.exclude_self))
+            self._signatures = (bank.features, log_relation_signatures(bank.features, self.temperature, self.exclude_self))
         return self._signatures[1]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
