@@ -24,10 +24,12 @@ from rim_bench.types import Prediction, ReferenceBank
 
 def register_builtin_stages() -> None:
     """Import the modules whose decorators fill the registries."""
+    import rim_bench.features.clip_dense  # noqa: F401
     import rim_bench.features.dense  # noqa: F401
     import rim_bench.features.pooling  # noqa: F401
     import rim_bench.matching.baselines  # noqa: F401
     import rim_bench.matching.rim  # noqa: F401
+    import rim_bench.proposals.grid  # noqa: F401
     import rim_bench.proposals.sam_automatic  # noqa: F401
     import rim_bench.proposals.superpixels  # noqa: F401
     import rim_bench.references.exemplars  # noqa: F401

@@ -34,18 +34,23 @@ def resolve_regions(masks: Tensor) -> Tensor:
     Args:
         masks: ``(N, H, W) bool`` proposals, possibly overlapping.
     Returns:
-        ``(H, W) int64``: the index of the smallest mask covering each pixel (ties: the lower
-        index), -1 where no mask does.
+        ``(H, W) int64``: the index of the smallest mask covering each pixel (masks of equal
+        area: the higher index), -1 where no mask does.
     """
     n, h, w = masks.shape
+    region_map = torch.full((h, w), NO_REGION, dtype=torch.long, device=masks.device)
     if n == 0:
-        return torch.full((h, w), NO_REGION, dtype=torch.long, device=masks.device)
-    area = masks.flatten(1).sum(1)
-    # Rank 1 = largest region; at each pixel the covering region of highest rank wins.
-    rank = torch.empty_like(area)
-    rank[torch.argsort(area, descending=True, stable=True)] = torch.arange(1, n + 1, device=masks.device)
-    winner = (masks * rank[:, None, None]).argmax(0)
-    return torch.where(masks.any(0), winner, torch.full_like(winner, NO_REGION))
+        return region_map
+    order = torch.argsort(masks.flatten(1).sum(1), descending=True, stable=True)  # painting order
+    # Paint each mask inside its bounding box: memory O(H W), and the hundreds of small cells
+    # of a grid cost little.
+    rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
+    top, bottom = rows.int().argmax(1), h - rows.flip(1).int().argmax(1)
+    left, right = cols.int().argmax(1), w - cols.flip(1).int().argmax(1)
+    for i, y0, y1, x0, x1 in zip(order.tolist(), *(v[order].tolist() for v in (top, bottom, left, right))):
+        box = region_map[y0:y1, x0:x1]
+        box[masks[i, y0:y1, x0:x1]] = i
+    return region_map
 
 
 def paint_labels(region_map: Tensor, labels: Tensor, uncovered: str = "none") -> Tensor:

@@ -34,7 +34,7 @@ def test_published_numbers_stay_in_their_own_labelled_block():
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["methods=[rim,clip_dense]"], "unknown method 'clip_dense'"),
+    (["methods=[rim,maskclip]"], "unknown method 'maskclip'"),
     (["experiment=smoke"], "give methods="),
     (["methods=[]"], "expected a list"),
 ])

@@ -4,22 +4,15 @@
 ``stabilityai/stable-diffusion-2-1-base``), a local directory saved with
 ``save_pretrained``, or ``"tiny"``: random-init components small enough for a CPU test
 (a 64×64 image in 5 steps takes about half a second), with a character-level CLIP
-tokenizer built on the spot, so that most words span several tokens.
+tokenizer (`rim_bench.backbones.clip.tiny_clip_tokenizer`), so that most words span several tokens.
 """
 
 from __future__ import annotations
 
-import json
-import string
-import tempfile
-from pathlib import Path
-
 import torch
 
+from rim_bench.backbones.clip import tiny_clip_tokenizer
 from rim_bench.backbones.hub import from_hub_or_dir
-
-# Words the tiny tokenizer keeps whole (one token), to test single- and multi-token words.
-TINY_WORDS = ("cat", "dog", "photo")
 
 
 def load_stable_diffusion(model: str, device: torch.device | str, tiny: dict):
@@ -53,7 +46,7 @@ def load_stable_diffusion(model: str, device: torch.device | str, tiny: dict):
 
 def _tiny_pipeline(seed: int, sample_size: int):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -66,7 +59,7 @@ def _tiny_pipeline(seed: int, sample_size: int):
             block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         )
-        tokenizer = CLIPTokenizer(*_tiny_vocabulary(), model_max_length=77)
+        tokenizer = tiny_clip_tokenizer()
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
             num_hidden_layers=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -80,21 +73,3 @@ def _tiny_pipeline(seed: int, sample_size: int):
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
-
-def _tiny_vocabulary() -> tuple[str, str]:
-    """Write a character-level BPE vocabulary (plus `TINY_WORDS` whole) and return its two files."""
-    folder = Path(tempfile.mkdtemp(prefix="rim-bench-tiny-clip-"))
-    chars = [c for c in string.printable if not c.isspace()]
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [f"{c}</w>" for c in chars]
-    merges = []
-    for word in TINY_WORDS:  # merge left to right: "c a" → "ca", then "ca t</w>" → "cat</w>"
-        merged = word[0]
-        for i, c in enumerate(word[1:], start=1):
-            piece = c + ("</w>" if i == len(word) - 1 else "")
-            merges.append(f"{merged} {piece}")
-            merged += piece
-            tokens.append(merged)
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return str(folder / "vocab.json"), str(folder / "merges.txt")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rim_bench.registry import ENCODERS
+
+MAX_MASK_ELEMENTS = 2**25  # float32 mask pixels converted at once (128 MB)
 
 
 def masked_average_pool(masks: Tensor, features: Tensor) -> Tensor:
@@ -23,7 +26,12 @@ def masked_average_pool(masks: Tensor, features: Tensor) -> Tensor:
     d, h, w = features.shape
     if masks.shape[0] == 0:
         return features.new_zeros(0, d)
-    weights = F.interpolate(masks[None].to(features.dtype), size=(h, w), mode="area")[0].flatten(1)  # (N, h*w)
+    # Masks go to float a chunk at a time: hundreds of full-resolution float masks would not fit.
+    chunk = max(1, MAX_MASK_ELEMENTS // masks[0].numel())
+    weights = torch.cat([
+        F.interpolate(part[None].to(features.dtype), size=(h, w), mode="area")[0].flatten(1)
+        for part in masks.split(chunk)
+    ])  # (N, h*w)
     sums = weights @ features.flatten(1).T  # (N, D)
     return sums / weights.sum(1, keepdim=True).clamp_min(1e-12)
 

@@ -37,6 +37,7 @@ class MixedReferences:
 
 def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
     """The source that ``references.name`` selects, and the config part of its cache key."""
+    import rim_bench.references.clip_text  # noqa: F401 - registers "clip_text"
     import rim_bench.references.diffusion  # noqa: F401 - registers "diffusion"
     import rim_bench.references.exemplars  # noqa: F401 - registers "exemplars"
 

@@ -1,0 +1,36 @@
+"""A regular grid of square cells as "proposals": dense, per-cell labelling without SAM.
+
+With the CLIP featurizer this is the MaskCLIP-style dense baseline: every cell of about a
+patch's size takes the class of its pooled feature. MaskCLIP upsamples per-patch logits
+bilinearly instead; cells give the same labels at cell resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rim_bench.errors import ParamError
+from rim_bench.registry import PROPOSERS
+
+
+@PROPOSERS.register("grid")
+class GridProposer:
+    """Square cells of `cell_size` pixels (smaller at the right and bottom borders).
+
+    Args:
+        cell_size: the side of a cell in image pixels.
+    """
+
+    def __init__(self, cell_size: int = 16) -> None:
+        if cell_size < 1:
+            raise ParamError("cell_size", f"must be at least 1 pixel, got {cell_size}")
+        self.cell_size = cell_size
+
+    def __call__(self, image: Tensor) -> Tensor:
+        """``(3, H, W)`` → ``(N, H, W) bool``, N = ⌈H / cell⌉ · ⌈W / cell⌉ disjoint cells, row-major."""
+        h, w = image.shape[-2:]
+        rows = torch.arange(h) // self.cell_size
+        cols = torch.arange(w) // self.cell_size
+        cell = rows[:, None] * int(cols[-1] + 1) + cols[None]  # (H, W) cell index
+        return cell[None] == torch.arange(int(cell.max()) + 1)[:, None, None]
