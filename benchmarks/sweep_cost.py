@@ -6,13 +6,14 @@ On the smoke benchmark with tiny random models (64 px references, 5 steps, 10
 subcategories per class). The cold run is the largest point (10 subcategories) in an
 empty cache; the sweep runs all 30 points in another empty cache. Without any reuse the
 sweep would cost about 30 cold runs; regions are computed once for the whole sweep and
-references once per tau.
+references once per tau. Prints the per-stage breakdown of both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 import tempfile
 import time
@@ -44,10 +45,18 @@ def main(argv: list[str]) -> None:
         run_sweep([*base, f"cache_dir={work / 'sweep'}", f"output_dir={work / 'sweep-run'}"],
                   SweepSpec("fig5", "grid", GRID))
         sweep = time.perf_counter() - start
-    print(f"one cold run (10 subcategories): {cold:7.1f} s")
-    print(f"6 x 5 sweep (30 points):         {sweep:7.1f} s")
+    cold_stages = json.loads((work / "cold-run" / "metrics.json").read_text())["seconds"]
+    sweep_stages: dict[str, float] = {}
+    for metrics in sorted((work / "sweep-run").glob("point-*/metrics.json")):
+        for stage, seconds in json.loads(metrics.read_text())["seconds"].items():
+            sweep_stages[stage] = sweep_stages.get(stage, 0.0) + seconds
+    sweep_stages["outside the runs (config checks, tables, plots)"] = sweep - sweep_stages["total"]
+    print(f"{'stage':<50}{'cold run s':>12}{'30-point sweep s':>18}")
+    for stage in [*cold_stages, "outside the runs (config checks, tables, plots)"]:
+        if stage != "total":
+            print(f"{stage:<50}{cold_stages.get(stage, 0.0):>12.2f}{sweep_stages.get(stage, 0.0):>18.2f}")
+    print(f"{'wall':<50}{cold:>12.2f}{sweep:>18.2f}")
     print(f"sweep / cold run: {sweep / cold:.1f}x   (no reuse: about 30x)")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -6,6 +6,7 @@
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
     rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
+    rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in CONFIG_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
+    segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)")
+    segment.add_argument("inputs", nargs="+", metavar="IMAGE|key=value",
+                         help="image files, folders or glob patterns, then experiment=NAME and config overrides")
+    segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")
+    segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
     report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons) → report.md and report.html")
     report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep or compare")
     report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
@@ -57,10 +63,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "segment":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # segment's images and overrides may come on both sides of --classes
+        args.inputs += extra
     try:
         if args.command == "convert":
             return _convert(args)
+        if args.command == "segment":
+            from rim_bench.segment_images import segment_images
+
+            images, overrides = _split_inputs(args.inputs)
+            segment_images(images, args.classes, args.out, overrides)
+            return 0
         if args.command == "report":
             from rim_bench.report import build_report
 
@@ -102,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         print("rim-bench: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """`segment`'s arguments: ``key=value`` items that are not existing paths are overrides."""
+    overrides = [i for i in inputs if "=" in i and not Path(i).exists()]
+    return [i for i in inputs if i not in overrides], overrides
 
 
 def _sweep(overrides: list[str]) -> int:

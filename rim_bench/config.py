@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -222,3 +223,9 @@ def save_config(cfg: DictConfig, path: Path) -> None:
     from rim_bench.io import atomic_write_text
 
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``{dotted.key: value}`` as ``key=value`` overrides (values in YAML, so lists and nulls survive)."""
+    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for key, value in values.items()]

@@ -45,7 +45,7 @@ class SegmentationPipeline(nn.Module):
 
     def __init__(
         self, proposer: RegionProposer, featurizer: DenseFeaturizer, encoder: RegionEncoder,
-        matcher: Matcher, segmenter: Segmenter, timer: StageTimer | None = None,
+        matcher: Matcher, segmenter: Segmenter | None, timer: StageTimer | None = None,
         region_cache: RegionCache | None = None,
     ) -> None:
         super().__init__()
@@ -77,8 +77,8 @@ class SegmentationPipeline(nn.Module):
         With a region cache and an `image_id`, the regions and their features are read
         from (or written to) the cache.
         """
-        if self.bank is None:
-            raise RuntimeError("set_bank() must be called before segmenting")
+        if self.bank is None or self.segmenter is None:
+            raise RuntimeError("set_bank() (and a segmenter for the vocabulary) must come before segmenting")
         cached = self.region_cache.get(image_id) if self.region_cache and image_id is not None else None
         if cached is None:
             region_map, regions = self.regions(image, image_id)
@@ -114,21 +114,37 @@ class SegmentationPipeline(nn.Module):
         return region_map, regions
 
 
-def build_pipeline(cfg: DictConfig, class_names: list[str], timer: StageTimer | None = None) -> SegmentationPipeline:
-    """Build every stage that `cfg` names (the bank is set separately)."""
+def build_pipeline(cfg: DictConfig, class_names: list[str] | None, timer: StageTimer | None = None,
+                   region_cache: RegionCache | None = None) -> SegmentationPipeline:
+    """Build every stage that `cfg` names (the bank is set separately).
+
+    `class_names` is the vocabulary the segmenter needs (which class is background); None
+    leaves the segmenter to `build_segmenter` once the vocabulary is known. Without a
+    `region_cache`, one keyed by the data set is made if ``cache_regions`` is on.
+    """
     register_builtin_stages()
     # Cheap stages first, so a config mistake in them shows before model weights load.
     matcher = build_stage(MATCHERS, cfg.matcher, "matcher")
-    background = class_names.index("background") if "background" in class_names else None
-    segmenter = build_stage(SEGMENTERS, cfg.segmenter, "segmenter", background_id=background)
+    segmenter = build_segmenter(cfg, class_names) if class_names is not None else None
     encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
     proposer = build_stage(PROPOSERS, cfg.proposer, "proposer")
     featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer")
-    cache = RegionCache(Path(cfg.cache_dir) / "regions" / region_cache_key(cfg)) if cfg.cache_regions else None
-    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer, cache)
+    if region_cache is None and cfg.cache_regions:
+        region_cache = RegionCache(Path(cfg.cache_dir) / "regions" / region_cache_key(cfg))
+    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer, region_cache)
 
 
-def region_cache_key(cfg: DictConfig) -> str:
-    """The hash of what the regions and their features depend on: the images and the test side."""
-    data = {k: cfg.data[k] for k in ("name", "root", "split")}
-    return config_hash({"data": data, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}})
+def build_segmenter(cfg: DictConfig, class_names: list[str]) -> Segmenter:
+    """The segmenter for a vocabulary (its background rule needs the id of "background")."""
+    background = class_names.index("background") if "background" in class_names else None
+    return build_stage(SEGMENTERS, cfg.segmenter, "segmenter", background_id=background)
+
+
+def region_cache_key(cfg: DictConfig, images: dict | None = None) -> str:
+    """The hash of what the regions and their features depend on: the images and the test side.
+
+    `images` names the images; by default the data set (name, root and split), whose image
+    ids then name the files.
+    """
+    images = images or {"data": {k: cfg.data[k] for k in ("name", "root", "split")}}
+    return config_hash({**images, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}})

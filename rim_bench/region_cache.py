@@ -9,6 +9,8 @@ safetensors file written atomically; an interrupted run keeps what it finished.
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,15 +28,22 @@ class RegionCache:
         self.directory = Path(directory).expanduser()
 
     def _path(self, image_id: str) -> Path:
-        return self.directory / f"{safe_name(image_id)}.safetensors"
+        name = safe_name(image_id)
+        if name != image_id:  # "a/b" and "a_b" must not share a file
+            name += "-" + hashlib.sha1(image_id.encode()).hexdigest()[:10]
+        return self.directory / f"{name}.safetensors"
 
     def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
         """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""
         path = self._path(image_id)
         if not path.is_file():
             return None
-        with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor("region_map").long(), f.get_tensor("features")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor("region_map").long(), f.get_tensor("features")
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            warnings.warn(f"{path}: unreadable cached regions ({e}); computing them again", stacklevel=2)
+            return None
 
     def put(self, image_id: str, region_map: Tensor, features: Tensor) -> None:
         with atomic_path(self._path(image_id)) as tmp:

@@ -41,7 +41,7 @@ def run_test(cfg: DictConfig) -> dict:
     """Evaluate `cfg`; returns the content of the metrics.json it writes."""
     wall_start = time.perf_counter()
     # 1. Resolve and seed: every random draw below takes its seed from the config.
-    cfg = _prepare(cfg)
+    cfg = prepare(cfg)
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     output_dir = Path(
         cfg.output_dir or inherited
@@ -116,7 +116,7 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     N processes, which store one shard per (class, subcategory); the first process assembles the bank once.
     """
     wall_start = time.perf_counter()
-    cfg = _prepare(cfg)
+    cfg = prepare(cfg)
     timer = StageTimer()
     fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
                       num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
@@ -139,7 +139,7 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
 
 def check_data(cfg: DictConfig) -> int:
     """Read every sample of the configured data set and print each problem; returns their count."""
-    _prepare(cfg)
+    prepare(cfg)
     dataset, classes = build_dataset(cfg.data)
     problems = list(dataset.check_all())
     for message in problems:
@@ -190,7 +190,7 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list:
     return loggers
 
 
-def _prepare(cfg: DictConfig) -> DictConfig:
+def prepare(cfg: DictConfig) -> DictConfig:
     """Resolve a copy of `cfg`, check its choices, register the stages and seed everything."""
     _quiet_lightning()
     register_builtin_stages()

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from rim_bench.config import CONFIG_DIR, config_hash, load_config
+from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, load_config
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_path, atomic_write_text
 
@@ -80,7 +80,7 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
 
     points = expand(spec)
     # Every point's config is checked before anything runs: a typo fails at once.
-    configs = [load_config([*base, *overrides(point)]) for point in points]
+    configs = [load_config([*base, *as_overrides(point)]) for point in points]
     root_cfg = configs[0]
     out = Path(root_cfg.output_dir or f"outputs/sweep-{root_cfg.experiment or 'default'}-{spec.name}-"
                                       f"{datetime.now():%Y%m%d-%H%M%S}")
@@ -110,12 +110,6 @@ def same_result(metrics_file: Path, cfg) -> bool:
 
     done = json.loads(metrics_file.read_text()).get("result_hash")
     return done == config_hash(result_spec(resolve(cfg.copy())))
-
-
-def overrides(point: dict[str, Any]) -> list[str]:
-    """A point as ``key=value`` overrides (values in YAML, so lists and nulls survive)."""
-    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for key, value in point.items()]
 
 
 def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:

@@ -43,7 +43,7 @@ def legend_classes(prediction: np.ndarray, label: np.ndarray, num_classes: int) 
     return [int(c) for c in np.flatnonzero(counts)]
 
 
-def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndarray, label: np.ndarray,
+def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndarray, label: np.ndarray | None,
                   class_names: list[str], image_id: str, max_side: int = 320) -> Image.Image:
     """One RGB picture: image, regions, prediction and ground truth side by side, with a legend.
 
@@ -51,19 +51,23 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
         image: ``(H, W, 3) uint8`` RGB.
         region_map: ``(H, W)`` int region index per pixel, -1 = no region.
         prediction: ``(H, W)`` int class ids, 255 = unassigned (shown as the bare image).
-        label: ``(H, W)`` int class ids, 255 = ignored (shown as the bare image; not scored).
+        label: ``(H, W)`` int class ids, 255 = ignored (shown as the bare image; not scored);
+            None (an image without ground truth) leaves out that panel, and the caption gives
+            the predicted classes' shares of the image instead of an accuracy.
         class_names: names by class id, for the legend.
         image_id: shown in the caption with the image's pixel accuracy on scored pixels.
         max_side: each panel is shrunk so its longer side is at most this (never enlarged);
             bilinear for the image, nearest neighbour for the maps.
 
     Returns:
-        An RGB image ``4 * w + 3 * GAP`` wide, where ``(h, w)`` is the shrunk panel size.
+        An RGB image ``P * w + (P - 1) * GAP`` wide for P panels, where ``(h, w)`` is the shrunk panel size.
 
     Raises:
         ValueError: `image` is not ``(H, W, 3) uint8`` or a map's shape is not ``(H, W)``.
     """
-    image, region_map, prediction, label = (np.asarray(a) for a in (image, region_map, prediction, label))
+    has_label = label is not None
+    image, region_map, prediction = (np.asarray(a) for a in (image, region_map, prediction))
+    label = np.asarray(label) if has_label else np.full(np.shape(prediction), IGNORE_INDEX)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     hw = image.shape[:2]
@@ -84,13 +88,17 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
         ("image", small),
         (f"regions ({num_regions})", _region_panel(small, shrink(region_map))),
         ("prediction", _class_panel(small, shrink(prediction), palette)),
-        ("ground truth", _class_panel(small, shrink(label), palette)),
     ]
+    if has_label:
+        panels.append(("ground truth", _class_panel(small, shrink(label), palette)))
 
     # Text: the caption is computed at full resolution so it matches the metrics' counting.
     scored = label != IGNORE_INDEX
     n_scored = int(scored.sum())
-    if n_scored:
+    if not has_label:
+        caption = f"{image_id}    " + ", ".join(
+            f"{_ascii(class_names[c])} {share:.0%}" for c, share in area_shares(prediction, len(class_names)))
+    elif n_scored:
         accuracy = float((prediction[scored] == label[scored]).mean())
         caption = f"{image_id}    pixel accuracy {100 * accuracy:.1f}% of {n_scored:,} scored pixels"
     else:
@@ -100,7 +108,7 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
 
     font = _font()
     line = _text_height(font) + 2 * GAP
-    width = 4 * w + 3 * GAP
+    width = len(panels) * w + (len(panels) - 1) * GAP
     # Legend entries sit in equal columns wide enough for the longest name.
     column = SWATCH + 3 * GAP + max((_text_width(font, n) for n in names), default=0) + 4 * GAP
     per_row = max(1, width // column)
@@ -121,6 +129,13 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
         draw.rectangle([x, y + 1, x + SWATCH, y + 1 + SWATCH], fill=colour, outline=(60, 60, 60))
         draw.text((x + SWATCH + GAP + 2, y), name, fill="black", font=font)
     return canvas
+
+
+def area_shares(prediction: np.ndarray, num_classes: int) -> list[tuple[int, float]]:
+    """``(class id, share of the image's pixels)`` for each predicted class, largest first."""
+    counts = np.bincount(np.asarray(prediction).ravel(), minlength=256)[:num_classes]
+    total = max(1, np.asarray(prediction).size)
+    return [(int(c), counts[c] / total) for c in np.argsort(-counts, kind="stable") if counts[c]]
 
 
 def save_overlay(path: Path, **kwargs) -> None:

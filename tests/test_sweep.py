@@ -10,7 +10,8 @@ import pytest
 from rim_bench.cli import main
 from rim_bench.errors import ConfigError
 from rim_bench.references import diffusion
-from rim_bench.sweep import SweepSpec, expand, load_sweep, overrides
+from rim_bench.config import as_overrides
+from rim_bench.sweep import SweepSpec, expand, load_sweep
 
 
 def test_grid_expands_every_combination_in_file_order():
@@ -27,7 +28,7 @@ def test_random_sample_is_seeded_and_distinct():
 
 
 def test_overrides_keep_yaml_types():
-    assert overrides({"a.b": 0.5, "c": None, "d": "kl", "e": [16, 8]}) == ["a.b=0.5", "c=null", "d=kl", "e=[16, 8]"]
+    assert as_overrides({"a.b": 0.5, "c": None, "d": "kl", "e": [16, 8]}) == ["a.b=0.5", "c=null", "d=kl", "e=[16, 8]"]
 
 
 def test_shipped_fig5_sweep_is_the_papers_grid():

@@ -150,6 +150,11 @@ def read_image(path: Path, mode: str | None) -> np.ndarray:
         raise DataError(f"'{path}' cannot be read as an image ({e}): re-download or re-convert it") from None
 
 
+def load_rgb(path: Path) -> torch.Tensor:
+    """An image file as a ``(3, H, W) uint8`` RGB tensor (`DataError` if it cannot be read)."""
+    return torch.from_numpy(read_image(path, "RGB")).permute(2, 0, 1).contiguous()
+
+
 def read_split(path: Path, prepare: str) -> list[str]:
     """The ids in a split file, one a line."""
     if not path.is_file():

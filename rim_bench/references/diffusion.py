@@ -105,7 +105,7 @@ class DiffusionReferences:
             names = ctx.classes[c]
             strips = [self._subcategory(ctx, names, sub, store) for sub in table[names[0]]]
             if self.contact_sheets:
-                save_contact_sheet(ctx.work_dir / "sheets" / f"{c:04d}_{names[0]}.png",
+                save_contact_sheet(ctx.work_dir / "sheets" / f"{c:04d}_{safe_name(names[0])}.png",
                                    f"{names[0]} (tau = {self.threshold})", strips)
         ctx.barrier()
         bank, report = _assemble(store, ctx.classes, table)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from rim_bench.data.base import load_rgb
 from rim_bench.errors import DataError, ParamError
 from rim_bench.references.bank import BuildContext
 from rim_bench.registry import REFERENCE_SOURCES
@@ -94,7 +95,7 @@ class ExemplarReferences:
         subcategories = sorted({ex.subcategory for ex in exemplars})
         features, meta = [], []
         for ex in tqdm(exemplars, desc="exemplar references", unit="img", leave=False):
-            image = _load_rgb(ex.image)
+            image = load_rgb(ex.image)
             mask = _load_mask(ex.mask, image.shape[-2:]) if ex.mask else torch.ones(image.shape[-2:], dtype=torch.bool)
             if not mask.any():
                 raise DataError(f"{ex.mask}: the mask is empty; it must mark the object with non-zero pixels")
@@ -109,15 +110,6 @@ class ExemplarReferences:
             subcategory_names=subcategories,
             meta=meta,
         )
-
-
-def _load_rgb(path: Path) -> torch.Tensor:
-    """``(3, H, W) uint8``."""
-    try:
-        with Image.open(path) as img:
-            return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
-    except OSError as e:
-        raise DataError(f"'{path}' cannot be read as an image ({e})") from None
 
 
 def _load_mask(path: Path, size: tuple[int, int]) -> torch.Tensor:
