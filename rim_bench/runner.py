@@ -42,6 +42,10 @@ def run_test(cfg: DictConfig) -> dict:
     wall_start = time.perf_counter()
     # 1. Resolve and seed: every random draw below takes its seed from the config.
     cfg = prepare(cfg)
+    rank, world_size = launched_rank()
+    if world_size > 1 and cfg.output_dir is None:
+        raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
+                          "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     output_dir = Path(
         cfg.output_dir or inherited
@@ -63,8 +67,9 @@ def run_test(cfg: DictConfig) -> dict:
     # 4. The reference bank, cached under the hash of what makes it.
     with timer("reference bank"):
         device = build_device(cfg)
+        # Ranks started together (srun, torchrun) wait for rank 0's bank instead of all building it.
         bank, bank_dir, hit = bank_for_config(
-            cfg, pipeline.featurizer.to(device), pipeline.encoder, classes, device, timer
+            cfg, pipeline.featurizer.to(device), pipeline.encoder, classes, device, timer, rank=rank, wait=rank > 0
         )
         pipeline.set_bank(bank)
     rank_zero_print(
@@ -198,6 +203,16 @@ def prepare(cfg: DictConfig) -> DictConfig:
     _check_choices(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     return cfg
+
+
+def launched_rank() -> tuple[int, int]:
+    """This process's global rank and the world size when a launcher started every process
+    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise.
+    Processes Lightning starts itself run after rank 0 has built the bank, and read it."""
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in os.environ and size_var in os.environ:
+            return int(os.environ[rank_var]), int(os.environ[size_var])
+    return 0, 1
 
 
 def build_device(cfg: DictConfig) -> torch.device:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -92,16 +94,23 @@ def load_bank(directory: Path) -> ReferenceBank:
 
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
-                rank: int = 0, barrier: Callable[[], None] = lambda: None) -> tuple[ReferenceBank, Path, bool]:
+                rank: int = 0, barrier: Callable[[], None] = lambda: None,
+                wait: bool = False, poll_seconds: float = 2.0) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank for `key_spec` from the cache, or build it in its work folder and publish it.
 
     Args:
         build: makes the bank, given its work folder (every rank calls it in a sharded build).
         rank, barrier: the first rank publishes the bank; the others wait for it.
+        wait: build nothing; wait until another process (rank 0 of a job whose ranks start
+            together, e.g. under srun) has published the bank, checking every `poll_seconds`.
     Returns:
         The bank, its cache folder, and whether it was a cache hit.
     """
     directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
+    if wait and not (directory / METADATA).is_file():
+        print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
+        while not (directory / METADATA).is_file():
+            time.sleep(poll_seconds)
     if (directory / METADATA).is_file():
         return load_bank(directory), directory, True
     work = directory.with_name(directory.name + ".partial")

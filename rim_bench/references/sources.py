@@ -53,12 +53,13 @@ def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
 def bank_for_config(
     cfg: DictConfig, featurizer: DenseFeaturizer, encoder: RegionEncoder, classes: list[list[str]],
     device: torch.device, timer: StageTimer, rank: int = 0, world_size: int = 1,
-    barrier: Callable[[], None] = lambda: None,
+    barrier: Callable[[], None] = lambda: None, wait: bool = False,
 ) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank that `cfg` describes from the cache, or build (a share of) it.
 
     The cache key holds the featurizer, the pooling, the reference source's config and
-    content (files, subcategory phrases) and the vocabulary with its synonyms.
+    content (files, subcategory phrases) and the vocabulary with its synonyms. With `wait`,
+    another process builds it and this one waits (see `cached_bank`).
     """
     source, spec = build_references(cfg.references)
     class_names = [names[0] for names in classes]
@@ -76,4 +77,4 @@ def bank_for_config(
                            feature_spec={k: key[k] for k in ("featurizer", "pooling")})
         return source.build(ctx)
 
-    return cached_bank(Path(cfg.cache_dir), key, build, rank=rank, barrier=barrier)
+    return cached_bank(Path(cfg.cache_dir), key, build, rank=rank, barrier=barrier, wait=wait)
