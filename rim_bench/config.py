@@ -191,14 +191,22 @@ def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str
 
 
 def result_spec(cfg: DictConfig) -> dict[str, Any]:
-    """Everything in `cfg` that changes a result: selected stage variants, data, seed."""
+    """Everything in `cfg` that changes a result: selected stage variants, data, seed, precision."""
     spec: dict[str, Any] = {"seed": cfg.seed}
     data = OmegaConf.to_container(cfg.data, resolve=True)
     spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
     for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
         spec[key] = stage_spec(cfg[key], key)
-    spec["references"] = stage_spec(cfg.references, "references")
+    spec["references"] = references_spec(cfg.references)
+    spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
     return spec
+
+
+def references_spec(block: DictConfig) -> dict[str, Any]:
+    """The selected reference source's parameters; for ``mixed``, those of each of its sources."""
+    if block.name != "mixed":
+        return stage_spec(block, "references")
+    return {"name": "mixed", "parts": [stage_spec(block, "references", n) for n in block.mixed.sources]}
 
 
 def config_hash(spec: Any, length: int = 12) -> str:

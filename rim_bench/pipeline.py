@@ -141,10 +141,14 @@ def build_segmenter(cfg: DictConfig, class_names: list[str]) -> Segmenter:
 
 
 def region_cache_key(cfg: DictConfig, images: dict | None = None) -> str:
-    """The hash of what the regions and their features depend on: the images and the test side.
+    """The hash of what the regions and their features depend on: the images, the test side and
+    the precision (left out at full precision, so earlier caches stay valid).
 
     `images` names the images; by default the data set (name, root and split), whose image
     ids then name the files.
     """
     images = images or {"data": {k: cfg.data[k] for k in ("name", "root", "split")}}
-    return config_hash({**images, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}})
+    spec = {**images, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}}
+    if str(cfg.trainer.precision) not in ("32-true", "32"):  # features differ in half precision
+        spec["precision"] = str(cfg.trainer.precision)
+    return config_hash(spec)

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -81,13 +82,17 @@ def run_test(cfg: DictConfig) -> dict:
         pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
         overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
     )
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-        logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
-        enable_checkpointing=False, enable_model_summary=False,
-        use_distributed_sampler=False,  # SegmentationDataModule shards without padding
-    )
+    with lightning_settings():
+        trainer = L.Trainer(
+            accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+            strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
+            logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
+            enable_checkpointing=False, enable_model_summary=False,
+            use_distributed_sampler=False,  # SegmentationDataModule shards without padding
+        )
+    if trainer.world_size > len(dataset):
+        raise ConfigError(f"trainer: {trainer.world_size} processes for {len(dataset)} images; use at most "
+                          f"{len(dataset)} (trainer.devices x trainer.num_nodes)")
     datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
@@ -123,8 +128,9 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     wall_start = time.perf_counter()
     cfg = prepare(cfg)
     timer = StageTimer()
-    fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
-                      num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
+    with lightning_settings():
+        fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+                          num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
     fabric.launch()
     classes = class_list(cfg.data)
     featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer").to(fabric.device)
@@ -231,13 +237,32 @@ def _finish_wandb(trainer: L.Trainer) -> None:
 
 
 def _check_choices(cfg: DictConfig) -> None:
-    """Values with a fixed set of choices that no stage constructor checks."""
+    """Values with a fixed set of choices or a range that no stage constructor checks."""
     for key, value, choices in (
         ("logger", cfg.logger, LOGGERS),
         ("wandb.mode", cfg.wandb.mode, WANDB_MODES),
     ):
         if value not in choices:
             raise ConfigError(f"{key}: unknown '{value}' (choose {', '.join(choices)})")
+    for key, value, least in (
+        ("data.batch_size", cfg.data.batch_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
+        ("data.max_images", cfg.data.max_images, 1), ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
+        ("trainer.devices", cfg.trainer.devices, 1), ("save_overlays", cfg.save_overlays, 0),
+    ):
+        if isinstance(value, int) and value < least:
+            raise ConfigError(f"{key}: must be at least {least}, got {value}")
+
+
+@contextmanager
+def lightning_settings():
+    """Turn Lightning's complaints about ``trainer.*`` values into one-line config errors."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except (MisconfigurationException, ValueError, ImportError) as e:  # ImportError: e.g. TPUs without torch_xla
+        raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]} (check trainer.accelerator, "
+                          "trainer.devices, trainer.strategy and trainer.precision)") from None
 
 
 def _pct(value) -> float | None:

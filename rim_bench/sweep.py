@@ -53,16 +53,24 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
         raise ConfigError(f"sweep '{name_or_path}' not found: no file {path}; known sweeps: {', '.join(known)}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'parameters:' (and 'method:', 'num_samples:'), "
+                          f"got a {type(raw).__name__}")
     method = raw.get("method", "grid")
     parameters = raw.get("parameters") or {}
     if method not in METHODS:
         raise ConfigError(f"{path}: method '{method}' unknown (choose {', '.join(METHODS)})")
-    if not parameters or any(not isinstance(v, list) or not v for v in parameters.values()):
+    if not isinstance(parameters, dict) or not parameters or any(
+            not isinstance(v, list) or not v for v in parameters.values()):
         raise ConfigError(f"{path}: 'parameters' must map config keys to non-empty lists of values (the grid is empty)")
-    if method == "random" and not raw.get("num_samples"):
-        raise ConfigError(f"{path}: a random sweep needs num_samples")
-    return SweepSpec(path.stem, method, parameters, raw.get("num_samples"), int(raw.get("seed", 0)))
+    num_samples = raw.get("num_samples")
+    if method == "random" and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ConfigError(f"{path}: a random sweep needs num_samples, a positive integer (got {num_samples!r})")
+    return SweepSpec(path.stem, method, parameters, num_samples, int(raw.get("seed", 0)))
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:

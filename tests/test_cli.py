@@ -34,3 +34,21 @@ def test_config_command_prints_resolved_config():
     result = _cli("config", "experiment=smoke", "seed=3")
     assert result.returncode == 0
     assert "seed: 3" in result.stdout and "# result hash: " in result.stdout and "${" not in result.stdout
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.devices=0", "trainer.devices: must be at least 1"),
+    ("trainer.precision=bogus", "Precision 'bogus' is invalid"),
+    ("trainer.accelerator=tpu", "torch_xla"),
+    ("data.batch_size=0", "data.batch_size: must be at least 1"),
+    ("data.num_workers=-1", "data.num_workers: must be at least 0"),
+    ("data.max_images=-1", "data.max_images: must be at least 1"),
+    ("trainer.devices=3", "3 processes for 2 images"),
+])
+def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, override: str, fragment: str):
+    from rim_bench.cli import main
+
+    assert main(["test", "experiment=smoke", "data.max_images=2", "trainer.accelerator=cpu", override,
+                 f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err

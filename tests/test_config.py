@@ -97,6 +97,10 @@ def test_result_hash_is_stable_and_tracks_only_what_changes_results():
     assert hash_with("matcher.rim.temperature=0.5") != base
     assert hash_with("matcher.name=cosine") != base
     assert hash_with("seed=1") != base
+    assert hash_with("trainer.precision=16-mixed") != base
+    # A mixed bank's sources' parameters count, though "mixed" names neither as its variant.
+    mixed = ("references.name=mixed", "references.diffusion.subcategories=voc")
+    assert hash_with(*mixed) != hash_with(*mixed, "references.diffusion.attn_threshold=0.2")
 
 
 def test_config_hash_ignores_key_order():

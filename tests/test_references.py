@@ -208,8 +208,10 @@ def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tm
     assert (folder / "sheets" / "0001_sun.png").is_file()  # sheets come back from the stored strips
     _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=3"))
     assert count_generations[6:] == ["a photo of a brown floor"]  # only background has a third
-    _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5", "references.diffusion.n_subcategories=1"))
-    assert len(count_generations) == 10  # another tau is another set of references
+    other_tau, _, _ = _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5",
+                                 "references.diffusion.n_subcategories=1"))
+    assert len(count_generations) == 7  # another tau thresholds the stored images' maps: nothing generated
+    assert [m["attention_area"] for m in other_tau.meta] != [m["attention_area"] for m in one.meta]  # re-thresholded
 
 
 def test_same_seed_same_bank_other_seed_other_bank(tmp_path: Path):

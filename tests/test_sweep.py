@@ -42,6 +42,10 @@ def test_shipped_fig5_sweep_is_the_papers_grid():
     ("method: grid\nparameters:\n  a: []\n", "the grid is empty"),
     ("method: bayes\nparameters:\n  a: [1]\n", "method 'bayes' unknown"),
     ("method: random\nparameters:\n  a: [1]\n", "needs num_samples"),
+    ("method: random\nnum_samples: -2\nparameters:\n  a: [1]\n", "positive integer"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("parameters: [a, b]\n", "the grid is empty"),
+    ("parameters: {a: [1\n", "not valid YAML"),
 ])
 def test_bad_sweep_files(tmp_path: Path, text: str, fragment: str):
     path = tmp_path / "s.yaml"
@@ -84,7 +88,7 @@ def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path
     assert main(args) == 0
 
 
-def test_tau_by_subcategory_sweep_generates_once_per_tau(tmp_path: Path, monkeypatch):
+def test_tau_by_subcategory_sweep_generates_each_image_once(tmp_path: Path, monkeypatch):
     generated = []
     real = diffusion.generate_with_attention
     monkeypatch.setattr(diffusion, "generate_with_attention",
@@ -99,7 +103,10 @@ def test_tau_by_subcategory_sweep_generates_once_per_tau(tmp_path: Path, monkeyp
                  f"references.diffusion.subcategories={subs}", "references.diffusion.image_size=64",
                  "references.diffusion.num_inference_steps=2", "references.diffusion.mask=attention",
                  "references.diffusion.contact_sheets=false"]) == 0
-    assert len(generated) == 2 * 12  # per tau: 6 classes x 2 subcategories, and the 1-subcategory bank is a subset
+    # 6 classes x 2 subcategories, once: another tau thresholds the stored attention maps again,
+    # and the 1-subcategory bank is a subset of the 2-subcategory one.
+    assert len(generated) == 12
+    assert len(list((tmp_path / "c" / "banks").iterdir())) == 4  # one bank per point
 
 
 def test_wandb_sweep_definitions_name_real_keys_and_call_rim_bench():

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rim_bench.errors import ParamError
 from rim_bench.registry import PROPOSERS
 
 
 @PROPOSERS.register("sam")
-class SamProposer:
+class SamProposer(nn.Module):
     """Region proposals from segment-anything's automatic mask generator.
 
     Masks may overlap and may leave pixels uncovered: the segmenter resolves both
     (`rim_bench.segmenter`). The point grid is regular, so proposals are deterministic.
+    SAM loads on the CPU and, as a submodule of the pipeline, moves with it to each
+    process's device.
 
     Args:
         model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random init, tests).
@@ -30,13 +32,14 @@ class SamProposer:
 
         if points_per_side < 1:
             raise ParamError("points_per_side", f"must be at least 1, got {points_per_side}")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        super().__init__()
+        self.sam = load_sam(model_type, checkpoint, seed, "cpu", key="proposer.sam")
         self.segmenter = AutomaticSegmenter(
-            load_sam(model_type, checkpoint, seed, device, key="proposer.sam"), points_per_side, points_per_batch, pred_iou_thresh,
-            stability_score_thresh, box_nms_thresh, crop_n_layers, min_area,
+            self.sam, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, box_nms_thresh,
+            crop_n_layers, min_area,
         )
 
-    def __call__(self, image: Tensor) -> Tensor:
+    def forward(self, image: Tensor) -> Tensor:
         """``(3, H, W) uint8`` → ``(N, H, W) bool``."""
         masks = self.segmenter(image.permute(1, 2, 0).cpu().numpy())
         return torch.from_numpy(masks)

@@ -17,6 +17,11 @@ everything that makes a reference except the subcategory list and count. A bank 
 assembled from the shards of its first K subcategories: a bank for fewer subcategories
 generates nothing, one for more generates only the new ones, an interrupted build
 resumes at the first missing subcategory, and several processes share the classes.
+The images and attention maps themselves are stored apart, under
+``<cache_dir>/references/generated/<key>/`` with a key of what makes them alone (model,
+prompt, size, steps, guidance, seed, and the device type, since CUDA generates in fp16):
+a bank for another τ, mask source or featurizer thresholds and segments the same images
+again instead of generating them (about 1.3 MB per 512 px image with its map).
 Dropped references are counted per class and reported, never silently lost.
 """
 
@@ -130,14 +135,11 @@ class DiffusionReferences:
         if path.is_file():
             with Image.open(path.with_suffix(".png")) as strip:
                 return strip.convert("RGB")
-        pipe, segmenter = self._load(ctx.device)
         word = class_word(sub, names)
         prompt = self.prompt.format(subcategory=sub)
         seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
-        with ctx.timer("generation"):
-            images, maps = generate_with_attention(
-                pipe, prompt, word, seeds, self.image_size, self.steps, self.guidance, self.resolutions
-            )
+        images, maps = self._generated(ctx, names, sub, prompt, word, seeds)
+        _, segmenter = self._load(ctx.device)
         features, meta, rows, dropped = [], [], [], 0
         for image, attention, seed in zip(images, maps, seeds):
             binary = binarize(attention, self.threshold).numpy()
@@ -159,6 +161,24 @@ class DiffusionReferences:
         features_t = torch.stack(features) if features else torch.zeros(0, ctx.featurizer.feature_dim)
         save_shard(path, {"features": features_t}, {"meta": meta, "dropped": dropped})
         return strip
+
+    def _generated(self, ctx: BuildContext, names: list[str], sub: str, prompt: str, word: str,
+                   seeds: list[int]) -> tuple[np.ndarray, torch.Tensor]:
+        """The images and attention maps of one (class, subcategory), generated once whatever
+        τ, the mask source and the featurizer: a τ sweep thresholds the same maps again."""
+        device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
+        spec = {k: getattr(self, k) for k in _GENERATION_KEY}
+        path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+        if path.is_file():
+            tensors, _ = load_shard(path)
+            return tensors["images"].numpy(), tensors["maps"].float()
+        pipe, _ = self._load(ctx.device)
+        with ctx.timer("generation"):
+            images, maps = generate_with_attention(
+                pipe, prompt, word, seeds, self.image_size, self.steps, self.guidance, self.resolutions
+            )
+        save_shard(path, {"images": torch.from_numpy(images), "maps": maps.half()}, {"prompt": prompt, "word": word})
+        return images, maps.half().float()  # as a later read gives them
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
                  binary: np.ndarray) -> np.ndarray:
@@ -208,6 +228,9 @@ def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size
 
 # Parameters that choose which references a bank takes, not how one is made.
 _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
+# Parameters that make the generated images and attention maps (before τ, SAM and DINOv2).
+_GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed",
+                   "images_per_subcategory")
 
 
 def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 
-from rim_bench.config import stage_spec
+from rim_bench.config import references_spec, stage_spec
 from rim_bench.errors import ConfigError
 from rim_bench.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
 from rim_bench.references.bank import BuildContext, cached_bank, concat_banks
@@ -42,12 +42,12 @@ def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
     import rim_bench.references.exemplars  # noqa: F401 - registers "exemplars"
 
     if block.name != "mixed":
-        return build_stage(REFERENCE_SOURCES, block, "references"), stage_spec(block, "references")
+        return build_stage(REFERENCE_SOURCES, block, "references"), references_spec(block)
     names = list(block.mixed.sources)
     if not names or "mixed" in names:
         raise ConfigError(f"references.mixed.sources: give two or more of {', '.join(REFERENCE_SOURCES.names())}")
     sources = [build_stage(REFERENCE_SOURCES, block, "references", name=n) for n in names]
-    return MixedReferences(sources), {"name": "mixed", "parts": [stage_spec(block, "references", n) for n in names]}
+    return MixedReferences(sources), references_spec(block)
 
 
 def bank_for_config(
