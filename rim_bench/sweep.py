@@ -107,7 +107,13 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
             metrics = run_test(cfg)
         rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
     write_tables(rows, list(spec.parameters), out)
-    plot_sweep(rows, list(spec.parameters), out)
+    plots = plot_sweep(rows, list(spec.parameters), out)
+    if root_cfg.logger == "wandb":
+        from rim_bench.config import resolve
+        from rim_bench.tracking import log_sweep_summary
+
+        run_dir = log_sweep_summary(resolve(root_cfg.copy()), out, rows, plots)
+        print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
     print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
 
@@ -136,14 +142,15 @@ def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
 
 
-def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> None:
+def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> list[Path]:
     """One PNG per parameter: mIoU against it, one line per value of the other parameter
-    (with two parameters), else one line of the mean over the others."""
+    (with two parameters), else one line of the mean over the others. Returns the files."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    files = []
     for key in keys:
         others = [k for k in keys if k != key]
         groups: dict[Any, dict[Any, list[float]]] = {}
@@ -162,9 +169,11 @@ def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> None:
         if others:
             ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic_path(out / f"mIoU_vs_{key.split('.')[-1]}.png") as tmp:
+        files.append(out / f"mIoU_vs_{key.split('.')[-1]}.png")
+        with atomic_path(files[-1]) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
+    return files
 
 
 def _numeric(values: list) -> bool:

@@ -21,8 +21,9 @@ def _run(out: Path, *overrides: str) -> dict:
 
 
 def test_two_processes_equal_one_on_an_odd_sized_set(tmp_path: Path):
-    single = _run(tmp_path / "one")
-    double = _run(tmp_path / "two", "trainer.devices=2", "trainer.strategy=ddp")
+    # Caches of their own: the two processes must compute the regions, not read the first run's.
+    single = _run(tmp_path / "one", f"cache_dir={tmp_path / 'cache-one'}")
+    double = _run(tmp_path / "two", "trainer.devices=2", "trainer.strategy=ddp", f"cache_dir={tmp_path / 'cache-two'}")
     assert single["num_images"] == double["num_images"] == 5  # 5 images on 2 ranks: none padded, none lost
     for key in ("mIoU", "mAcc", "aAcc", "per_class_iou", "per_class_acc"):
         assert double[key] == single[key], key

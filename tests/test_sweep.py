@@ -136,6 +136,11 @@ def test_sweep_points_are_wandb_runs_in_one_group(tmp_path: Path):
 
     configs = [yaml.safe_load((r.parent.parent / "config.yaml").read_text()) for r in runs]
     assert {c["wandb"]["group"] for c in configs} == {"out"}  # one group, named after the sweep folder
+    # The summary run holds the plots as images and the table.
+    (summary,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    images = sorted(p.name for p in summary.glob("files/media/images/plots/*.png"))
+    assert [name.split("_")[0:3] for name in images] == [["mIoU", "vs", "temperature"]]
+    assert list(summary.glob("files/media/table/*.table.json")) and list(summary.glob("*.wandb"))
 
 
 def test_a_finished_point_with_other_settings_runs_again(tmp_path: Path):

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rim_bench.errors import ParamError
@@ -55,12 +54,18 @@ def log_ranking_distribution(similarity: Tensor, temperature: float) -> Tensor:
     return torch.log_softmax(similarity / temperature, dim=-1)
 
 
-def log_relation_signatures(references: Tensor, temperature: float, exclude_self: bool = False) -> Tensor:
-    """``(K, D)`` reference features → ``(K, K)`` log Q: row m is reference m's ranking of all
-    references (of all others, with ``-inf`` on the diagonal, if `exclude_self`)."""
-    logits = cosine_matrix(references, references) / temperature
+def log_relation_signatures(references: Tensor, temperature: float, exclude_self: bool = False,
+                            rows: Tensor | None = None) -> Tensor:
+    """``(K, D)`` reference features → ``(M, K)`` log Q: row m is reference m's ranking of all
+    references (of all others, with ``-inf`` at m itself, if `exclude_self`).
+
+    Args:
+        rows: ``(M,)`` the references whose signatures to compute; None = all K.
+    """
+    rows = torch.arange(len(references), device=references.device) if rows is None else rows
+    logits = cosine_matrix(references[rows], references) / temperature
     if exclude_self:
-        logits.fill_diagonal_(float("-inf"))
+        logits[torch.arange(len(rows), device=logits.device), rows] = float("-inf")
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -155,20 +160,17 @@ def rim_reference_scores(
     """
     similarity = cosine_matrix(regions, references)
     log_p = log_ranking_distribution(similarity, temperature)
-    refs = F.normalize(references.to(similarity.dtype), dim=-1)
+    references = references.to(similarity.device)
     n, k = log_p.shape
     elementwise = divergence == "js" or (exclude_self and divergence != "kl")
     chunk = max(1, max_elements // max(1, (n if elementwise else 1) * k))
     relation = []
     for start in range(0, k, chunk):
-        index = torch.arange(start, min(k, start + chunk), device=refs.device)
+        index = torch.arange(start, min(k, start + chunk), device=references.device)
         if signatures is not None:
             log_q = signatures[index].to(log_p.dtype)
         else:
-            logits = refs[index] @ refs.T / temperature  # (M, K): these references' view of all
-            if exclude_self:
-                logits[torch.arange(len(index), device=refs.device), index] = float("-inf")
-            log_q = torch.log_softmax(logits, dim=-1)
+            log_q = log_relation_signatures(references, temperature, exclude_self, rows=index)
         if exclude_self:
             relation.append(excluding_self_divergence(log_p, log_q, index, divergence))
         else:
