@@ -227,3 +227,16 @@ def test_window_stride_larger_than_window_is_an_error():
                 patch_size=8, image_size=64, seed=0)
     with pytest.raises(ParamError, match="larger than window"):
         DinoV2Featurizer("tiny", 64, tiny, window=32, stride=64)
+
+
+def test_region_cache_names_ids_apart_and_recomputes_damaged_files(tmp_path):
+    from rim_bench.region_cache import RegionCache
+
+    cache = RegionCache(tmp_path)
+    region_map, feats = torch.zeros(4, 5, dtype=torch.long), torch.ones(1, 3)
+    cache.put("a/b", region_map, feats)
+    cache.put("a_b", region_map, 2 * feats)  # sanitizes to the same name as "a/b": must not collide
+    assert torch.equal(cache.get("a/b")[1], feats) and torch.equal(cache.get("a_b")[1], 2 * feats)
+    next(p for p in tmp_path.iterdir() if p.name.startswith("a_b.")).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="computing them again"):
+        assert cache.get("a_b") is None

@@ -84,13 +84,18 @@ def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) 
 
 
 def load_bank(directory: Path) -> ReferenceBank:
-    with safe_open(str(directory / TENSORS), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    info = json.loads((directory / METADATA).read_text())
-    return ReferenceBank(
-        features=tensors["features"], class_ids=tensors["class_ids"], subcategory_ids=tensors["subcategory_ids"],
-        class_names=info["class_names"], subcategory_names=info["subcategory_names"], meta=info["meta"],
-    )
+    """Read a bank written by `write_bank` (`DataError` if its files are damaged)."""
+    try:
+        with safe_open(str(directory / TENSORS), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        info = json.loads((directory / METADATA).read_text())
+        return ReferenceBank(
+            features=tensors["features"], class_ids=tensors["class_ids"], subcategory_ids=tensors["subcategory_ids"],
+            class_names=info["class_names"], subcategory_names=info["subcategory_names"], meta=info["meta"],
+        )
+    except Exception as e:  # safetensors, JSON and shape errors alike
+        raise DataError(f"the cached bank in '{directory}' cannot be read ({type(e).__name__}: {e}); "
+                        "delete that folder and it is rebuilt") from None
 
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
