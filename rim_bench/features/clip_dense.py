@@ -8,11 +8,10 @@ matching is set against.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rim_bench.errors import ParamError
-from rim_bench.features.dense import model_input_size
+from rim_bench.features.dense import model_input
 from rim_bench.registry import FEATURIZERS
 
 
@@ -52,11 +51,9 @@ class ClipDenseFeaturizer(nn.Module):
         """``(3, H, W) uint8`` → ``(D, h, w) float32``, ``h, w`` the patch grid of the resized image."""
         from rim_bench.backbones.clip import dense_clip_tokens
 
-        height, width = model_input_size(image.shape[-2], image.shape[-1], self.input_size, self.patch_size)
-        x = image.to(self.mean.device, torch.float32)[None] / 255.0
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-        tokens = dense_clip_tokens(self.clip, (x - self.mean) / self.std, self.attention, self.residual)
-        return tokens.T.reshape(self.feature_dim, height // self.patch_size, width // self.patch_size)
+        x = model_input(image, self.input_size, self.patch_size, self.mean, self.std)
+        tokens = dense_clip_tokens(self.clip, x, self.attention, self.residual)
+        return tokens.T.reshape(self.feature_dim, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         """``P`` prompts → ``(P, D)`` unit-norm text embeddings, comparable with this featurizer's output."""

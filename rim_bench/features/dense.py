@@ -23,6 +23,15 @@ def model_input_size(height: int, width: int, short_side: int, patch_size: int) 
     return snap(height), snap(width)
 
 
+def model_input(image: Tensor, short_side: int, patch_size: int, mean: Tensor, std: Tensor) -> Tensor:
+    """``(3, H, W) uint8`` → ``(1, 3, H', W')`` float, resized by `model_input_size` and normalized
+    with the ``(3, 1, 1)`` `mean` and `std` (on their device)."""
+    height, width = model_input_size(image.shape[-2], image.shape[-1], short_side, patch_size)
+    x = image.to(mean.device, torch.float32)[None] / 255.0
+    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return (x - mean) / std
+
+
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets of windows covering `length`; the last window ends at the border."""
     if length <= window:
@@ -68,10 +77,8 @@ class DinoV2Featurizer(nn.Module):
     @torch.no_grad()
     def forward(self, image: Tensor) -> Tensor:
         """``(3, H, W) uint8`` → ``(D, h, w) float32`` with ``h, w = H', W' / patch`` after resizing."""
-        height, width = model_input_size(image.shape[-2], image.shape[-1], self.input_size, self.patch_size)
-        x = image.to(self.mean.device, torch.float32)[None] / 255.0
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
+        x = model_input(image, self.input_size, self.patch_size, self.mean, self.std)
+        height, width = x.shape[-2:]
         if self.window is None or (height <= self.window and width <= self.window):
             return self._patch_features(x)
         p = self.patch_size
