@@ -24,7 +24,8 @@ class RIMTestModule(L.LightningModule):
         class_names: the C class names (label id order).
         prediction_dir: if set, one palette PNG per image is written there.
         overlay_dir: if set, side-by-side pictures (image, regions, prediction, ground truth)
-            of the first `max_overlays` images of each process are written there.
+            of the data set's first `max_overlays` images are written there, whichever
+            processes score them.
     """
 
     def __init__(self, pipeline: SegmentationPipeline, class_names: list[str], prediction_dir: Path | None = None,
@@ -35,7 +36,7 @@ class RIMTestModule(L.LightningModule):
         self.prediction_dir = prediction_dir
         self.overlay_dir = overlay_dir
         self.max_overlays = max_overlays
-        self.overlays_written = 0
+        self.images_seen = 0  # by this process; with `ShardSampler` its k-th is the data set's rank + k * W
         self.metrics = SegmentationMetrics(len(class_names))
         self.results: dict | None = None
 
@@ -50,14 +51,15 @@ class RIMTestModule(L.LightningModule):
             if self.prediction_dir is not None:
                 with self.pipeline.timer("writing"):
                     save_label_png(pred.label_map, self.prediction_dir / f"{sample.image_id}.png")
-            if self.overlay_dir is not None and self.overlays_written < self.max_overlays:
+            index = self.global_rank + self.images_seen * self.trainer.world_size
+            self.images_seen += 1
+            if self.overlay_dir is not None and index < self.max_overlays:
                 with self.pipeline.timer("writing"):
                     save_overlay(
                         self.overlay_dir / f"{sample.image_id}.png", image=sample.image.permute(1, 2, 0).numpy(),
                         region_map=pred.region_map.cpu().numpy(), prediction=pred.label_map.cpu().numpy(),
                         label=sample.label.numpy(), class_names=self.class_names, image_id=sample.image_id,
                     )
-                self.overlays_written += 1
 
     def on_test_epoch_end(self) -> None:
         scores = self.metrics.compute()

@@ -22,13 +22,16 @@ def _run(out: Path, *overrides: str) -> dict:
 
 def test_two_processes_equal_one_on_an_odd_sized_set(tmp_path: Path):
     # Caches of their own: the two processes must compute the regions, not read the first run's.
-    single = _run(tmp_path / "one", f"cache_dir={tmp_path / 'cache-one'}")
-    double = _run(tmp_path / "two", "trainer.devices=2", "trainer.strategy=ddp", f"cache_dir={tmp_path / 'cache-two'}")
+    single = _run(tmp_path / "one", f"cache_dir={tmp_path / 'cache-one'}", "save_overlays=3")
+    double = _run(tmp_path / "two", "trainer.devices=2", "trainer.strategy=ddp", f"cache_dir={tmp_path / 'cache-two'}",
+                  "save_overlays=3")
     assert single["num_images"] == double["num_images"] == 5  # 5 images on 2 ranks: none padded, none lost
     for key in ("mIoU", "mAcc", "aAcc", "per_class_iou", "per_class_acc"):
         assert double[key] == single[key], key
-    assert sorted(p.name for p in (tmp_path / "two" / "predictions").iterdir()) == \
-        sorted(p.name for p in (tmp_path / "one" / "predictions").iterdir())
+    for folder in ("predictions", "overlays"):
+        assert sorted(p.name for p in (tmp_path / "two" / folder).iterdir()) == \
+            sorted(p.name for p in (tmp_path / "one" / folder).iterdir())
+    assert len(list((tmp_path / "two" / "overlays").iterdir())) == 3  # the data set's first 3, not 3 a process
 
 
 def test_ranks_started_together_share_one_bank_build(tmp_path: Path):

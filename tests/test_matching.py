@@ -121,3 +121,17 @@ def test_rim_parameter_errors(kwargs, param):
     with pytest.raises(ParamError) as info:
         RIMMatcher(**kwargs)
     assert info.value.param == param
+
+
+def test_random_matcher_depends_on_the_image_and_seed_not_on_call_order():
+    from rim_bench.matching.baselines import RandomMatcher
+
+    bank = _bank()
+    a, b = torch.randn(4, 2), torch.randn(3, 2)
+    first = RandomMatcher(seed=0)
+    in_order = [first(a, bank), first(b, bank)]
+    reversed_order = RandomMatcher(seed=0)
+    b_first = reversed_order(b, bank)
+    assert torch.equal(reversed_order(a, bank), in_order[0]) and torch.equal(b_first, in_order[1])
+    assert not torch.equal(RandomMatcher(seed=1)(a, bank), in_order[0])
+    assert ((in_order[0] >= 0) & (in_order[0] < 1)).all() and in_order[0].shape == (4, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,17 +35,21 @@ class CosineMatcher:
 
 @MATCHERS.register("random")
 class RandomMatcher:
-    """Chance level: uniform random class scores, from a seeded generator.
+    """Chance level: uniform random class scores.
 
-    The draws follow the order images are seen in, so a run is reproducible on one process.
+    Each image's draws are seeded by `seed` and its region features, not by the order images
+    come in, so a run gives the same numbers on any number of processes.
     """
 
     def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)``."""
-        scores = torch.rand(region_features.shape[0], bank.num_classes, generator=self.generator)
+        content = region_features.detach().float().cpu().numpy().tobytes()
+        digest = hashlib.sha256(f"{self.seed}|".encode() + content).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+        scores = torch.rand(region_features.shape[0], bank.num_classes, generator=generator)
         return scores.to(region_features.device)
 
 
