@@ -190,23 +190,36 @@ def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str
     return {"name": name, **params}
 
 
+def key_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
+    """`stage_spec` as it goes into cache keys and result hashes (see `drop_unused_tiny`)."""
+    return drop_unused_tiny(stage_spec(stage, key, name))
+
+
+def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` without its ``tiny`` block (the random test model's settings and seed) when a real
+    model is selected: they cannot change what a real model computes, so changing ``seed``
+    must not throw away SAM proposals or banks made with real weights."""
+    model = spec.get("model", spec.get("model_type"))
+    return {k: v for k, v in spec.items() if k != "tiny" or model == "tiny"}
+
+
 def result_spec(cfg: DictConfig) -> dict[str, Any]:
     """Everything in `cfg` that changes a result: selected stage variants, data, seed, precision."""
     spec: dict[str, Any] = {"seed": cfg.seed}
     data = OmegaConf.to_container(cfg.data, resolve=True)
     spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
     for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
-        spec[key] = stage_spec(cfg[key], key)
+        spec[key] = key_spec(cfg[key], key)
     spec["references"] = references_spec(cfg.references)
     spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
     return spec
 
 
 def references_spec(block: DictConfig) -> dict[str, Any]:
-    """The selected reference source's parameters; for ``mixed``, those of each of its sources."""
+    """The selected reference source's parameters (as in a key); for ``mixed``, each of its sources'."""
     if block.name != "mixed":
-        return stage_spec(block, "references")
-    return {"name": "mixed", "parts": [stage_spec(block, "references", n) for n in block.mixed.sources]}
+        return key_spec(block, "references")
+    return {"name": "mixed", "parts": [key_spec(block, "references", n) for n in block.mixed.sources]}
 
 
 def config_hash(spec: Any, length: int = 12) -> str:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from rim_bench.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
-from rim_bench.config import config_hash, stage_spec
+from rim_bench.config import config_hash, key_spec
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
 from rim_bench.timing import StageTimer
@@ -148,7 +148,7 @@ def region_cache_key(cfg: DictConfig, images: dict | None = None) -> str:
     ids then name the files.
     """
     images = images or {"data": {k: cfg.data[k] for k in ("name", "root", "split")}}
-    spec = {**images, **{k: stage_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}}
+    spec = {**images, **{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}}
     if str(cfg.trainer.precision) not in ("32-true", "32"):  # features differ in half precision
         spec["precision"] = str(cfg.trainer.precision)
     return config_hash(spec)

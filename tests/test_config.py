@@ -126,3 +126,18 @@ def test_every_shipped_config_builds(experiment: str, tmp_path: Path):
     assert pipeline.featurizer.feature_dim > 0
     source, spec = build_references(cfg.references)
     assert spec["name"] == cfg.references.name
+
+
+def test_tiny_model_settings_stay_out_of_keys_for_real_models():
+    from rim_bench.pipeline import region_cache_key
+
+    def keys(*overrides: str) -> tuple[str, str]:
+        cfg = resolve(load_config(["experiment=smoke", *overrides]))
+        return region_cache_key(cfg), config_hash(result_spec(cfg))
+
+    real = ("proposer.name=sam", "featurizer.dinov2.model=facebook/dinov2-small")
+    # The seed initialises only the random tiny models: with real weights the regions stay valid...
+    assert keys(*real, "seed=1")[0] == keys(*real)[0]
+    # ...while with the tiny models (or a real seed-dependent setting) they do not.
+    assert keys("seed=1")[0] != keys()[0]
+    assert keys(*real, "proposer.sam.model_type=tiny", "seed=1")[0] != keys(*real, "proposer.sam.model_type=tiny")[0]

@@ -21,11 +21,11 @@ class SamProposer(nn.Module):
     Args:
         model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random init, tests).
         checkpoint: the SAM ``.pth`` file for real models.
-        seed: initialises the ``tiny`` model.
+        tiny: ``seed``, which initialises the ``tiny`` model.
         points_per_side ... min_area: see `rim_bench.backbones.sam.AutomaticSegmenter`.
     """
 
-    def __init__(self, model_type: str, checkpoint: str | None, seed: int, points_per_side: int,
+    def __init__(self, model_type: str, checkpoint: str | None, tiny: dict, points_per_side: int,
                  points_per_batch: int, pred_iou_thresh: float, stability_score_thresh: float,
                  box_nms_thresh: float, crop_n_layers: int, min_area: int) -> None:
         from rim_bench.backbones.sam import AutomaticSegmenter, load_sam
@@ -33,7 +33,7 @@ class SamProposer(nn.Module):
         if points_per_side < 1:
             raise ParamError("points_per_side", f"must be at least 1, got {points_per_side}")
         super().__init__()
-        self.sam = load_sam(model_type, checkpoint, seed, "cpu", key="proposer.sam")
+        self.sam = load_sam(model_type, checkpoint, int(tiny["seed"]), "cpu", key="proposer.sam")
         self.segmenter = AutomaticSegmenter(
             self.sam, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, box_nms_thresh,
             crop_n_layers, min_area,

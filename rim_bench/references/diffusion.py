@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from PIL import Image
 
-from rim_bench.config import config_hash
+from rim_bench.config import config_hash, drop_unused_tiny
 from rim_bench.errors import ParamError
 from rim_bench.io import atomic_path, atomic_write_json, safe_name
 from rim_bench.references.attention import (
@@ -127,6 +127,7 @@ class DiffusionReferences:
         """Where this generator's shards live: keyed by all that makes a reference, except
         which and how many subcategories a bank takes."""
         spec = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _NOT_IN_STORE_KEY}
+        spec = drop_unused_tiny(spec)
         return ctx.store_root / "references" / config_hash({**ctx.feature_spec, "generation": spec})
 
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
@@ -167,7 +168,7 @@ class DiffusionReferences:
         """The images and attention maps of one (class, subcategory), generated once whatever
         τ, the mask source and the featurizer: a τ sweep thresholds the same maps again."""
         device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
-        spec = {k: getattr(self, k) for k in _GENERATION_KEY}
+        spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
         path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
         if path.is_file():
             tensors, _ = load_shard(path)

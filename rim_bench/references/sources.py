@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 
-from rim_bench.config import references_spec, stage_spec
+from rim_bench.config import key_spec, references_spec
 from rim_bench.errors import ConfigError
 from rim_bench.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
 from rim_bench.references.bank import BuildContext, cached_bank, concat_banks
@@ -64,8 +64,8 @@ def bank_for_config(
     source, spec = build_references(cfg.references)
     class_names = [names[0] for names in classes]
     key = {
-        "featurizer": stage_spec(cfg.featurizer, "featurizer"),
-        "pooling": stage_spec(cfg.pooling, "pooling"),
+        "featurizer": key_spec(cfg.featurizer, "featurizer"),
+        "pooling": key_spec(cfg.pooling, "pooling"),
         "references": spec,
         "content": source.cache_spec(class_names),
         "classes": classes,
