@@ -259,4 +259,4 @@ def _merge(cfg: DictConfig, dotted: list[str]) -> DictConfig:
     try:
         return OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
     except Exception as e:
-        raise ConfigError(f"cannot apply {dotted}: {e}") from None
+        raise ConfigError(f"cannot apply {dotted}: {str(e).splitlines()[0]}") from None
