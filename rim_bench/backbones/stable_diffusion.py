@@ -9,6 +9,8 @@ tokenizer (`rim_bench.backbones.clip.tiny_clip_tokenizer`), so that most words s
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from rim_bench.backbones.clip import tiny_clip_tokenizer
@@ -32,12 +34,17 @@ def load_stable_diffusion(model: str, device: torch.device | str, tiny: dict):
     if model == "tiny":
         pipe = _tiny_pipeline(**tiny).to(dtype=dtype)
     else:
-        pipe = from_hub_or_dir(
-            lambda source: StableDiffusionPipeline.from_pretrained(
-                source, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-            ),
-            model, "references.diffusion.model", "Stable Diffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        )
+        with warnings.catch_warnings():
+            # Recent diffusers (PR #14205, 2026) deprecate `torch_dtype` for `dtype`, which older
+            # ones do not accept: `torch_dtype` works with every diffusers >= 0.30 we support.
+            warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
+            pipe = from_hub_or_dir(
+                lambda source: StableDiffusionPipeline.from_pretrained(
+                    source, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+                    requires_safety_checker=False,
+                ),
+                model, "references.diffusion.model", "Stable Diffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            )
         # DDIM: deterministic given the initial noise, so a seed fixes the image.
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
