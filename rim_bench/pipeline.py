@@ -22,6 +22,11 @@ from rim_bench.segmenter import resolve_regions
 from rim_bench.types import Prediction, ReferenceBank
 
 
+# Bumped when the content of a cached region map or its features changes for the same config
+# (2: equal-area overlapping masks go to the higher index; region maps from grid proposals).
+REGION_CACHE_VERSION = 2
+
+
 def register_builtin_stages() -> None:
     """Import the modules whose decorators fill the registries."""
     import rim_bench.features.clip_dense  # noqa: F401
@@ -100,17 +105,18 @@ class SegmentationPipeline(nn.Module):
         """``(3, H, W) uint8`` → ``(H, W) int64`` region map (-1 = none) and ``(N, D)`` region features."""
         device = next(self.featurizer.parameters()).device
         with self.timer("proposals"):
-            masks = self.proposer(image).to(device)
-            masks = masks[masks.flatten(1).any(1)]  # an empty proposal has no feature
+            proposals = self.proposer(image).to(device)
+            if proposals.ndim == 3:
+                proposals = proposals[proposals.flatten(1).any(1)]  # an empty proposal has no feature
         with self.timer("features"):
             dense = self.featurizer(image.to(device))
         with self.timer("pooling"):
-            regions = self.encoder(masks, dense)
+            regions = self.encoder(proposals, dense)
             if not torch.isfinite(regions).all():
                 raise DataError(f"image '{image_id}': non-finite region features (NaN or inf): check the "
                                 "featurizer's weights (featurizer.dinov2.model) and the image")
         with self.timer("painting"):
-            region_map = resolve_regions(masks)
+            region_map = resolve_regions(proposals) if proposals.ndim == 3 else proposals.long()
         return region_map, regions
 
 
@@ -148,7 +154,8 @@ def region_cache_key(cfg: DictConfig, images: dict | None = None) -> str:
     ids then name the files.
     """
     images = images or {"data": {k: cfg.data[k] for k in ("name", "root", "split")}}
-    spec = {**images, **{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}}
+    spec = {**images, **{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")},
+            "version": REGION_CACHE_VERSION}
     if str(cfg.trainer.precision) not in ("32-true", "32"):  # features differ in half precision
         spec["precision"] = str(cfg.trainer.precision)
     return config_hash(spec)

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 class RegionProposer(Protocol):
     def __call__(self, image: Tensor) -> Tensor:
-        """``(3, H, W) uint8`` image → ``(N, H, W) bool`` region masks (N may be 0)."""
+        """``(3, H, W) uint8`` image → ``(N, H, W) bool`` region masks (N may be 0), or, for
+        disjoint regions, an ``(H, W) int64`` region map (ids 0..N-1, -1 = none) that needs no
+        N full-size masks."""
 
 
 class DenseFeaturizer(Protocol):
@@ -26,7 +28,8 @@ class DenseFeaturizer(Protocol):
 
 class RegionEncoder(Protocol):
     def __call__(self, masks: Tensor, features: Tensor) -> Tensor:
-        """``(N, H, W) bool`` masks and ``(D, h, w)`` features → ``(N, D)`` region features."""
+        """``(N, H, W) bool`` masks (or an ``(H, W)`` region map) and ``(D, h, w)`` features →
+        ``(N, D)`` region features."""
 
 
 class ReferenceSource(Protocol):

@@ -249,8 +249,8 @@ def _check_choices(cfg: DictConfig) -> None:
         ("data.max_images", cfg.data.max_images, 1), ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
         ("trainer.devices", cfg.trainer.devices, 1), ("save_overlays", cfg.save_overlays, 0),
     ):
-        if isinstance(value, int) and value < least:
-            raise ConfigError(f"{key}: must be at least {least}, got {value}")
+        if isinstance(value, int) and value < least and not (key == "trainer.devices" and value == -1):
+            raise ConfigError(f"{key}: must be at least {least}, got {value}")  # devices=-1: all (Lightning's)
 
 
 @contextmanager
@@ -260,7 +260,7 @@ def lightning_settings():
 
     try:
         yield
-    except (MisconfigurationException, ValueError, ImportError) as e:  # ImportError: e.g. TPUs without torch_xla
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:  # ImportError: TPUs without torch_xla
         raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]} (check trainer.accelerator, "
                           "trainer.devices, trainer.strategy and trainer.precision)") from None
 

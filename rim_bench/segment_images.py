@@ -43,15 +43,16 @@ def find_images(inputs: list[str]) -> list[Path]:
 
 
 def output_names(images: list[Path]) -> list[str]:
-    """A distinct, file-safe name per image (its stem; ``stem-2``, ... when stems repeat)."""
+    """A distinct, file-safe name per image: its stem, or ``stem-2``, ... when another image's
+    files (``<name>.png``, ``<name>_overlay.png``) would take that name."""
     names, used = [], set()
     for image in images:
         base = name = safe_name(image.stem)
         n = 1
-        while name in used:
+        while name in used or f"{name}_overlay" in used:
             n += 1
             name = f"{base}-{n}"
-        used.add(name)
+        used.update((name, f"{name}_overlay"))
         names.append(name)
     return names
 

@@ -157,3 +157,12 @@ def test_segment_command_missing_and_unreadable_images(tmp_path: Path, capsys):
         assert main(["segment", str(target), "--classes", "background,sun,leaf,sea,berry,grape",
                      "experiment=smoke", "--out", str(tmp_path / "o")]) == 2
         assert fragment in capsys.readouterr().err
+
+
+def test_output_names_never_share_a_file():
+    from rim_bench.segment_images import output_names
+
+    names = output_names([Path("p/a.png"), Path("p/a_overlay.png"), Path("q/a.jpg"), Path("r/a b.png")])
+    files = [f for n in names for f in (f"{n}.png", f"{n}_overlay.png")]
+    assert len(files) == len(set(files)) and names[0] == "a" and names[3] == "a_b"
+

@@ -44,6 +44,7 @@ def test_config_command_prints_resolved_config():
     ("data.num_workers=-1", "data.num_workers: must be at least 0"),
     ("data.max_images=-1", "data.max_images: must be at least 1"),
     ("trainer.devices=3", "3 processes for 2 images"),
+    ("trainer.devices=-1", "should be an int > 0"),  # -1 (all GPUs) passes our check; Lightning refuses it on CPU
 ])
 def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, override: str, fragment: str):
     from rim_bench.cli import main

@@ -76,11 +76,23 @@ def test_text_references_need_a_clip_featurizer_and_templates_with_a_slot(tmp_pa
         ClipTextReferences([], synonyms=True)
 
 
-def test_grid_cells_tile_the_image():
-    masks = GridProposer(cell_size=16)(torch.zeros(3, 40, 50, dtype=torch.uint8))
-    assert masks.shape == (3 * 4, 40, 50)
-    assert (masks.sum(0) == 1).all()  # disjoint and covering
-    assert masks[0, :16, :16].all() and masks[-1, 32:, 48:].all() and masks[-1].sum() == 8 * 2
+def test_grid_cells_tile_the_image_and_pool_like_their_masks():
+    region_map = GridProposer(cell_size=16)(torch.zeros(3, 40, 50, dtype=torch.uint8))
+    assert region_map.shape == (40, 50) and region_map.dtype == torch.int64
+    assert sorted(region_map.unique().tolist()) == list(range(3 * 4))  # every cell, numbered row-major
+    assert (region_map[:16, :16] == 0).all() and (region_map[32:, 48:] == 11).all() and (region_map == 11).sum() == 16
+    # Pooling a region map (masks made a chunk at a time) equals pooling its masks.
+    from rim_bench.features import pooling
+
+    features = torch.randn(8, 5, 6)
+    masks = region_map[None] == torch.arange(12)[:, None, None]
+    expected = pooling.masked_average_pool(masks, features)
+    torch.testing.assert_close(pooling.masked_average_pool(region_map, features), expected)
+    pooling.MAX_MASK_ELEMENTS, saved = 40 * 50 * 5, pooling.MAX_MASK_ELEMENTS  # chunks of 5 masks
+    try:
+        torch.testing.assert_close(pooling.masked_average_pool(region_map, features), expected)
+    finally:
+        pooling.MAX_MASK_ELEMENTS = saved
 
 
 def test_compare_runs_the_clip_baselines_next_to_rim(tmp_path: Path):

@@ -75,3 +75,69 @@ def test_slurm_examples_name_only_real_config_keys():
                      or w.split("=")[0] in ("experiment", "logger", "output_dir", "save_predictions")]
         assert any(o.startswith("experiment=") for o in overrides), script.name
         load_config(overrides)  # raises ConfigError naming any unknown key or wrong type
+
+
+def _tiny_bank():
+    import torch
+
+    from rim_bench.types import ReferenceBank
+
+    return ReferenceBank(torch.ones(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1]), ["a", "b"], ["a/a", "b/b"])
+
+
+def _wait_in_thread(cache: Path, **kwargs):
+    """Start a waiting rank 1 in a thread; returns (thread, outcome dict)."""
+    import threading
+
+    from rim_bench.references.bank import cached_bank
+
+    outcome: dict = {}
+
+    def waiter():
+        try:
+            outcome["bank"] = cached_bank(cache, {"k": 1}, lambda work: None, rank=1, wait=True, poll_seconds=0.02,
+                                          **kwargs)
+        except Exception as e:  # handed to the test thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    return thread, outcome
+
+
+def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
+    import time
+
+    from rim_bench.errors import DataError
+    from rim_bench.references.bank import cached_bank
+
+    from rim_bench.config import config_hash
+
+    # A marker left by an earlier failed job does not stop a new wait, and success removes it.
+    stale = tmp_path / "banks" / f"{config_hash({'k': 1})}.failed"
+    stale.parent.mkdir()
+    stale.write_text("DataError: an earlier job's error\n")
+    thread, outcome = _wait_in_thread(tmp_path)
+    time.sleep(0.1)
+    cached_bank(tmp_path, {"k": 1}, lambda work: _tiny_bank(), rank=0)
+    thread.join(10)
+    assert "error" not in outcome and outcome["bank"][2] is True and len(outcome["bank"][0]) == 2
+    assert not stale.exists()
+
+    # Rank 0 fails: the waiting rank stops with rank 0's error instead of waiting forever.
+    thread, outcome = _wait_in_thread(tmp_path / "other")
+    time.sleep(0.1)
+
+    def broken(work):
+        raise DataError("no reference survived")
+
+    with pytest.raises(DataError):
+        cached_bank(tmp_path / "other", {"k": 1}, broken, rank=0)
+    thread.join(10)
+    assert "rank 0 failed to build the reference bank" in str(outcome["error"])
+    assert "no reference survived" in str(outcome["error"])
+
+    # Nobody builds it (e.g. a cache_dir the nodes do not share): a timeout, not a hang.
+    thread, outcome = _wait_in_thread(tmp_path / "lonely", timeout_s=0.2)
+    thread.join(10)
+    assert "does every node see the same cache_dir" in str(outcome["error"])

@@ -135,3 +135,15 @@ def test_random_matcher_depends_on_the_image_and_seed_not_on_call_order():
     assert torch.equal(reversed_order(a, bank), in_order[0]) and torch.equal(b_first, in_order[1])
     assert not torch.equal(RandomMatcher(seed=1)(a, bank), in_order[0])
     assert ((in_order[0] >= 0) & (in_order[0] < 1)).all() and in_order[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("temperature", [0.02, 0.0105, 0.005])
+def test_exclude_self_kl_stays_finite_when_one_reference_holds_all_the_mass(temperature):
+    # The region is reference 0; every other reference is at cosine <= 0. At T <= 0.01 the
+    # mass left after removing reference 0 is below float32's range (found by review: inf, NaN).
+    refs = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [-0.8, 0.6, 0], [0, 0, 1.0]], dtype=torch.float64)
+    exact = rim_reference_scores(refs[:1], refs, temperature, "kl", 0.0, exclude_self=True)
+    got = rim_reference_scores(refs[:1].float(), refs.float(), temperature, "kl", 0.0, exclude_self=True)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-3)
+

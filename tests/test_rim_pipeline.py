@@ -102,7 +102,7 @@ def test_zero_norm_region_gets_finite_scores():
 def test_sam_automatic_masks_are_boolean():
     from rim_bench.proposals.sam_automatic import SamProposer
 
-    proposer = SamProposer("tiny", None, 0, points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
+    proposer = SamProposer("tiny", None, {"seed": 0}, points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
                            stability_score_thresh=0.0, box_nms_thresh=0.7, crop_n_layers=0, min_area=0)
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 40, 52), dtype=np.uint8))
     masks = proposer(image)
@@ -113,7 +113,7 @@ def test_missing_sam_checkpoint_for_proposals(tmp_path: Path):
     from rim_bench.proposals.sam_automatic import SamProposer
 
     with pytest.raises(ConfigError, match=r"proposer\.sam\.checkpoint: SAM checkpoint .* not found"):
-        SamProposer("vit_h", str(tmp_path / "sam.pth"), 0, 32, 64, 0.88, 0.95, 0.7, 0, 100)
+        SamProposer("vit_h", str(tmp_path / "sam.pth"), {"seed": 0}, 32, 64, 0.88, 0.95, 0.7, 0, 100)
 
 
 def test_second_run_reads_regions_from_the_cache(tmp_path: Path, monkeypatch):

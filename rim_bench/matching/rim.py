@@ -138,7 +138,15 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
         log_q = log_q.clone()
         log_q[rows, self_index] = 0.0
         own = p_log_p.sum(-1, keepdim=True) - p_log_p[:, self_index]
-        return (own - p @ log_q.T) * torch.exp(-log_rest) - log_rest
+        general = (own - p @ log_q.T) * torch.exp(-log_rest) - log_rest
+        # When m is the row's top reference, 1 − p_m can be far below float32's range and the
+        # p_j above underflow: renormalize without m in log space instead.
+        top = log_p.argmax(-1, keepdim=True)
+        log_p_ex = log_p.scatter(-1, top, float("-inf"))
+        log_p_ex = log_p_ex - torch.logsumexp(log_p_ex, dim=-1, keepdim=True)
+        p_ex = log_p_ex.exp()
+        direct = torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True) - p_ex @ log_q.T
+        return torch.where(self_index[None] == top, direct, general)
     log_p_rest = log_p[:, None, :] - log_rest[..., None]  # (N, M, K)
     is_self = torch.zeros(len(self_index), log_p.shape[1], dtype=torch.bool, device=log_p.device)
     is_self[rows, self_index] = True

@@ -28,9 +28,12 @@ class GridProposer:
         self.cell_size = cell_size
 
     def __call__(self, image: Tensor) -> Tensor:
-        """``(3, H, W)`` → ``(N, H, W) bool``, N = ⌈H / cell⌉ · ⌈W / cell⌉ disjoint cells, row-major."""
+        """``(3, H, W)`` → ``(H, W) int64`` region map of N = ⌈H / cell⌉ · ⌈W / cell⌉ cells, row-major.
+
+        A region map, not N masks: a 2048 x 1024 image has 8192 cells of 16 px, whose masks
+        alone would take 17 GB.
+        """
         h, w = image.shape[-2:]
         rows = torch.arange(h) // self.cell_size
         cols = torch.arange(w) // self.cell_size
-        cell = rows[:, None] * int(cols[-1] + 1) + cols[None]  # (H, W) cell index
-        return cell[None] == torch.arange(int(cell.max()) + 1)[:, None, None]
+        return rows[:, None] * int(cols[-1] + 1) + cols[None]

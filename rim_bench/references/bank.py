@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_path, atomic_write_json
+from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text
 from rim_bench.protocols import DenseFeaturizer, RegionEncoder
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -33,6 +33,7 @@ from rim_bench.types import ReferenceBank
 TENSORS = "bank.safetensors"
 METADATA = "bank.json"
 KEY = "key.json"
+BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark's bank should take
 
 
 @dataclass
@@ -100,36 +101,69 @@ def load_bank(directory: Path) -> ReferenceBank:
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
                 rank: int = 0, barrier: Callable[[], None] = lambda: None,
-                wait: bool = False, poll_seconds: float = 2.0) -> tuple[ReferenceBank, Path, bool]:
+                wait: bool = False, poll_seconds: float = 2.0,
+                timeout_s: float = BANK_WAIT_TIMEOUT_S) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank for `key_spec` from the cache, or build it in its work folder and publish it.
 
     Args:
         build: makes the bank, given its work folder (every rank calls it in a sharded build).
         rank, barrier: the first rank publishes the bank; the others wait for it.
         wait: build nothing; wait until another process (rank 0 of a job whose ranks start
-            together, e.g. under srun) has published the bank, checking every `poll_seconds`.
+            together, e.g. under srun) has published the bank, checking every `poll_seconds`;
+            an error if rank 0 reports a failure or after `timeout_s`.
     Returns:
         The bank, its cache folder, and whether it was a cache hit.
     """
     directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
+    failed = directory.with_name(directory.name + ".failed")  # rank 0's error, for the ranks waiting on it
     if wait and not (directory / METADATA).is_file():
-        print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
-        while not (directory / METADATA).is_file():
-            time.sleep(poll_seconds)
+        _wait_for(directory, failed, rank, poll_seconds, timeout_s)
     if (directory / METADATA).is_file():
         return load_bank(directory), directory, True
     work = directory.with_name(directory.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
-    bank = build(work)
-    if len(bank) == 0:
-        raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
-                        "references.diffusion.attn_threshold or check the reference images")
+    try:
+        bank = build(work)
+        if len(bank) == 0:
+            raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
+                            "references.diffusion.attn_threshold or check the reference images")
+    except Exception as e:
+        if rank == 0:
+            # The second line makes every failure's marker new, even with an earlier job's message.
+            atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + f"\n{os.getpid()} {time.time()}\n")
+        raise
     if rank == 0:
         write_bank(bank, work)
         atomic_write_json(work / KEY, key_spec)
         _publish(work, directory)
+        failed.unlink(missing_ok=True)  # an earlier job's failure
     barrier()
     return bank, directory, False
+
+
+def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float) -> None:
+    """Wait until `directory` holds a published bank; fail at once if rank 0 reports an error
+    (a `failed` marker written or rewritten after the wait began), or after `timeout_s`."""
+    def marker() -> str | None:
+        try:
+            return failed.read_text()
+        except OSError:
+            return None
+
+    print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
+    before, start, reminded = marker(), time.monotonic(), time.monotonic()
+    while not (directory / METADATA).is_file():
+        now_marker = marker()
+        if now_marker is not None and now_marker != before:
+            raise DataError(f"rank 0 failed to build the reference bank {directory}: {now_marker.splitlines()[0]}")
+        if time.monotonic() - start > timeout_s:
+            raise DataError(f"rank {rank}: no reference bank in {directory} after {timeout_s / 3600:.1f} h; does "
+                            "every node see the same cache_dir? Build it first with `rim-bench build-bank`")
+        if time.monotonic() - reminded > 600:
+            reminded = time.monotonic()
+            print(f"rank {rank}: still waiting for {directory} (cache_dir must be shared by every node)",
+                  file=sys.stderr)
+        time.sleep(poll_seconds)
 
 
 def _publish(work: Path, directory: Path) -> None:

@@ -18,7 +18,7 @@ assembled from the shards of its first K subcategories: a bank for fewer subcate
 generates nothing, one for more generates only the new ones, an interrupted build
 resumes at the first missing subcategory, and several processes share the classes.
 The images and attention maps themselves are stored apart, under
-``<cache_dir>/references/generated/<key>/`` with a key of what makes them alone (model,
+``<cache_dir>/generated/<key>/`` with a key of what makes them alone (model,
 prompt, size, steps, guidance, seed, and the device type, since CUDA generates in fp16):
 a bank for another τ, mask source or featurizer thresholds and segments the same images
 again instead of generating them (about 1.3 MB per 512 px image with its map).
