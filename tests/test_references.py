@@ -221,6 +221,20 @@ def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tm
     assert [m["attention_area"] for m in other_tau.meta] != [m["attention_area"] for m in one.meta]  # re-thresholded
 
 
+def test_more_images_per_subcategory_generate_only_the_new_ones(tmp_path: Path, monkeypatch):
+    counts = []
+    real = diffusion.generate_with_attention
+    monkeypatch.setattr(diffusion, "generate_with_attention",
+                        lambda pipe, prompt, word, seeds, *a, **k: counts.append(len(seeds)) or
+                        real(pipe, prompt, word, seeds, *a, **k))
+    common = ("references.diffusion.n_subcategories=1", "references.diffusion.mask=attention")
+    one, _, _ = _bank(_cfg(tmp_path, *common, "references.diffusion.images_per_subcategory=1"))
+    two, _, _ = _bank(_cfg(tmp_path, *common, "references.diffusion.images_per_subcategory=2"))
+    assert counts == [1, 1, 1] * 2  # 3 classes: their first image, later only their second
+    firsts = [i for i, m in enumerate(two.meta) if m["seed"] in {n["seed"] for n in one.meta}]
+    assert torch.equal(two.features[firsts], one.features)  # the stored first images, reused
+
+
 def test_same_seed_same_bank_other_seed_other_bank(tmp_path: Path):
     a, _, _ = _bank(_cfg(tmp_path / "a"))
     b, _, _ = _bank(_cfg(tmp_path / "b"))

@@ -166,20 +166,29 @@ class DiffusionReferences:
     def _generated(self, ctx: BuildContext, names: list[str], sub: str, prompt: str, word: str,
                    seeds: list[int]) -> tuple[np.ndarray, torch.Tensor]:
         """The images and attention maps of one (class, subcategory), generated once whatever
-        τ, the mask source and the featurizer: a τ sweep thresholds the same maps again."""
+        τ, the mask source and the featurizer: a τ sweep thresholds the same maps again.
+        Image i's seed does not depend on how many are asked for, so asking for more
+        generates only the new ones."""
         device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
         spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
         path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+        images = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
+        maps = torch.zeros(0, self.image_size, self.image_size, dtype=torch.float16)
         if path.is_file():
-            tensors, _ = load_shard(path)
-            return tensors["images"].numpy(), tensors["maps"].float()
-        pipe, _ = self._load(ctx.device)
-        with ctx.timer("generation"):
-            images, maps = generate_with_attention(
-                pipe, prompt, word, seeds, self.image_size, self.steps, self.guidance, self.resolutions
-            )
-        save_shard(path, {"images": torch.from_numpy(images), "maps": maps.half()}, {"prompt": prompt, "word": word})
-        return images, maps.half().float()  # as a later read gives them
+            tensors, info = load_shard(path)
+            if info.get("seeds") == seeds[:len(info.get("seeds", []))]:
+                images, maps = tensors["images"].numpy(), tensors["maps"]
+        if len(images) < len(seeds):
+            pipe, _ = self._load(ctx.device)
+            with ctx.timer("generation"):
+                new_images, new_maps = generate_with_attention(
+                    pipe, prompt, word, seeds[len(images):], self.image_size, self.steps, self.guidance,
+                    self.resolutions,
+                )
+            images, maps = np.concatenate([images, new_images]), torch.cat([maps, new_maps.half()])
+            save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
+                       {"prompt": prompt, "word": word, "seeds": seeds[:len(images)]})
+        return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
                  binary: np.ndarray) -> np.ndarray:
@@ -229,9 +238,9 @@ def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size
 
 # Parameters that choose which references a bank takes, not how one is made.
 _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
-# Parameters that make the generated images and attention maps (before τ, SAM and DINOv2).
-_GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed",
-                   "images_per_subcategory")
+# Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
+# not the number of images per subcategory: more images are appended to the stored ones.
+_GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed")
 
 
 def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:
