@@ -82,11 +82,12 @@ def run_test(cfg: DictConfig) -> dict:
         pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
         overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
     )
+    loggers = _loggers(cfg, output_dir)
     with lightning_settings():
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
             strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-            logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
+            logger=loggers, default_root_dir=str(output_dir),
             enable_checkpointing=False, enable_model_summary=False,
             use_distributed_sampler=False,  # SegmentationDataModule shards without padding
         )

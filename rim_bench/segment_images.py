@@ -45,14 +45,14 @@ def find_images(inputs: list[str]) -> list[Path]:
 def output_names(images: list[Path]) -> list[str]:
     """A distinct, file-safe name per image: its stem, or ``stem-2``, ... when another image's
     files (``<name>.png``, ``<name>_overlay.png``) would take that name."""
-    names, used = [], set()
+    names, used = [], set()  # casefolded: "Cat.png" and "cat.png" are one file on macOS and Windows
     for image in images:
         base = name = safe_name(image.stem)
         n = 1
-        while name in used or f"{name}_overlay" in used:
+        while name.casefold() in used or f"{name}_overlay".casefold() in used:
             n += 1
             name = f"{base}-{n}"
-        used.update((name, f"{name}_overlay"))
+        used.update((name.casefold(), f"{name}_overlay".casefold()))
         names.append(name)
     return names
 

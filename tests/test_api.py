@@ -162,7 +162,8 @@ def test_segment_command_missing_and_unreadable_images(tmp_path: Path, capsys):
 def test_output_names_never_share_a_file():
     from rim_bench.segment_images import output_names
 
-    names = output_names([Path("p/a.png"), Path("p/a_overlay.png"), Path("q/a.jpg"), Path("r/a b.png")])
-    files = [f for n in names for f in (f"{n}.png", f"{n}_overlay.png")]
+    names = output_names([Path("p/a.png"), Path("p/a_overlay.png"), Path("q/a.jpg"), Path("r/a b.png"),
+                          Path("Cat.png"), Path("cat.png"), Path("CAT_overlay.png")])
+    files = [f.casefold() for n in names for f in (f"{n}.png", f"{n}_overlay.png")]
     assert len(files) == len(set(files)) and names[0] == "a" and names[3] == "a_b"
 

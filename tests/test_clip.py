@@ -81,18 +81,23 @@ def test_grid_cells_tile_the_image_and_pool_like_their_masks():
     assert region_map.shape == (40, 50) and region_map.dtype == torch.int64
     assert sorted(region_map.unique().tolist()) == list(range(3 * 4))  # every cell, numbered row-major
     assert (region_map[:16, :16] == 0).all() and (region_map[32:, 48:] == 11).all() and (region_map == 11).sum() == 16
-    # Pooling a region map (masks made a chunk at a time) equals pooling its masks.
+
+    # Pooling a region map (sparse area weights, O(H W)) equals pooling its masks (dense area
+    # interpolation), also with chunked masks, sides that do not divide, -1 and unused ids.
     from rim_bench.features import pooling
 
-    features = torch.randn(8, 5, 6)
-    masks = region_map[None] == torch.arange(12)[:, None, None]
-    expected = pooling.masked_average_pool(masks, features)
-    torch.testing.assert_close(pooling.masked_average_pool(region_map, features), expected)
-    pooling.MAX_MASK_ELEMENTS, saved = 40 * 50 * 5, pooling.MAX_MASK_ELEMENTS  # chunks of 5 masks
-    try:
-        torch.testing.assert_close(pooling.masked_average_pool(region_map, features), expected)
-    finally:
-        pooling.MAX_MASK_ELEMENTS = saved
+    g = torch.Generator().manual_seed(0)
+    for maps, grid in ((region_map, (5, 6)), (torch.randint(-1, 9, (37, 53), generator=g), (7, 9))):
+        maps = torch.where(maps == 3, 7, maps)  # id 3 unused: a zero row
+        features = torch.randn(8, *grid, generator=g)
+        masks = maps[None] == torch.arange(int(maps.max()) + 1)[:, None, None]
+        expected = pooling.masked_average_pool(masks, features)
+        torch.testing.assert_close(pooling.masked_average_pool(maps, features), expected)
+        pooling.MAX_MASK_ELEMENTS, saved = maps.numel() * 5, pooling.MAX_MASK_ELEMENTS  # chunks of 5 masks
+        try:
+            torch.testing.assert_close(pooling.masked_average_pool(masks, features), expected)
+        finally:
+            pooling.MAX_MASK_ELEMENTS = saved
 
 
 def test_compare_runs_the_clip_baselines_next_to_rim(tmp_path: Path):

@@ -113,16 +113,15 @@ def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
 
     from rim_bench.config import config_hash
 
-    # A marker left by an earlier failed job does not stop a new wait, and success removes it.
-    stale = tmp_path / "banks" / f"{config_hash({'k': 1})}.failed"
-    stale.parent.mkdir()
-    stale.write_text("DataError: an earlier job's error\n")
+    # Another job's failure on the same bank (a shared cache) does not stop this job's wait.
+    other_job = tmp_path / "banks" / f"{config_hash({'k': 1})}.failed-slurm-7-0-0"
+    other_job.parent.mkdir()
+    other_job.write_text("DataError: another job's error\n")
     thread, outcome = _wait_in_thread(tmp_path)
     time.sleep(0.1)
     cached_bank(tmp_path, {"k": 1}, lambda work: _tiny_bank(), rank=0)
     thread.join(10)
     assert "error" not in outcome and outcome["bank"][2] is True and len(outcome["bank"][0]) == 2
-    assert not stale.exists()
 
     # Rank 0 fails: the waiting rank stops with rank 0's error instead of waiting forever.
     thread, outcome = _wait_in_thread(tmp_path / "other")
@@ -136,6 +135,28 @@ def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
     thread.join(10)
     assert "rank 0 failed to build the reference bank" in str(outcome["error"])
     assert "no reference survived" in str(outcome["error"])
+
+    # Rank 0 failed before this rank began to wait: it stops at once.
+    thread, outcome = _wait_in_thread(tmp_path / "other", timeout_s=5)
+    thread.join(10)
+    assert "rank 0 failed" in str(outcome["error"])
+
+    # Rank 0 fails while publishing (e.g. a full disk): still reported.
+    import rim_bench.references.bank as bank_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    thread, outcome = _wait_in_thread(tmp_path / "full")
+    time.sleep(0.1)
+    saved, bank_module.write_bank = bank_module.write_bank, full_disk
+    try:
+        with pytest.raises(OSError):
+            cached_bank(tmp_path / "full", {"k": 1}, lambda work: _tiny_bank(), rank=0)
+    finally:
+        bank_module.write_bank = saved
+    thread.join(10)
+    assert "No space left on device" in str(outcome["error"])
 
     # Nobody builds it (e.g. a cache_dir the nodes do not share): a timeout, not a hang.
     thread, outcome = _wait_in_thread(tmp_path / "lonely", timeout_s=0.2)

@@ -159,7 +159,7 @@ def count_generations(monkeypatch):
 def test_bank_shapes_sheets_and_report(tmp_path: Path, count_generations):
     cfg = _cfg(tmp_path)
     bank, folder, hit = _bank(cfg)
-    assert not hit and len(count_generations) == 7  # 3 + 2 + 2 subcategories, 2 images each
+    assert not hit and len(count_generations) == 14  # 3 + 2 + 2 subcategories, 2 images each, one at a time
     report = json.loads((folder / "references.json").read_text())
     kept = sum(r["kept"] for r in report.values())
     assert kept == len(bank) and kept + sum(r["dropped"] for r in report.values()) == 14
@@ -197,27 +197,27 @@ def test_interrupted_build_resumes_at_the_first_missing_subcategory(tmp_path: Pa
     monkeypatch.setattr(diffusion.DiffusionReferences, "_subcategory", fail_on_green_leaf)
     with pytest.raises(KeyboardInterrupt):
         _bank(_cfg(tmp_path))
-    assert len(count_generations) == 6  # background (3), sun (2) and the first leaf finished
+    assert len(count_generations) == 12  # background (3), sun (2) and the first leaf finished, 2 images each
     monkeypatch.setattr(diffusion.DiffusionReferences, "_subcategory", real)
     bank, _, hit = _bank(_cfg(tmp_path))
-    assert not hit and count_generations[6:] == ["a photo of a green leaf"]
+    assert not hit and count_generations[12:] == ["a photo of a green leaf"] * 2
     fresh, _, _ = _bank(_cfg(tmp_path / "fresh"))
     assert torch.equal(bank.features, fresh.features)  # resuming changes nothing
 
 
 def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tmp_path: Path, count_generations):
     two, _, _ = _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=2"))
-    assert len(count_generations) == 6  # 2 + 2 + 2 subcategories
+    assert len(count_generations) == 12  # 2 + 2 + 2 subcategories, 2 images each
     one, folder, hit = _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=1"))
-    assert not hit and len(count_generations) == 6  # another bank, nothing generated: a subset
+    assert not hit and len(count_generations) == 12  # another bank, nothing generated: a subset
     first = [i for i, m in enumerate(two.meta) if m["subcategory"] in ("background", "sun", "leaf")]
     assert torch.equal(one.features, two.features[first])
     assert (folder / "sheets" / "0001_sun.png").is_file()  # sheets come back from the stored strips
     _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=3"))
-    assert count_generations[6:] == ["a photo of a brown floor"]  # only background has a third
+    assert count_generations[12:] == ["a photo of a brown floor"] * 2  # only background has a third
     other_tau, _, _ = _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5",
                                  "references.diffusion.n_subcategories=1"))
-    assert len(count_generations) == 7  # another tau thresholds the stored images' maps: nothing generated
+    assert len(count_generations) == 14  # another tau thresholds the stored images' maps: nothing generated
     assert [m["attention_area"] for m in other_tau.meta] != [m["attention_area"] for m in one.meta]  # re-thresholded
 
 
@@ -233,6 +233,13 @@ def test_more_images_per_subcategory_generate_only_the_new_ones(tmp_path: Path, 
     assert counts == [1, 1, 1] * 2  # 3 classes: their first image, later only their second
     firsts = [i for i, m in enumerate(two.meta) if m["seed"] in {n["seed"] for n in one.meta}]
     assert torch.equal(two.features[firsts], one.features)  # the stored first images, reused
+    # The same bank as one built at once (images are generated one by one, never batched)...
+    fresh, _, _ = _bank(_cfg(tmp_path / "fresh", *common, "references.diffusion.images_per_subcategory=2"))
+    assert torch.equal(fresh.features, two.features)
+    # ...and asking for fewer again takes the stored first images, generating nothing.
+    again, _, _ = _bank(_cfg(tmp_path, *common, "references.diffusion.images_per_subcategory=1",
+                             "references.diffusion.attn_threshold=0.3"))
+    assert len(counts) == 6 + 6 and len(again) == 3  # the fresh build's 6, nothing more
 
 
 def test_same_seed_same_bank_other_seed_other_bank(tmp_path: Path):

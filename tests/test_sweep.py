@@ -103,9 +103,9 @@ def test_tau_by_subcategory_sweep_generates_each_image_once(tmp_path: Path, monk
                  f"references.diffusion.subcategories={subs}", "references.diffusion.image_size=64",
                  "references.diffusion.num_inference_steps=2", "references.diffusion.mask=attention",
                  "references.diffusion.contact_sheets=false"]) == 0
-    # 6 classes x 2 subcategories, once: another tau thresholds the stored attention maps again,
-    # and the 1-subcategory bank is a subset of the 2-subcategory one.
-    assert len(generated) == 12
+    # 6 classes x 2 subcategories x 2 images, once: another tau thresholds the stored attention
+    # maps again, and the 1-subcategory bank is a subset of the 2-subcategory one.
+    assert len(generated) == 24
     assert len(list((tmp_path / "c" / "banks").iterdir())) == 4  # one bank per point
 
 

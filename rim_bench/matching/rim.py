@@ -96,7 +96,7 @@ def pairwise_divergence(log_p: Tensor, log_q: Tensor, kind: str, chunk: int = 25
         # Σ_j p log p − Σ_j p log q: the cross term is one matrix product.
         p = log_p.exp()
         neg_entropy = torch.where(p > 0, p * log_p, 0.0).sum(-1, keepdim=True)
-        return neg_entropy - p @ log_q.T
+        return (neg_entropy - p @ log_q.T).clamp_min(0.0)  # the two terms cancel to ~1e-5 below 0 at tiny T
     if kind == "l1":
         return torch.cdist(log_p.exp(), log_q.exp(), p=1)
     if kind == "js":
@@ -146,7 +146,7 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
         log_p_ex = log_p_ex - torch.logsumexp(log_p_ex, dim=-1, keepdim=True)
         p_ex = log_p_ex.exp()
         direct = torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True) - p_ex @ log_q.T
-        return torch.where(self_index[None] == top, direct, general)
+        return torch.where(self_index[None] == top, direct, general).clamp_min(0.0)
     log_p_rest = log_p[:, None, :] - log_rest[..., None]  # (N, M, K)
     is_self = torch.zeros(len(self_index), log_p.shape[1], dtype=torch.bool, device=log_p.device)
     is_self[rows, self_index] = True

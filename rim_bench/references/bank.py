@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text
+from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, safe_name
 from rim_bench.protocols import DenseFeaturizer, RegionEncoder
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -115,47 +115,57 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         The bank, its cache folder, and whether it was a cache hit.
     """
     directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
-    failed = directory.with_name(directory.name + ".failed")  # rank 0's error, for the ranks waiting on it
+    # Rank 0's error, for the ranks of the same job waiting on it (other jobs may share the cache).
+    failed = directory.with_name(f"{directory.name}.failed-{safe_name(job_id())}")
     if wait and not (directory / METADATA).is_file():
         _wait_for(directory, failed, rank, poll_seconds, timeout_s)
     if (directory / METADATA).is_file():
         return load_bank(directory), directory, True
     work = directory.with_name(directory.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
     try:
+        work.mkdir(parents=True, exist_ok=True)
         bank = build(work)
         if len(bank) == 0:
             raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
                             "references.diffusion.attn_threshold or check the reference images")
+        if rank == 0:
+            write_bank(bank, work)
+            atomic_write_json(work / KEY, key_spec)
+            _publish(work, directory)
+            failed.unlink(missing_ok=True)  # this job's earlier attempt's failure
     except Exception as e:
         if rank == 0:
-            # The second line makes every failure's marker new, even with an earlier job's message.
-            atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + f"\n{os.getpid()} {time.time()}\n")
+            atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
-    if rank == 0:
-        write_bank(bank, work)
-        atomic_write_json(work / KEY, key_spec)
-        _publish(work, directory)
-        failed.unlink(missing_ok=True)  # an earlier job's failure
     barrier()
     return bank, directory, False
 
 
-def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float) -> None:
-    """Wait until `directory` holds a published bank; fail at once if rank 0 reports an error
-    (a `failed` marker written or rewritten after the wait began), or after `timeout_s`."""
-    def marker() -> str | None:
-        try:
-            return failed.read_text()
-        except OSError:
-            return None
+def job_id() -> str:
+    """What the processes of one launch share and other launches do not: SLURM's job, step and
+    restart count, or torchrun's run id, or the rendezvous address; "local" otherwise."""
+    env = os.environ
+    if "SLURM_JOB_ID" in env:
+        return "slurm-" + "-".join(env.get(k, "0") for k in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"))
+    if "TORCHELASTIC_RUN_ID" in env:
+        return "torchrun-" + env["TORCHELASTIC_RUN_ID"]
+    if "MASTER_ADDR" in env:
+        return f"{env['MASTER_ADDR']}-{env.get('MASTER_PORT', '')}"
+    return "local"
 
+
+def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float) -> None:
+    """Wait until `directory` holds a published bank; fail at once if this job's rank 0
+    reports an error (its `failed` marker), or after `timeout_s`."""
     print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
-    before, start, reminded = marker(), time.monotonic(), time.monotonic()
+    start = reminded = time.monotonic()
     while not (directory / METADATA).is_file():
-        now_marker = marker()
-        if now_marker is not None and now_marker != before:
-            raise DataError(f"rank 0 failed to build the reference bank {directory}: {now_marker.splitlines()[0]}")
+        try:
+            error = failed.read_text().strip()
+        except OSError:
+            error = None
+        if error is not None:
+            raise DataError(f"rank 0 failed to build the reference bank {directory}: {error}")
         if time.monotonic() - start > timeout_s:
             raise DataError(f"rank {rank}: no reference bank in {directory} after {timeout_s / 3600:.1f} h; does "
                             "every node see the same cache_dir? Build it first with `rim-bench build-bank`")

@@ -167,27 +167,37 @@ class DiffusionReferences:
                    seeds: list[int]) -> tuple[np.ndarray, torch.Tensor]:
         """The images and attention maps of one (class, subcategory), generated once whatever
         τ, the mask source and the featurizer: a τ sweep thresholds the same maps again.
-        Image i's seed does not depend on how many are asked for, so asking for more
-        generates only the new ones."""
+
+        Each image is generated on its own (batching changes a few pixels), from a seed that
+        does not depend on how many are asked for, so asking for more generates only the new
+        ones and a bank never depends on what was generated before.
+        """
         device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
         spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
         path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
         images = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
         maps = torch.zeros(0, self.image_size, self.image_size, dtype=torch.float16)
+        stored: list[int] = []
         if path.is_file():
             tensors, info = load_shard(path)
-            if info.get("seeds") == seeds[:len(info.get("seeds", []))]:
+            stored = info.get("seeds") or []
+            if stored[:len(seeds)] == seeds[:len(stored)]:  # the same first images, fewer or more
                 images, maps = tensors["images"].numpy(), tensors["maps"]
-        if len(images) < len(seeds):
+            else:
+                stored = []
+        if len(stored) < len(seeds):
             pipe, _ = self._load(ctx.device)
+            new = []
             with ctx.timer("generation"):
-                new_images, new_maps = generate_with_attention(
-                    pipe, prompt, word, seeds[len(images):], self.image_size, self.steps, self.guidance,
-                    self.resolutions,
-                )
-            images, maps = np.concatenate([images, new_images]), torch.cat([maps, new_maps.half()])
+                for seed in seeds[len(stored):]:
+                    new.append(generate_with_attention(
+                        pipe, prompt, word, [seed], self.image_size, self.steps, self.guidance, self.resolutions
+                    ))
+            images = np.concatenate([images, *(image for image, _ in new)])
+            maps = torch.cat([maps, *(m.half() for _, m in new)])
+            stored = seeds
             save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
-                       {"prompt": prompt, "word": word, "seeds": seeds[:len(images)]})
+                       {"prompt": prompt, "word": word, "seeds": stored})
         return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
