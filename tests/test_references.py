@@ -215,8 +215,15 @@ def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tm
     assert (folder / "sheets" / "0001_sun.png").is_file()  # sheets come back from the stored strips
     _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=3"))
     assert count_generations[12:] == ["a photo of a brown floor"] * 2  # only background has a third
-    other_tau, _, _ = _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5",
-                                 "references.diffusion.n_subcategories=1"))
+    import rim_bench.backbones.stable_diffusion as sd
+
+    def no_generator(*args, **kwargs):
+        raise AssertionError("Stable Diffusion loaded although every image is stored")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sd, "load_stable_diffusion", no_generator)
+        other_tau, _, _ = _bank(_cfg(tmp_path, "references.diffusion.attn_threshold=0.5",
+                                     "references.diffusion.n_subcategories=1"))
     assert len(count_generations) == 14  # another tau thresholds the stored images' maps: nothing generated
     assert [m["attention_area"] for m in other_tau.meta] != [m["attention_area"] for m in one.meta]  # re-thresholded
 

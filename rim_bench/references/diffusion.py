@@ -94,7 +94,8 @@ class DiffusionReferences:
         self.threshold, self.min_attention_area = attn_threshold, min_attention_area
         self.mask, self.sam_prompt, self.num_points = mask, sam_prompt, num_points
         self.sam_cfg, self.seed, self.contact_sheets = sam, seed, contact_sheets
-        self._models = None
+        self._pipe = None
+        self._sam = None
 
     def cache_spec(self, class_names: list[str]) -> dict:
         """The subcategory phrases used (the list file's content for this vocabulary)."""
@@ -140,7 +141,7 @@ class DiffusionReferences:
         prompt = self.prompt.format(subcategory=sub)
         seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
         images, maps = self._generated(ctx, names, sub, prompt, word, seeds)
-        _, segmenter = self._load(ctx.device)
+        segmenter = self._prompted_segmenter(ctx.device)
         features, meta, rows, dropped = [], [], [], 0
         for image, attention, seed in zip(images, maps, seeds):
             binary = binarize(attention, self.threshold).numpy()
@@ -186,7 +187,7 @@ class DiffusionReferences:
             else:
                 stored = []
         if len(stored) < len(seeds):
-            pipe, _ = self._load(ctx.device)
+            pipe = self._generator(ctx.device)
             new = []
             with ctx.timer("generation"):
                 for seed in seeds[len(stored):]:
@@ -209,22 +210,23 @@ class DiffusionReferences:
             mask, _ = segmenter(image, box, points)
         return mask
 
-    def _load(self, device: torch.device):
-        """Load the generator and SAM once, on first use (a fully cached build loads neither)."""
-        if self._models is None:
+    def _generator(self, device: torch.device):
+        """Stable Diffusion, loaded on first use: a build whose images are all stored (a τ
+        sweep) never loads it."""
+        if self._pipe is None:
             from rim_bench.backbones.stable_diffusion import load_stable_diffusion
 
-            pipe = load_stable_diffusion(self.model, device, self.tiny)
-            segmenter = None
-            if self.mask == "sam":
-                from rim_bench.backbones.sam import PromptedSegmenter, load_sam
+            self._pipe = load_stable_diffusion(self.model, device, self.tiny)
+        return self._pipe
 
-                segmenter = PromptedSegmenter(
-                    load_sam(self.sam_cfg["model_type"], self.sam_cfg["checkpoint"], self.seed, device,
-                             key="references.diffusion.sam")
-                )
-            self._models = (pipe, segmenter)
-        return self._models
+    def _prompted_segmenter(self, device: torch.device):
+        """SAM for the attention prompts, loaded on first use; None when masks are the attention itself."""
+        if self.mask == "sam" and self._sam is None:
+            from rim_bench.backbones.sam import PromptedSegmenter, load_sam
+
+            self._sam = PromptedSegmenter(load_sam(self.sam_cfg["model_type"], self.sam_cfg["checkpoint"], self.seed,
+                                                   device, key="references.diffusion.sam"))
+        return self._sam
 
 
 @torch.no_grad()
