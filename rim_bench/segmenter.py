@@ -42,8 +42,7 @@ def resolve_regions(masks: Tensor) -> Tensor:
     if n == 0:
         return region_map
     order = torch.argsort(masks.flatten(1).sum(1), descending=True, stable=True)  # painting order
-    # Paint each mask inside its bounding box: memory O(H W), and the hundreds of small cells
-    # of a grid cost little.
+    # Paint each mask inside its bounding box: memory O(H W), and many small masks cost little.
     rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
     top, bottom = rows.int().argmax(1), h - rows.flip(1).int().argmax(1)
     left, right = cols.int().argmax(1), w - cols.flip(1).int().argmax(1)

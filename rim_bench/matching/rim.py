@@ -105,16 +105,15 @@ def pairwise_divergence(log_p: Tensor, log_q: Tensor, kind: str, chunk: int = 25
     raise ValueError(f"unknown divergence '{kind}' (choose {', '.join(DIVERGENCES)})")
 
 
-def _log_rest(log_p: Tensor, self_index: Tensor) -> Tensor:
+def _log_rest(log_p: Tensor, self_index: Tensor, is_top: Tensor, log_others: Tensor) -> Tensor:
     """``(N, M)`` log(1 − p_m) for m = `self_index`, without cancellation.
 
-    For m other than the row's top entry p_m < 1/2 and log1p(−p_m) is exact; for the top entry,
-    which may hold all of the mass in float32, it is the log-sum-exp of the other entries.
+    For m other than the row's top entry p_m < 1/2 and log1p(−p_m) is exact; for the top entry
+    (`is_top`), which may hold all of the mass in float32, it is `log_others`, the log-sum-exp
+    of the other entries.
     """
-    top = log_p.argmax(-1, keepdim=True)  # (N, 1)
-    log_others = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)  # (N, 1)
     p_self = log_p[:, self_index].exp()
-    return torch.where(self_index[None] == top, log_others, torch.log1p(-p_self.clamp_max(0.5)))
+    return torch.where(is_top, log_others, torch.log1p(-p_self.clamp_max(0.5)))
 
 
 def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, kind: str) -> Tensor:
@@ -127,7 +126,11 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
     Returns:
         ``(N, M)``.
     """
-    log_rest = _log_rest(log_p, self_index)  # (N, M)
+    top = log_p.argmax(-1, keepdim=True)  # (N, 1): each region's top reference
+    log_p_ex = log_p.scatter(-1, top, float("-inf"))  # without it
+    log_others = torch.logsumexp(log_p_ex, dim=-1, keepdim=True)  # (N, 1): log(1 − p_top)
+    is_top = self_index[None] == top  # (N, M)
+    log_rest = _log_rest(log_p, self_index, is_top, log_others)  # (N, M)
     rows = torch.arange(len(self_index), device=log_q.device)
     if kind == "kl":
         # With p'_j = p_j / (1 − p_m) for j ≠ m:
@@ -141,12 +144,10 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
         general = (own - p @ log_q.T) * torch.exp(-log_rest) - log_rest
         # When m is the row's top reference, 1 − p_m can be far below float32's range and the
         # p_j above underflow: renormalize without m in log space instead.
-        top = log_p.argmax(-1, keepdim=True)
-        log_p_ex = log_p.scatter(-1, top, float("-inf"))
-        log_p_ex = log_p_ex - torch.logsumexp(log_p_ex, dim=-1, keepdim=True)
+        log_p_ex = log_p_ex - log_others
         p_ex = log_p_ex.exp()
         direct = torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True) - p_ex @ log_q.T
-        return torch.where(self_index[None] == top, direct, general).clamp_min(0.0)
+        return torch.where(is_top, direct, general).clamp_min(0.0)
     log_p_rest = log_p[:, None, :] - log_rest[..., None]  # (N, M, K)
     is_self = torch.zeros(len(self_index), log_p.shape[1], dtype=torch.bool, device=log_p.device)
     is_self[rows, self_index] = True
