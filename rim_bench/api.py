@@ -38,7 +38,7 @@ from rim_bench.references.sources import bank_for_config
 from rim_bench.references.subcategory_lists import subcategory_file
 from rim_bench.region_cache import RegionCache
 from rim_bench.timing import StageTimer
-from rim_bench.types import IGNORE_INDEX, ReferenceBank
+from rim_bench.types import ReferenceBank
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]
 

@@ -99,6 +99,9 @@ def dense_clip_tokens(clip: Clip, pixels: Tensor, attention: str = "value", resi
         ``(H/patch * W/patch, D)`` float32, row-major over the patch grid.
     """
     vision = clip.model.vision_model
+    # The whole tower runs for the last block's input: calling the layers one by one would
+    # follow their signature, which differs between transformers 4 and 5 (the wasted last
+    # block is 1/L of the cost).
     hidden = vision(pixel_values=pixels, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states
     x = hidden[-2]  # (1, 1 + h*w, width): the input of the last block
     block = vision.encoder.layers[-1]
