@@ -18,13 +18,11 @@ import torch
 
 from rim_bench.config import load_config, resolve
 from rim_bench.data.datamodule import SegmentationDataModule, build_dataset
-from rim_bench.pipeline import register_builtin_stages
 from rim_bench.registry import FEATURIZERS, build_stage
 
 
 def main(argv: list[str]) -> None:
     cfg = resolve(load_config(argv or ["experiment=smoke"]))
-    register_builtin_stages()
     dataset, _ = build_dataset(cfg.data)
     loader = SegmentationDataModule(dataset, 1, cfg.data.num_workers).test_dataloader()
 

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-from rim_bench.config import load_config, resolve
-from rim_bench.pipeline import register_builtin_stages
-from rim_bench.references.sources import bank_for_config
-from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
+from rim_bench.assembly import Assembly
+from rim_bench.config import load_config
 from rim_bench.timing import StageTimer
 
 SMOKE_SUBCATEGORIES = """\
@@ -37,22 +35,21 @@ grape: [grape, purple grape, green grape]
 def main(argv: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="rim-bench-bank-bench-"))
     (work / "subs.yaml").write_text(SMOKE_SUBCATEGORIES)
-    cfg = resolve(load_config([
+    cfg = load_config([
         "experiment=smoke", f"cache_dir={work / 'cache'}", "references.name=diffusion",
         "references.diffusion.model=tiny", f"references.diffusion.subcategories={work / 'subs.yaml'}",
         "references.diffusion.image_size=64", "references.diffusion.num_inference_steps=5",
         "references.diffusion.sam.model_type=tiny", "references.diffusion.contact_sheets=false", *argv,
-    ]))
-    register_builtin_stages()
+    ])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer").to(device)
-    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
     classes = [[line.split(":")[0]] for line in SMOKE_SUBCATEGORIES.splitlines()]
+    assembly = Assembly(cfg)
+    assembly.featurizer.to(device)  # loaded outside the timed builds, as the test side has it
 
     def build() -> tuple[float, StageTimer, int]:
-        timer = StageTimer()
+        assembly.timer = timer = StageTimer()
         start = time.perf_counter()
-        bank, _, _ = bank_for_config(cfg, featurizer, encoder, classes, device, timer)
+        bank = assembly.bank(classes, device).bank
         return time.perf_counter() - start, timer, len(bank)
 
     cold, timer, count = build()

@@ -8,16 +8,14 @@
     result.overlay().save("living_room_rim.png")
     print(result.area_shares())                    # {"sofa": 0.41, "cat": 0.12, ...}
 
-The stages, the reference bank and its cache are those of `rim-bench test`
-(`build_pipeline`, `bank_for_config`, `SegmentationPipeline`): nothing is implemented
-twice. Models load once. `set_vocabulary` builds, or loads from the cache, only the bank;
+The stages, the reference bank and the caches are those of `rim-bench test` (both build
+through `rim_bench.assembly.Assembly`): nothing is implemented twice. Models load once. `set_vocabulary` builds, or loads from the cache, only the bank;
 an image's regions are cached under a hash of its pixels, so segmenting it again under
 another vocabulary skips the proposals and features.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -29,15 +27,12 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from rim_bench.config import as_overrides, config_hash, load_config
+from rim_bench.assembly import Assembly, build_device, experiment_config
+from rim_bench.config import config_hash
 from rim_bench.data.base import load_rgb
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_text
-from rim_bench.pipeline import build_pipeline, build_segmenter, region_cache_key
-from rim_bench.references.sources import bank_for_config
 from rim_bench.references.subcategory_lists import subcategory_file
-from rim_bench.region_cache import RegionCache
-from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]
@@ -91,18 +86,14 @@ class RIM:
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        from rim_bench.runner import build_device, prepare
-
-        self.cfg = prepare(cfg)
+        self.assembly = Assembly(cfg)
+        self.cfg, self.timer = self.assembly.cfg, self.assembly.timer
         if self.cfg.data.name == "smoke":  # its exemplar references are generated with the data set
             from rim_bench.data.datamodule import build_dataset
 
             build_dataset(self.cfg.data)
-        self.timer = StageTimer()
         self.device = build_device(self.cfg)
-        cache = RegionCache(Path(self.cfg.cache_dir).expanduser() / "regions" /
-                            region_cache_key(self.cfg, {"images": "by content"})) if self.cfg.cache_regions else None
-        self.pipeline = build_pipeline(self.cfg, None, self.timer, region_cache=cache).to(self.device)
+        self.pipeline = self.assembly.pipeline().to(self.device)
         self.classes: list[list[str]] = []
 
     @classmethod
@@ -113,12 +104,7 @@ class RIM:
             overrides: config values by dotted key, e.g. ``**{"matcher.rim.temperature": 0.1}``
                 (``matcher__rim__temperature=0.1`` works too).
         """
-        dotted = as_overrides({key.replace("__", "."): value for key, value in overrides.items()})
-        if isinstance(config, DictConfig):
-            cfg = _merge(config, dotted) if dotted else config
-        else:
-            cfg = load_config([f"experiment={config}", *dotted])
-        return cls(cfg)
+        return cls(experiment_config(config, overrides))
 
     @property
     def class_names(self) -> list[str]:
@@ -144,10 +130,9 @@ class RIM:
         elif subcategories:
             raise ConfigError("subcategories= needs generated references (references.name=diffusion or mixed)")
         names = [line[0] for line in vocabulary]
-        segmenter = build_segmenter(cfg, names)  # before the bank: a bad rule fails at once
+        segmenter = self.assembly.segmenter(names)  # before the bank: a bad rule fails at once
         with self.timer("reference bank"):
-            bank, _, _ = bank_for_config(cfg, self.pipeline.featurizer, self.pipeline.encoder, vocabulary,
-                                         self.device, self.timer)
+            bank = self.assembly.bank(vocabulary, self.device, cfg=cfg).bank
         self.pipeline.segmenter = segmenter
         self.pipeline.set_bank(bank)
         self.classes = vocabulary
@@ -163,8 +148,7 @@ class RIM:
         if not self.classes:
             raise ConfigError("no vocabulary: call set_vocabulary([...class names...]) before segment()")
         pixels = to_image_tensor(image)
-        digest = hashlib.sha256(pixels.numpy().tobytes() + str(tuple(pixels.shape)).encode()).hexdigest()[:32]
-        prediction = self.pipeline(pixels.to(self.device), image_id=f"sha256-{digest}")
+        prediction = self.pipeline(pixels.to(self.device), image_id=str(image) if isinstance(image, (str, Path)) else None)
         return SegmentationResult(pixels, prediction.label_map.cpu(), prediction.region_map.cpu(),
                                   prediction.scores.cpu(), prediction.region_labels.cpu(), self.class_names)
 
@@ -249,14 +233,3 @@ def _generates(cfg: DictConfig) -> bool:
     """Whether the references include generated ones (which need subcategory phrases)."""
     refs = cfg.references
     return refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources)
-
-
-def _merge(cfg: DictConfig, dotted: list[str]) -> DictConfig:
-    from omegaconf import OmegaConf
-
-    merged = cfg.copy()
-    OmegaConf.set_struct(merged, True)
-    try:
-        return OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
-    except Exception as e:
-        raise ConfigError(f"cannot apply {dotted}: {str(e).splitlines()[0]}") from None

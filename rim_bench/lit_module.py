@@ -1,75 +1,261 @@
-"""The training-free LightningModule: `test_step` only."""
+"""The training-free LightningModule, built from a config, and the callback that writes its results.
+
+    model = RIMModule.from_config("rim_voc21", **{"proposer.sam.checkpoint": "sam_vit_h.pth"})
+    L.Trainer(devices=4, strategy="ddp").test(model, datamodule=BenchmarkDataModule("voc21", root="DATA"))
+
+`rim-bench test`, `rim-bench-lightning test --config ...` and a script like the one above run
+this same object. It builds its stages and loads (or builds) its bank in `setup`, for the
+vocabulary of the datamodule (or of its config's ``data``); every image is scored exactly once
+under any sampler Lightning puts in (`ShardSampler` is kept; a sampler that pads or drops is
+refused). mIoU, mAcc, aAcc and each class's IoU are torchmetrics objects logged with `self.log`.
+`ResultWriter` (added by `configure_callbacks`) writes metrics.json, config.yaml, predictions
+and overlays into ``output_dir``.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from torch.utils.data import DistributedSampler
 
+from rim_bench.assembly import Assembly, BankBuild, experiment_config
+from rim_bench.config import config_hash, result_spec, save_config
 from rim_bench.data.palette import voc_palette
-from rim_bench.errors import DataError
-from rim_bench.metrics import SegmentationMetrics
+from rim_bench.errors import ConfigError, DataError
+from rim_bench.io import atomic_write_json
+from rim_bench.metrics import SegmentationScore, most_confused, score_collection
 from rim_bench.pipeline import SegmentationPipeline
-from rim_bench.types import Sample
-from rim_bench.visualize import save_overlay
+from rim_bench.references.bank import bank_summary
+from rim_bench.types import Prediction, Sample
 
 
-class RIMTestModule(L.LightningModule):
-    """Runs the pipeline on each test image and accumulates data-set-level metrics.
+class RIMModule(L.LightningModule):
+    """Segments each image of a test (or validation) set against a reference bank and scores it.
 
     Args:
-        pipeline: the per-image pipeline, its bank set.
-        class_names: the C class names (label id order).
-        prediction_dir: if set, one palette PNG per image is written there.
-        overlay_dir: if set, side-by-side pictures (image, regions, prediction, ground truth)
-            of the data set's first `max_overlays` images are written there, whichever
-            processes score them.
+        experiment: an experiment name (``configs/experiment/``) or a YAML path.
+        overrides: config values by dotted key, ``{"matcher.rim.temperature": 0.1}``.
+        config: a full config instead of `experiment` (`rim-bench test` passes its own).
     """
 
-    def __init__(self, pipeline: SegmentationPipeline, class_names: list[str], prediction_dir: Path | None = None,
-                 overlay_dir: Path | None = None, max_overlays: int = 0):
+    def __init__(self, experiment: str = "smoke", overrides: dict[str, Any] | None = None,
+                 config: DictConfig | None = None) -> None:
         super().__init__()
-        self.pipeline = pipeline
-        self.class_names = class_names
-        self.prediction_dir = prediction_dir
-        self.overlay_dir = overlay_dir
-        self.max_overlays = max_overlays
-        self.images_seen = 0  # by this process; with `ShardSampler` its k-th is the data set's rank + k * W
-        self.metrics = SegmentationMetrics(len(class_names))
-        self.results: dict | None = None
+        quiet_lightning()
+        self.assembly = Assembly(experiment_config(config if config is not None else experiment, overrides))
+        self.timer = self.assembly.timer
+        self.pipeline: SegmentationPipeline | None = None
+        self.classes: list[list[str]] = []
+        self.bank_build: BankBuild | None = None
+        self.results: dict[str, Any] | None = None
+        self._scored: set[str] = set()
 
-    def test_step(self, batch: list[Sample], batch_idx: int) -> None:
-        for sample in batch:
-            pred = self.pipeline(sample.image, sample.image_id)
-            with self.pipeline.timer("scoring"):
-                try:
-                    self.metrics.update(pred.label_map, sample.label.to(pred.label_map.device))
-                except ValueError as e:
-                    raise DataError(f"image '{sample.image_id}': {e}") from None
-            if self.prediction_dir is not None:
-                with self.pipeline.timer("writing"):
-                    save_label_png(pred.label_map, self.prediction_dir / f"{sample.image_id}.png")
-            index = self.global_rank + self.images_seen * self.trainer.world_size
-            self.images_seen += 1
-            if self.overlay_dir is not None and index < self.max_overlays:
-                with self.pipeline.timer("writing"):
-                    save_overlay(
-                        self.overlay_dir / f"{sample.image_id}.png", image=sample.image.permute(1, 2, 0).numpy(),
-                        region_map=pred.region_map.cpu().numpy(), prediction=pred.label_map.cpu().numpy(),
-                        label=sample.label.numpy(), class_names=self.class_names, image_id=sample.image_id,
-                    )
+    @classmethod
+    def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> "RIMModule":
+        """From an experiment name, a YAML path or a config; overrides by dotted key
+        (``**{"matcher.rim.temperature": 0.1}``, or ``matcher__rim__temperature=0.1``)."""
+        if isinstance(config, DictConfig):
+            return cls(config=config, overrides=overrides)
+        return cls(str(config), overrides)
+
+    @property
+    def cfg(self) -> DictConfig:
+        """The resolved config (its ``data`` block is the datamodule's once set up)."""
+        return self.assembly.cfg
+
+    @property
+    def class_names(self) -> list[str]:
+        return [names[0] for names in self.classes]
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [ResultWriter()]
+
+    def setup(self, stage: str) -> None:
+        """Build the stages and the bank for the datamodule's vocabulary (once per module).
+
+        Rank 0 builds a missing bank; the other ranks wait for it (`cached_bank`).
+        """
+        if self.pipeline is not None:
+            return
+        from rim_bench.data.datamodule import class_list
+
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(datamodule, "data_config"):  # the benchmark tested is the datamodule's: say so in config.yaml
+            self.cfg.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())
+        self.classes = getattr(datamodule, "classes", None) or class_list(self.cfg.data)
+        with self.timer("load models"):
+            pipeline = self.assembly.pipeline(self.class_names)
+        with self.timer("reference bank"):
+            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+            self.bank_build = self.assembly.bank(self.classes, device, rank=self.global_rank, wait=self.global_rank > 0)
+            pipeline.set_bank(self.bank_build.bank)
+        self.pipeline = pipeline
+        build = self.bank_build
+        _rank_zero_print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
+                         f"{build.path}); {bank_summary(build.bank)}")
+
+    def forward(self, sample: Sample) -> Prediction:
+        return self.pipeline(sample.image, sample.image_id)
+
+    # -- test and validate: scored ---------------------------------------------------------
+
+    def on_test_epoch_start(self) -> None:
+        self._start_scoring("test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_scoring("val")
+
+    def test_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:
+        return self._score(batch)
+
+    def validation_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:
+        return self._score(batch)
 
     def on_test_epoch_end(self) -> None:
-        scores = self.metrics.compute()
-        self.results = {k: v.cpu() for k, v in scores.items()}
-        self.log_dict(
-            {f"test/{k}": 100 * scores[k].float() for k in ("mIoU", "mAcc", "aAcc")}, sync_dist=False
-        )
-        per_class = {f"test/iou/{name}": 100 * float(v) for name, v in zip(self.class_names, scores["iou"])}
-        for logger in self.loggers:
-            logger.log_metrics({k: v for k, v in per_class.items() if v == v})  # skip NaN (class absent)
+        self._finish_scoring()
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_scoring()
+
+    def predict_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:
+        return [(sample, self(sample)) for sample in batch]
+
+    def _start_scoring(self, prefix: str) -> None:
+        _refuse_padding_samplers(self.trainer)
+        self.scores = score_collection(self.class_names, prefix=f"{prefix}/").to(self.device)
+        self._scored = set()
+        self.results = None
+
+    def _score(self, batch: list[Sample]) -> list[tuple[Sample, Prediction]]:
+        done = []
+        for sample in batch:
+            if sample.image_id in self._scored:  # a sampler that repeats an image on this process
+                continue
+            self._scored.add(sample.image_id)
+            pred = self(sample)
+            with self.timer("scoring"):
+                try:
+                    self.scores.update(pred.label_map, sample.label.to(pred.label_map.device))
+                except ValueError as e:
+                    raise DataError(f"image '{sample.image_id}': {e}") from None
+            done.append((sample, pred))
+        # The metric objects themselves: Lightning computes them (synced across processes) at the epoch's end.
+        self.log_dict(self.scores, on_step=False, on_epoch=True)
+        return done
+
+    def _finish_scoring(self) -> None:
+        leader: SegmentationScore = self.scores["mIoU"]  # holds the collection's one confusion matrix
+        self.results = {k: v.cpu() for k, v in leader.all_scores().items()}
+
+
+class ResultWriter(L.Callback):
+    """Writes a run's results into the module's ``output_dir`` (null: the Trainer's log folder):
+    ``predictions/<id>.png`` (``save_predictions``, and always for ``predict``), ``overlays/<id>.png``
+    (the data set's first ``save_overlays`` images, whichever process scores them), and after a
+    test or validation ``metrics.json`` and ``config.yaml``, printing the per-class table."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.output_dir: Path | None = None
+        self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
+
+    def setup(self, trainer: L.Trainer, module: RIMModule, stage: str) -> None:
+        cfg = module.cfg
+        self.output_dir = Path(cfg.output_dir or trainer.log_dir or trainer.default_root_dir).expanduser()
+        cfg.output_dir = str(self.output_dir)
+
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._write(trainer, module, outputs, predictions=module.cfg.save_predictions)
+
+    on_validation_batch_end = on_test_batch_end
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._write(trainer, module, outputs, predictions=True)
+
+    def on_test_end(self, trainer: L.Trainer, module: RIMModule) -> None:
+        self._finish(trainer, module)
+
+    def on_validation_end(self, trainer: L.Trainer, module: RIMModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish(trainer, module)
+
+    def on_predict_end(self, trainer: L.Trainer, module: RIMModule) -> None:
+        if trainer.is_global_zero:
+            from rim_bench.io import atomic_write_text
+
+            atomic_write_text(self.output_dir / "classes.txt",
+                              "".join(f"{i} {name}\n" for i, name in enumerate(module.class_names)))
+            save_config(module.cfg, self.output_dir / "config.yaml")
+            print(f"label maps: {self.output_dir / 'predictions'}/ (label ids in {self.output_dir}/classes.txt)")
+
+    def _write(self, trainer: L.Trainer, module: RIMModule, outputs: list, predictions: bool) -> None:
+        max_overlays = module.cfg.save_overlays
+        for sample, pred in outputs:
+            index = trainer.global_rank + self._seen * trainer.world_size
+            self._seen += 1
+            with module.timer("writing"):
+                if predictions:
+                    save_label_png(pred.label_map, self.output_dir / "predictions" / f"{sample.image_id}.png")
+                if index < max_overlays:
+                    from rim_bench.visualize import save_overlay
+
+                    save_overlay(
+                        self.output_dir / "overlays" / f"{sample.image_id}.png",
+                        image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
+                        prediction=pred.label_map.cpu().numpy(), label=sample.label.numpy(),
+                        class_names=module.class_names, image_id=sample.image_id,
+                    )
+
+    def _finish(self, trainer: L.Trainer, module: RIMModule) -> None:
+        metrics = run_metrics(module, time.perf_counter() - self.started)
+        module.metrics_json = metrics
+        if trainer.is_global_zero:
+            atomic_write_json(self.output_dir / "metrics.json", metrics)
+            save_config(module.cfg, self.output_dir / "config.yaml")
+            print(format_results(metrics, module.class_names))
+            print(f"\ntime breakdown\n{module.timer.table(metrics['seconds']['total'])}")
+            print(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
+
+
+def run_metrics(module: RIMModule, wall: float) -> dict[str, Any]:
+    """The content of metrics.json: scores in percent, the bank used, seconds per stage."""
+    res, names, build = module.results, module.class_names, module.bank_build
+    return {
+        "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
+        "per_class_iou": {n: _pct(v) for n, v in zip(names, res["iou"])},
+        "per_class_acc": {n: _pct(v) for n, v in zip(names, res["acc"])},
+        "num_images": int(res["num_images"]),
+        "most_confused": most_confused(res["confmat"], names),
+        "result_hash": config_hash(result_spec(module.cfg)),
+        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
+        "seconds": {**module.timer.as_dict(), "total": round(wall, 3)},
+    }
+
+
+def format_results(metrics: dict, class_names: list[str]) -> str:
+    """The per-class IoU / accuracy table and the summary line."""
+    width = max(12, *(len(n) for n in class_names)) + 2
+    lines = [f"\n{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
+    for name in class_names:
+        iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
+        lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
+    if metrics["most_confused"]:
+        lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
+        lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
+    lines.append(
+        f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
+        f"({metrics['num_images']} images)"
+    )
+    return "\n".join(lines)
 
 
 def save_label_png(label_map: torch.Tensor, path: Path) -> None:
@@ -80,3 +266,44 @@ def save_label_png(label_map: torch.Tensor, path: Path) -> None:
     img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter out of the results; warnings that matter stay."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # One image per step by design; the loader worker count is the user's choice (data.num_workers).
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Raised inside Lightning 2.6 by torch 2.14's pytree; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def _refuse_padding_samplers(trainer: L.Trainer) -> None:
+    """A sampler that pads (or drops) images would score some twice (or never): refuse it in one line."""
+    from rim_bench.data.datamodule import ShardSampler
+
+    loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler) and not isinstance(sampler, ShardSampler) \
+                and sampler.total_size != len(loader.dataset):
+            raise ConfigError(
+                f"the data loader's {type(sampler).__name__} gives {sampler.total_size} images for "
+                f"{len(loader.dataset)} (padded or dropped): use BenchmarkDataModule, or a DataLoader with "
+                "rim_bench.data.datamodule.ShardSampler and Trainer(use_distributed_sampler=False)"
+            )
+
+
+@rank_zero_only
+def _rank_zero_print(text: str) -> None:
+    print(text)
+
+
+def _pct(value) -> float | None:
+    """A [0, 1] tensor → percent rounded to 4 decimals; NaN (class absent) → None."""
+    v = float(value)
+    return None if v != v else round(100 * v, 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
 from rim_bench.types import IGNORE_INDEX
 
@@ -117,3 +117,33 @@ def most_confused(confmat: Tensor, class_names: list[str], top: int = 5) -> list
         pairs.append({"true": names[t], "predicted": names[p], "pixels": int(flat[index]),
                       "share": round(float(flat[index] / gt[t]), 4)})
     return pairs
+
+
+class SegmentationScore(SegmentationMetrics):
+    """One number from the confusion matrix, in percent, as a metric Lightning can log:
+    ``"mIoU"``, ``"mAcc"``, ``"aAcc"``, or ``"iou"`` / ``"acc"`` of class `class_id`
+    (NaN for a class neither in the ground truth nor predicted)."""
+
+    def __init__(self, num_classes: int, score: str, class_id: int | None = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.score, self.class_id = score, class_id
+
+    def compute(self) -> Tensor:
+        value = scores_from_confusion(self.confmat)[self.score]
+        return 100 * (value if self.class_id is None else value[self.class_id]).float()
+
+    def all_scores(self) -> dict[str, Tensor]:
+        """Every score (as `SegmentationMetrics.compute`), synced across processes."""
+        with self.sync_context():
+            return {**scores_from_confusion(self.confmat), "confmat": self.confmat.clone(),
+                    "num_images": self.num_images.clone()}
+
+
+def score_collection(class_names: list[str], prefix: str = "test/") -> MetricCollection:
+    """mIoU, mAcc, aAcc and each class's IoU (``<prefix>iou/<name>``) over one shared confusion
+    matrix: one compute group, so each image is counted once whatever the number of scores."""
+    c = len(class_names)
+    scores: dict[str, Metric] = {name: SegmentationScore(c, name) for name in ("mIoU", "mAcc", "aAcc")}
+    scores.update({f"iou/{name.replace('.', '_')}": SegmentationScore(c, "iou", i) for i, name in enumerate(class_names)})
+    return MetricCollection(scores, prefix=prefix, compute_groups=[list(scores)])

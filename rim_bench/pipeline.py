@@ -1,12 +1,12 @@
 """The per-image RIM pipeline: regions → dense features → region features → scores → label map.
 
-`SegmentationPipeline` is the one implementation every entry point uses (the test
-LightningModule now; the Python API and `rim-bench segment` later).
+`SegmentationPipeline` is the one implementation every entry point uses (the LightningModule,
+the Python API and `rim-bench segment`); `rim_bench.assembly` builds it from a config.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 
 import torch
 from omegaconf import DictConfig
@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from rim_bench.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
 from rim_bench.config import config_hash, key_spec
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
 from rim_bench.timing import StageTimer
 from rim_bench.region_cache import RegionCache
 from rim_bench.segmenter import resolve_regions
@@ -23,22 +22,9 @@ from rim_bench.types import Prediction, ReferenceBank
 
 
 # Bumped when the content of a cached region map or its features changes for the same config
-# (2: equal-area overlapping masks go to the higher index; region maps from grid proposals).
-REGION_CACHE_VERSION = 2
-
-
-def register_builtin_stages() -> None:
-    """Import the modules whose decorators fill the registries."""
-    import rim_bench.features.clip_dense  # noqa: F401
-    import rim_bench.features.dense  # noqa: F401
-    import rim_bench.features.pooling  # noqa: F401
-    import rim_bench.matching.baselines  # noqa: F401
-    import rim_bench.matching.rim  # noqa: F401
-    import rim_bench.proposals.grid  # noqa: F401
-    import rim_bench.proposals.sam_automatic  # noqa: F401
-    import rim_bench.proposals.superpixels  # noqa: F401
-    import rim_bench.references.exemplars  # noqa: F401
-    import rim_bench.segmenter  # noqa: F401
+# (2: equal-area overlapping masks go to the higher index; region maps from grid proposals;
+# 3: entries named by image content, shared by every entry point).
+REGION_CACHE_VERSION = 3
 
 
 class SegmentationPipeline(nn.Module):
@@ -79,16 +65,17 @@ class SegmentationPipeline(nn.Module):
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
         """Segment a ``(3, H, W) uint8`` image; see `Prediction` for the shapes.
 
-        With a region cache and an `image_id`, the regions and their features are read
-        from (or written to) the cache.
+        With a region cache, the regions and their features are read from (or written to)
+        the cache under the image's content (`image_digest`); `image_id` names the image in errors.
         """
         if self.bank is None or self.segmenter is None:
             raise RuntimeError("set_bank() (and a segmenter for the vocabulary) must come before segmenting")
-        cached = self.region_cache.get(image_id) if self.region_cache and image_id is not None else None
+        key = image_digest(image) if self.region_cache else None
+        cached = self.region_cache.get(key) if key else None
         if cached is None:
             region_map, regions = self.regions(image, image_id)
-            if self.region_cache and image_id is not None:
-                self.region_cache.put(image_id, region_map, regions)
+            if key:
+                self.region_cache.put(key, region_map, regions)
         else:
             region_map, regions = cached
         device = next(self.featurizer.parameters()).device
@@ -120,42 +107,16 @@ class SegmentationPipeline(nn.Module):
         return region_map, regions
 
 
-def build_pipeline(cfg: DictConfig, class_names: list[str] | None, timer: StageTimer | None = None,
-                   region_cache: RegionCache | None = None) -> SegmentationPipeline:
-    """Build every stage that `cfg` names (the bank is set separately).
-
-    `class_names` is the vocabulary the segmenter needs (which class is background); None
-    leaves the segmenter to `build_segmenter` once the vocabulary is known. Without a
-    `region_cache`, one keyed by the data set is made if ``cache_regions`` is on.
-    """
-    register_builtin_stages()
-    # Cheap stages first, so a config mistake in them shows before model weights load.
-    matcher = build_stage(MATCHERS, cfg.matcher, "matcher")
-    segmenter = build_segmenter(cfg, class_names) if class_names is not None else None
-    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
-    proposer = build_stage(PROPOSERS, cfg.proposer, "proposer")
-    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer")
-    if region_cache is None and cfg.cache_regions:
-        region_cache = RegionCache(Path(cfg.cache_dir) / "regions" / region_cache_key(cfg))
-    return SegmentationPipeline(proposer, featurizer, encoder, matcher, segmenter, timer, region_cache)
+def image_digest(image: Tensor) -> str:
+    """A name for an image's pixels: the same image gets the same name from a data set, a file or an array."""
+    pixels = image.contiguous().cpu().numpy()
+    return "sha256-" + hashlib.sha256(pixels.tobytes() + str(tuple(image.shape)).encode()).hexdigest()[:32]
 
 
-def build_segmenter(cfg: DictConfig, class_names: list[str]) -> Segmenter:
-    """The segmenter for a vocabulary (its background rule needs the id of "background")."""
-    background = class_names.index("background") if "background" in class_names else None
-    return build_stage(SEGMENTERS, cfg.segmenter, "segmenter", background_id=background)
-
-
-def region_cache_key(cfg: DictConfig, images: dict | None = None) -> str:
-    """The hash of what the regions and their features depend on: the images, the test side and
-    the precision (left out at full precision, so earlier caches stay valid).
-
-    `images` names the images; by default the data set (name, root and split), whose image
-    ids then name the files.
-    """
-    images = images or {"data": {k: cfg.data[k] for k in ("name", "root", "split")}}
-    spec = {**images, **{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")},
-            "version": REGION_CACHE_VERSION}
+def region_cache_key(cfg: DictConfig) -> str:
+    """The hash of what the regions and their features depend on besides the image: the test
+    side and the precision (left out at full precision)."""
+    spec = {**{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}, "version": REGION_CACHE_VERSION}
     if str(cfg.trainer.precision) not in ("32-true", "32"):  # features differ in half precision
         spec["precision"] = str(cfg.trainer.precision)
     return config_hash(spec)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from torch import Tensor
 
-from rim_bench.types import ReferenceBank
-
-if TYPE_CHECKING:
-    from rim_bench.references.bank import BuildContext
+from rim_bench.types import BuildContext, ReferenceBank
 
 
 class RegionProposer(Protocol):
@@ -33,7 +30,9 @@ class RegionEncoder(Protocol):
 
 
 class ReferenceSource(Protocol):
-    def build(self, ctx: "BuildContext") -> ReferenceBank:
+    uses_synonyms: bool  # whether a class's synonyms change its references (else only its name is in the bank's key)
+
+    def build(self, ctx: BuildContext) -> ReferenceBank:
         """Make the bank for ``ctx.classes`` with the test side's featurizer and encoder (see `BuildContext`)."""
 
     def cache_spec(self, class_names: list[str]) -> dict:

@@ -1,13 +1,18 @@
 """Name → constructor registries for every stage; names are config values.
 
 Modeled on segment-anything's `sam_model_registry`: a plain mapping, filled by a
-decorator in the module that defines each stage. `build_stage` turns a config block
-(``name`` + that variant's parameters) into an object, and turns a bad parameter into
-an error that names the config key.
+decorator in the module that defines each stage. Each registry knows the packages its
+stages live in and imports their modules on the first lookup (and again when a name is
+not found, so a module added later is seen): adding a stage is one module with a
+`@REGISTRY.register("name")` class plus its block in configs/default.yaml, with no import
+list to keep. `build_stage` turns a config block (``name`` + that variant's parameters)
+into an object, and turns a bad parameter into an error that names the config key.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, Callable, Generic, TypeVar
 
 from omegaconf import DictConfig
@@ -19,11 +24,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named mapping from variant name to constructor, for one kind of stage."""
+    """A named mapping from variant name to constructor, for one kind of stage.
 
-    def __init__(self, kind: str) -> None:
+    Args:
+        kind: what the stages are, for error messages ("matcher").
+        packages: the modules or packages whose modules register these stages; a package's
+            modules are all imported (except those whose name starts with "_").
+    """
+
+    def __init__(self, kind: str, packages: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.packages = packages
         self._builders: dict[str, Callable[..., T]] = {}
+        self._imported: set[str] = set()
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(builder: Callable[..., T]) -> Callable[..., T]:
@@ -35,21 +48,42 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
+        self._fill()
         return sorted(self._builders)
 
     def get(self, name: str, key: str) -> Callable[..., T]:
+        if name not in self._builders:
+            self._fill()
         if name not in self._builders:
             raise ConfigError(f"{key}.name: unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
         return self._builders[name]
 
 
-PROPOSERS: Registry = Registry("region proposer")
-FEATURIZERS: Registry = Registry("dense featurizer")
-ENCODERS: Registry = Registry("region encoder")
-REFERENCE_SOURCES: Registry = Registry("reference source")
-MATCHERS: Registry = Registry("matcher")
-SEGMENTERS: Registry = Registry("segmenter")
-DATASETS: Registry = Registry("dataset")
+    def _fill(self) -> None:
+        """Import every not yet imported module of `packages` (their decorators register)."""
+        for package in self.packages:
+            for module in _modules(package):
+                if module not in self._imported:
+                    importlib.import_module(module)
+                    self._imported.add(module)
+
+
+def _modules(name: str) -> list[str]:
+    """`name` itself, and for a package each of its modules, found on its (possibly extended) path."""
+    module = importlib.import_module(name)
+    path = getattr(module, "__path__", None)
+    if path is None:
+        return [name]
+    return [name] + [f"{name}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+
+
+PROPOSERS: Registry = Registry("region proposer", ("rim_bench.proposals",))
+FEATURIZERS: Registry = Registry("dense featurizer", ("rim_bench.features",))
+ENCODERS: Registry = Registry("region encoder", ("rim_bench.features",))
+REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.references",))
+MATCHERS: Registry = Registry("matcher", ("rim_bench.matching",))
+SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.segmenter",))
+DATASETS: Registry = Registry("dataset", ("rim_bench.data",))
 
 
 def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:

@@ -1,49 +1,39 @@
-"""`rim-bench test`: evaluate one config on one benchmark and write its results.
+"""`rim-bench test`, `rim-bench build-bank` and `rim-bench check-data`: thin fronts over
+`RIMModule` and `BenchmarkDataModule` (`rim_bench.lit_module`) and `Assembly`.
 
-Steps: (1) resolve the config and seed everything; (2) open and check the data before
-any model is loaded; (3) build the stages; (4) build or load the reference bank;
-(5) run `Trainer.test`; (6) write metrics.json and config.yaml, print the tables.
+`run_test`: (1) resolve the config and pick the output folder; (2) open the data set
+(a wrong path fails before any model loads) and build the module, which builds its stages
+and bank in `setup`; (3) run `Trainer.test`; `ResultWriter` writes metrics.json and
+config.yaml and prints the tables.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-import warnings
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rim_bench.config import config_hash, resolve, result_spec, save_config
-from rim_bench.data.datamodule import SegmentationDataModule, build_dataset, class_list
+from rim_bench.assembly import Assembly, prepare
+from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset, class_list
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_write_json
-from rim_bench.lit_module import RIMTestModule
-from rim_bench.metrics import most_confused
-from rim_bench.pipeline import build_pipeline, register_builtin_stages
+from rim_bench.lit_module import RIMModule, quiet_lightning
 from rim_bench.references.bank import bank_summary
-from rim_bench.references.sources import bank_for_config
-from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
 OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
-LOGGERS = ("csv", "wandb")
-WANDB_MODES = ("offline", "online", "disabled")
 
 
 def run_test(cfg: DictConfig) -> dict:
     """Evaluate `cfg`; returns the content of the metrics.json it writes."""
-    wall_start = time.perf_counter()
-    # 1. Resolve and seed: every random draw below takes its seed from the config.
+    quiet_lightning()
     cfg = prepare(cfg)
-    rank, world_size = launched_rank()
+    _, world_size = launched_rank()
     if world_size > 1 and cfg.output_dir is None:
         raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
                           "so that every rank writes into the same folder (see docs/scaling.md)")
@@ -54,70 +44,20 @@ def run_test(cfg: DictConfig) -> dict:
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
-    timer = StageTimer()
 
-    # 2. Data first, so a wrong path fails before minutes of model loading.
-    with timer("data setup"):
-        dataset, classes = build_dataset(cfg.data)
-        class_names = [names[0] for names in classes]
-
-    # 3. The stages.
-    with timer("load models"):
-        pipeline = build_pipeline(cfg, class_names, timer)
-
-    # 4. The reference bank, cached under the hash of what makes it.
-    with timer("reference bank"):
-        device = build_device(cfg)
-        # Ranks started together (srun, torchrun) wait for rank 0's bank instead of all building it.
-        bank, bank_dir, hit = bank_for_config(
-            cfg, pipeline.featurizer.to(device), pipeline.encoder, classes, device, timer, rank=rank, wait=rank > 0
-        )
-        pipeline.set_bank(bank)
-    rank_zero_print(
-        f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}, {bank_dir}); {bank_summary(bank)}"
-    )
-
-    # 5. Test.
-    module = RIMTestModule(
-        pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
-        overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
-    )
-    loggers = _loggers(cfg, output_dir)
+    datamodule = BenchmarkDataModule.from_config(cfg.data)
+    datamodule.setup("test")  # here, before the Trainer starts other processes or any model loads
+    module = RIMModule(config=cfg)
     with lightning_settings():
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
             strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-            logger=loggers, default_root_dir=str(output_dir),
+            logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
             enable_checkpointing=False, enable_model_summary=False,
-            use_distributed_sampler=False,  # SegmentationDataModule shards without padding
         )
-    if trainer.world_size > len(dataset):
-        raise ConfigError(f"trainer: {trainer.world_size} processes for {len(dataset)} images; use at most "
-                          f"{len(dataset)} (trainer.devices x trainer.num_nodes)")
-    datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
-
-    # 6. Results.
-    res = module.results
-    metrics = {
-        "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
-        "per_class_iou": {n: _pct(v) for n, v in zip(class_names, res["iou"])},
-        "per_class_acc": {n: _pct(v) for n, v in zip(class_names, res["acc"])},
-        "num_images": int(res["num_images"]),
-        "most_confused": most_confused(res["confmat"], class_names),
-        "result_hash": config_hash(result_spec(cfg)),
-        "bank": {"path": str(bank_dir), "cached": hit, "num_references": len(bank)},
-    }
-    wall = time.perf_counter() - wall_start
-    metrics["seconds"] = {**timer.as_dict(), "total": round(wall, 3)}
-    if trainer.is_global_zero:
-        atomic_write_json(output_dir / "metrics.json", metrics)
-        save_config(cfg, output_dir / "config.yaml")
-        print(format_results(metrics, class_names))
-        print(f"\ntime breakdown\n{timer.table(wall)}")
-        print(f"\nresults: {output_dir}/metrics.json, config: {output_dir}/config.yaml")
-    return metrics
+    return module.metrics_json
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:
@@ -126,27 +66,23 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     With ``trainer.devices=N`` (and ``trainer.strategy=ddp``) the classes are shared among
     N processes, which store one shard per (class, subcategory); the first process assembles the bank once.
     """
-    wall_start = time.perf_counter()
-    cfg = prepare(cfg)
+    quiet_lightning()
     timer = StageTimer()
+    assembly = Assembly(cfg, timer)
+    cfg = assembly.cfg
     with lightning_settings():
         fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
                           num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
     fabric.launch()
-    classes = class_list(cfg.data)
-    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer").to(fabric.device)
-    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
-    bank, bank_dir, hit = bank_for_config(
-        cfg, featurizer, encoder, classes, fabric.device, timer,
-        rank=fabric.global_rank, world_size=fabric.world_size, barrier=fabric.barrier,
-    )
+    build = assembly.bank(class_list(cfg.data), fabric.device, rank=fabric.global_rank,
+                          world_size=fabric.world_size, barrier=fabric.barrier)
     if fabric.is_global_zero:
-        print(f"reference bank: {len(bank)} references ({'cached' if hit else 'built'}) in {bank_dir}")
-        print(bank_summary(bank))
-        if (bank_dir / "sheets").is_dir():
-            print(f"contact sheets: {bank_dir / 'sheets'}")
-        print(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")
-    return bank
+        print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}) in {build.path}")
+        print(bank_summary(build.bank))
+        if (build.path / "sheets").is_dir():
+            print(f"contact sheets: {build.path / 'sheets'}")
+        print(f"\ntime breakdown\n{timer.table(sum(timer.seconds.values()))}")
+    return build.bank
 
 
 def check_data(cfg: DictConfig) -> int:
@@ -163,31 +99,6 @@ def check_data(cfg: DictConfig) -> int:
     return 0
 
 
-def rank_zero_print(text: str) -> None:
-    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank == 0:
-        print(text)
-
-
-def format_results(metrics: dict, class_names: list[str]) -> str:
-    """The per-class IoU / accuracy table and the summary line."""
-    width = max(12, *(len(n) for n in class_names)) + 2
-    lines = [f"\n{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
-    for name in class_names:
-        iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
-        lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
-    if metrics["most_confused"]:
-        lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
-        lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
-    lines.append(
-        f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
-        f"({metrics['num_images']} images)"
-    )
-    return "\n".join(lines)
-
-
 def _loggers(cfg: DictConfig, output_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger
 
@@ -202,30 +113,13 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list:
     return loggers
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
-    """Resolve a copy of `cfg`, check its choices, register the stages and seed everything."""
-    _quiet_lightning()
-    register_builtin_stages()
-    cfg = resolve(cfg.copy())
-    _check_choices(cfg)
-    L.seed_everything(cfg.seed, verbose=False)
-    return cfg
-
-
 def launched_rank() -> tuple[int, int]:
     """This process's global rank and the world size when a launcher started every process
-    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise.
-    Processes Lightning starts itself run after rank 0 has built the bank, and read it."""
+    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise."""
     for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
         if rank_var in os.environ and size_var in os.environ:
             return int(os.environ[rank_var]), int(os.environ[size_var])
     return 0, 1
-
-
-def build_device(cfg: DictConfig) -> torch.device:
-    """Where to build references before the Trainer places the models: CUDA if it is allowed and there."""
-    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
@@ -235,23 +129,6 @@ def _finish_wandb(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()
-
-
-def _check_choices(cfg: DictConfig) -> None:
-    """Values with a fixed set of choices or a range that no stage constructor checks."""
-    for key, value, choices in (
-        ("logger", cfg.logger, LOGGERS),
-        ("wandb.mode", cfg.wandb.mode, WANDB_MODES),
-    ):
-        if value not in choices:
-            raise ConfigError(f"{key}: unknown '{value}' (choose {', '.join(choices)})")
-    for key, value, least in (
-        ("data.batch_size", cfg.data.batch_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
-        ("data.max_images", cfg.data.max_images, 1), ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
-        ("trainer.devices", cfg.trainer.devices, 1), ("save_overlays", cfg.save_overlays, 0),
-    ):
-        if isinstance(value, int) and value < least and not (key == "trainer.devices" and value == -1):
-            raise ConfigError(f"{key}: must be at least {least}, got {value}")  # devices=-1: all (Lightning's)
 
 
 @contextmanager
@@ -264,23 +141,3 @@ def lightning_settings():
     except (MisconfigurationException, ValueError, TypeError, ImportError) as e:  # ImportError: TPUs without torch_xla
         raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]} (check trainer.accelerator, "
                           "trainer.devices, trainer.strategy and trainer.precision)") from None
-
-
-def _pct(value) -> float | None:
-    """A [0, 1] tensor → percent rounded to 4 decimals; NaN (class absent) → None."""
-    v = float(value)
-    return None if v != v else round(100 * v, 4)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _quiet_lightning() -> None:
-    """Keep Lightning's start-up chatter out of the results; warnings that matter stay."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # One image per step by design; the loader worker count is the user's choice (data.num_workers).
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    # Raised inside Lightning 2.6 by torch 2.14's pytree; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")

@@ -8,9 +8,16 @@ number of regions in an image, K the number of references, C the number of class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
+
+from rim_bench.timing import StageTimer
+
+if TYPE_CHECKING:  # the protocols name these types; at run time any object with the signatures will do
+    from rim_bench.protocols import DenseFeaturizer, RegionEncoder
 
 IGNORE_INDEX = 255
 
@@ -87,3 +94,39 @@ class Prediction:
     region_map: Tensor
     scores: Tensor
     region_labels: Tensor
+
+
+@dataclass
+class BuildContext:
+    """What a reference source needs to build a bank.
+
+    Attributes:
+        featurizer, encoder: the test side's stages, so references and regions share features.
+        classes: the vocabulary, ``[[name, synonym, ...], ...]`` in label-id order.
+        device: where generative and segmentation models run.
+        work_dir: the bank's ``.partial`` folder (shards, contact sheets).
+        rank, world_size, barrier: this process's share of a sharded build, and a sync point.
+        timer: per-stage seconds.
+        store_root: where sources keep what outlives one bank (generated references).
+        feature_spec: the featurizer and pooling configs, part of every stored feature's key.
+    """
+
+    featurizer: "DenseFeaturizer"
+    encoder: "RegionEncoder"
+    classes: list[list[str]]
+    device: torch.device
+    work_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = lambda: None
+    timer: StageTimer = field(default_factory=StageTimer)
+    store_root: Path | None = None
+    feature_spec: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.store_root is None:
+            self.store_root = self.work_dir
+
+    @property
+    def class_names(self) -> list[str]:
+        return [names[0] for names in self.classes]

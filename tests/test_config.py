@@ -112,20 +112,41 @@ def test_stage_spec_selects_the_named_variant():
     assert stage_spec(cfg.matcher, "matcher") == {"name": "cosine", "aggregation": "max"}
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_shipped_config_builds(experiment: str, tmp_path: Path):
-    """Every stage and the reference source of each shipped experiment build (weights: tiny stand-ins)."""
-    from rim_bench.data.datamodule import class_list
-    from rim_bench.pipeline import build_pipeline
-    from rim_bench.references.sources import build_references
+TINY = ["featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny", "proposer.sam.model_type=tiny"]
+# Every shipped config file as the layers that use it: experiments alone; each method (baseline/)
+# over a benchmark; each shared piece (method/) as a layer; each sweep's first and last point.
+SHIPPED = (
+    [(f"experiment/{e}", [f"experiment={e}"], []) for e in EXPERIMENTS]
+    + [(f"baseline/{p.stem}", ["experiment=voc21"], [f"baseline/{p.stem}"])
+       for p in sorted((CONFIG_DIR / "baseline").glob("*.yaml"))]
+    + [(f"method/{p.stem}", ["experiment=voc21"], [f"method/{p.stem}"]) for p in sorted((CONFIG_DIR / "method").glob("*.yaml"))]
+    + [(f"sweep/{p.stem}", ["experiment=rim_voc21"], [f"sweep/{p.stem}"]) for p in sorted((CONFIG_DIR / "sweep").glob("*.yaml"))]
+)
 
-    cfg = resolve(load_config([f"experiment={experiment}", "featurizer.dinov2.model=tiny",
-                               "proposer.sam.model_type=tiny", f"references.exemplars.root={tmp_path}"]))
-    assert OmegaConf.to_yaml(cfg)  # fully resolvable
-    pipeline = build_pipeline(cfg, [names[0] for names in class_list(cfg.data)])
-    assert pipeline.featurizer.feature_dim > 0
-    source, spec = build_references(cfg.references)
-    assert spec["name"] == cfg.references.name
+
+@pytest.mark.parametrize("name, overrides, layers", SHIPPED, ids=[s[0] for s in SHIPPED])
+def test_every_shipped_config_builds(name: str, overrides: list[str], layers: list[str], tmp_path: Path):
+    """Every stage and the reference source of each shipped config build (weights: tiny stand-ins)."""
+    from rim_bench.assembly import Assembly
+    from rim_bench.config import as_overrides
+    from rim_bench.data.datamodule import class_list
+    from rim_bench.references.sources import build_references
+    from rim_bench.sweep import expand, load_sweep
+
+    configs = []
+    if name.startswith("sweep/"):
+        points = expand(load_sweep(name.split("/")[1]))
+        configs = [load_config([*overrides, *as_overrides(p), *TINY, f"references.exemplars.root={tmp_path}"])
+                   for p in (points[0], points[-1])]
+    else:
+        configs = [load_config([*overrides, *TINY, f"references.exemplars.root={tmp_path}"], layers=layers)]
+    for cfg in configs:
+        assembly = Assembly(cfg)
+        assert OmegaConf.to_yaml(assembly.cfg)  # fully resolvable
+        pipeline = assembly.pipeline([names[0] for names in class_list(assembly.cfg.data)])
+        assert pipeline.featurizer.feature_dim > 0
+        source, spec = build_references(assembly.cfg.references)
+        assert spec["name"] == assembly.cfg.references.name
 
 
 def test_tiny_model_settings_stay_out_of_keys_for_real_models():

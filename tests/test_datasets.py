@@ -19,69 +19,7 @@ from PIL import Image
 
 from rim_bench.data.datamodule import ShardSampler, build_dataset
 from rim_bench.errors import DataError
-
-# name: (class count, raw label values to draw from, raw value → expected class id)
-BENCHMARKS = {
-    "voc21": (21, [0, 1, 20, 255], {0: 0, 1: 1, 20: 20, 255: 255}),
-    "voc20": (20, [0, 1, 20, 255], {0: 255, 1: 0, 20: 19, 255: 255}),
-    "context60": (60, [0, 1, 59], {0: 0, 59: 59}),
-    "context59": (59, [0, 1, 59], {0: 255, 1: 0, 59: 58}),
-    "coco_object": (81, [0, 1, 80], {0: 0, 80: 80}),
-    "coco_stuff171": (171, [0, 170, 255], {0: 0, 170: 170, 255: 255}),
-    "ade20k": (150, [0, 1, 150], {0: 255, 1: 0, 150: 149}),
-    "cityscapes": (19, [0, 18, 255], {0: 0, 18: 18, 255: 255}),
-}
-
-
-def _save(path: Path, array: np.ndarray, palette: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(array)
-    if palette:
-        img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
-    img.save(path)
-
-
-def _paths(name: str, root: Path, image_id: str) -> tuple[Path, Path]:
-    """Where each benchmark keeps one image and its label (mmsegmentation's layouts)."""
-    if name in ("voc21", "voc20"):
-        base = root / "VOCdevkit/VOC2012"
-        return base / f"JPEGImages/{image_id}.jpg", base / f"SegmentationClass/{image_id}.png"
-    if name in ("context60", "context59"):
-        base = root / "VOCdevkit/VOC2010"
-        return base / f"JPEGImages/{image_id}.jpg", base / f"SegmentationClassContext/{image_id}.png"
-    if name == "coco_object":
-        base = root / "coco_stuff164k"
-        return base / f"images/val2017/{image_id}.jpg", base / f"annotations/val2017/{image_id}_instanceTrainIds.png"
-    if name == "coco_stuff171":
-        base = root / "coco_stuff164k"
-        return base / f"images/val2017/{image_id}.jpg", base / f"annotations/val2017/{image_id}_labelTrainIds.png"
-    if name == "ade20k":
-        base = root / "ADEChallengeData2016"
-        return base / f"images/validation/{image_id}.jpg", base / f"annotations/validation/{image_id}.png"
-    base = root / "cityscapes"
-    return (base / f"leftImg8bit/val/aachen/{image_id}_leftImg8bit.png",
-            base / f"gtFine/val/aachen/{image_id}_gtFine_labelTrainIds.png")
-
-
-def write_benchmark(name: str, root: Path, n: int = 3, size: tuple[int, int] = (21, 30)) -> list[str]:
-    """Write `n` images with labels drawn from the benchmark's raw values; returns the ids."""
-    rng = np.random.default_rng(0)
-    values = BENCHMARKS[name][1]
-    ids = [f"img_{i:03d}" for i in range(n)]
-    for image_id in ids:
-        image_path, label_path = _paths(name, root, image_id)
-        _save(image_path, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        label = np.array(values, dtype=np.uint8)[rng.integers(0, len(values), size)]
-        label[0, : len(values)] = values  # every raw value occurs
-        _save(label_path, label, palette=name.startswith("voc"))
-    split = {"voc21": "VOCdevkit/VOC2012/ImageSets/Segmentation", "voc20": "VOCdevkit/VOC2012/ImageSets/Segmentation",
-             "context60": "VOCdevkit/VOC2010/ImageSets/SegmentationContext",
-             "context59": "VOCdevkit/VOC2010/ImageSets/SegmentationContext"}.get(name)
-    if split:
-        (root / split).mkdir(parents=True, exist_ok=True)
-        (root / split / "val.txt").write_text("\n".join(ids) + "\n")
-    return ids
-
+from helpers import BENCHMARKS, write_benchmark
 
 def _dataset(name: str, root: Path, **data):
     return build_dataset(OmegaConf.create({"name": name, "root": str(root), "split": "val", "classes": None,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from rim_bench.assembly import Assembly
 from rim_bench.backbones.stable_diffusion import load_stable_diffusion
 from rim_bench.config import load_config, resolve
 from rim_bench.errors import ConfigError, DataError
@@ -17,9 +18,6 @@ from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
 )
 from rim_bench.references.diffusion import generate_with_attention, reference_seed
-from rim_bench.references.sources import bank_for_config
-from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
-from rim_bench.timing import StageTimer
 
 SUBCATEGORIES = """\
 background: [background, grey wall, brown floor]
@@ -135,12 +133,8 @@ def _cfg(tmp_path: Path, *overrides: str):
 
 
 def _bank(cfg, classes=CLASSES):
-    from rim_bench.pipeline import register_builtin_stages
-
-    register_builtin_stages()
-    featurizer = build_stage(FEATURIZERS, cfg.featurizer, "featurizer")
-    encoder = build_stage(ENCODERS, cfg.pooling, "pooling")
-    return bank_for_config(cfg, featurizer, encoder, classes, torch.device("cpu"), StageTimer())
+    build = Assembly(cfg).bank(classes)
+    return build.bank, build.path, build.cached
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from rim_bench.errors import ConfigError, DataError
 from rim_bench.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
 from rim_bench.metrics import confusion_matrix, most_confused
 from rim_bench.types import ReferenceBank
-from test_datasets import write_benchmark
+from helpers import write_benchmark
 
 TINY_RIM = [
     "featurizer.dinov2.model=tiny", "featurizer.dinov2.input_size=64", "featurizer.dinov2.window=48",
@@ -164,11 +164,10 @@ def test_nan_features_name_the_image(tmp_path: Path, monkeypatch):
 
 
 def test_bank_problems_are_config_errors(smoke_root: Path):
-    from rim_bench.config import load_config, resolve
-    from rim_bench.pipeline import build_pipeline
+    from rim_bench.assembly import Assembly
+    from rim_bench.config import load_config
 
-    cfg = resolve(load_config(["experiment=smoke"]))
-    pipeline = build_pipeline(cfg, ["background", "sun"])
+    pipeline = Assembly(load_config(["experiment=smoke"])).pipeline(["background", "sun"])
     with pytest.raises(ConfigError, match="have 5 dims but the featurizer gives 64: rebuild the bank"):
         pipeline.set_bank(_bank(torch.randn(3, 5), [0, 1, 1]))
     with pytest.raises(ConfigError, match="the reference bank is empty"):

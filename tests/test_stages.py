@@ -13,13 +13,12 @@ from rim_bench.data.classes import read_classes
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.features.dense import model_input_size
 from rim_bench.features.pooling import masked_average_pool
-from rim_bench.pipeline import register_builtin_stages
 from rim_bench.proposals.superpixels import SuperpixelProposer
-from rim_bench.references.bank import BuildContext, cached_bank
+from rim_bench.references.bank import cached_bank
 from rim_bench.references.exemplars import ExemplarReferences
 from rim_bench.registry import MATCHERS, build_stage
 from rim_bench.segmenter import PaintSegmenter, paint_labels, resolve_regions
-from rim_bench.types import ReferenceBank
+from rim_bench.types import BuildContext, ReferenceBank
 
 
 def _image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
@@ -157,7 +156,6 @@ def test_bank_cache_builds_once(tmp_path: Path):
 def test_registry_errors_name_the_key():
     from omegaconf import OmegaConf
 
-    register_builtin_stages()
     with pytest.raises(ConfigError, match=r"matcher\.name: unknown matcher 'nearest' \(known: cosine, prototype, random, rim\)"):
         build_stage(MATCHERS, OmegaConf.create({"name": "nearest"}), "matcher")
     bad = OmegaConf.create({"name": "rim", "rim": {"temperature": 0.1, "divergence": "kl2", "alpha": 0.0,

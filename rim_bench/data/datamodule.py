@@ -1,18 +1,24 @@
-"""The Lightning datamodule for test-only runs, with a sampler that never pads.
+"""Lightning datamodules for test-only runs, with a sampler that never pads.
 
 Lightning's default for multi-process testing is a `DistributedSampler`, which pads the
 last shard with duplicates so that every rank gets as many samples; duplicates would be
 scored twice. `ShardSampler` gives rank r the samples r, r + W, r + 2W, ...: every sample
-exactly once, shards differing in length by at most one.
+exactly once, shards differing in length by at most one. It is a `DistributedSampler`, so
+Lightning keeps it whatever the Trainer's ``use_distributed_sampler``.
+
+`BenchmarkDataModule("voc21", root="DATA")` opens a benchmark by name (the `DATASETS`
+registry); `ImageFolderDataModule` serves your own images for ``predict``.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import lightning as L
-from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from rim_bench.data.base import BenchmarkDataset
 from rim_bench.data.classes import read_classes
@@ -22,12 +28,6 @@ from rim_bench.types import Sample
 
 
 def _benchmark(data: DictConfig) -> type[BenchmarkDataset]:
-    import rim_bench.data.ade  # noqa: F401 - each module registers its benchmarks
-    import rim_bench.data.cityscapes  # noqa: F401
-    import rim_bench.data.coco  # noqa: F401
-    import rim_bench.data.context  # noqa: F401
-    import rim_bench.data.voc  # noqa: F401
-
     return DATASETS.get(data.name, "data")
 
 
@@ -50,21 +50,29 @@ def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     return _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes)), classes
 
 
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world_size, ...`` of a data set of `length` samples, in order."""
+class ShardSampler(DistributedSampler):
+    """Indices ``rank, rank + world_size, ...`` of a data set of `length` samples, in order.
+
+    A `DistributedSampler` by type only (no padding, no shuffling), so that Lightning does not
+    replace it.
+    """
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        Sampler.__init__(self)
         self.length = length
         self.rank = rank
-        self.world_size = world_size
+        self.num_replicas = self.world_size = world_size
+        self.shuffle, self.drop_last, self.seed, self.epoch = False, False, 0, 0
+        self.num_samples = len(range(rank, length, world_size))
+        self.total_size = length
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.length, self.world_size))
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
+        return self.num_samples
 
 
 def collate_samples(batch: list[Sample]) -> list[Sample]:
@@ -73,26 +81,111 @@ def collate_samples(batch: list[Sample]) -> list[Sample]:
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """Serves one test split, sharded across processes without duplicates.
-
-    The Trainer must be built with ``use_distributed_sampler=False`` so that Lightning
-    keeps our sampler.
+    """Serves one data set for test, validate and predict, sharded across processes without duplicates.
 
     Args:
-        dataset: the test set.
-        batch_size: samples per `test_step`.
+        dataset: the images (`Sample`s); None until `setup` opens it (subclasses).
+        batch_size: samples per step.
         num_workers: DataLoader worker processes.
+    Attributes:
+        classes: the vocabulary ``[[name, synonym, ...], ...]`` the model builds its bank for
+            (None: the model's config says).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> None:
+    classes: list[list[str]] | None = None
+
+    def __init__(self, dataset: Dataset | None = None, batch_size: int = 1, num_workers: int = 0) -> None:
         super().__init__()
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
 
+    def setup(self, stage: str | None = None) -> None:
+        world = self.trainer.world_size if self.trainer else 1
+        if self.dataset is not None and world > len(self.dataset):
+            raise ConfigError(f"trainer: {world} processes for {len(self.dataset)} images; use at most "
+                              f"{len(self.dataset)} (trainer.devices x trainer.num_nodes)")
+
     def test_dataloader(self) -> DataLoader:
+        if self.dataset is None:
+            self.setup("test")
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=ShardSampler(len(self.dataset), rank, world),
             num_workers=self.num_workers, collate_fn=collate_samples,
         )
+
+    val_dataloader = predict_dataloader = test_dataloader
+
+
+class BenchmarkDataModule(SegmentationDataModule):
+    """One benchmark's split, opened by name.
+
+    Args:
+        name: a benchmark (``voc21``, ``context59``, ``smoke``, ...; see configs/default.yaml ``data.name``).
+        root: the folder holding the benchmark's folder (or that folder); for ``smoke``, null is
+            its folder in the cache (generated on first use).
+        split: the split file's name.
+        classes: a class file (shipped name or path); null is the benchmark's own.
+        max_images: the first N images only.
+        batch_size, num_workers: as for the DataLoader.
+    """
+
+    def __init__(self, name: str = "smoke", root: str | None = None, split: str = "val", classes: str | None = None,
+                 max_images: int | None = None, batch_size: int = 1, num_workers: int = 0) -> None:
+        super().__init__(None, batch_size, num_workers)
+        if root is None and name == "smoke":
+            from rim_bench.config import load_config, resolve
+
+            root = resolve(load_config(["experiment=smoke"])).data.root
+        self.data = OmegaConf.create({"name": name, "root": None if root is None else str(root), "split": split,
+                                      "classes": classes, "max_images": max_images,
+                                      "batch_size": batch_size, "num_workers": num_workers})
+        self.classes = class_list(self.data)  # cheap: a fixed vocabulary file; a bad name fails here
+
+    @classmethod
+    def from_config(cls, data: DictConfig) -> "BenchmarkDataModule":
+        """From a config's ``data`` block."""
+        return cls(data.name, data.root, data.split, data.classes, data.max_images, data.batch_size, data.num_workers)
+
+    def data_config(self) -> dict[str, Any]:
+        """The ``data`` block this module serves, for the model's saved config."""
+        return OmegaConf.to_container(self.data)
+
+    def setup(self, stage: str | None = None) -> None:
+        # The layout checks, so that a wrong path fails before any model loads.
+        if self.dataset is None:
+            self.dataset, _ = build_dataset(self.data)
+        super().setup(stage)
+
+
+class ImageFolderDataModule(SegmentationDataModule):
+    """Your own images with your class names, for ``predict`` (label maps, no scores).
+
+    Args:
+        images: files, folders and glob patterns (as `rim-bench segment` takes them).
+        classes: comma-separated class names, label id order (``"cat,dog,sofa"``).
+    """
+
+    def __init__(self, images: list[str], classes: str, batch_size: int = 1, num_workers: int = 0) -> None:
+        from rim_bench.api import parse_vocabulary
+        from rim_bench.segment_images import find_images, output_names
+
+        paths = find_images(list(images))
+        super().__init__(ImageFiles(paths, output_names(paths)), batch_size, num_workers)
+        self.classes = parse_vocabulary(classes.split(",") if classes.strip() else [])
+
+
+class ImageFiles(Dataset):
+    """Images without labels: `Sample`s whose label is empty and whose id is a file-safe name."""
+
+    def __init__(self, paths: list[Path], names: list[str]) -> None:
+        self.paths, self.names = paths, names
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Sample:
+        from rim_bench.data.base import load_rgb  # a DataError naming the file if it cannot be read
+
+        return Sample(load_rgb(self.paths[index]), torch.zeros(0, 0, dtype=torch.long), self.names[index])

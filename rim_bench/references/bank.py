@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,50 +25,12 @@ from safetensors.torch import save_file
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
 from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, safe_name
-from rim_bench.protocols import DenseFeaturizer, RegionEncoder
-from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
 
 TENSORS = "bank.safetensors"
 METADATA = "bank.json"
 KEY = "key.json"
 BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark's bank should take
-
-
-@dataclass
-class BuildContext:
-    """What a reference source needs to build a bank.
-
-    Attributes:
-        featurizer, encoder: the test side's stages, so references and regions share features.
-        classes: the vocabulary, ``[[name, synonym, ...], ...]`` in label-id order.
-        device: where generative and segmentation models run.
-        work_dir: the bank's ``.partial`` folder (shards, contact sheets).
-        rank, world_size, barrier: this process's share of a sharded build, and a sync point.
-        timer: per-stage seconds.
-        store_root: where sources keep what outlives one bank (generated references).
-        feature_spec: the featurizer and pooling configs, part of every stored feature's key.
-    """
-
-    featurizer: DenseFeaturizer
-    encoder: RegionEncoder
-    classes: list[list[str]]
-    device: torch.device
-    work_dir: Path
-    rank: int = 0
-    world_size: int = 1
-    barrier: Callable[[], None] = lambda: None
-    timer: StageTimer = field(default_factory=StageTimer)
-    store_root: Path | None = None
-    feature_spec: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.store_root is None:
-            self.store_root = self.work_dir
-
-    @property
-    def class_names(self) -> list[str]:
-        return [names[0] for names in self.classes]
 
 
 def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:

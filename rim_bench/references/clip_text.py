@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from rim_bench.errors import ConfigError, ParamError
-from rim_bench.references.bank import BuildContext
 from rim_bench.registry import REFERENCE_SOURCES
-from rim_bench.types import ReferenceBank
+from rim_bench.types import BuildContext, ReferenceBank
 
 
 @REFERENCE_SOURCES.register("clip_text")
@@ -35,7 +34,7 @@ class ClipTextReferences:
         if bad:
             raise ParamError("templates", f"{bad[0]!r} must hold exactly one '{{}}' where the class name goes")
         self.templates = templates
-        self.synonyms = synonyms
+        self.synonyms = self.uses_synonyms = synonyms
 
     def cache_spec(self, class_names: list[str]) -> dict:
         return {}  # templates and names are in the config and the vocabulary, both in the key

@@ -44,11 +44,11 @@ from rim_bench.io import atomic_path, atomic_write_json, safe_name
 from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
 )
-from rim_bench.references.bank import BuildContext, load_shard, save_shard
+from rim_bench.references.bank import load_shard, save_shard
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES
-from rim_bench.types import ReferenceBank
+from rim_bench.types import BuildContext, ReferenceBank
 
 MASK_SOURCES = ("sam", "attention")
 REPORT = "references.json"  # per class: references kept and dropped
@@ -64,6 +64,8 @@ def reference_seed(seed: int, class_name: str, subcategory: str, index: int) -> 
 @REFERENCE_SOURCES.register("diffusion")
 class DiffusionReferences:
     """Reference bank from generated images (RIM's references). Parameters: see configs/default.yaml."""
+
+    uses_synonyms = True  # a class's synonyms pick the word whose attention locates it
 
     def __init__(
         self, model: str, tiny: dict, subcategories: str | None, n_subcategories: int | None,

@@ -20,9 +20,8 @@ from tqdm import tqdm
 
 from rim_bench.data.base import load_rgb
 from rim_bench.errors import DataError, ParamError
-from rim_bench.references.bank import BuildContext
 from rim_bench.registry import REFERENCE_SOURCES
-from rim_bench.types import ReferenceBank
+from rim_bench.types import BuildContext, ReferenceBank
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = "_mask.png"
@@ -45,6 +44,8 @@ class ExemplarReferences:
         n_subcategories: use the first K subcategories of each class, sorted by name; null = all.
         images_per_subcategory: use the first N images of each subcategory; null = all.
     """
+
+    uses_synonyms = False  # folders are named by class name: a bank for the same names is the same bank
 
     def __init__(self, root: str | None, n_subcategories: int | None, images_per_subcategory: int | None) -> None:
         if root is None:

@@ -1,6 +1,6 @@
 """From the config to a cached reference bank: one source, or several mixed.
 
-`bank_for_config` is what `rim-bench test` and `rim-bench build-bank` both call.
+`bank_for_config` is what `Assembly.bank` (every entry point's bank) calls.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from rim_bench.config import key_spec, references_spec
 from rim_bench.errors import ConfigError
 from rim_bench.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
-from rim_bench.references.bank import BuildContext, cached_bank, concat_banks
+from rim_bench.references.bank import cached_bank, concat_banks
 from rim_bench.registry import REFERENCE_SOURCES, build_stage
 from rim_bench.timing import StageTimer
-from rim_bench.types import ReferenceBank
+from rim_bench.types import BuildContext, ReferenceBank
 
 
 class MixedReferences:
@@ -26,6 +26,7 @@ class MixedReferences:
 
     def __init__(self, sources: list[ReferenceSource]) -> None:
         self.sources = sources
+        self.uses_synonyms = any(s.uses_synonyms for s in sources)
 
     def cache_spec(self, class_names: list[str]) -> dict:
         return {"parts": [s.cache_spec(class_names) for s in self.sources]}
@@ -37,10 +38,6 @@ class MixedReferences:
 
 def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
     """The source that ``references.name`` selects, and the config part of its cache key."""
-    import rim_bench.references.clip_text  # noqa: F401 - registers "clip_text"
-    import rim_bench.references.diffusion  # noqa: F401 - registers "diffusion"
-    import rim_bench.references.exemplars  # noqa: F401 - registers "exemplars"
-
     if block.name != "mixed":
         return build_stage(REFERENCE_SOURCES, block, "references"), references_spec(block)
     names = list(block.mixed.sources)
@@ -58,7 +55,8 @@ def bank_for_config(
     """Load the bank that `cfg` describes from the cache, or build (a share of) it.
 
     The cache key holds the featurizer, the pooling, the reference source's config and
-    content (files, subcategory phrases) and the vocabulary with its synonyms. With `wait`,
+    content (files, subcategory phrases) and the vocabulary (with its synonyms where the source
+    reads them: `rim-bench segment --classes a,b` then finds the bank `rim-bench test` built). With `wait`,
     another process builds it and this one waits (see `cached_bank`).
     """
     source, spec = build_references(cfg.references)
@@ -68,7 +66,7 @@ def bank_for_config(
         "pooling": key_spec(cfg.pooling, "pooling"),
         "references": spec,
         "content": source.cache_spec(class_names),
-        "classes": classes,
+        "classes": classes if source.uses_synonyms else class_names,
     }
 
     def build(work_dir: Path) -> ReferenceBank:
