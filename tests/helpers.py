@@ -24,7 +24,7 @@ BENCHMARKS = {
 }
 
 
-def _save(path: Path, array: np.ndarray, palette: bool = False) -> None:
+def save_image(path: Path, array: np.ndarray, palette: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(array)
     if palette:
@@ -32,7 +32,7 @@ def _save(path: Path, array: np.ndarray, palette: bool = False) -> None:
     img.save(path)
 
 
-def _paths(name: str, root: Path, image_id: str) -> tuple[Path, Path]:
+def benchmark_paths(name: str, root: Path, image_id: str) -> tuple[Path, Path]:
     """Where each benchmark keeps one image and its label (mmsegmentation's layouts)."""
     if name in ("voc21", "voc20"):
         base = root / "VOCdevkit/VOC2012"
@@ -60,11 +60,11 @@ def write_benchmark(name: str, root: Path, n: int = 3, size: tuple[int, int] = (
     values = BENCHMARKS[name][1]
     ids = [f"img_{i:03d}" for i in range(n)]
     for image_id in ids:
-        image_path, label_path = _paths(name, root, image_id)
-        _save(image_path, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        image_path, label_path = benchmark_paths(name, root, image_id)
+        save_image(image_path, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
         label = np.array(values, dtype=np.uint8)[rng.integers(0, len(values), size)]
         label[0, : len(values)] = values  # every raw value occurs
-        _save(label_path, label, palette=name.startswith("voc"))
+        save_image(label_path, label, palette=name.startswith("voc"))
     split = {"voc21": "VOCdevkit/VOC2012/ImageSets/Segmentation", "voc20": "VOCdevkit/VOC2012/ImageSets/Segmentation",
              "context60": "VOCdevkit/VOC2010/ImageSets/SegmentationContext",
              "context59": "VOCdevkit/VOC2010/ImageSets/SegmentationContext"}.get(name)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from rim_bench.data.datamodule import ShardSampler, build_dataset
 from rim_bench.errors import DataError
-from helpers import BENCHMARKS, write_benchmark
+from helpers import BENCHMARKS, benchmark_paths, save_image, write_benchmark
 
 def _dataset(name: str, root: Path, **data):
     return build_dataset(OmegaConf.create({"name": name, "root": str(root), "split": "val", "classes": None,
@@ -73,16 +73,16 @@ def test_missing_split_file(tmp_path: Path):
 
 def test_image_without_label(tmp_path: Path):
     ids = write_benchmark("coco_object", tmp_path)
-    _paths("coco_object", tmp_path, ids[1])[1].unlink()
+    benchmark_paths("coco_object", tmp_path, ids[1])[1].unlink()
     with pytest.raises(DataError, match=rf"image '{ids[1]}.jpg' has no label: .*_instanceTrainIds.png' not found"):
         _dataset("coco_object", tmp_path)
 
 
 def test_corrupt_image_label_out_of_range_and_size_mismatch(tmp_path: Path):
     ids = write_benchmark("voc21", tmp_path, n=4)
-    _paths("voc21", tmp_path, ids[0])[0].write_bytes(b"not a jpeg")
-    _save(_paths("voc21", tmp_path, ids[1])[1], np.full((21, 30), 30, dtype=np.uint8))
-    _save(_paths("voc21", tmp_path, ids[2])[1], np.zeros((20, 30), dtype=np.uint8))
+    benchmark_paths("voc21", tmp_path, ids[0])[0].write_bytes(b"not a jpeg")
+    save_image(benchmark_paths("voc21", tmp_path, ids[1])[1], np.full((21, 30), 30, dtype=np.uint8))
+    save_image(benchmark_paths("voc21", tmp_path, ids[2])[1], np.zeros((20, 30), dtype=np.uint8))
     dataset, _ = _dataset("voc21", tmp_path)  # layout is fine: these show when read
     with pytest.raises(DataError, match=rf"{ids[0]}.jpg' cannot be read as an image"):
         dataset[0]
@@ -102,7 +102,7 @@ def test_check_data_command(tmp_path: Path):
     )
     ok = run()
     assert ok.returncode == 0 and "ok: 3 images" in ok.stdout and "150 classes" in ok.stdout
-    _save(_paths("ade20k", tmp_path, "img_001")[1], np.full((21, 30), 200, dtype=np.uint8))
+    save_image(benchmark_paths("ade20k", tmp_path, "img_001")[1], np.full((21, 30), 200, dtype=np.uint8))
     bad = run()
     assert bad.returncode == 2 and "values [200] outside the 150 classes" in bad.stdout
     assert "Traceback" not in bad.stderr  # above it: the progress bar
@@ -130,7 +130,7 @@ def test_voc_benchmark_end_to_end_scores_at_label_size(tmp_path: Path):
                (Path(__file__).parent.parent / "rim_bench/data/classes/voc21.txt").read_text().splitlines()]
     rng = np.random.default_rng(1)
     for name in classes:
-        _save(exemplars / name / "default" / "0.jpg", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+        save_image(exemplars / name / "default" / "0.jpg", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
     out = tmp_path / "out"
     assert main(["test", "experiment=smoke", "data.name=voc21", f"data.root={tmp_path / 'data'}",
                  f"references.exemplars.root={exemplars}", f"output_dir={out}", "save_predictions=true"]) == 0
