@@ -19,9 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from rim_bench.config_index import help_listing
 from rim_bench.errors import RimBenchError
 
 EXIT_USER_ERROR = 2
+# What each command's --help lists besides the config keys.
+LISTINGS = {"sweep": ("experiment", "sweep"), "compare": ("experiment", "baseline")}
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
@@ -40,9 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in CONFIG_COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=help_listing(
+            *LISTINGS.get(name, ("experiment",))), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
-    segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)")
+    segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)",
+                                  epilog=help_listing("experiment"), formatter_class=argparse.RawDescriptionHelpFormatter)
     segment.add_argument("inputs", nargs="+", metavar="IMAGE|key=value",
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")

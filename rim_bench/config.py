@@ -23,9 +23,9 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rim_bench.config_index import CONFIG_DIR
 from rim_bench.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value changes a result; everything else (output paths, loggers, devices,

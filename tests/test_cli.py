@@ -53,3 +53,19 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
                  f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, listed", [
+    ("test", ["smoke", "rim_voc21", "matcher.*", "trainer.*", "save_predictions"]),
+    ("sweep", ["rim_voc21", "sweeps (sweep=NAME): fig5, rim_matching"]),
+    ("compare", ["methods (methods=[a,b]): clip_dense, clip_text, cosine"]),
+    ("segment", ["experiments (experiment=NAME)", "proposer.*"]),
+])
+def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
+    code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')" % command)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    text = " ".join(result.stdout.split())  # the listing is wrapped
+    assert result.returncode == 0 and text.endswith("no torch"), result.stderr
+    for item in listed:
+        assert item in text, item
