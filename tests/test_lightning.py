@@ -11,7 +11,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from rim_bench.cli import main

@@ -4,12 +4,15 @@ A bank is cached under ``<cache_dir>/banks/<key>/`` where the key hashes everyth
 changes its content: the featurizer, the pooling, the reference source's config and
 files, and the vocabulary. It is built in ``<key>.partial/`` (contact sheets, reports) and
 renamed to ``<key>/`` when complete, so a reader never sees a partial bank. What outlives
-one bank (generated references, reused by banks over other subcategory counts) lives in
-``<cache_dir>/references/``.
+one bank lives beside it, in shards of one (class, subcategory) each (`shard_path`):
+generated references, reused by banks over other subcategory counts, in
+``<cache_dir>/references/<key>/``, and the generated images and attention maps they come
+from in ``<cache_dir>/generated/<key>/``. This module is the one home of those stores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -180,3 +183,9 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any
 def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+
+
+def shard_path(store: Path, names: list[str], subcategory: str) -> Path:
+    """A (class, subcategory) shard in a store of generated references or images; the class's synonyms are in the name since they pick its word."""
+    digest = hashlib.sha256(json.dumps([names, subcategory]).encode()).hexdigest()[:16]
+    return store / safe_name(names[0]) / f"{digest}.safetensors"

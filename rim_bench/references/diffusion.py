@@ -17,35 +17,31 @@ everything that makes a reference except the subcategory list and count. A bank 
 assembled from the shards of its first K subcategories: a bank for fewer subcategories
 generates nothing, one for more generates only the new ones, an interrupted build
 resumes at the first missing subcategory, and several processes share the classes.
-The images and attention maps themselves are stored apart, under
-``<cache_dir>/generated/<key>/`` with a key of what makes them alone (model,
-prompt, size, steps, guidance, seed, and the device type, since CUDA generates in fp16):
-a bank for another τ, mask source or featurizer thresholds and segments the same images
-again instead of generating them (about 1.3 MB per 512 px image with its map).
+The images and attention maps themselves (steps 1 and 2, `rim_bench.references.generation`)
+are stored apart, so a bank for another τ, mask source or featurizer thresholds and
+segments the same images again instead of generating them. Steps 3 to 5 are `_subcategory`.
 Dropped references are counted per class and reported, never silently lost.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from PIL import Image
+from tqdm import tqdm
 
 from rim_bench.config import config_hash, drop_unused_tiny
 from rim_bench.errors import ParamError
 from rim_bench.io import atomic_path, atomic_write_json, safe_name
-from rim_bench.references.attention import (
-    AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
-)
-from rim_bench.references.bank import load_shard, save_shard
+from rim_bench.references.attention import binarize, class_word, sam_prompt
+from rim_bench.references.bank import load_shard, save_shard, shard_path
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
+from rim_bench.references.generation import (
+    GENERATION_KEY, generate_with_attention, reference_seed, stored_generations,
+)
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES
 from rim_bench.types import BuildContext, ReferenceBank
@@ -53,12 +49,6 @@ from rim_bench.types import BuildContext, ReferenceBank
 MASK_SOURCES = ("sam", "attention")
 REPORT = "references.json"  # per class: references kept and dropped
 SAM_PROMPTS = ("box", "points", "box_points")
-
-
-def reference_seed(seed: int, class_name: str, subcategory: str, index: int) -> int:
-    """A seed for one reference image that does not depend on build order or sharding."""
-    digest = hashlib.sha256(f"{seed}|{class_name}|{subcategory}|{index}".encode()).hexdigest()
-    return int(digest[:8], 16) & 0x7FFFFFFF
 
 
 @REFERENCE_SOURCES.register("diffusion")
@@ -135,7 +125,7 @@ class DiffusionReferences:
 
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
-        path = _shard_path(store, names, sub)
+        path = shard_path(store, names, sub)
         if path.is_file():
             with Image.open(path.with_suffix(".png")) as strip:
                 return strip.convert("RGB")
@@ -176,32 +166,15 @@ class DiffusionReferences:
         ones and a bank never depends on what was generated before.
         """
         device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
-        spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
-        path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
-        images = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
-        maps = torch.zeros(0, self.image_size, self.image_size, dtype=torch.float16)
-        stored: list[int] = []
-        if path.is_file():
-            tensors, info = load_shard(path)
-            stored = info.get("seeds") or []
-            if stored[:len(seeds)] == seeds[:len(stored)]:  # the same first images, fewer or more
-                images, maps = tensors["images"].numpy(), tensors["maps"]
-            else:
-                stored = []
-        if len(stored) < len(seeds):
-            pipe = self._generator(ctx.device)
-            new = []
+        spec = drop_unused_tiny({k: getattr(self, k) for k in GENERATION_KEY})
+        path = shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+
+        def generate(seed: int) -> tuple[np.ndarray, torch.Tensor]:
             with ctx.timer("generation"):
-                for seed in seeds[len(stored):]:
-                    new.append(generate_with_attention(
-                        pipe, prompt, word, [seed], self.image_size, self.steps, self.guidance, self.resolutions
-                    ))
-            images = np.concatenate([images, *(image for image, _ in new)])
-            maps = torch.cat([maps, *(m.half() for _, m in new)])
-            stored = seeds
-            save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
-                       {"prompt": prompt, "word": word, "seeds": stored})
-        return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
+                return generate_with_attention(self._generator(ctx.device), prompt, word, [seed], self.image_size,
+                                               self.steps, self.guidance, self.resolutions)
+
+        return stored_generations(path, prompt, word, seeds, self.image_size, generate)
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
                  binary: np.ndarray) -> np.ndarray:
@@ -231,38 +204,8 @@ class DiffusionReferences:
         return self._sam
 
 
-@torch.no_grad()
-def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size: int, steps: int,
-                            guidance: float, resolutions: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
-    """Generate one image per seed and the class word's attention map of each.
-
-    Returns:
-        ``(B, size, size, 3) uint8`` images and ``(B, size, size)`` float maps in [0, 1] (CPU).
-    """
-    device = pipe.device
-    indices = word_token_indices(pipe.tokenizer, prompt, word)
-    store = AttentionStore([indices] * len(seeds), resolutions, guided=guidance > 1.0)
-    generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-    with capture_cross_attention(pipe.unet, store):
-        out = pipe([prompt] * len(seeds), height=size, width=size, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=generators, output_type="np")
-    images = (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
-    return images, store.maps((size, size)).cpu()
-
-
 # Parameters that choose which references a bank takes, not how one is made.
 _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
-# Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
-# not the number of images per subcategory: more images are appended to the stored ones.
-_GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed")
-
-
-def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:
-    """A (class, subcategory) shard; the class's synonyms are in the name since they pick its word."""
-    digest = hashlib.sha256(json.dumps([names, subcategory]).encode()).hexdigest()[:16]
-    return store / safe_name(names[0]) / f"{digest}.safetensors"
-
-
 def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
     """The bank of every class's listed subcategories (named ``class/subcategory``), and per
     class the references kept and dropped."""
@@ -270,7 +213,7 @@ def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]
     for class_id, names in enumerate(classes):
         kept = dropped = 0
         for sub in table[names[0]]:
-            tensors, info = load_shard(_shard_path(store, names, sub))
+            tensors, info = load_shard(shard_path(store, names, sub))
             count = len(tensors["features"])
             features.append(tensors["features"])
             class_ids.append(torch.full((count,), class_id, dtype=torch.long))

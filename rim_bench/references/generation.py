@@ -1,0 +1,82 @@
+"""Steps 1 and 2 of a generated reference: a Stable Diffusion image and its class word's
+cross-attention map, each from a seed of its own, stored once.
+
+The images and maps of one (class, subcategory) are stored under
+``<cache_dir>/generated/<key>/`` (`rim_bench.references.bank` keeps the layout) with a key of
+what makes them alone (`GENERATION_KEY`, and the device type, since CUDA generates in fp16):
+a bank for another τ, mask source or featurizer thresholds and segments the same images
+again instead of generating them (about 1.3 MB per 512 px image with its map).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rim_bench.references.attention import AttentionStore, capture_cross_attention, word_token_indices
+from rim_bench.references.bank import load_shard, save_shard
+
+# Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
+# not the number of images per subcategory: more images are appended to the stored ones.
+GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed")
+
+
+
+def reference_seed(seed: int, class_name: str, subcategory: str, index: int) -> int:
+    """A seed for one reference image that does not depend on build order or sharding."""
+    digest = hashlib.sha256(f"{seed}|{class_name}|{subcategory}|{index}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@torch.no_grad()
+def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size: int, steps: int,
+                            guidance: float, resolutions: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
+    """Generate one image per seed and the class word's attention map of each.
+
+    Returns:
+        ``(B, size, size, 3) uint8`` images and ``(B, size, size)`` float maps in [0, 1] (CPU).
+    """
+    device = pipe.device
+    indices = word_token_indices(pipe.tokenizer, prompt, word)
+    store = AttentionStore([indices] * len(seeds), resolutions, guided=guidance > 1.0)
+    generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+    with capture_cross_attention(pipe.unet, store):
+        out = pipe([prompt] * len(seeds), height=size, width=size, num_inference_steps=steps,
+                   guidance_scale=guidance, generator=generators, output_type="np")
+    images = (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
+    return images, store.maps((size, size)).cpu()
+
+
+def stored_generations(path: Path, prompt: str, word: str, seeds: list[int], image_size: int,
+                       generate: Callable[[int], tuple[np.ndarray, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:
+    """The images and attention maps for `seeds`, read from the shard at `path`, the missing
+    ones made by ``generate(seed)`` (one at a time: batching changes a few pixels) and stored.
+
+    Seeds do not depend on how many images are asked for, so asking for more generates only
+    the new ones and a bank never depends on what was generated before.
+
+    Returns:
+        ``(len(seeds), size, size, 3) uint8`` images and ``(len(seeds), size, size)`` float maps.
+    """
+    images = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+    maps = torch.zeros(0, image_size, image_size, dtype=torch.float16)
+    stored: list[int] = []
+    if path.is_file():
+        tensors, info = load_shard(path)
+        stored = info.get("seeds") or []
+        if stored[:len(seeds)] == seeds[:len(stored)]:  # the same first images, fewer or more
+            images, maps = tensors["images"].numpy(), tensors["maps"]
+        else:
+            stored = []
+    if len(stored) < len(seeds):
+        new = [generate(seed) for seed in seeds[len(stored):]]
+        images = np.concatenate([images, *(image for image, _ in new)])
+        maps = torch.cat([maps, *(m.half() for _, m in new)])
+        stored = seeds
+        save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
+                   {"prompt": prompt, "word": word, "seeds": stored})
+    return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
