@@ -148,7 +148,8 @@ class RIM:
         if not self.classes:
             raise ConfigError("no vocabulary: call set_vocabulary([...class names...]) before segment()")
         pixels = to_image_tensor(image)
-        prediction = self.pipeline(pixels.to(self.device), image_id=str(image) if isinstance(image, (str, Path)) else None)
+        name = str(image) if isinstance(image, (str, Path)) else None  # for error messages
+        prediction = self.pipeline(pixels.to(self.device), image_id=name)
         return SegmentationResult(pixels, prediction.label_map.cpu(), prediction.region_map.cpu(),
                                   prediction.scores.cpu(), prediction.region_labels.cpu(), self.class_names)
 

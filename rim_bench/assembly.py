@@ -8,9 +8,10 @@ together in one place, under one cache layout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -102,7 +103,9 @@ class Assembly:
         """
         from rim_bench.references.sources import bank_for_config
 
-        featurizer = self.featurizer.to(device)
+        featurizer = self.featurizer
+        if isinstance(featurizer, torch.nn.Module):  # the pipeline's featurizer too: it stays where it is built
+            featurizer.to(device)
         bank, path, hit = bank_for_config(cfg or self.cfg, featurizer, self.encoder, classes, torch.device(device),
                                           self.timer, rank=rank, world_size=world_size, barrier=barrier, wait=wait)
         return BankBuild(bank, path, hit)
@@ -119,7 +122,7 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
     merged = config.copy()
     OmegaConf.set_struct(merged, True)
     try:
-        return OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted))
+        return cast(DictConfig, OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted)))
     except Exception as e:
         raise ConfigError(f"cannot apply {dotted}: {str(e).splitlines()[0]}") from None
 

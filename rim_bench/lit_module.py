@@ -56,11 +56,12 @@ class RIMModule(L.LightningModule):
         self.pipeline: SegmentationPipeline | None = None
         self.classes: list[list[str]] = []
         self.bank_build: BankBuild | None = None
-        self.results: dict[str, Any] | None = None
+        self.results: dict[str, Any] | None = None  # the last scored epoch's scores (tensors)
+        self.metrics_json: dict[str, Any] | None = None  # and its metrics.json (`run_metrics`)
         self._scored: set[str] = set()
 
     @classmethod
-    def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> "RIMModule":
+    def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> RIMModule:
         """From an experiment name, a YAML path or a config; overrides by dotted key
         (``**{"matcher.rim.temperature": 0.1}``, or ``matcher__rim__temperature=0.1``)."""
         if isinstance(config, DictConfig):
@@ -86,10 +87,10 @@ class RIMModule(L.LightningModule):
         """
         if self.pipeline is not None:
             return
-        from rim_bench.data.datamodule import class_list
+        from rim_bench.data.datamodule import BenchmarkDataModule, class_list
 
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if hasattr(datamodule, "data_config"):  # the benchmark tested is the datamodule's: say so in config.yaml
+        if isinstance(datamodule, BenchmarkDataModule):  # the benchmark tested is the datamodule's: config.yaml says so
             self.cfg.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())
         self.classes = getattr(datamodule, "classes", None) or class_list(self.cfg.data)
         with self.timer("load models"):
@@ -104,6 +105,8 @@ class RIMModule(L.LightningModule):
                          f"{build.path}); {bank_summary(build.bank)}")
 
     def forward(self, sample: Sample) -> Prediction:
+        if self.pipeline is None:
+            raise RuntimeError("RIMModule: setup() builds the pipeline; run it through a Trainer or call setup('test')")
         return self.pipeline(sample.image, sample.image_id)
 
     # -- test and validate: scored ---------------------------------------------------------
@@ -114,10 +117,10 @@ class RIMModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._start_scoring("val")
 
-    def test_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:
+    def test_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
         return self._score(batch)
 
-    def validation_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:
+    def validation_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
         return self._score(batch)
 
     def on_test_epoch_end(self) -> None:
@@ -153,7 +156,8 @@ class RIMModule(L.LightningModule):
         return done
 
     def _finish_scoring(self) -> None:
-        leader: SegmentationScore = self.scores["mIoU"]  # holds the collection's one confusion matrix
+        leader = self.scores["mIoU"]  # holds the collection's one confusion matrix
+        assert isinstance(leader, SegmentationScore)
         self.results = {k: v.cpu() for k, v in leader.all_scores().items()}
 
 
@@ -165,30 +169,35 @@ class ResultWriter(L.Callback):
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.output_dir: Path | None = None
+        self.output_dir = Path(".")
         self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
 
-    def setup(self, trainer: L.Trainer, module: RIMModule, stage: str) -> None:
-        cfg = module.cfg
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        cfg = _rim(pl_module).cfg
         self.output_dir = Path(cfg.output_dir or trainer.log_dir or trainer.default_root_dir).expanduser()
         cfg.output_dir = str(self.output_dir)
 
-    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._write(trainer, module, outputs, predictions=module.cfg.save_predictions)
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._write(trainer, _rim(pl_module), outputs, predictions=_rim(pl_module).cfg.save_predictions)
 
-    on_validation_batch_end = on_test_batch_end
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
-    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._write(trainer, module, outputs, predictions=True)
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._write(trainer, _rim(pl_module), outputs, predictions=True)
 
-    def on_test_end(self, trainer: L.Trainer, module: RIMModule) -> None:
-        self._finish(trainer, module)
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, _rim(pl_module))
 
-    def on_validation_end(self, trainer: L.Trainer, module: RIMModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._finish(trainer, module)
+            self._finish(trainer, _rim(pl_module))
 
-    def on_predict_end(self, trainer: L.Trainer, module: RIMModule) -> None:
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module = _rim(pl_module)
         if trainer.is_global_zero:
             from rim_bench.io import atomic_write_text
 
@@ -197,7 +206,8 @@ class ResultWriter(L.Callback):
             save_config(module.cfg, self.output_dir / "config.yaml")
             print(f"label maps: {self.output_dir / 'predictions'}/ (label ids in {self.output_dir}/classes.txt)")
 
-    def _write(self, trainer: L.Trainer, module: RIMModule, outputs: list, predictions: bool) -> None:
+    def _write(self, trainer: L.Trainer, module: RIMModule, outputs: list[tuple[Sample, Prediction]],
+               predictions: bool) -> None:
         max_overlays = module.cfg.save_overlays
         for sample, pred in outputs:
             index = trainer.global_rank + self._seen * trainer.world_size
@@ -211,7 +221,8 @@ class ResultWriter(L.Callback):
                     save_overlay(
                         self.output_dir / "overlays" / f"{sample.image_id}.png",
                         image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
-                        prediction=pred.label_map.cpu().numpy(), label=sample.label.numpy(),
+                        prediction=pred.label_map.cpu().numpy(),
+                        label=sample.label.numpy() if sample.label.numel() else None,  # predict: no label
                         class_names=module.class_names, image_id=sample.image_id,
                     )
 
@@ -226,9 +237,16 @@ class ResultWriter(L.Callback):
             print(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
 
 
+def _rim(module: L.LightningModule) -> RIMModule:
+    if not isinstance(module, RIMModule):
+        raise TypeError(f"ResultWriter writes RIMModule results, not a {type(module).__name__}'s")
+    return module
+
+
 def run_metrics(module: RIMModule, wall: float) -> dict[str, Any]:
     """The content of metrics.json: scores in percent, the bank used, seconds per stage."""
     res, names, build = module.results, module.class_names, module.bank_build
+    assert res is not None and build is not None, "run_metrics comes after a scored epoch"
     return {
         "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
         "per_class_iou": {n: _pct(v) for n, v in zip(names, res["iou"])},
@@ -284,12 +302,12 @@ def _refuse_padding_samplers(trainer: L.Trainer) -> None:
 
     loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
     for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
-        sampler = getattr(loader, "sampler", None)
+        sampler, dataset = getattr(loader, "sampler", None), getattr(loader, "dataset", None)
         if isinstance(sampler, DistributedSampler) and not isinstance(sampler, ShardSampler) \
-                and sampler.total_size != len(loader.dataset):
+                and sampler.total_size != len(dataset):  # type: ignore[arg-type]
             raise ConfigError(
                 f"the data loader's {type(sampler).__name__} gives {sampler.total_size} images for "
-                f"{len(loader.dataset)} (padded or dropped): use BenchmarkDataModule, or a DataLoader with "
+                f"{len(dataset)} (padded or dropped): use BenchmarkDataModule, or a DataLoader with "  # type: ignore[arg-type]
                 "rim_bench.data.datamodule.ShardSampler and Trainer(use_distributed_sampler=False)"
             )
 

@@ -145,5 +145,6 @@ def score_collection(class_names: list[str], prefix: str = "test/") -> MetricCol
     matrix: one compute group, so each image is counted once whatever the number of scores."""
     c = len(class_names)
     scores: dict[str, Metric] = {name: SegmentationScore(c, name) for name in ("mIoU", "mAcc", "aAcc")}
-    scores.update({f"iou/{name.replace('.', '_')}": SegmentationScore(c, "iou", i) for i, name in enumerate(class_names)})
+    for i, name in enumerate(class_names):
+        scores[f"iou/{name.replace('.', '_')}"] = SegmentationScore(c, "iou", i)  # "." is a module path
     return MetricCollection(scores, prefix=prefix, compute_groups=[list(scores)])

@@ -12,14 +12,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from rim_bench.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
 from rim_bench.config import config_hash, key_spec
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.timing import StageTimer
+from rim_bench.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
 from rim_bench.region_cache import RegionCache
 from rim_bench.segmenter import resolve_regions
+from rim_bench.timing import StageTimer
 from rim_bench.types import Prediction, ReferenceBank
-
 
 # Bumped when the content of a cached region map or its features changes for the same config
 # (2: equal-area overlapping masks go to the higher index; region maps from grid proposals;

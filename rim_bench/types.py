@@ -7,9 +7,10 @@ number of regions in an image, K the number of references, C the number of class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -72,7 +73,7 @@ class ReferenceBank:
     def __len__(self) -> int:
         return self.features.shape[0]
 
-    def to(self, device: torch.device | str) -> "ReferenceBank":
+    def to(self, device: torch.device | str) -> ReferenceBank:
         return ReferenceBank(
             self.features.to(device), self.class_ids.to(device), self.subcategory_ids.to(device),
             self.class_names, self.subcategory_names, self.meta,
@@ -111,8 +112,8 @@ class BuildContext:
         feature_spec: the featurizer and pooling configs, part of every stored feature's key.
     """
 
-    featurizer: "DenseFeaturizer"
-    encoder: "RegionEncoder"
+    featurizer: DenseFeaturizer
+    encoder: RegionEncoder
     classes: list[list[str]]
     device: torch.device
     work_dir: Path

@@ -119,8 +119,9 @@ SHIPPED = (
     [(f"experiment/{e}", [f"experiment={e}"], []) for e in EXPERIMENTS]
     + [(f"baseline/{p.stem}", ["experiment=voc21"], [f"baseline/{p.stem}"])
        for p in sorted((CONFIG_DIR / "baseline").glob("*.yaml"))]
-    + [(f"method/{p.stem}", ["experiment=voc21"], [f"method/{p.stem}"]) for p in sorted((CONFIG_DIR / "method").glob("*.yaml"))]
-    + [(f"sweep/{p.stem}", ["experiment=rim_voc21"], [f"sweep/{p.stem}"]) for p in sorted((CONFIG_DIR / "sweep").glob("*.yaml"))]
+    + [(f"method/{p.stem}", ["experiment=voc21"], [f"method/{p.stem}"])
+       for p in sorted((CONFIG_DIR / "method").glob("*.yaml"))]
+    + [(f"sweep/{p.stem}", ["experiment=rim_voc21"], []) for p in sorted((CONFIG_DIR / "sweep").glob("*.yaml"))]
 )
 
 

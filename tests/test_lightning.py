@@ -148,9 +148,9 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
     no import list, no registration call."""
     import shutil
 
-    import rim_bench.matching
     from omegaconf import OmegaConf
 
+    import rim_bench.matching
     from rim_bench.config import CONFIG_DIR, load_config
     from rim_bench.registry import MATCHERS
     from rim_bench.runner import run_test
@@ -237,7 +237,8 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
     runs = {}
     for devices in (1, 2):
         result = subprocess.run(
-            [sys.executable, "-m", "rim_bench.lightning", "test", "--config", str(REPO / "configs/lightning/smoke.yaml"),
+            [sys.executable, "-m", "rim_bench.lightning", "test",
+             "--config", str(REPO / "configs/lightning/smoke.yaml"),
              "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
              "--trainer.logger.init_args.save_dir", str(tmp_path / str(devices)),
              "--data.init_args.max_images", "5"], capture_output=True, text=True, timeout=600, cwd=tmp_path,

@@ -12,8 +12,9 @@ registry); `ImageFolderDataModule` serves your own images for ``predict``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -144,7 +145,7 @@ class BenchmarkDataModule(SegmentationDataModule):
         self.classes = class_list(self.data)  # cheap: a fixed vocabulary file; a bad name fails here
 
     @classmethod
-    def from_config(cls, data: DictConfig) -> "BenchmarkDataModule":
+    def from_config(cls, data: DictConfig) -> BenchmarkDataModule:
         """From a config's ``data`` block."""
         return cls(data.name, data.root, data.split, data.classes, data.max_images, data.batch_size, data.num_workers)
 

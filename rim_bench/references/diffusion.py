@@ -40,7 +40,10 @@ from rim_bench.references.attention import binarize, class_word, sam_prompt
 from rim_bench.references.bank import load_shard, save_shard, shard_path
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.generation import (
-    GENERATION_KEY, generate_with_attention, reference_seed, stored_generations,
+    GENERATION_KEY,
+    generate_with_attention,
+    reference_seed,
+    stored_generations,
 )
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES

@@ -11,8 +11,8 @@ again instead of generating them (about 1.3 MB per 512 px image with its map).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
