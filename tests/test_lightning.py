@@ -76,6 +76,14 @@ def test_the_lightning_cli_prints_its_config_and_has_no_fit(capsys, lightning_ma
     assert exit_info.value.code != 0
 
 
+def test_validate_scores_as_test_does(cli_metrics: dict, tmp_path: Path, lightning_main):
+    lightning_main(["validate", "--config", str(REPO / "configs/lightning/smoke.yaml"),
+                    "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    [run] = (tmp_path / "smoke").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["mIoU"] == cli_metrics["mIoU"]
+    assert "val/mIoU" in (run / "metrics.csv").read_text()
+
+
 @pytest.mark.parametrize("config", sorted((REPO / "configs/lightning").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_lightning_config_names_a_real_experiment_and_benchmark(config: Path):
     import yaml
