@@ -18,9 +18,7 @@ runs the same module with a config of key=value overrides.
 
 from __future__ import annotations
 
-import sys
-
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rim_bench.data.datamodule import SegmentationDataModule
 from rim_bench.lit_module import RIMModule
@@ -33,10 +31,15 @@ class RimBenchCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return {k: v for k, v in LightningCLI.subcommands().items() if k != "fit"}
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Without --config or --data: the benchmark by name (the smoke set unless --data.init_args.name says).
+        parser.set_defaults({"data": {"class_path": "rim_bench.data.datamodule.BenchmarkDataModule"}})
+
 
 def main(args: list[str] | None = None) -> None:
     RimBenchCLI(
         RIMModule, SegmentationDataModule, subclass_mode_data=True,
+        seed_everything_default=False,  # the rim-bench config's `seed` seeds every draw (RIMModule)
         trainer_defaults={"enable_checkpointing": False, "enable_model_summary": False},
         save_config_kwargs={"config_filename": "lightning_config.yaml", "overwrite": True},
         args=args,
@@ -44,4 +47,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
