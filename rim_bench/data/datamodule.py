@@ -28,13 +28,9 @@ from rim_bench.registry import DATASETS
 from rim_bench.types import Sample
 
 
-def _benchmark(data: DictConfig) -> type[BenchmarkDataset]:
-    return DATASETS.get(data.name, "data")
-
-
 def class_list(data: DictConfig) -> list[list[str]]:
     """The benchmark's classes with synonyms: ``data.classes``, else the benchmark's own file."""
-    class_file = data.classes or _benchmark(data).default_classes
+    class_file = data.classes or DATASETS.get(data.name, "data").default_classes
     if class_file is None:
         raise ConfigError(f"data.classes: data set '{data.name}' needs a class file (a path, one class a line)")
     return read_classes(class_file)
@@ -48,7 +44,7 @@ def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     classes = class_list(data)
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
-    return _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes)), classes
+    return DATASETS.get(data.name, "data")(data.root, data.split, data.max_images, num_classes=len(classes)), classes
 
 
 class ShardSampler(DistributedSampler):
