@@ -32,14 +32,19 @@ def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
     if len(given) != 1:
         raise ConfigError("compare: give methods=[name,...] once (files in configs/baseline/)")
     methods = yaml.safe_load(given[0])
+    return check_methods(methods, "methods", given[0]), [o for o in overrides if not o.startswith("methods=")]
+
+
+def check_methods(methods, where: str, given: str) -> list[str]:
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/baseline/."""
     methods = [methods] if isinstance(methods, str) else methods
     known = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
-    if not methods or not all(isinstance(m, str) for m in methods):
-        raise ConfigError(f"methods: expected a list like [rim,cosine], got {given[0]!r}")
+    if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
     for method in methods:
         if method not in known:
-            raise ConfigError(f"methods: unknown method '{method}' (known: {', '.join(known)})")
-    return methods, [o for o in overrides if not o.startswith("methods=")]
+            raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)})")
+    return methods
 
 
 def run_compare(overrides: list[str]) -> list[dict]:

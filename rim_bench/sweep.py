@@ -128,10 +128,14 @@ def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
 
 def same_result(metrics_file: Path, cfg) -> bool:
     """Whether a finished run's metrics were made with `cfg`'s result-affecting settings."""
+    return json.loads(metrics_file.read_text()).get("result_hash") == result_hash(cfg)
+
+
+def result_hash(cfg) -> str:
+    """The hash of `cfg`'s result-affecting settings, as a run writes it into metrics.json."""
     from rim_bench.config import resolve, result_spec
 
-    done = json.loads(metrics_file.read_text()).get("result_hash")
-    return done == config_hash(result_spec(resolve(cfg.copy())))
+    return config_hash(result_spec(resolve(cfg.copy())))
 
 
 def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
