@@ -112,8 +112,45 @@ def load_suite(name_or_path: str) -> SuiteSpec:
 def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     """Run (or resume) every cell and sweep of `spec` with the command line's `overrides`,
     write the tables, and return the cells (failed ones have ``error`` set)."""
+    cells, sweeps, out = plan_cells(spec, overrides)
+    check_data(cells + sweeps)
+    todo = [c for c in cells + sweeps if c.error is None]
+    for index, cell in enumerate(todo):
+        label = f"[{index + 1}/{len(todo)}] {cell.label}"
+        try:
+            if cell.sweep is None:
+                cell.metrics = run_or_reuse(cell.cfg.copy(), cell.dir, label)
+            else:
+                print(label)
+                rows = run_sweep(cell.overrides, cell.sweep, layers=(f"baseline/{cell.method}",))
+                cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)
+        except RimBenchError as e:
+            cell.error = _one_line(e)
+        except Exception as e:  # noqa: BLE001 - one cell's crash (a CUDA OOM, say) must not lose the others
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            cell.error = f"{type(e).__name__}: {first_line} (traceback in {cell.dir}/error.txt)"
+            cell.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cell.dir / "error.txt", traceback.format_exc())
+        if cell.error:
+            print(f"{cell.label}: failed: {cell.error}")
+
+    if _rank_zero():  # processes DDP started only ran the cells
+        write_tables(spec, cells, sweeps, out)
+        if cells[0].cfg.logger == "wandb":
+            from rim_bench.tracking import log_summary
+
+            rows = [_long_row(c) for c in cells]
+            summary = {f"mIoU/{r['benchmark']}/{r['method']}": r["mIoU"] for r in rows}
+            run_dir = log_summary(resolve(cells[0].cfg.copy()), out, rows, [], kind="suite", summary=summary)
+            print(f"W&B: the cells and {run_dir.name} (the table) in group {cells[0].cfg.wandb.group}")
+        print(f"\n{(out / 'suite.md').read_text()}\nsuite: {out}/suite.md, suite.csv, suite.html")
+    return cells + sweeps
+
+
+def plan_cells(spec: SuiteSpec, overrides: list[str]) -> tuple[list[Cell], list[Cell], Path]:
+    """Every cell's config (all loaded before anything runs, so a typo fails at once), the
+    sweeps on them, and the suite's folder."""
     _refuse_experiment(overrides, "command line")
-    # Every cell's config is loaded before anything runs: a typo fails at once.
     cells = []
     for benchmark, experiment in spec.benchmarks.items():
         for method in spec.methods:
@@ -132,38 +169,7 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
             folder = out / cell.benchmark / f"sweep-{sweep.name}-{cell.method}"
             sweeps.append(Cell(cell.benchmark, cell.method, [*cell.overrides, *as_overrides({"output_dir": str(folder)})],
                                cell.cfg, folder, sweep=sweep))
-
-    check_data(cells + sweeps)
-    todo = [c for c in cells + sweeps if c.error is None]
-    for index, cell in enumerate(todo):
-        label = f"[{index + 1}/{len(todo)}] {cell.label}"
-        try:
-            if cell.sweep is None:
-                cell.metrics = run_or_reuse(cell.cfg.copy(), cell.dir, label)
-            else:
-                print(label)
-                rows = run_sweep(cell.overrides, cell.sweep, layers=(f"baseline/{cell.method}",))
-                cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)
-        except RimBenchError as e:
-            cell.error = _one_line(e)
-        except Exception as e:  # noqa: BLE001 - one cell's crash (a CUDA OOM, say) must not lose the others
-            cell.error = f"{type(e).__name__}: {_one_line(e)} (traceback in {cell.dir}/error.txt)"
-            cell.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cell.dir / "error.txt", traceback.format_exc())
-        if cell.error:
-            print(f"{cell.label}: failed: {cell.error}")
-
-    if _rank_zero():  # processes DDP started only ran the cells
-        write_tables(spec, cells, sweeps, out)
-        if cells[0].cfg.logger == "wandb":
-            from rim_bench.tracking import log_summary
-
-            rows = [_long_row(c) for c in cells]
-            summary = {f"mIoU/{r['benchmark']}/{r['method']}": r["mIoU"] for r in rows}
-            run_dir = log_summary(resolve(cells[0].cfg.copy()), out, rows, [], kind="suite", summary=summary)
-            print(f"W&B: the cells and {run_dir.name} (the table) in group {cells[0].cfg.wandb.group}")
-        print(f"\n{(out / 'suite.md').read_text()}\nsuite: {out}/suite.md, suite.csv, suite.html")
-    return cells + sweeps
+    return cells, sweeps, out
 
 
 def output_folder(spec: SuiteSpec, cells: list[Cell]) -> Path:
