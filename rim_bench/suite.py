@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import re
 import traceback
 from dataclasses import asdict, dataclass
@@ -117,6 +116,7 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     todo = [c for c in cells + sweeps if c.error is None]
     for index, cell in enumerate(todo):
         label = f"[{index + 1}/{len(todo)}] {cell.label}"
+        (cell.dir / "error.txt").unlink(missing_ok=True)  # an earlier try's crash
         try:
             if cell.sweep is None:
                 cell.metrics = run_or_reuse(cell.cfg.copy(), cell.dir, label)
@@ -189,6 +189,7 @@ def check_data(cells: list[Cell]) -> None:
     from rim_bench.data.datamodule import build_dataset
 
     reasons: dict[str, str | None] = {}  # data settings' hash → why they cannot be read
+    reported = set()
     for cell in cells:
         data = resolve(cell.cfg.copy()).data
         key = config_hash(data)
@@ -198,8 +199,10 @@ def check_data(cells: list[Cell]) -> None:
                 reasons[key] = None
             except RimBenchError as e:
                 reasons[key] = _one_line(e)
-                print(f"{cell.benchmark}: {reasons[key]}")
         cell.error = reasons[key]
+        if cell.error and cell.benchmark not in reported:
+            reported.add(cell.benchmark)
+            print(f"{cell.benchmark}: {cell.error}")
 
 
 def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Path) -> None:
@@ -227,8 +230,8 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
 
     md = [f"# Suite {spec.name}", "", "## mIoU (%) measured by rim-bench", "",
           *_md_table(["method", *columns, "mean"], rows)]
-    md += ["", f"Each cell is a `rim-bench test` run in `<benchmark>/<method>/` (metrics.json, config.yaml). "
-               "The mean is over the benchmarks, shown when none failed."]
+    md += ["", ("Each cell is a `rim-bench test` run in `<benchmark>/<method>/` (metrics.json, config.yaml). "
+                "The mean is over the benchmarks, shown when none failed.")]
     footnotes = [f"{benchmark} / {', '.join(c.label.split(' / ', 1)[1] for c in group)}: {error}"
                  for (benchmark, error), group in failed.items()]
     if footnotes:
@@ -292,9 +295,10 @@ def _long_row(cell: Cell) -> dict:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    return ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
 def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes: list[str],
@@ -305,8 +309,8 @@ def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes:
     esc = html.escape
     body = [f"<h1>Suite {esc(spec.name)}</h1>", "<h2>mIoU (%) measured by rim-bench</h2>",
             _html_table(["method", *columns, "mean"], rows),
-            "<p>Each cell is a <code>rim-bench test</code> run in <code>&lt;benchmark&gt;/&lt;method&gt;/</code>. "
-            "The mean is over the benchmarks, shown when none failed.</p>"]
+            ("<p>Each cell is a <code>rim-bench test</code> run in <code>&lt;benchmark&gt;/&lt;method&gt;/</code>. "
+             "The mean is over the benchmarks, shown when none failed.</p>")]
     if footnotes:
         body.append("<p>Failed:</p><ol>" + "".join(f"<li>{esc(text)}</li>" for text in footnotes) + "</ol>")
     if sweep_rows:
