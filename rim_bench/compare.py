@@ -101,8 +101,8 @@ def _protocol_text(protocol, named: dict) -> str:
     if isinstance(protocol, str) and protocol in named:
         return f"{protocol}: {_protocol_text(named[protocol], {})}"
     if isinstance(protocol, dict):
-        return ", ".join(f"{k} ({_protocol_text(v, named)})" if isinstance(v, dict) else f"{k}={_protocol_text(v, named)}"
-                         for k, v in protocol.items())
+        return ", ".join(f"{k} ({_protocol_text(v, named)})" if isinstance(v, dict)
+                         else f"{k}={_protocol_text(v, named)}" for k, v in protocol.items())
     if isinstance(protocol, list):
         return ", ".join(_protocol_text(p, named) for p in protocol)
     return "" if protocol is None else str(protocol)

@@ -72,7 +72,18 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.benchmark} / {self.method}" + (f" / sweep {self.sweep.name}" if self.sweep else "")
+        return f"{self.benchmark} / {self.method}" + (f" / sweep {self.sweep_name}" if self.sweep else "")
+
+    @property
+    def sweep_name(self) -> str:
+        return self.sweep.name if self.sweep else ""
+
+    @property
+    def miou(self) -> float:
+        """The mIoU of a finished cell (of a sweep's best point)."""
+        if self.metrics is None:
+            raise ValueError(f"{self.label} has no result")
+        return self.metrics["mIoU"]
 
 
 def load_suite(name_or_path: str) -> SuiteSpec:
@@ -123,7 +134,7 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
             else:
                 print(label)
                 rows = run_sweep(cell.overrides, cell.sweep, layers=(f"baseline/{cell.method}",))
-                cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)
+                cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)  # the best point
         except RimBenchError as e:
             cell.error = _one_line(e)
         except Exception as e:  # noqa: BLE001 - one cell's crash (a CUDA OOM, say) must not lose the others
@@ -167,8 +178,8 @@ def plan_cells(spec: SuiteSpec, overrides: list[str]) -> tuple[list[Cell], list[
     for cell in cells:
         for sweep in spec.sweeps:
             folder = out / cell.benchmark / f"sweep-{sweep.name}-{cell.method}"
-            sweeps.append(Cell(cell.benchmark, cell.method, [*cell.overrides, *as_overrides({"output_dir": str(folder)})],
-                               cell.cfg, folder, sweep=sweep))
+            sweep_overrides = [*cell.overrides, *as_overrides({"output_dir": str(folder)})]
+            sweeps.append(Cell(cell.benchmark, cell.method, sweep_overrides, cell.cfg, folder, sweep=sweep))
     return cells, sweeps, out
 
 
@@ -219,14 +230,14 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
 
     def measured(method: str, column: str) -> str:
         cell = grid[method, column]
-        return f"failed ({notes[id(cell)]})" if cell.error else f"{cell.metrics['mIoU']:.2f}"
+        return f"failed ({notes[id(cell)]})" if cell.error else f"{cell.miou:.2f}"
 
     rows = [[m, *(measured(m, b) for b in columns), _mean([grid[m, b] for b in columns])] for m in spec.methods]
     benchmark_data = {b: grid[spec.methods[0], b].cfg.data.name for b in columns}
     reported = _published_rows(columns, benchmark_data)
-    sweep_rows = [[s.benchmark, s.method, s.sweep.name, str(s.points) if not s.error else "-",
-                   f"failed ({notes[id(s)]})" if s.error else f"{s.metrics['mIoU']:.2f}",
-                   "-" if s.error else s.metrics["dir"]] for s in sweeps]
+    sweep_rows = [[s.benchmark, s.method, s.sweep_name, "-" if s.error else str(s.points),
+                   f"failed ({notes[id(s)]})" if s.error else f"{s.miou:.2f}",
+                   "-" if s.error else (s.metrics or {})["dir"]] for s in sweeps]
 
     md = [f"# Suite {spec.name}", "", "## mIoU (%) measured by rim-bench", "",
           *_md_table(["method", *columns, "mean"], rows)]
@@ -250,13 +261,13 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
         writer.writerow(["method", *columns, "mean", "failed"])
         for method in spec.methods:
             row = [grid[method, b] for b in columns]
-            values = [c.metrics["mIoU"] if not c.error else "" for c in row]
-            mean = round(sum(values) / len(values), 4) if all(c.error is None for c in row) else ""
+            values = ["" if c.error else c.miou for c in row]
+            mean = "" if any(c.error for c in row) else round(sum(c.miou for c in row) / len(row), 4)
             writer.writerow([method, *values, mean, "; ".join(f"{c.benchmark}: {c.error}" for c in row if c.error)])
     atomic_write_json(out / "suite.json", {
         "suite": spec.name, "benchmarks": spec.benchmarks, "methods": spec.methods,
         "cells": [_long_row(c) for c in cells],
-        "sweeps": [{**_long_row(s), "sweep": s.sweep.name, "points": s.points} for s in sweeps],
+        "sweeps": [{**_long_row(s), "sweep": s.sweep_name, "points": s.points} for s in sweeps],
         "published": [n for n in published_numbers() if n["benchmark"] in benchmark_data.values()],
     })
 
@@ -281,9 +292,7 @@ def _published_rows(columns: list[str], benchmark_data: dict[str, str]) -> list[
 
 
 def _mean(row: list[Cell]) -> str:
-    if any(c.error for c in row):
-        return "-"
-    return f"{sum(c.metrics['mIoU'] for c in row) / len(row):.2f}"
+    return "-" if any(c.error for c in row) else f"{sum(c.miou for c in row) / len(row):.2f}"
 
 
 def _long_row(cell: Cell) -> dict:
@@ -339,7 +348,7 @@ def _refuse_experiment(overrides: list[str], where: str) -> None:
 def _rank_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
 
-    return rank_zero_only.rank == 0
+    return getattr(rank_zero_only, "rank", 0) == 0  # set by Lightning from the launcher's environment
 
 
 def _one_line(error: Exception) -> str:

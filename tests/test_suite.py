@@ -210,7 +210,8 @@ protocols:
   sclip: {short_side: 336, window: 224, background: 0.1}
 methods:
   A: {source: "paper A", protocol: sclip, miou: {voc21: 50.0, context60: null}}
-  B: {source: "paper B", protocol: {voc21: "448 px, whole image"}, miou: {voc21: {miou: 60.0, source: "paper B, Tab. 2"}}}
+  B: {source: "paper B", protocol: {voc21: "448 px, whole image"},
+      miou: {voc21: {miou: 60.0, source: "paper B, Tab. 2"}}}
   C: {source: "paper C", miou: {coco_object: 30.0}, extra_field: ignored}
 """)
     monkeypatch.setattr(compare, "PUBLISHED", path)
