@@ -52,10 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
     suite = commands.add_parser("suite", help="run a suite (configs/suite/NAME.yaml): benchmarks x methods, "
                                 "one table with the published numbers beside; resumes in the same folder")
-    suite.add_argument("suite", metavar="NAME", help="a suite in configs/suite/ (smoke, paper_table1, ...) or a YAML path")
+    suite.add_argument("suite", metavar="NAME",
+                       help="a suite in configs/suite/ (smoke, paper_table1, paper_fig5) or a YAML path")
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
-    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons) → report.md and report.html")
-    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep or compare")
+    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
+    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
     report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
@@ -148,13 +149,11 @@ def _sweep(overrides: list[str]) -> int:
 
 
 def _suite(name: str, overrides: list[str]) -> int:
-    from rim_bench.suite import load_suite, run_suite
+    from rim_bench.suite import failure_summary, load_suite, run_suite
 
-    cells = run_suite(load_suite(name), overrides)
-    failed = [c for c in cells if c.error]
+    failed = failure_summary(run_suite(load_suite(name), overrides))
     if failed:
-        print(f"rim-bench: error: {len(failed)} of {len(cells)} cells failed (reasons in the table above)",
-              file=sys.stderr)
+        print(f"rim-bench: error: {failed} (reasons in the table above)", file=sys.stderr)
         return EXIT_CELLS_FAILED
     return 0
 

@@ -44,6 +44,7 @@ from rim_bench.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, ru
 
 SUITE_DIR = CONFIG_DIR / "suite"
 KEYS = ("benchmarks", "methods", "sweeps", "overrides")
+PUBLISHED_NOTE = "As printed in each source; the mean is computed here, over these columns, where all are printed."
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # columns and methods become folder names
 
 
@@ -158,6 +159,15 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     return cells + sweeps
 
 
+def failure_summary(results: list[Cell]) -> str | None:
+    """E.g. "2 of 8 cells and 1 of 2 sweeps failed"; None when nothing failed."""
+    counts = [f"{sum(bool(r.error) for r in group)} of {len(group)} {kind}"
+              for kind, group in (("cells", [r for r in results if not r.sweep]),
+                                  ("sweeps", [r for r in results if r.sweep]))
+              if any(r.error for r in group)]
+    return f"{' and '.join(counts)} failed" if counts else None
+
+
 def plan_cells(spec: SuiteSpec, overrides: list[str]) -> tuple[list[Cell], list[Cell], Path]:
     """Every cell's config (all loaded before anything runs, so a typo fails at once), the
     sweeps on them, and the suite's folder."""
@@ -252,7 +262,7 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
                *_md_table(["benchmark", "method", "sweep", "points", "best mIoU", "best point"], sweep_rows)]
     if reported:
         md += ["", "## Published (not measured here; from experiments/published.yaml)", "",
-               *_md_table(["method", *columns, "mean", "source", "protocol"], reported)]
+               *_md_table(["method", *columns, "mean", "source", "protocol"], reported), "", PUBLISHED_NOTE]
     atomic_write_text(out / "suite.md", "\n".join(md) + "\n")
     atomic_write_text(out / "suite.html", _html(spec, columns, rows, footnotes, sweeps, sweep_rows, reported, out))
 
@@ -330,7 +340,8 @@ def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes:
                      for p in sorted(s.dir.glob("mIoU_vs_*.png"))]
     if reported:
         body += ["<h2>Published (not measured here; from experiments/published.yaml)</h2>",
-                 _html_table(["method", *columns, "mean", "source", "protocol"], reported)]
+                 _html_table(["method", *columns, "mean", "source", "protocol"], reported),
+                 f"<p>{html.escape(PUBLISHED_NOTE)}</p>"]
     return _page("\n".join(body))
 
 

@@ -107,6 +107,10 @@ def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path,
     assert "1. voc21 / rim, cosine, prototype, random, clip_text, clip_dense: data root 'MISSING'" in measured
     assert "77.8" not in measured and "| RIM | 77.8 | 34.3 | 44.5 | 52.2 |" in published
     assert all(row["voc21"] == row["mean"] == "" and "MISSING" in row["failed"] for row in _csv(out).values())
+    # Sweeps on a benchmark without data fail with it, and are counted apart.
+    assert main(["suite", "paper_fig5", "data.root=MISSING", f"output_dir={tmp_path / 'fig5'}"]) == 1
+    assert "2 of 2 cells and 2 of 2 sweeps failed" in capsys.readouterr().err
+    assert "| voc21 | rim | fig5 | - | failed (1) | - |" in (tmp_path / "fig5" / "suite.md").read_text()
 
 
 def _suite_file(tmp_path: Path, text: str) -> str:
@@ -251,6 +255,7 @@ def test_a_suite_under_ddp_equals_one_process(tmp_path: Path):
         result = subprocess.run([sys.executable, "-m", "rim_bench.cli", "suite", suite, "trainer.accelerator=cpu",
                                  f"output_dir={out}", *extra], check=False, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("# Suite suite") == 1  # the spawned rank shares stdout and prints no table
         return _csv(out)
 
     one = run(tmp_path / "one")
