@@ -21,7 +21,10 @@ Every benchmark's data is opened before any model loads. A cell that fails is re
 table with its one-line reason and the other cells still run. Under DDP
 (``trainer.devices=N trainer.strategy=ddp``, srun, torchrun) each cell runs as `test` does:
 processes that Lightning starts rerun this command, skip the finished cells and join the
-running one. Writes ``suite.md``, ``suite.csv``, ``suite.json`` and ``suite.html``.
+running one. Writes ``suite.md``, ``suite.csv``, ``suite.json`` and ``suite.html``: the mIoU
+of each method (row) on each benchmark (column) and their mean, then apart, labelled, the
+published numbers for the same benchmarks with their sources and protocols
+(``experiments/published.yaml``), and each sweep's best point.
 """
 
 from __future__ import annotations
