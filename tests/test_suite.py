@@ -66,6 +66,8 @@ def test_smoke_suite_runs_writes_the_table_and_resumes_without_rerunning(tmp_pat
     assert "<th>tiny</th>" in page and "Published" not in page  # nothing published on the smoke data
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/*/metrics.json")}
     assert len(stamps) == 8
+    assert main(["report", str(folder), "--out", str(tmp_path / "report")]) == 0  # report reads suite folders
+    assert "<h3>Suite smoke</h3>" in (tmp_path / "report" / "report.html").read_text()
 
     # The same command again: the same folder, every cell read back, none run.
     capsys.readouterr()
