@@ -60,6 +60,7 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
     ("sweep", ["rim_voc21", "sweeps (sweep=NAME): fig5, rim_matching"]),
     ("compare", ["methods (methods=[a,b]): clip_dense, clip_text, cosine"]),
     ("segment", ["experiments (experiment=NAME)", "proposer.*"]),
+    ("suite", ["suites (NAME): paper_fig5, paper_table1, smoke", "data.*"]),
 ])
 def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
     code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
