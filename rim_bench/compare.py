@@ -4,7 +4,8 @@
 
 A method is a file in ``configs/baseline/`` merged over the experiment. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
-regions and references are computed once for all. Published numbers for the benchmark
+regions and references are computed once for all. Without ``output_dir`` the folder is
+``outputs/compare-<experiment>-<hash of the methods' configs>``, so a rerun resumes. Published numbers for the benchmark
 (``experiments/published.yaml``) are shown in a separate, labelled table, never mixed
 with what was measured.
 """
@@ -12,15 +13,14 @@ with what was measured.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 from rim_bench.config import CONFIG_DIR, load_config
 from rim_bench.errors import ConfigError
-from rim_bench.io import atomic_write_text
-from rim_bench.sweep import same_result
+from rim_bench.io import atomic_write_text, safe_name
+from rim_bench.sweep import runs_hash, same_result
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -49,7 +49,9 @@ def run_compare(overrides: list[str]) -> list[dict]:
     methods, base = parse_methods(overrides)
     configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
     first = next(iter(configs.values()))
-    out = Path(first.output_dir or f"outputs/compare-{first.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}")
+    # Named by what it runs, so the same command run again resumes in the same folder.
+    out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
+                                   f"{runs_hash(list(configs.values()))}")
     rows = []
     for method, cfg in configs.items():
         metrics_file = out / method / "metrics.json"
