@@ -59,6 +59,9 @@ def run_test(cfg: DictConfig) -> dict:
         class_names = [names[0] for names in classes]
     for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
         rank_zero_print(f"skipped: {problem}")
+    if not len(dataset):
+        raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
+                        "`rim-bench check-data` lists why")
 
     # 3. The stages.
     with timer("load models"):

@@ -43,7 +43,7 @@ class Entry:
     source: str = ""  # where the id came from ("<split file>:<line>"), for error messages
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning rebuilds the dataclasses of a batch when it moves them to a device
 class BadSample:
     """A sample that could not be read (with ``skip_bad``): its id and the problem."""
 
@@ -92,10 +92,7 @@ class BenchmarkDataset(Dataset):
         self.problems = {image_id: problem for image_id, problem in found.items() if problem}  # id → message
         if self.problems and not skip_bad:
             raise DataError(problem_summary(self.problems, len(entries), str(self.dir)))
-        self.entries = [e for e in entries if e.image_id not in self.problems]
-        if not self.entries:
-            raise DataError(f"{self.dir}: none of the {len(entries)} '{split}' images can be used; "
-                            "`rim-bench check-data` lists why")
+        self.entries = [e for e in entries if e.image_id not in self.problems]  # may be none: check-data lists why
         self._lut = label_lut(self.reduce_zero_label)
 
     def _entry_problem(self, entry: Entry) -> str | None:

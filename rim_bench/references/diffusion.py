@@ -39,7 +39,7 @@ from tqdm import tqdm
 from PIL import Image
 
 from rim_bench.config import config_hash, drop_unused_tiny
-from rim_bench.errors import ParamError
+from rim_bench.errors import DataError, ParamError
 from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
@@ -193,6 +193,7 @@ class DiffusionReferences:
                 stored = []
         if len(stored) < len(seeds):
             pipe = self._generator(ctx.device)
+            _check_prompt_length(pipe.tokenizer, prompt, names[0])
             new = []
             with ctx.timer("generation"):
                 for seed in seeds[len(stored):]:
@@ -258,6 +259,15 @@ _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
 # Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
 # not the number of images per subcategory: more images are appended to the stored ones.
 _GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed")
+
+
+def _check_prompt_length(tokenizer, prompt: str, class_name: str) -> None:
+    """A prompt past the text encoder's length would lose the class word: a one-line error."""
+    limit = tokenizer.model_max_length
+    if len(tokenizer(prompt).input_ids) > limit:
+        short = lambda text: text if len(text) <= 60 else text[:57] + "..."  # noqa: E731
+        raise DataError(f"class '{short(class_name)}': the prompt '{short(prompt)}' is longer than the text "
+                        f"encoder's {limit} tokens; use a shorter class name or subcategory phrase")
 
 
 def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:
