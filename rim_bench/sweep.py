@@ -9,7 +9,7 @@ A sweep file (``configs/sweep/<name>.yaml`` or a path) names the values to try::
       references.diffusion.n_subcategories: [1, 2, 4, 6, 8, 10]
       references.diffusion.attn_threshold: [0.2, 0.3, 0.4, 0.5, 0.6]
 
-Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash>/``, so
+Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash of its config>/``, so
 it reuses every cache: each image's regions are computed once for the whole sweep, and
 generated references once per generation setting (banks over fewer subcategories are
 assembled from them). A point whose metrics.json exists is not run again, so an
@@ -102,7 +102,7 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
                                       f"{runs_hash(configs)}")
     rows = []
     for index, (point, cfg) in enumerate(zip(points, configs)):
-        point_dir = out / f"point-{index:03d}-{config_hash(point, 8)}"
+        point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
         metrics_file = point_dir / "metrics.json"
         if metrics_file.is_file() and same_result(metrics_file, cfg):
             metrics = json.loads(metrics_file.read_text())

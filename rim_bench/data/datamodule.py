@@ -48,7 +48,7 @@ def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
     dataset = _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes),
-                               skip_bad=data.skip_bad)
+                               skip_bad=data.get("skip_bad", False))
     return dataset, classes
 
 
