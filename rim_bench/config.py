@@ -149,9 +149,9 @@ _OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
 
 def _check_resolved(cfg: DictConfig) -> None:
     """Resolve a copy: a bad interpolation fails now, and values that came from one are checked."""
-    resolved = OmegaConf.to_container(resolve(cfg.copy()))
+    resolved = resolve(cfg.copy())
     for key in (*NULL_DEFAULT_TYPES, *RANGES):
-        value = OmegaConf.select(OmegaConf.create(resolved), key, default=_MISSING)
+        value = OmegaConf.select(resolved, key, default=_MISSING)
         if value is not _MISSING:
             _check_value(key, value, "resolved config")
 

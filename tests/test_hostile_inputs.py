@@ -231,6 +231,11 @@ def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path
                  f"cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "out")]) == 2
     error = _error(capsys)
     assert "is longer than the text encoder's 77 tokens; use a shorter class name" in error and len(error) < 300
+    # with exemplar references the class names a folder: too long for the file system, and outside root
+    for bad, fragment in ((name, "is not a valid folder name: File name too long"), ("../x", "has a '..' part")):
+        assert main(["segment", str(image), "--classes", f"background,{bad}", "experiment=smoke",
+                     "--out", str(tmp_path / "out")]) == 2
+        assert fragment in _error(capsys)
 
 
 def test_damaged_shards_and_region_files_are_set_aside_and_named(tmp_path: Path):
@@ -382,3 +387,23 @@ def test_set_aside_moves_and_warns_once(tmp_path: Path):
     with pytest.warns(UserWarning, match="damaged cache entry"):
         aside = set_aside(entry, ValueError("bad\nheader"))
     assert aside.is_dir() and not entry.exists()
+
+
+def test_every_key_has_a_type_and_every_number_a_range():
+    """default.yaml is the schema: a key with a null default needs a type, a number a range."""
+    from rim_bench.config import DEFAULT_FILE, NULL_DEFAULT_TYPES, RANGES
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for key, value in leaves(OmegaConf.to_container(OmegaConf.load(DEFAULT_FILE))):
+        if ".tiny." in key or key.endswith(".seed"):  # random test models' sizes; seeds follow `seed`
+            continue
+        if value is None:
+            assert key in NULL_DEFAULT_TYPES, f"{key}: null default without a type in NULL_DEFAULT_TYPES"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert key in RANGES, f"{key}: a number without a range in RANGES"
