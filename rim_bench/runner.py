@@ -180,7 +180,7 @@ def output_folder(cfg: DictConfig, inherited: str | None = None) -> Path:
     same second took that name (created atomically, so two runs never share one).
     """
     if cfg.output_dir or inherited:
-        folder = Path(cfg.output_dir or inherited).expanduser()
+        folder = Path(str(cfg.output_dir or inherited)).expanduser()
         _check_not_another_run(folder, cfg)
         _make_folder(folder, exist_ok=True)
         return folder

@@ -98,8 +98,8 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
                for i, point in enumerate(points)]
     root_cfg = configs[0]
     # Named by what it runs, so the same command run again resumes in the same folder.
-    out = Path(root_cfg.output_dir or f"outputs/sweep-{safe_name(root_cfg.experiment or 'default')}-{safe_name(spec.name)}-"
-                                      f"{runs_hash(configs)}")
+    experiment = safe_name(root_cfg.experiment or "default")
+    out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
     rows = []
     for index, (point, cfg) in enumerate(zip(points, configs)):
         point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder

@@ -100,7 +100,8 @@ class BenchmarkDataset(Dataset):
         unsafe = unsafe_id(entry.image_id)
         if unsafe:
             where = entry.source or str(self.dir)
-            return f"{where}: id {entry.image_id!r} {unsafe}: ids must be relative names inside the data set; fix that line"
+            return (f"{where}: id {entry.image_id!r} {unsafe}: ids must be relative names inside the data set; "
+                    "fix that line")
         if not entry.image.is_file():
             return f"image '{entry.image}' of id '{entry.image_id}' not found; {self.prepare}"
         if not entry.label.is_file():
