@@ -76,7 +76,8 @@ def safe_name(text: str, max_len: int = MAX_NAME) -> str:
 
     A name that had to change (other characters, longer than `max_len`, or "." / ".." / empty)
     gets a hash of the original text as a suffix, so two different texts never share a file:
-    ``"a/b"`` → ``"a_b-<hash>"``, ``"a_b"`` → ``"a_b"``. The result has at most `max_len` + 11 ASCII characters.
+    ``"a/b"`` → ``"a_b-<hash>"``, ``"a_b"`` → ``"a_b"``. The result has at most `max_len` ASCII
+    characters, and a result is its own safe name.
     """
     import hashlib
     import re
@@ -85,7 +86,7 @@ def safe_name(text: str, max_len: int = MAX_NAME) -> str:
     if name == text and name not in ("", ".", "..") and len(name) <= max_len:
         return name
     digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{name[:max_len].strip('.') or '_'}-{digest}"
+    return f"{name[:max_len - len(digest) - 1].strip('.') or '_'}-{digest}"
 
 
 def file_in(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
