@@ -308,9 +308,27 @@ def _label_out_of_range(root: Path, image_id: str) -> None:
     Image.fromarray(np.full(size, 200, dtype=np.uint8)).save(root / "SegmentationClass" / f"{image_id}.png")
 
 
+def _write_16bit_rgb_png(path: Path, rgb: tuple[int, int, int]) -> None:
+    """A 48-bit RGB PNG, written by hand (PIL cannot write one)."""
+    import struct
+    import zlib
+
+    h = w = 4
+    row = b"\x00" + np.tile(np.array(rgb, dtype=">u2"), w).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16 bits per channel, colour type 2 (RGB)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * h))
+                     + chunk(b"IEND", b""))
+
+
 def test_16_bit_images_are_scaled_and_others_refused(tmp_path: Path):
     _write_16bit_grey(tmp_path / "a.png", 32896)  # 128 * 257: mid grey, not white
     assert read_image(tmp_path / "a.png", "RGB")[0, 0].tolist() == [128, 128, 128]
+    _write_16bit_rgb_png(tmp_path / "c.png", (65535, 32896, 257))
+    assert read_image(tmp_path / "c.png", "RGB")[0, 0].tolist() == [255, 128, 1]
     Image.fromarray(np.ones((4, 4), dtype=np.float32)).save(tmp_path / "f.tiff")
     with pytest.raises(DataError, match="has mode F: expected an 8-bit RGB, L, P or CMYK image"):
         read_image(tmp_path / "f.tiff", "RGB")
