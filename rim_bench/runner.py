@@ -49,8 +49,10 @@ def run_test(cfg: DictConfig) -> dict:
         raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
-    output_dir = output_folder(cfg, inherited)
-    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
+    started = datetime.now()
+    # A folder the user names is checked (and made) now; a new default one only when there is
+    # something to write, so a run that fails on its input leaves no empty folder.
+    given = output_folder(cfg, inherited) if cfg.output_dir or inherited else None
     timer = StageTimer()
 
     # 2. Data first, so a wrong path or a bad sample fails before minutes of model loading.
@@ -80,6 +82,8 @@ def run_test(cfg: DictConfig) -> dict:
     )
 
     # 5. Test.
+    output_dir = given or output_folder(cfg, started=started)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
     module = RIMTestModule(
         pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
         overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
@@ -171,20 +175,20 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
     return 0
 
 
-def output_folder(cfg: DictConfig, inherited: str | None = None) -> Path:
+def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None) -> Path:
     """The run's output folder, created.
 
     ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
     another config's metrics.json (the same config resumes or overwrites); by default a new
-    ``outputs/<experiment>-<time>`` folder, with ``-2``, ``-3``, ... if a run started in the
-    same second took that name (created atomically, so two runs never share one).
+    ``outputs/<experiment>-<time started>`` folder, with ``-2``, ``-3``, ... if a run started in
+    the same second took that name (created atomically, so two runs never share one).
     """
     if cfg.output_dir or inherited:
         folder = Path(str(cfg.output_dir or inherited)).expanduser()
         _check_not_another_run(folder, cfg)
         _make_folder(folder, exist_ok=True)
         return folder
-    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
     for n in range(1, 10_000):
         folder = Path(base if n == 1 else f"{base}-{n}")
         if _make_folder(folder, exist_ok=False):

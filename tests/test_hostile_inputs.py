@@ -206,9 +206,11 @@ def test_report_escapes_every_string_and_holds_its_pictures(tmp_path: Path):
     ("cache_dir=/proc/x", "cache_dir: cannot create '/proc/x'"),
     ("data.root=${nope.nope}", "Interpolation key 'nope.nope' not found"),
 ])
-def test_bad_values_fail_at_once_in_one_line(override: str, fragment: str, capsys, no_models):
+def test_bad_values_fail_at_once_in_one_line(override: str, fragment: str, capsys, no_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["test", "experiment=smoke", "data.max_images=1", override]) == 2
     assert fragment in _error(capsys)
+    assert not (tmp_path / "outputs").exists()  # a failed run leaves no empty result folder
 
 
 def test_segment_into_an_existing_file(tmp_path: Path, smoke_root: Path, capsys):
