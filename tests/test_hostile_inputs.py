@@ -345,14 +345,15 @@ def test_check_data_lists_every_problem_in_one_run(data: Path, capsys):
     with Image.open(data / "JPEGImages" / f"{ids[4]}.jpg") as img:
         Image.fromarray(np.zeros(img.size[::-1], dtype=np.float32)).save(data / "JPEGImages" / f"{ids[4]}.tif")
     (data / "JPEGImages" / f"{ids[4]}.tif").replace(data / "JPEGImages" / f"{ids[4]}.jpg")
-    (data / SPLIT).write_text("\n".join([*ids, "/etc/passwd"]) + "\n")
+    (data / SPLIT).write_text("\n".join([*ids, "/etc/passwd", ids[5]]) + "\n")
     assert main(["check-data", *_args(data)]) == 2
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err
     for fragment in (f"{ids[0]}.jpg' has no label", f"{ids[1]}.jpg' of id", f"{ids[2]}.jpg' cannot be read",
-                     "values [200] outside", "has mode F", f"{SPLIT}:{len(ids) + 1}: id '/etc/passwd'"):
+                     "values [200] outside", "has mode F", f"{SPLIT}:{len(ids) + 1}: id '/etc/passwd'",
+                     f"{SPLIT}:{len(ids) + 2}: id '{ids[5]}' is listed twice (first at {data / SPLIT}:6)"):
         assert fragment in printed.out, fragment
-    assert printed.err.strip().splitlines()[-1].startswith(f"rim-bench: error: 6 of {len(ids) + 1} images")
+    assert printed.err.strip().splitlines()[-1].startswith(f"rim-bench: error: 7 of {len(ids) + 1} images")
 
 
 def test_check_data_bounds_its_list(data: Path, capsys):

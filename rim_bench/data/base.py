@@ -13,7 +13,8 @@ to class ids, and checks what can go wrong, naming the file and the fix:
 
 With ``skip_bad`` the problem entries are left out (listed in `problems`) and a sample
 that fails when read comes back as a `BadSample`, so a run scores the rest and says which
-ids it skipped; without it, the first problem is an error.
+ids it skipped; without it, the construction problems are one error that counts and names
+them, and a sample failing when read stops the run.
 
 `data.root` may be the folder that holds the benchmark's folder (mmsegmentation's
 ``data/``, e.g. the one containing ``VOCdevkit/``) or the benchmark's folder itself.
@@ -55,7 +56,7 @@ class BadSample:
 IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 LABEL_MODES = ("L", "P", *WIDE_MODES)
-MAX_LISTED = 20  # problems named in an error message or printed by `check-data`
+MAX_LISTED = 20  # skipped samples named in `test`'s output
 
 
 class BenchmarkDataset(Dataset):
@@ -87,9 +88,17 @@ class BenchmarkDataset(Dataset):
             entries = entries[:max_images]
         if not entries:
             raise DataError(f"{self.dir}: no '{split}' images found; {self.prepare}")
-        checks = tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000)
-        found = {entry.image_id: self._entry_problem(entry) for entry in checks}
-        self.problems = {image_id: problem for image_id, problem in found.items() if problem}  # id → message
+        self.problems: dict[str, str] = {}  # image id → what is wrong
+        first: dict[str, str] = {}  # image id → where it is listed first
+        for entry in tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000):
+            if entry.image_id in first:  # it would be scored twice and its outputs written twice
+                problem = (f"{entry.source or self.dir}: id '{entry.image_id}' is listed twice "
+                           f"(first at {first[entry.image_id]})")
+            else:
+                problem = self._entry_problem(entry)
+            first.setdefault(entry.image_id, entry.source or str(entry.image))
+            if problem:
+                self.problems.setdefault(entry.image_id, problem)
         if self.problems and not skip_bad:
             raise DataError(problem_summary(self.problems, len(entries), str(self.dir)))
         self.entries = [e for e in entries if e.image_id not in self.problems]  # may be none: check-data lists why
