@@ -4,9 +4,11 @@
 
 A method is a file in ``configs/baseline/`` merged over the experiment. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
-regions and references are computed once for all. Published numbers for the benchmark
-(``experiments/published.yaml``) are shown in a separate, labelled table, never mixed
-with what was measured.
+regions and references are computed once for all. Each measured row names its protocol
+(``protocol=NAME``, configs/protocol/) and background rule. Published numbers for the
+benchmark (``experiments/published.yaml``) are shown in a separate, labelled table, never
+mixed with what was measured, with the protocol each was measured under; those under the
+run's protocol are marked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from rim_bench.config import CONFIG_DIR, load_config
+from rim_bench.background import describe_background
+from rim_bench.config import CONFIG_DIR, load_config, stage_spec
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
 from rim_bench.sweep import same_result
@@ -58,9 +61,11 @@ def run_compare(overrides: list[str]) -> list[dict]:
         else:
             cfg.output_dir = str(out / method)
             metrics = run_test(cfg)
-        rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"]})
+        rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
+                     "protocol": cfg.protocol or "-",
+                     "background": describe_background(stage_spec(cfg.segmenter, "segmenter"))})
     benchmark = first.data.name
-    text = comparison_markdown(rows, benchmark, published(benchmark))
+    text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
     atomic_write_text(out / "compare.md", text)
     atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
     print(f"\n{text}\ncomparison: {out}/compare.md")
@@ -68,19 +73,26 @@ def run_compare(overrides: list[str]) -> list[dict]:
 
 
 def published(benchmark: str) -> list[dict]:
-    """Published mIoU on `benchmark` with each number's source (may be empty)."""
+    """Published mIoU on `benchmark` with each number's source and protocol (may be empty)."""
     table = yaml.safe_load(PUBLISHED.read_text())["methods"]
-    return [{"method": name, "mIoU": entry["miou"][benchmark], "source": entry["source"]}
+    return [{"method": name, "mIoU": entry["miou"][benchmark], "source": entry["source"],
+             "protocol": entry.get("protocol"), "protocol_note": entry.get("protocol_note", "")}
             for name, entry in table.items() if entry["miou"].get(benchmark) is not None]
 
 
-def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict]) -> str:
+def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], protocol: str | None = None) -> str:
+    """The measured table, then the published one; published rows under `protocol` are marked."""
     lines = [f"## Measured by rim-bench on {benchmark}", "",
-             "| method | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} |"
-              for r in rows]
+             "| method | mIoU | mAcc | aAcc | images | protocol | background |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} "
+              f"| {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
     if reported:
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
-                  "| method | mIoU | source |", "|---|---|---|"]
-        lines += [f"| {r['method']} | {r['mIoU']:.1f} | {r['source']} |" for r in reported]
+                  "| method | mIoU | protocol | same protocol as this run | source |", "|---|---|---|---|---|"]
+        for r in reported:
+            same = "yes" if protocol and r.get("protocol") == protocol else "no"
+            described = r.get("protocol") or "own"
+            note = r.get("protocol_note")
+            lines.append(f"| {r['method']} | {r['mIoU']:.1f} | {described}{f': {note}' if note else ''} "
+                         f"| {same} | {r['source']} |")
     return "\n".join(lines) + "\n"
