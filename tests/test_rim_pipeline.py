@@ -76,17 +76,18 @@ def test_rim_is_invariant_to_reference_order_and_feature_scale_and_batching(kwar
                                                   matcher(regions[5:], _bank(refs, class_ids))]))
 
 
-@pytest.mark.parametrize("exclude_self", [False, True])
-def test_cached_signatures_change_nothing(exclude_self: bool):
+@pytest.mark.parametrize("divergence, exclude_self", [("kl", False), ("kl", True), ("js", False), ("l1", True)])
+def test_per_bank_state_is_computed_once_and_changes_nothing(divergence: str, exclude_self: bool):
     g = torch.Generator().manual_seed(2)
     bank = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
     regions = torch.randn(6, 8, generator=g)
-    cached = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self)
-    streamed = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self, cache_limit=0)
+    cached = RIMMatcher(0.1, divergence, 0.0, "max", exclude_self=exclude_self)
+    streamed = RIMMatcher(0.1, divergence, 0.0, "max", exclude_self=exclude_self, cache_limit=0)
     torch.testing.assert_close(cached(regions, bank), streamed(regions, bank))
-    signatures = cached._signatures[1]
+    state = cached.prepare(bank)
+    assert state is not None  # KL: the normalizers; JS / L1: the K x K signatures of a small bank
     cached(regions[:2], bank)
-    assert cached._signatures[1] is signatures  # same bank: computed once
+    assert cached.prepare(bank) is state  # same bank: computed once
     other = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
     torch.testing.assert_close(cached(regions, other), streamed(regions, other))  # another bank: recomputed
 

@@ -20,9 +20,18 @@ With region feature f_r, reference features t_1..t_K and temperature T:
   references, renormalized. Then a region matches m by how it relates to the *other*
   references (m's class mates and confusers), not by resembling m.
 
-Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off. Cost: O(N K D + K² D + N K²)
-time, O(N K + chunk K) memory: the K × K signatures are streamed in chunks of references,
-or computed once per bank and kept when K is small enough (`RIMMatcher.cache_limit`).
+Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off.
+
+Cost. KL (with or without exclude_self) goes through a closed form (docs/method.md):
+      −KL(P_r ‖ Q_m) = H(P_r) + (1/T) · t̂_m · p̄_r − L_m,   p̄_r = Σ_j P_r(j) t̂_j,
+      L_m = log Σ_k exp(cos(t_m, t_k) / T),
+so an image costs O(N K D) (one softmax and two products, as cheap as a few cosine
+matchings) and a bank O(K² D) once, for its K log-normalizers L (`bank_normalizers`, which
+streams the K × K similarities in blocks: O(K + block · K) memory). JS and L1 have no such
+form: they compare P_r with every Q_m, O(N K D + K² D + N K²) per image, streaming the
+signatures in chunks or keeping them per bank when K is small (`RIMMatcher.cache_limit`).
+`rim_reference_scores` is that pairwise definition for every divergence, KL included: the
+reference the closed form is tested against.
 
 A region of class c should rank c's references (and the classes c is usually confused
 with) the way c's own references do; comparing whole distributions makes inter-class
@@ -32,8 +41,10 @@ relations and the spread of subcategories count, where a single cosine does not.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rim_bench.errors import ParamError
@@ -188,6 +199,119 @@ def rim_reference_scores(
     return (1.0 - alpha) * scores + alpha * similarity
 
 
+@dataclass(frozen=True)
+class BankNormalizers:
+    """What the closed-form KL needs of a bank, computed once (`bank_normalizers`).
+
+    Attributes:
+        unit: ``(K, D)`` the references divided by their norms (zero vectors stay zero), in
+            the dtype the per-image products run in.
+        self_cosine: ``(K,)`` cos(t_m, t_m): 1, or 0 for a zero vector.
+        log_norm: ``(K,)`` L_m = log Σ_k exp(cos(t_m, t_k) / T).
+        log_norm_others: ``(K,)`` the same sum without k = m (for exclude_self).
+        temperature: the T they were computed at.
+    """
+
+    unit: Tensor
+    self_cosine: Tensor
+    log_norm: Tensor
+    log_norm_others: Tensor
+    temperature: float
+
+
+def _matmul_dtype(features: Tensor) -> torch.dtype:
+    """Half precision stays half on a GPU (tensor cores); on a CPU products run in float32."""
+    if features.dtype in (torch.float16, torch.bfloat16) and features.device.type == "cuda":
+        return features.dtype
+    return torch.promote_types(features.dtype, torch.float32)
+
+
+def bank_normalizers(features: Tensor, temperature: float, block_elements: int = 2**24) -> BankNormalizers:
+    """The log-normalizers L of a bank's relation signatures, without a K × K buffer.
+
+    The cosines are symmetric, so block row i computes only columns ≥ i's start, ``(b, K − s)``,
+    and adds each term to its row's sum and to its column's: K² D / 2 multiply-adds, memory
+    O(K + `block_elements`). Terms are shifted by 1/T, the largest a logit can be (cos ≤ 1), so
+    one exp serves both sums; the rare rows whose sum without m falls into the underflow range
+    (every other reference at cos < 1 − 87 T in float32, or a zero vector) are redone exactly.
+
+    Args:
+        features: ``(K, D)`` reference features, any float dtype and device.
+        temperature: T of the signatures.
+        block_elements: the largest block of similarities held at once.
+    Returns:
+        `BankNormalizers` with L in float32 (float64 for float64 features).
+    """
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    unit = F.normalize(features.to(dtype), dim=-1)
+    k = unit.shape[0]
+    self_cosine = (unit * unit).sum(-1)
+    others = torch.zeros(k, dtype=torch.float64, device=unit.device)  # Σ_{j≠m} exp((cos − 1) / T)
+    block = max(1, block_elements // max(1, k))
+    for start in range(0, k, block):
+        stop = min(k, start + block)
+        terms = (unit[start:stop] @ unit[start:].T).sub_(1.0).div_(temperature).exp_()  # (b, K − start)
+        terms[:, : stop - start].diagonal().zero_()
+        others[start:stop] += terms.sum(1, dtype=torch.float64)
+        others[stop:] += terms[:, stop - start:].sum(0, dtype=torch.float64)  # the mirrored terms
+    own = ((self_cosine.double() - 1.0) / temperature).exp()
+    log_norm = (others + own).log() + 1.0 / temperature
+    log_norm_others = others.log() + 1.0 / temperature
+    # Below K · tiny / eps, the terms that underflowed to 0 could matter: redo those rows exactly.
+    info = torch.finfo(dtype)
+    redo = torch.nonzero(others < k * info.tiny / info.eps).flatten()
+    for rows in redo.split(block):
+        logits = unit[rows] @ unit.T / temperature  # (r, K)
+        log_norm[rows] = torch.logsumexp(logits, dim=-1).double()
+        logits[torch.arange(len(rows), device=unit.device), rows] = float("-inf")
+        log_norm_others[rows] = torch.logsumexp(logits, dim=-1).double()
+    return BankNormalizers(unit.to(_matmul_dtype(features)), self_cosine, log_norm.to(dtype),
+                           log_norm_others.to(dtype), temperature)
+
+
+def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, exclude_self: bool = False) -> Tensor:
+    """``(N, D)`` regions → ``(N, K)`` scores s(r, m) with D = KL, by the closed form (module doc), O(N K D).
+
+    Equal to `rim_reference_scores` with ``divergence="kl"`` (the pairwise definition) up
+    to rounding; the products run in `bank.unit`'s dtype, the distributions in float32
+    (float64 for float64 features).
+    """
+    t, unit = bank.temperature, bank.unit
+    dtype = bank.log_norm.dtype
+    similarity = (F.normalize(regions.to(unit.dtype), dim=-1) @ unit.T).to(dtype)  # (N, K)
+    log_p = log_ranking_distribution(similarity, t)
+    p = log_p.exp()
+    p_log_p = torch.where(p > 0, p * log_p, 0.0)
+    neg_entropy = p_log_p.sum(-1, keepdim=True)  # (N, 1)
+    if not exclude_self:
+        mean_ref = (p.to(unit.dtype) @ unit).to(dtype)  # (N, D): p̄_r
+        cross = (mean_ref.to(unit.dtype) @ unit.T).to(dtype)  # (N, K): Σ_j P_r(j) cos(t_m, t_j)
+        kl = neg_entropy - cross / t + bank.log_norm
+        return (1.0 - alpha) * -kl.clamp_min(0.0) + alpha * similarity
+    # Without m: p'_j = p_j / (1 − p_m), q'_m ∝ exp(cos(t_m, t_j) / T) for j ≠ m, and
+    # KL(p' ‖ q'_m) = [Σ_{j≠m} p_j log p_j − (1/T) Σ_{j≠m} p_j cos(t_m, t_j)] / (1 − p_m) − log(1 − p_m) + L'_m.
+    # 1 − p_m is exact for every m but the region's top reference (p_m ≤ 1/2); for the top
+    # one, whose 1 − p_m can underflow, everything is renormalized without it in log space.
+    top = log_p.argmax(-1, keepdim=True)  # (N, 1)
+    log_p_ex = log_p.scatter(-1, top, float("-inf"))
+    log_others = torch.logsumexp(log_p_ex, dim=-1, keepdim=True)  # (N, 1): log(1 − p_top)
+    log_p_ex = log_p_ex - log_others
+    p_ex = log_p_ex.exp()  # (N, K): P_r without its top reference, renormalized
+    mean_ex = (p_ex.to(unit.dtype) @ unit).to(dtype)  # (N, D)
+    top_unit = unit[top[:, 0]].to(dtype)  # (N, D)
+    # p̄_r = p_top t̂_top + (1 − p_top) p̄_ex: a sum of positive parts, no cancellation.
+    mean_ref = log_p.gather(-1, top).exp() * top_unit + log_others.exp() * mean_ex
+    cross = (mean_ref.to(unit.dtype) @ unit.T).to(dtype)  # (N, K)
+    log_rest = torch.log1p(-p.clamp_max(0.5))  # (N, K): log(1 − p_m), m not the top
+    cross_others = cross - p * bank.self_cosine
+    own = neg_entropy - p_log_p
+    kl = (own - cross_others / t) * torch.exp(-log_rest) - log_rest + bank.log_norm_others
+    kl_top = (torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True)
+              - (top_unit * mean_ex).sum(-1, keepdim=True) / t + bank.log_norm_others[top])
+    kl = kl.scatter(-1, top, kl_top)
+    return (1.0 - alpha) * -kl.clamp_min(0.0) + alpha * similarity
+
+
 @MATCHERS.register("rim")
 class RIMMatcher:
     """Relation-aware matching of regions to a reference bank.
@@ -198,7 +322,8 @@ class RIMMatcher:
         alpha: weight of the direct cosine in the score, in [0, 1].
         aggregation: how a class pools its references' scores: ``max``, ``mean``, ``logsumexp``.
         exclude_self: leave each reference out of its own signature (see the module doc).
-        cache_limit: keep the bank's signatures between calls for banks of at most this many references.
+        cache_limit: JS and L1 keep the bank's K × K signatures between calls (on a CPU) for
+            banks of at most this many references; KL needs only K numbers per bank.
     """
 
     def __init__(self, temperature: float, divergence: str, alpha: float, aggregation: str,
@@ -217,23 +342,31 @@ class RIMMatcher:
         self.aggregation = aggregation
         self.exclude_self = exclude_self
         self.cache_limit = cache_limit
-        self._signatures: tuple[Tensor, Tensor] | None = None  # (bank features, their log signatures)
+        # (bank features, what was computed from them): normalizers for KL, signatures for JS / L1.
+        self._bank_state: tuple[Tensor, BankNormalizers | Tensor | None] | None = None
 
-    def _bank_signatures(self, bank: ReferenceBank) -> Tensor | None:
-        """The bank's ``(K, K)`` log signatures, computed once per bank while K ≤ `cache_limit`
-        (256 MB at the default); larger banks stream them for every image."""
-        if len(bank) > self.cache_limit:
-            return None
-        if self._signatures is None or self._signatures[0] is not bank.features:
-            self._signatures = (bank.features, log_relation_signatures(bank.features, self.temperature, self.exclude_self))
-        return self._signatures[1]
+    def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
+        """Compute what this matcher keeps per bank (done by the first call otherwise)."""
+        if self._bank_state is None or self._bank_state[0] is not bank.features:
+            if self.divergence == "kl":
+                state: BankNormalizers | Tensor | None = bank_normalizers(bank.features, self.temperature)
+            elif len(bank) <= self.cache_limit and bank.features.device.type == "cpu":
+                state = log_relation_signatures(bank.features, self.temperature, self.exclude_self)  # (K, K)
+            else:
+                state = None  # streamed for every image
+            self._bank_state = (bank.features, state)
+        return self._bank_state[1]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
             raise ValueError("exclude_self needs at least 2 references in the bank")
-        scores = rim_reference_scores(
-            region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self,
-            signatures=self._bank_signatures(bank),
-        )
+        state = self.prepare(bank)
+        if isinstance(state, BankNormalizers):
+            scores = kl_reference_scores(region_features, state, self.alpha, self.exclude_self)
+        else:
+            scores = rim_reference_scores(
+                region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self,
+                signatures=state,
+            )
         return aggregate_by_class(scores, bank.class_ids, bank.num_classes, self.aggregation)
