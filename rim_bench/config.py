@@ -36,6 +36,8 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Numeric keys that also take the string "auto" (set from the data when the stage runs).
+AUTO_KEYS = ("matcher.rim.temperature",)
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
@@ -179,6 +181,8 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
             _check_types(default, value, source, prefix=f"{full}.")
+        elif full in AUTO_KEYS and value == "auto":
+            continue
         elif not _same_type(default, value):
             raise ConfigError(
                 f"{source}: '{full}' must be {type(default).__name__} like its default {default!r}, "
