@@ -440,11 +440,12 @@ class RIMMatcher:
         temperature_scale: c in T = c × the std of the bank's off-diagonal cosines, for ``"auto"``.
         cache_limit: JS and L1 keep the bank's K × K signatures between calls (on a CPU) for
             banks of at most this many references; KL needs only K numbers per bank.
+        verbose: print the temperatures ``auto`` gives for each bank.
     """
 
     def __init__(self, temperature: float | str, divergence: str, alpha: float, aggregation: str,
                  exclude_self: bool = False, ranking: str = "reference", ref_temperature: float | str | None = None,
-                 temperature_scale: float = 0.25, cache_limit: int = 8192) -> None:
+                 temperature_scale: float = 0.1, cache_limit: int = 8192, verbose: bool = True) -> None:
         for name, value in (("temperature", temperature), ("ref_temperature", ref_temperature)):
             if value == AUTO or (value is None and name == "ref_temperature"):
                 continue
@@ -472,6 +473,7 @@ class RIMMatcher:
         self.exclude_self = exclude_self
         self.ranking = ranking
         self.cache_limit = cache_limit
+        self.verbose = verbose
         # (bank features, (T, T_q), what was computed from them: normalizers for KL, signatures
         # for JS / L1 or for class-level ranking).
         self._bank_state: tuple[Tensor, tuple[float, float], BankNormalizers | Tensor | None] | None = None
@@ -493,7 +495,7 @@ class RIMMatcher:
         """Compute what this matcher keeps per bank (done by the first call otherwise)."""
         if self._bank_state is None or self._bank_state[0] is not bank.features:
             t_p, t_q = self.temperatures(bank)
-            if AUTO in (self.temperature, self.ref_temperature):
+            if self.verbose and AUTO in (self.temperature, self.ref_temperature):
                 print(f"matcher.rim: temperature {t_p:.4g}, reference temperature {t_q:.4g} "
                       f"({self.temperature_scale:g} x the std of the bank's off-diagonal cosines)")
             if self.ranking == "class":
