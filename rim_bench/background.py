@@ -15,8 +15,9 @@ config value (``segmenter.paint.background.rule``) recorded with each result:
 * ``calibrated`` (ours): the best class score standardized against the region's scores for
   all classes, divided by its largest possible value √(C − 1), so it lies in [0, 1] for any
   matcher and vocabulary size (1: one class stands out and the others tie; 0: all equal). It
-  does not change under a shift or a positive scaling of the scores, so one threshold serves
-  cosine, CLIP and RIM scores alike. A region below ``threshold`` becomes background.
+  does not change under a shift or a positive scaling of the scores, so a threshold does not
+  depend on a matcher's units (its best value still depends on the shape of its scores:
+  docs/method.md). A region below ``threshold`` becomes background.
 * ``score`` (FreeDA's 0.4; formerly ``background_below``): a raw threshold on the best class
   score, in the matcher's units (meaningful for cosine scores; RIM's −KL is unbounded).
 * ``area`` (ours): regions smaller than ``min_fraction`` of the image become background
