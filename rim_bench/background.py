@@ -92,7 +92,8 @@ class BackgroundRule:
             raise ParamError("background.references", "is false, so rule 'class' could never give background; "
                              "choose another rule or set references=true")
         if probability["temperature"] <= 0:
-            raise ParamError("background.probability.temperature", f"must be positive, got {probability['temperature']}")
+            raise ParamError("background.probability.temperature",
+                             f"must be positive, got {probability['temperature']}")
         if not 0.0 <= area["min_fraction"] <= 1.0:
             raise ParamError("background.area.min_fraction", f"must be in [0, 1], got {area['min_fraction']}")
         self.rule = rule
@@ -127,7 +128,8 @@ class BackgroundRule:
         elif self.rule == "score":
             to_background = best < self.params["threshold"]
         else:
-            to_background = region_area_fraction(region_map, len(scores)).to(scores.device) < self.params["min_fraction"]
+            area = region_area_fraction(region_map, len(scores)).to(scores.device)
+            to_background = area < self.params["min_fraction"]
         return torch.where(to_background, torch.full_like(labels, bg), labels), best
 
 

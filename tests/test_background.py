@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from rim_bench.background import (
-    RULES, BackgroundRule, background_config, best_class_probability, calibrated_score, describe_background,
+    RULES,
+    BackgroundRule,
+    background_config,
+    best_class_probability,
+    calibrated_score,
+    describe_background,
     region_area_fraction,
 )
 from rim_bench.errors import ConfigError, ParamError
@@ -96,8 +101,8 @@ def test_no_background_class_leaves_labels_alone():
 def test_bad_values_name_the_key():
     from omegaconf import OmegaConf
 
-    from rim_bench.registry import SEGMENTERS, build_stage
     from rim_bench.pipeline import register_builtin_stages
+    from rim_bench.registry import SEGMENTERS, build_stage
 
     register_builtin_stages()
     block = OmegaConf.create({"name": "paint", "paint": {"min_score": None, "uncovered": "none",

@@ -10,7 +10,11 @@ import torch
 
 from rim_bench.errors import ConfigError
 from rim_bench.matching.rim import (
-    RIMMatcher, bank_cosine_spread, class_signatures, log_ranking_distribution, pooled_class_logits,
+    RIMMatcher,
+    bank_cosine_spread,
+    class_signatures,
+    log_ranking_distribution,
+    pooled_class_logits,
     rim_reference_scores,
 )
 from rim_bench.types import ReferenceBank
@@ -21,6 +25,10 @@ def _bank(features: torch.Tensor, class_ids: list[int], num_classes: int) -> Ref
                          subcategory_ids=torch.arange(len(class_ids)),
                          class_names=[f"c{i}" for i in range(num_classes)],
                          subcategory_names=[f"s{i}" for i in range(len(class_ids))])
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -122,7 +130,7 @@ def brute_reference_scores(regions, refs, t, t_q, kind):
 @pytest.mark.parametrize("kind", ["kl", "js", "l1"])
 def test_separate_temperatures_equal_brute_force(kind):
     g = torch.Generator().manual_seed(7)
-    refs, regions = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    refs, regions = _randn(g, 7, 4), _randn(g, 3, 4)
     ids = [0, 0, 1, 1, 1, 2, 2]
     expected = brute_reference_scores(regions, refs, 0.1, 0.3, kind)
     got = RIMMatcher(0.1, kind, 0.0, "max", ref_temperature=0.3)(regions, _bank(refs, ids, 3))
@@ -136,7 +144,7 @@ def test_separate_temperatures_equal_brute_force(kind):
 
 def test_closed_form_kl_with_exclude_self_and_separate_temperatures_equals_pairwise():
     g = torch.Generator().manual_seed(11)
-    refs, regions = torch.randn(12, 6, generator=g, dtype=torch.float64), torch.randn(5, 6, generator=g, dtype=torch.float64)
+    refs, regions = _randn(g, 12, 6), _randn(g, 5, 6)
     ids = [i % 3 for i in range(12)]
     closed = RIMMatcher(0.02, "kl", 0.0, "mean", exclude_self=True, ref_temperature=0.1)(regions, _bank(refs, ids, 3))
     pairwise = rim_reference_scores(regions, refs, 0.02, "kl", 0.0, exclude_self=True, ref_temperature=0.1)
@@ -159,7 +167,7 @@ def test_bank_cosine_spread_is_the_std_of_off_diagonal_cosines_without_a_k_by_k_
 
 def test_temperature_auto_follows_the_bank_and_means_the_same_for_a_scaled_spread():
     g = torch.Generator().manual_seed(9)
-    refs, regions = torch.randn(20, 8, generator=g, dtype=torch.float64), torch.randn(6, 8, generator=g, dtype=torch.float64)
+    refs, regions = _randn(g, 20, 8), _randn(g, 6, 8)
     bank = _bank(refs, [i % 4 for i in range(20)], 4)
     spread = bank_cosine_spread(refs)
     auto = RIMMatcher("auto", "kl", 0.0, "max", temperature_scale=0.3, ref_temperature="auto")

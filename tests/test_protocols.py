@@ -17,19 +17,22 @@ from rim_bench.errors import ConfigError
 def test_sclip_protocol_sets_its_values_and_per_benchmark_ones():
     cfg = load_config(["experiment=voc21", "protocol=sclip"])
     assert cfg.protocol == "sclip"
-    assert (cfg.featurizer.dinov2.input_size, cfg.featurizer.dinov2.window, cfg.featurizer.dinov2.stride) == (336, 224, 112)
+    dinov2 = cfg.featurizer.dinov2
+    assert (dinov2.input_size, dinov2.window, dinov2.stride) == (336, 224, 112)
     background = cfg.segmenter.paint.background
     assert background.rule == "probability" and background.probability.threshold == 0.1
     assert background.probability.temperature == 0.01 and cfg.data.classes == "sclip_voc21"
     assert load_config(["experiment=coco_stuff171", "protocol=sclip"]).featurizer.dinov2.input_size == 448
     assert load_config(["experiment=context60", "protocol=sclip"]).data.classes is None  # single "background" word
     # The command line still wins over the protocol.
-    assert load_config(["experiment=voc21", "protocol=sclip", "featurizer.dinov2.stride=224"]).featurizer.dinov2.stride == 224
+    overridden = load_config(["experiment=voc21", "protocol=sclip", "featurizer.dinov2.stride=224"])
+    assert overridden.featurizer.dinov2.stride == 224
 
 
 def test_freeda_protocol_and_unknown_protocol():
     cfg = load_config(["experiment=voc21", "protocol=freeda"])
-    assert (cfg.featurizer.dinov2.input_size, cfg.featurizer.dinov2.window, cfg.featurizer.dinov2.stride) == (448, 448, 224)
+    dinov2 = cfg.featurizer.dinov2
+    assert (dinov2.input_size, dinov2.window, dinov2.stride) == (448, 448, 224)
     assert cfg.segmenter.paint.background.rule == "score" and cfg.segmenter.paint.background.score.threshold == 0.4
     assert load_config(["experiment=voc21"]).protocol is None
     with pytest.raises(ConfigError, match="protocol 'mmseg' not found.*known protocols: freeda, sclip"):
@@ -68,7 +71,8 @@ def test_published_rows_under_the_runs_protocol_are_marked():
 
 def test_compare_runs_under_a_protocol(tmp_path: Path):
     out = tmp_path / "cmp"
-    assert main(["compare", "experiment=smoke", "protocol=sclip", "methods=[rim,cosine]", "data.max_images=2",
+    small = ["data.max_images=1", "references.exemplars.n_subcategories=1", "references.exemplars.images_per_subcategory=1"]
+    assert main(["compare", "experiment=smoke", "protocol=sclip", "methods=[rim,cosine]", *small,
                  f"output_dir={out}"]) == 0
     table = (out / "compare.md").read_text()
     assert "| rim |" in table and "| sclip | probability (temperature=0.01, threshold=0.1) |" in table

@@ -99,7 +99,8 @@ def test_regions_small_on_top_and_uncovered_unassigned():
 
 
 def _segmenter(**kwargs) -> PaintSegmenter:
-    return PaintSegmenter(**{"min_score": None, "uncovered": "none", "background": background_config("class"), **kwargs})
+    defaults = {"min_score": None, "uncovered": "none", "background": background_config("class")}
+    return PaintSegmenter(**{**defaults, **kwargs})
 
 
 def test_segmenter_min_score_leaves_weak_regions_unassigned():
@@ -113,7 +114,8 @@ def test_segmenter_min_score_leaves_weak_regions_unassigned():
 def test_segmenter_background_rule():
     region_map = torch.tensor([[0, 1]])
     scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, weak references
-    label_map, labels = _segmenter(background=background_config("score", threshold=0.5), background_id=0)(region_map, scores)
+    rule = background_config("score", threshold=0.5)
+    label_map, labels = _segmenter(background=rule, background_id=0)(region_map, scores)
     assert labels.tolist() == [1, 0] and label_map.tolist() == [[1, 0]]
     # Without a class named background (VOC20, Context59), no rule changes a label.
     label_map, labels = _segmenter(background=background_config("score", threshold=0.5))(region_map, scores)
