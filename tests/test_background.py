@@ -119,3 +119,25 @@ def test_describe_names_the_rule_and_its_values():
     assert describe_background(spec) == "probability (temperature=0.01, threshold=0.1)"
     assert describe_background({"name": "paint", "background": background_config("class")}) == "class"
     assert describe_background({"name": "other"}) == "-"
+
+
+def test_background_sweep_covers_every_rule_with_valid_configs():
+    from rim_bench.config import as_overrides, load_config
+    from rim_bench.sweep import expand, load_sweep
+
+    points = expand(load_sweep("background"))
+    assert {p["segmenter.paint.background.rule"] for p in points} == set(RULES)
+    for point in points:  # each point is a valid config whose segmenter builds
+        cfg = load_config(["experiment=smoke", *as_overrides(point)])
+        assert cfg.segmenter.paint.background.rule == point["segmenter.paint.background.rule"]
+
+
+@pytest.mark.slow
+def test_background_sweep_runs_on_smoke_and_writes_the_table(tmp_path):
+    from rim_bench.cli import main
+
+    small = ["data.max_images=2", "references.exemplars.n_subcategories=1", "references.exemplars.images_per_subcategory=1"]
+    assert main(["sweep", "experiment=smoke", "sweep=background", *small, f"output_dir={tmp_path}"]) == 0
+    table = (tmp_path / "sweep.md").read_text()
+    for rule in RULES:
+        assert f"| {rule} | rim |" in table and f"| {rule} | cosine |" in table
