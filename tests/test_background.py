@@ -136,7 +136,8 @@ def test_background_sweep_covers_every_rule_with_valid_configs():
 def test_background_sweep_runs_on_smoke_and_writes_the_table(tmp_path):
     from rim_bench.cli import main
 
-    small = ["data.max_images=2", "references.exemplars.n_subcategories=1", "references.exemplars.images_per_subcategory=1"]
+    small = ["data.max_images=2", "references.exemplars.n_subcategories=1",
+             "references.exemplars.images_per_subcategory=1"]
     assert main(["sweep", "experiment=smoke", "sweep=background", *small, f"output_dir={tmp_path}"]) == 0
     table = (tmp_path / "sweep.md").read_text()
     for rule in RULES:

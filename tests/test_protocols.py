@@ -71,7 +71,8 @@ def test_published_rows_under_the_runs_protocol_are_marked():
 
 def test_compare_runs_under_a_protocol(tmp_path: Path):
     out = tmp_path / "cmp"
-    small = ["data.max_images=1", "references.exemplars.n_subcategories=1", "references.exemplars.images_per_subcategory=1"]
+    small = ["data.max_images=1", "references.exemplars.n_subcategories=1",
+             "references.exemplars.images_per_subcategory=1"]
     assert main(["compare", "experiment=smoke", "protocol=sclip", "methods=[rim,cosine]", *small,
                  f"output_dir={out}"]) == 0
     table = (out / "compare.md").read_text()
