@@ -136,11 +136,11 @@ class BackgroundRule:
 def background_config(rule: str, **params: float) -> dict[str, Any]:
     """The default ``segmenter.paint.background`` block (configs/default.yaml) with `rule` and,
     for that rule, `params` set (``background_config("probability", threshold=0.2)``)."""
-    from omegaconf import OmegaConf
+    import yaml
 
     from rim_bench.config import DEFAULT_FILE
 
-    block = OmegaConf.to_container(OmegaConf.load(DEFAULT_FILE).segmenter.paint.background)
+    block: dict[str, Any] = yaml.safe_load(DEFAULT_FILE.read_text())["segmenter"]["paint"]["background"]
     block["rule"] = rule
     if params:
         block[rule].update(params)

@@ -493,6 +493,10 @@ class RIMMatcher:
 
     def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
         """Compute what this matcher keeps per bank (done by the first call otherwise)."""
+        return self._prepared(bank)[2]
+
+    def _prepared(self, bank: ReferenceBank) -> tuple[Tensor, tuple[float, float], BankNormalizers | Tensor | None]:
+        """(bank features, (T, T_q), per-bank state), computed once per bank."""
         if self._bank_state is None or self._bank_state[0] is not bank.features:
             t_p, t_q = self.temperatures(bank)
             if self.verbose and AUTO in (self.temperature, self.ref_temperature):
@@ -508,15 +512,15 @@ class RIMMatcher:
             else:
                 state = None  # streamed for every image
             self._bank_state = (bank.features, (t_p, t_q), state)
-        return self._bank_state[2]
+        return self._bank_state
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
             raise ValueError("exclude_self needs at least 2 references in the bank")
-        state = self.prepare(bank)
-        t_p, t_q = self._bank_state[1]
+        _, (t_p, t_q), state = self._prepared(bank)
         if self.ranking == "class":
+            assert state is None or isinstance(state, Tensor)
             return rim_class_scores(region_features, bank.features, bank.class_ids, bank.num_classes, t_p,
                                     self.divergence, self.alpha, self.aggregation, state, t_q)
         if isinstance(state, BankNormalizers):
