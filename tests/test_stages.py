@@ -98,6 +98,21 @@ def test_regions_small_on_top_and_uncovered_unassigned():
     assert resolve_regions(torch.zeros(0, 2, 2, dtype=torch.bool)).tolist() == [[-1, -1], [-1, -1]]
 
 
+@pytest.mark.parametrize("n, max_pixels", [(7, 2**26), (300, 2**26), (300, 1300)])  # 1 byte keys; int32 keys; chunks
+def test_resolve_regions_equals_painting_masks_one_by_one(n, max_pixels, monkeypatch):
+    import rim_bench.segmenter as segmenter
+
+    monkeypatch.setattr(segmenter, "MAX_MASK_PIXELS", max_pixels)
+    g = torch.Generator().manual_seed(n)
+    masks = torch.rand(n, 20, 30, generator=g) < torch.rand(n, 1, 1, generator=g) * 0.3
+    masks[1] = masks[0]  # equal areas: the higher index is painted last
+    expected = torch.full((20, 30), -1)
+    areas = masks.flatten(1).sum(1).tolist()
+    for i in sorted(range(n), key=lambda i: (-areas[i], i)):  # large to small
+        expected[masks[i]] = i
+    assert torch.equal(resolve_regions(masks), expected)
+
+
 def _segmenter(**kwargs) -> PaintSegmenter:
     defaults = {"min_score": None, "uncovered": "none", "background": background_config("class")}
     return PaintSegmenter(**{**defaults, **kwargs})

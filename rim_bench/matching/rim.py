@@ -294,43 +294,49 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
 
     Equal to `rim_reference_scores` with ``divergence="kl"`` (the pairwise definition) up
     to rounding; the products run in `bank.unit`'s dtype, the distributions in float32
-    (float64 for float64 features). `temperature` is the regions' T (None: the bank's, T_q):
+    (float64 for float64 features). The (N, K) work is done in place: at large K it costs
+    more than the products. `temperature` is the regions' T (None: the bank's, T_q):
     log Q_m(j) = cos(t_m, t_j) / T_q − L_m whatever P_r's temperature, so the form holds.
     """
     t, unit = bank.temperature, bank.unit  # t = T_q: every Q term below is divided by it
     dtype = bank.log_norm.dtype
-    similarity = (F.normalize(regions.to(unit.dtype), dim=-1) @ unit.T).to(dtype)  # (N, K)
-    log_p = log_ranking_distribution(similarity, temperature or t)
+
+    def times_bank(weights: Tensor) -> Tensor:  # (N, K) → (N, D): Σ_j w_j t̂_j
+        return (weights.to(unit.dtype) @ unit).to(dtype)
+
+    def cosines_to_bank(vectors: Tensor) -> Tensor:  # (N, D) → (N, K): v · t̂_m
+        return (vectors.to(unit.dtype) @ unit.T).to(dtype)
+
+    similarity = cosines_to_bank(F.normalize(regions.to(unit.dtype), dim=-1))
+    log_p = log_ranking_distribution(similarity, temperature or t)  # finite, so p log p needs no 0 · log 0 rule
     p = log_p.exp()
-    p_log_p = torch.where(p > 0, p * log_p, 0.0)
+    p_log_p = p * log_p
     neg_entropy = p_log_p.sum(-1, keepdim=True)  # (N, 1)
     if not exclude_self:
-        mean_ref = (p.to(unit.dtype) @ unit).to(dtype)  # (N, D): p̄_r
-        cross = (mean_ref.to(unit.dtype) @ unit.T).to(dtype)  # (N, K): Σ_j P_r(j) cos(t_m, t_j)
-        kl = neg_entropy - cross / t + bank.log_norm
-        return (1.0 - alpha) * -kl.clamp_min(0.0) + alpha * similarity
-    # Without m: p'_j = p_j / (1 − p_m), q'_m ∝ exp(cos(t_m, t_j) / T) for j ≠ m, and
-    # KL(p' ‖ q'_m) = [Σ_{j≠m} p_j log p_j − (1/T) Σ_{j≠m} p_j cos(t_m, t_j)] / (1 − p_m) − log(1 − p_m) + L'_m.
-    # 1 − p_m is exact for every m but the region's top reference (p_m ≤ 1/2); for the top
-    # one, whose 1 − p_m can underflow, everything is renormalized without it in log space.
-    top = log_p.argmax(-1, keepdim=True)  # (N, 1)
-    log_p_ex = log_p.scatter(-1, top, float("-inf"))
-    log_others = torch.logsumexp(log_p_ex, dim=-1, keepdim=True)  # (N, 1): log(1 − p_top)
-    log_p_ex = log_p_ex - log_others
-    p_ex = log_p_ex.exp()  # (N, K): P_r without its top reference, renormalized
-    mean_ex = (p_ex.to(unit.dtype) @ unit).to(dtype)  # (N, D)
-    top_unit = unit[top[:, 0]].to(dtype)  # (N, D)
-    # p̄_r = p_top t̂_top + (1 − p_top) p̄_ex: a sum of positive parts, no cancellation.
-    mean_ref = log_p.gather(-1, top).exp() * top_unit + log_others.exp() * mean_ex
-    cross = (mean_ref.to(unit.dtype) @ unit.T).to(dtype)  # (N, K)
-    log_rest = torch.log1p(-p.clamp_max(0.5))  # (N, K): log(1 − p_m), m not the top
-    cross_others = cross - p * bank.self_cosine
-    own = neg_entropy - p_log_p
-    kl = (own - cross_others / t) * torch.exp(-log_rest) - log_rest + bank.log_norm_others
-    kl_top = (torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True)
-              - (top_unit * mean_ex).sum(-1, keepdim=True) / t + bank.log_norm_others[top])
-    kl = kl.scatter(-1, top, kl_top)
-    return (1.0 - alpha) * -kl.clamp_min(0.0) + alpha * similarity
+        # −KL = (1/T) t̂_m · p̄_r − L_m − Σ_j p_j log p_j
+        neg_kl = cosines_to_bank(times_bank(p)).div_(t).sub_(bank.log_norm).sub_(neg_entropy)
+    else:
+        # Without m: p'_j = p_j / (1 − p_m), q'_m ∝ exp(cos(t_m, t_j) / T) for j ≠ m, and
+        # −KL(p' ‖ q'_m) = [(1/T) Σ_{j≠m} p_j cos(t_m, t_j) − Σ_{j≠m} p_j log p_j] / (1 − p_m)
+        #                  + log(1 − p_m) − L'_m.
+        # 1 − p_m is exact for every m but the region's top reference (p_m ≤ 1/2); for the top
+        # one, whose 1 − p_m can underflow, P is renormalized without it in log space.
+        top = log_p.argmax(-1, keepdim=True)  # (N, 1)
+        log_others = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)  # log(1 − p_top)
+        p_ex = (log_p - log_others).exp_().scatter_(-1, top, 0.0)  # (N, K): P without its top, renormalized
+        mean_ex = times_bank(p_ex)  # (N, D)
+        top_unit = unit[top[:, 0]].to(dtype)  # (N, D)
+        # p̄_r = p_top t̂_top + (1 − p_top) p̄_ex: a sum of positive parts, no cancellation.
+        mean_ref = log_p.gather(-1, top).exp() * top_unit + log_others.exp() * mean_ex
+        rest = 1.0 - p.clamp_max(0.5)  # (N, K): 1 − p_m, m not the top
+        neg_kl = cosines_to_bank(mean_ref).addcmul_(p, bank.self_cosine, value=-1.0)  # Σ_{j≠m} p_j cos(t_m, t_j)
+        neg_kl.div_(t).add_(p_log_p).sub_(neg_entropy).div_(rest)
+        neg_kl.add_(rest.log_()).sub_(bank.log_norm_others)
+        neg_entropy_ex = (p_ex * log_p).sum(-1, keepdim=True) - log_others  # Σ_j p'_j log p'_j, m = top
+        neg_kl_top = (top_unit * mean_ex).sum(-1, keepdim=True) / t - bank.log_norm_others[top] - neg_entropy_ex
+        neg_kl.scatter_(-1, top, neg_kl_top)
+    neg_kl.clamp_max_(0.0)  # KL ≥ 0; rounding leaves ~1e-6 · (1/T) either side at the best match
+    return neg_kl if alpha == 0 else neg_kl.mul_(1.0 - alpha).add_(similarity, alpha=alpha)
 
 
 def bank_cosine_spread(features: Tensor, block_elements: int = 2**24) -> float:
