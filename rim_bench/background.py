@@ -94,8 +94,11 @@ class BackgroundRule:
         if probability["temperature"] <= 0:
             raise ParamError("background.probability.temperature",
                              f"must be positive, got {probability['temperature']}")
-        if not 0.0 <= area["min_fraction"] <= 1.0:
-            raise ParamError("background.area.min_fraction", f"must be in [0, 1], got {area['min_fraction']}")
+        fractions = {"probability.threshold": probability["threshold"],
+                     "calibrated.threshold": calibrated["threshold"], "area.min_fraction": area["min_fraction"]}
+        for key, value in fractions.items():
+            if not 0.0 <= value <= 1.0:
+                raise ParamError(f"background.{key}", f"must be in [0, 1], got {value}")
         self.rule = rule
         self.references = references
         self.params = {"probability": dict(probability), "calibrated": dict(calibrated), "score": dict(score),

@@ -93,7 +93,7 @@ def test_without_background_references_only_the_rule_gives_background():
 def test_no_background_class_leaves_labels_alone():
     for rule in RULES:
         config = background_config(rule)
-        config["calibrated"]["threshold"] = 1.1  # would send every region to background
+        config["calibrated"]["threshold"] = 1.0  # would send (almost) every region to background
         labels, _ = BackgroundRule(**config, background_id=None)(SCORES, REGION_MAP)
         assert labels.tolist() == [1, 1, 0], rule
 
@@ -111,6 +111,9 @@ def test_bad_values_name_the_key():
         build_stage(SEGMENTERS, block, "segmenter", background_id=0)
     block.paint.background = background_config("probability", temperature=0.0)
     with pytest.raises(ConfigError, match=r"background\.probability\.temperature: must be positive"):
+        build_stage(SEGMENTERS, block, "segmenter", background_id=0)
+    block.paint.background = background_config("calibrated", threshold=1.5)
+    with pytest.raises(ConfigError, match=r"background\.calibrated\.threshold: must be in \[0, 1\], got 1.5"):
         build_stage(SEGMENTERS, block, "segmenter", background_id=0)
 
 
