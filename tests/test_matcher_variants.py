@@ -200,3 +200,19 @@ def test_config_accepts_auto_for_the_temperature_only():
     assert cfg.matcher.rim.temperature == "auto" and cfg.matcher.rim.ranking == "class"
     with pytest.raises(ConfigError, match="matcher.rim.alpha"):
         load_config(["matcher.rim.alpha=auto"])
+
+
+def test_variants_sweep_points_build_matchers():
+    from rim_bench.config import as_overrides, load_config
+    from rim_bench.pipeline import register_builtin_stages
+    from rim_bench.registry import MATCHERS, build_stage
+    from rim_bench.sweep import expand, load_sweep
+
+    register_builtin_stages()
+    points = expand(load_sweep("rim_variants"))
+    assert {p["matcher.rim.ranking"] for p in points} == {"reference", "class"}
+    assert "auto" in {p["matcher.rim.temperature"] for p in points}
+    for point in points:
+        matcher = build_stage(MATCHERS, load_config(["experiment=smoke", *as_overrides(point)]).matcher, "matcher")
+        assert matcher.ranking == point["matcher.rim.ranking"]
+        assert matcher.temperature == point["matcher.rim.temperature"]
