@@ -50,13 +50,17 @@ def test_sclip_class_files_keep_the_label_order():
 
 
 def test_every_published_number_records_its_protocol():
-    table = yaml.safe_load(PUBLISHED.read_text())["methods"]
+    raw = yaml.safe_load(PUBLISHED.read_text())
     presets = {p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml")}
-    for name, entry in table.items():
-        assert "protocol" in entry and entry.get("protocol_note"), name
-        assert entry["protocol"] is None or entry["protocol"] in presets, name
+    assert set(raw["protocols"]) == presets  # every preset's settings are spelled out
+    for name, entry in raw["methods"].items():
+        assert isinstance(entry.get("protocol"), str) and entry["protocol"], name
+    table = raw["methods"]
     assert table["SCLIP"]["protocol"] == table["NACLIP"]["protocol"] == "sclip"
     assert table["FreeDA"]["protocol"] == "freeda"
+    rows = {r["method"]: r for r in published("voc21")}
+    assert rows["SCLIP"]["preset"] == "sclip" and rows["Trident"]["preset"] is None
+    assert rows["SCLIP"]["protocol"].startswith("sclip: short_side=336") and "336" in rows["Trident"]["protocol"]
 
 
 def test_published_rows_under_the_runs_protocol_are_marked():
@@ -65,7 +69,7 @@ def test_published_rows_under_the_runs_protocol_are_marked():
     text = comparison_markdown([row], "voc21", published("voc21"), "sclip")
     sclip = next(line for line in text.splitlines() if line.startswith("| SCLIP |"))
     freeda = next(line for line in text.splitlines() if line.startswith("| FreeDA |"))
-    assert "| yes |" in sclip and "| no |" in freeda and "short side 336" in sclip
+    assert "| yes |" in sclip and "| no |" in freeda and "short_side=336" in sclip
     assert "| sclip | probability (temperature=0.01, threshold=0.1) |" in text
 
 
