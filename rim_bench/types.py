@@ -41,6 +41,8 @@ class ReferenceBank:
         class_names: the C class names of the vocabulary.
         subcategory_names: the distinct subcategory names, ``"class/subcategory"``.
         meta: one dict per reference (source file, mask area, ...), JSON-able.
+        derived: what matchers compute from the features once per bank (RIM's log-normalizers),
+            by key; not saved. Banks are not changed in place, so it never goes stale.
     """
 
     features: Tensor
@@ -49,6 +51,7 @@ class ReferenceBank:
     class_names: list[str]
     subcategory_names: list[str]
     meta: list[dict] = field(default_factory=list)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = self.features.shape[0]

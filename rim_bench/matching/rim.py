@@ -252,8 +252,8 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
         stop = min(k, start + block)
         terms = (unit[start:stop] @ unit[start:].T).sub_(1.0).div_(temperature).exp_()  # (b, K − start)
         terms[:, : stop - start].diagonal().zero_()
-        others[start:stop] += terms.sum(1, dtype=torch.float64)
-        others[stop:] += terms[:, stop - start:].sum(0, dtype=torch.float64)  # the mirrored terms
+        others[start:stop] += terms.sum(1)  # a block's sums in the features' precision, the totals in float64
+        others[stop:] += terms[:, stop - start:].sum(0)  # the mirrored terms
     own = ((self_cosine.double() - 1.0) / temperature).exp()
     log_norm = (others + own).log() + 1.0 / temperature
     log_norm_others = others.log() + 1.0 / temperature
@@ -348,20 +348,21 @@ class RIMMatcher:
         self.aggregation = aggregation
         self.exclude_self = exclude_self
         self.cache_limit = cache_limit
-        # (bank features, what was computed from them): normalizers for KL, signatures for JS / L1.
-        self._bank_state: tuple[Tensor, BankNormalizers | Tensor | None] | None = None
 
     def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
-        """Compute what this matcher keeps per bank (done by the first call otherwise)."""
-        if self._bank_state is None or self._bank_state[0] is not bank.features:
-            if self.divergence == "kl":
-                state: BankNormalizers | Tensor | None = bank_normalizers(bank.features, self.temperature)
-            elif len(bank) <= self.cache_limit and bank.features.device.type == "cpu":
-                state = log_relation_signatures(bank.features, self.temperature, self.exclude_self)  # (K, K)
-            else:
-                state = None  # streamed for every image
-            self._bank_state = (bank.features, state)
-        return self._bank_state[1]
+        """What this matcher needs per bank, computed once and kept with the bank (`bank.derived`),
+        so matchers that differ only in α, aggregation or exclude_self share it."""
+        if self.divergence == "kl":
+            key: tuple = ("rim.normalizers", self.temperature)
+            if key not in bank.derived:
+                bank.derived[key] = bank_normalizers(bank.features, self.temperature)
+            return bank.derived[key]
+        if len(bank) > self.cache_limit or bank.features.device.type != "cpu":
+            return None  # JS / L1 stream the signatures for every image
+        key = ("rim.signatures", self.temperature, self.exclude_self)
+        if key not in bank.derived:
+            bank.derived[key] = log_relation_signatures(bank.features, self.temperature, self.exclude_self)  # (K, K)
+        return bank.derived[key]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
