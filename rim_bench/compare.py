@@ -2,7 +2,8 @@
 
     rim-bench compare experiment=rim_voc21 methods=[rim,cosine,prototype] data.root=DATA ...
 
-A method is a file in ``configs/baseline/`` merged over the experiment. Each runs as an
+A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
+each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
 regions and references are computed once for all. Published numbers for the benchmark
 (``experiments/published.yaml``) are shown in a separate, labelled table, never mixed
@@ -20,6 +21,7 @@ import yaml
 from rim_bench.config import CONFIG_DIR, load_config
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
+from rim_bench.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.sweep import same_result
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
@@ -58,7 +60,8 @@ def run_compare(overrides: list[str]) -> list[dict]:
         else:
             cfg.output_dir = str(out / method)
             metrics = run_test(cfg)
-        rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"]})
+        rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
+                     **run_cost(metrics)})
     benchmark = first.data.name
     text = comparison_markdown(rows, benchmark, published(benchmark))
     atomic_write_text(out / "compare.md", text)
@@ -75,10 +78,11 @@ def published(benchmark: str) -> list[dict]:
 
 
 def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict]) -> str:
+    headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
     lines = [f"## Measured by rim-bench on {benchmark}", "",
-             "| method | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} |"
-              for r in rows]
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} | "
+              + " | ".join(cost_cells(r)) + " |" for r in rows]
     if reported:
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
                   "| method | mIoU | source |", "|---|---|---|"]

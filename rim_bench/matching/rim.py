@@ -205,7 +205,9 @@ class BankNormalizers:
 
     Attributes:
         unit: ``(K, D)`` the references divided by their norms (zero vectors stay zero), in
-            the dtype the per-image products run in.
+            float32 (float64 for float64 features).
+        unit_fast: `unit` in the dtype of the products between unit vectors: the features'
+            half precision on a GPU, else `unit` itself.
         self_cosine: ``(K,)`` cos(t_m, t_m): 1, or 0 for a zero vector.
         log_norm: ``(K,)`` L_m = log Σ_k exp(cos(t_m, t_k) / T).
         log_norm_others: ``(K,)`` the same sum without k = m (for exclude_self).
@@ -213,6 +215,7 @@ class BankNormalizers:
     """
 
     unit: Tensor
+    unit_fast: Tensor
     self_cosine: Tensor
     log_norm: Tensor
     log_norm_others: Tensor
@@ -265,7 +268,7 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
         log_norm[rows] = torch.logsumexp(logits, dim=-1).double()
         logits[torch.arange(len(rows), device=unit.device), rows] = float("-inf")
         log_norm_others[rows] = torch.logsumexp(logits, dim=-1).double()
-    return BankNormalizers(unit.to(_matmul_dtype(features)), self_cosine, log_norm.to(dtype),
+    return BankNormalizers(unit, unit.to(_matmul_dtype(features)), self_cosine, log_norm.to(dtype),
                            log_norm_others.to(dtype), temperature)
 
 
@@ -273,20 +276,21 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
     """``(N, D)`` regions → ``(N, K)`` scores s(r, m) with D = KL, by the closed form (module doc), O(N K D).
 
     Equal to `rim_reference_scores` with ``divergence="kl"`` (the pairwise definition) up
-    to rounding; the products run in `bank.unit`'s dtype, the distributions in float32
-    (float64 for float64 features). The (N, K) work is done in place: at large K it costs
-    more than the products.
+    to rounding. Products of unit vectors (cosines) run in `bank.unit_fast`'s dtype (half on
+    a GPU for half features); the distributions, and their products with the bank, in
+    float32 (float64 for float64 features): P spans more orders of magnitude than half
+    precision holds. The (N, K) work is done in place: at large K it costs more than the products.
     """
-    t, unit = bank.temperature, bank.unit
-    dtype = bank.log_norm.dtype
+    t, unit, fast = bank.temperature, bank.unit, bank.unit_fast
+    dtype = unit.dtype
 
     def times_bank(weights: Tensor) -> Tensor:  # (N, K) → (N, D): Σ_j w_j t̂_j
-        return (weights.to(unit.dtype) @ unit).to(dtype)
+        return weights @ unit
 
-    def cosines_to_bank(vectors: Tensor) -> Tensor:  # (N, D) → (N, K): v · t̂_m
-        return (vectors.to(unit.dtype) @ unit.T).to(dtype)
+    def cosines_to_bank(vectors: Tensor) -> Tensor:  # (N, D) unit-ish vectors → (N, K): v · t̂_m
+        return (vectors.to(fast.dtype) @ fast.T).to(dtype)
 
-    similarity = cosines_to_bank(F.normalize(regions.to(unit.dtype), dim=-1))
+    similarity = cosines_to_bank(F.normalize(regions.to(dtype), dim=-1))
     log_p = log_ranking_distribution(similarity, t)  # finite, so p log p needs no 0 · log 0 rule
     p = log_p.exp()
     p_log_p = p * log_p
@@ -304,7 +308,7 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
         log_others = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)  # log(1 − p_top)
         p_ex = (log_p - log_others).exp_().scatter_(-1, top, 0.0)  # (N, K): P without its top, renormalized
         mean_ex = times_bank(p_ex)  # (N, D)
-        top_unit = unit[top[:, 0]].to(dtype)  # (N, D)
+        top_unit = unit[top[:, 0]]  # (N, D)
         # p̄_r = p_top t̂_top + (1 − p_top) p̄_ex: a sum of positive parts, no cancellation.
         mean_ref = log_p.gather(-1, top).exp() * top_unit + log_others.exp() * mean_ex
         rest = 1.0 - p.clamp_max(0.5)  # (N, K): 1 − p_m, m not the top
