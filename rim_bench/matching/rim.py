@@ -42,17 +42,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from rim_bench.errors import ParamError
+from rim_bench.io import atomic_path
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
 
 DIVERGENCES = ("kl", "js", "l1")
+STORE_NORMALIZERS_FROM = 20_000  # references; from about 20 s of precompute on one CPU core
 _LOG2 = math.log(2.0)
 
 
@@ -229,6 +233,38 @@ def _matmul_dtype(features: Tensor) -> torch.dtype:
     return torch.promote_types(features.dtype, torch.float32)
 
 
+def _unit_vectors(features: Tensor) -> tuple[Tensor, Tensor]:
+    """``(K, D)`` → the unit vectors in float32 (float64 kept), and each one's cosine with itself."""
+    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    return unit, (unit * unit).sum(-1)
+
+
+def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNormalizers:
+    """`bank_normalizers` for `bank`, kept in the bank's cache folder when it has one and at
+    least `STORE_NORMALIZERS_FROM` references (a damaged or mismatched file is recomputed)."""
+    path = None
+    if bank.directory is not None and len(bank) >= STORE_NORMALIZERS_FROM:
+        path = Path(bank.directory) / f"rim_normalizers_T{temperature!r}.safetensors"
+    if path is not None and path.is_file():
+        try:
+            stored = load_file(str(path))
+            if stored["log_norm"].shape == stored["log_norm_others"].shape == (len(bank),):
+                unit, self_cosine = _unit_vectors(bank.features)
+                return BankNormalizers(unit, unit.to(_matmul_dtype(bank.features)), self_cosine,
+                                       stored["log_norm"].to(unit), stored["log_norm_others"].to(unit), temperature)
+        except Exception:  # a damaged file: computed again and replaced below
+            pass
+    normalizers = bank_normalizers(bank.features, temperature)
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp:
+                save_file({"log_norm": normalizers.log_norm.cpu(), "log_norm_others": normalizers.log_norm_others.cpu()},
+                          str(tmp))
+        except OSError:  # a read-only cache: keep them in memory only
+            pass
+    return normalizers
+
+
 def bank_normalizers(features: Tensor, temperature: float, block_elements: int = 2**24) -> BankNormalizers:
     """The log-normalizers L of a bank's relation signatures, without a K × K buffer.
 
@@ -245,10 +281,8 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
     Returns:
         `BankNormalizers` with L in float32 (float64 for float64 features).
     """
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    unit = F.normalize(features.to(dtype), dim=-1)
-    k = unit.shape[0]
-    self_cosine = (unit * unit).sum(-1)
+    unit, self_cosine = _unit_vectors(features)
+    dtype, k = unit.dtype, unit.shape[0]
     others = torch.zeros(k, dtype=torch.float64, device=unit.device)  # Σ_{j≠m} exp((cos − 1) / T)
     block = max(1, block_elements // max(1, k))
     for start in range(0, k, block):
@@ -359,7 +393,7 @@ class RIMMatcher:
         if self.divergence == "kl":
             key: tuple = ("rim.normalizers", self.temperature)
             if key not in bank.derived:
-                bank.derived[key] = bank_normalizers(bank.features, self.temperature)
+                bank.derived[key] = stored_bank_normalizers(bank, self.temperature)
             return bank.derived[key]
         if len(bank) > self.cache_limit or bank.features.device.type != "cpu":
             return None  # JS / L1 stream the signatures for every image
