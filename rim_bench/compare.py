@@ -22,7 +22,7 @@ from rim_bench.config import CONFIG_DIR, load_config
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
-from rim_bench.sweep import same_result
+from rim_bench.sweep import run_or_reuse
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -34,32 +34,30 @@ def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
     if len(given) != 1:
         raise ConfigError("compare: give methods=[name,...] once (files in configs/baseline/)")
     methods = yaml.safe_load(given[0])
+    return check_methods(methods, "methods", given[0]), [o for o in overrides if not o.startswith("methods=")]
+
+
+def check_methods(methods, where: str, given: str) -> list[str]:
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/baseline/."""
     methods = [methods] if isinstance(methods, str) else methods
     known = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
-    if not methods or not all(isinstance(m, str) for m in methods):
-        raise ConfigError(f"methods: expected a list like [rim,cosine], got {given[0]!r}")
+    if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
     for method in methods:
         if method not in known:
-            raise ConfigError(f"methods: unknown method '{method}' (known: {', '.join(known)})")
-    return methods, [o for o in overrides if not o.startswith("methods=")]
+            raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)})")
+    return methods
 
 
 def run_compare(overrides: list[str]) -> list[dict]:
     """Run every method and write ``compare.md`` (measured, then published) and ``compare.json``."""
-    from rim_bench.runner import run_test
-
     methods, base = parse_methods(overrides)
     configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
     first = next(iter(configs.values()))
     out = Path(first.output_dir or f"outputs/compare-{first.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}")
     rows = []
     for method, cfg in configs.items():
-        metrics_file = out / method / "metrics.json"
-        if metrics_file.is_file() and same_result(metrics_file, cfg):
-            metrics = json.loads(metrics_file.read_text())
-        else:
-            cfg.output_dir = str(out / method)
-            metrics = run_test(cfg)
+        metrics = run_or_reuse(cfg, out / method, method)
         rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
                      **run_cost(metrics)})
     benchmark = first.data.name
@@ -71,10 +69,46 @@ def run_compare(overrides: list[str]) -> list[dict]:
 
 
 def published(benchmark: str) -> list[dict]:
-    """Published mIoU on `benchmark` with each number's source (may be empty)."""
-    table = yaml.safe_load(PUBLISHED.read_text())["methods"]
-    return [{"method": name, "mIoU": entry["miou"][benchmark], "source": entry["source"]}
-            for name, entry in table.items() if entry["miou"].get(benchmark) is not None]
+    """Published mIoU on `benchmark` with each number's source and protocol (may be empty)."""
+    return [n for n in published_numbers() if n["benchmark"] == benchmark]
+
+
+def published_numbers() -> list[dict]:
+    """Every number in ``experiments/published.yaml`` as
+    ``{"method", "benchmark", "mIoU", "source", "protocol"}``, in file order.
+
+    Read tolerantly, as the file grows: a number is plain or a mapping with ``miou`` (or
+    ``value``) and its own ``source`` / ``protocol``; a method's ``protocol`` is a text, the
+    name of an entry of a top-level ``protocols:`` mapping, a mapping per benchmark, or a
+    mapping of settings. Protocols come back as one line of text ("" when not recorded).
+    """
+    raw = yaml.safe_load(PUBLISHED.read_text()) or {}
+    protocols = raw.get("protocols") or {}
+    numbers = []
+    for method, entry in (raw.get("methods") or {}).items():
+        for benchmark, value in (entry.get("miou") or {}).items():
+            cell = value if isinstance(value, dict) else {"miou": value}
+            miou = cell.get("miou", cell.get("value"))
+            if miou is None:
+                continue
+            protocol = cell.get("protocol", entry.get("protocol"))
+            if isinstance(protocol, dict) and benchmark in protocol:
+                protocol = protocol[benchmark]
+            numbers.append({"method": method, "benchmark": benchmark, "mIoU": float(miou),
+                            "source": str(cell.get("source", entry.get("source", ""))),
+                            "protocol": _protocol_text(protocol, protocols)})
+    return numbers
+
+
+def _protocol_text(protocol, named: dict) -> str:
+    if isinstance(protocol, str) and protocol in named:
+        return f"{protocol}: {_protocol_text(named[protocol], {})}"
+    if isinstance(protocol, dict):
+        return ", ".join(f"{k} ({_protocol_text(v, named)})" if isinstance(v, dict)
+                         else f"{k}={_protocol_text(v, named)}" for k, v in protocol.items())
+    if isinstance(protocol, list):
+        return ", ".join(_protocol_text(p, named) for p in protocol)
+    return "" if protocol is None else str(protocol)
 
 
 def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict]) -> str:

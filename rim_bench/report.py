@@ -2,7 +2,7 @@
 
 A folder with ``metrics.json`` is a run (its summary, per-class IoU as bars, its config
 and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
-``compare.md`` a comparison (its tables, published numbers kept apart). Pictures are
+``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept apart). Pictures are
 linked by relative path, so the page and the folders can be moved together.
 """
 
@@ -48,9 +48,10 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     runs = [f for f in folders if (f / "metrics.json").is_file()]
     sweeps = [f for f in folders if (f / "sweep.md").is_file()]
     comparisons = [f for f in folders if (f / "compare.md").is_file()]
-    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons]
+    suites = [f for f in folders if (f / "suite.md").is_file()]
+    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons + suites]
     if unknown:
-        raise DataError(f"not a result folder (no metrics.json, sweep.md or compare.md): {', '.join(unknown)}")
+        raise DataError(f"not a result folder (no metrics.json, sweep.md, compare.md or suite.md): {', '.join(unknown)}")
     md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
@@ -68,7 +69,9 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
             md_run, html_run = _run_section(run, out)
             md += md_run
             body += html_run
-    for folder, file in [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons]:
+    tables = [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons] + [
+        (s, "suite.md") for s in suites]
+    for folder, file in tables:
         text = (folder / file).read_text()
         plots = sorted(folder.glob("mIoU_vs_*.png"))
         md += [f"## {folder.name}", "", text] + [f"![{p.stem}]({_rel(p, out)})" for p in plots]
