@@ -87,6 +87,20 @@ def precompute(bank: ReferenceBank, device: torch.device) -> dict:
     return row
 
 
+def time_methods(methods: dict, queries: torch.Tensor, bank: ReferenceBank, device: torch.device,
+                 repeats: int) -> dict[str, float]:
+    """Median seconds per call of each matcher; the methods take turns in every repeat."""
+    # Warm-up (JS at small K: its K x K signatures, kept with the bank); a method slower than
+    # SLOW seconds is timed once more instead of `repeats` times.
+    warm = {name: _seconds(lambda m=m: m(queries, bank), device) for name, m in methods.items()}
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for repeat in range(repeats):
+        for name, m in methods.items():
+            if repeat == 0 or warm[name] < SLOW:
+                times[name].append(_seconds(lambda m=m: m(queries, bank), device))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -95,7 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                        help="the features' dtype (half precision: products in half on a GPU, distributions in float32)")
+                        help="the features' dtype (half: cosines in half on a GPU, distributions in float32)")
     parser.add_argument("--js-budget", type=float, default=60.0, help="seconds JS may take per image at one size")
     parser.add_argument("--json", type=Path, default=None,
                         help="where the table goes as JSON (default: benchmarks/results/matching-DEVICE-DTYPE.json)")
@@ -128,15 +142,7 @@ def main() -> None:
         skip = {"rim js": f"skipped: ~{estimate:.0f} s per image (extrapolated) > {args.js_budget:.0f} s budget"} \
             if estimate > args.js_budget else {}
         active = {name: m for name, m in methods.items() if name not in skip}
-        # Warm-up (JS at small K: its K x K signatures, kept with the bank); a method slower than
-        # SLOW seconds is timed once more instead of `repeats` times.
-        warm = {name: _seconds(lambda: m(queries, bank), device) for name, m in active.items()}
-        times: dict[str, list[float]] = {name: [] for name in active}
-        for repeat in range(args.repeats):
-            for name, m in active.items():
-                if repeat == 0 or warm[name] < SLOW:
-                    times[name].append(_seconds(lambda: m(queries, bank), device))
-        seconds = {name: statistics.median(t) for name, t in times.items()}
+        seconds = time_methods(active, queries, bank, device, args.repeats)
         if "rim js" in seconds:
             js_last = (k, seconds["rim js"])
         results.append({"K": k, "precompute": pre, "seconds": seconds, "skipped": skip,

@@ -8,8 +8,13 @@ import torch
 
 from rim_bench.matching.baselines import CosineMatcher
 from rim_bench.matching.rim import (
-    RIMMatcher, bank_normalizers, kl_reference_scores, log_ranking_distribution, log_relation_signatures,
-    pairwise_divergence, rim_reference_scores,
+    RIMMatcher,
+    bank_normalizers,
+    kl_reference_scores,
+    log_ranking_distribution,
+    log_relation_signatures,
+    pairwise_divergence,
+    rim_reference_scores,
 )
 from rim_bench.matching.scores import aggregate_by_class
 from rim_bench.types import ReferenceBank

@@ -258,8 +258,8 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
     if path is not None:
         try:
             with atomic_path(path) as tmp:
-                save_file({"log_norm": normalizers.log_norm.cpu(), "log_norm_others": normalizers.log_norm_others.cpu()},
-                          str(tmp))
+                save_file({"log_norm": normalizers.log_norm.cpu(),
+                           "log_norm_others": normalizers.log_norm_others.cpu()}, str(tmp))
         except OSError:  # a read-only cache: keep them in memory only
             pass
     return normalizers
