@@ -17,8 +17,9 @@ For each bank size K (random features, D = 768 as DINOv2 ViT-B, 20 classes) it p
 
 JS has no closed form: O(N K^2) per image. A size where its time, extrapolated from the
 previous size (x (K / K_prev)^2), exceeds --js-budget seconds is skipped and marked so.
-The machine's load (1-minute average, before and after) and torch's thread count are
-printed and saved with the table, since the numbers mean little without them.
+The machine's load (1-minute average, before and after), torch's thread count and the
+CPU seconds next to the wall seconds are printed and saved with the table, since on a
+shared machine the wall time says little without them.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ def precompute(bank: ReferenceBank, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated()
+    cpu_start = time.process_time()
     seconds = _seconds(lambda: bank.derived.setdefault(("rim.normalizers", TEMPERATURE),
                                                        bank_normalizers(bank.features, TEMPERATURE)), device)
-    row = {"seconds": round(seconds, 4), "peak_rss_mb": round(host_peak_bytes() / MB, 1),
-           "rss_before_mb": round(rss_before / MB, 1)}
+    row = {"seconds": round(seconds, 4), "cpu_seconds": round(time.process_time() - cpu_start, 4),
+           "peak_rss_mb": round(host_peak_bytes() / MB, 1), "rss_before_mb": round(rss_before / MB, 1)}
     if device.type == "cuda":
         row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / MB, 1)
         row["cuda_before_mb"] = round(cuda_before / MB, 1)
@@ -136,7 +138,8 @@ def main() -> None:
     for k in args.sizes:
         bank = random_bank(k, args.dim, device, dtype, g)
         pre = precompute(bank, device)
-        print(f"K = {k}: precompute {pre['seconds']:.2f} s, peak RSS {pre['peak_rss_mb']:.0f} MB"
+        print(f"K = {k}: precompute {pre['seconds']:.2f} s ({pre['cpu_seconds']:.2f} s of CPU), "
+              f"peak RSS {pre['peak_rss_mb']:.0f} MB"
               + (f", peak CUDA {pre['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in pre else ""), flush=True)
         estimate = js_last[1] * (k / js_last[0]) ** 2 if js_last else 0.0
         skip = {"rim js": f"skipped: ~{estimate:.0f} s per image (extrapolated) > {args.js_budget:.0f} s budget"} \
@@ -162,13 +165,14 @@ def main() -> None:
                 cells.append(f"{r['seconds'][name]:.4f} s (x{r['ratio_to_cosine'][name]:.2f})")
         print(f"{name:<22}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'precompute (once)':<22}" + "".join(f"{r['precompute']['seconds']:>20.2f} s" for r in results))
+    print(f"{'  of it CPU time':<22}" + "".join(f"{r['precompute']['cpu_seconds']:>20.2f} s" for r in results))
     print(f"{'  peak RSS':<22}" + "".join(f"{r['precompute']['peak_rss_mb']:>19.0f} MB" for r in results))
     if device.type == "cuda":
         print(f"{'  peak CUDA':<22}" + "".join(f"{r['precompute']['peak_cuda_mb']:>19.0f} MB" for r in results))
     for r in results:
         for name, why in r["skipped"].items():
             print(f"{name} at K = {r['K']}: {why}")
-    print(f"whole run {total:.0f} s")
+    print(f"whole run {total:.0f} s ({time.process_time():.0f} s of CPU: the rest is waiting for a busy machine)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -176,6 +180,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "dtype": args.dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "load_1min": [round(load_before, 2), round(load_after, 2)], "run_seconds": round(total, 1),
+        "run_cpu_seconds": round(time.process_time(), 1),
         "results": results,
     }, indent=2) + "\n")
     print(f"table: {out}")
