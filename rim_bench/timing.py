@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 
 # The framework's own work; every other stage not nested in another is the models' share.
-FRAMEWORK_STAGES = ("data setup", "data", "painting", "scoring", "writing")
+FRAMEWORK_STAGES = ("data setup", "data", "region map", "painting", "scoring", "writing")
 _MB = 2**20
 
 _open: list[tuple[StageTimer, str]] = []  # the stages open in this process, outermost first
@@ -84,7 +84,7 @@ class StageTimer:
         peak = process_peak_bytes() / _MB
         rows.append(f"{'total (wall)':<22}{total:>10.2f}{100.0:>8.1f}%{'':>8}{peak:>8.0f} MB")
         shares = self.shares()
-        rows.append(f"framework (data, painting, scoring, writing) {shares['framework']:.2f} s "
+        rows.append(f"framework (data, region map, painting, scoring, writing) {shares['framework']:.2f} s "
                     f"({100 * shares['framework'] / max(total, 1e-9):.1f}%), models {shares['models']:.2f} s "
                     f"({100 * shares['models'] / max(total, 1e-9):.1f}%)")
         if images and loop_seconds:
