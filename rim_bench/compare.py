@@ -2,7 +2,8 @@
 
     rim-bench compare experiment=rim_voc21 methods=[rim,cosine,prototype] data.root=DATA ...
 
-A method is a file in ``configs/baseline/`` merged over the experiment. Each runs as an
+A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
+each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
 regions and references are computed once for all. Each measured row names its protocol
 (``protocol=NAME``, configs/protocol/) and background rule. Published numbers for the
@@ -23,6 +24,7 @@ from rim_bench.background import describe_background
 from rim_bench.config import CONFIG_DIR, load_config, stage_spec
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
+from rim_bench.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.sweep import run_or_reuse
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
@@ -61,7 +63,8 @@ def run_compare(overrides: list[str]) -> list[dict]:
         metrics = run_or_reuse(cfg, out / method, method)
         rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
                      "protocol": cfg.protocol or "-",
-                     "background": describe_background(stage_spec(cfg.segmenter, "segmenter"))})
+                     "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
+                     **run_cost(metrics)})
     benchmark = first.data.name
     text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
     atomic_write_text(out / "compare.md", text)
@@ -122,11 +125,13 @@ def _protocol_text(protocol, named: dict) -> str:
 
 
 def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], protocol: str | None = None) -> str:
-    """The measured table, then the published one; published rows under `protocol` are marked."""
+    """The measured table (with each run's cost, protocol and background rule), then the
+    published one; published rows under `protocol` are marked."""
+    headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
     lines = [f"## Measured by rim-bench on {benchmark}", "",
-             "| method | mIoU | mAcc | aAcc | images | protocol | background |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} "
-              f"| {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} | "
+              + " | ".join(cost_cells(r)) + f" | {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
     if reported:
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
                   "| method | mIoU | protocol | same protocol as this run | source |", "|---|---|---|---|---|"]

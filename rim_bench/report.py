@@ -19,6 +19,27 @@ from rim_bench.errors import DataError
 from rim_bench.io import atomic_write_text
 
 MAX_OVERLAYS = 4
+COST_HEADERS = ("seconds", "images/s", "peak RSS (MB)", "peak CUDA (MB)")
+
+
+def run_cost(metrics: dict) -> dict:
+    """What a run cost, from its metrics.json: wall seconds, throughput over the test loop
+    (images/s), peak host RSS and peak CUDA allocation (MB); None where the run did not
+    record it (CUDA unused, or a metrics.json from an older rim-bench)."""
+    memory = metrics.get("peak_memory_mb", {})
+    cuda = memory.get("cuda_max_allocated")
+    return {
+        "seconds": metrics.get("seconds", {}).get("total"),
+        "images_per_second": metrics.get("throughput", {}).get("images_per_second"),
+        "peak_rss_mb": memory.get("host_rss", {}).get("total"),
+        "peak_cuda_mb": max(cuda.values()) if cuda else None,
+    }
+
+
+def cost_cells(cost: dict) -> list[str]:
+    """`run_cost`'s numbers as table cells in `COST_HEADERS` order ("-" where missing)."""
+    formats = (("seconds", ".1f"), ("images_per_second", ".2f"), ("peak_rss_mb", ".0f"), ("peak_cuda_mb", ".0f"))
+    return ["-" if cost.get(k) is None else format(cost[k], f) for k, f in formats]
 
 
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
@@ -33,13 +54,14 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
         raise DataError(f"not a result folder (no metrics.json, sweep.md, compare.md or suite.md): {', '.join(unknown)}")
     md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
-        md += ["## Runs", "", "| run | experiment | data | matcher | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|---|---|---|"]
-        body.append("<h2>Runs</h2><table><tr><th>run</th><th>experiment</th><th>data</th><th>matcher</th>"
-                    "<th>mIoU</th><th>mAcc</th><th>aAcc</th><th>images</th></tr>")
+        headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
+        md += ["## Runs", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        body.append("<h2>Runs</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
         for run in runs:
             m, cfg = _metrics(run), _config(run)
             cells = [run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
-                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"])]
+                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"]),
+                     *cost_cells(run_cost(m))]
             md.append("| " + " | ".join(cells) + " |")
             body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         body.append("</table>")

@@ -16,16 +16,16 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
 # The framework's own work; every other stage not nested in another is the models' share.
-FRAMEWORK_STAGES = ("data setup", "data", "painting", "scoring", "writing")
+FRAMEWORK_STAGES = ("data setup", "data", "region map", "painting", "scoring", "writing")
 _MB = 2**20
 
-_open: list[tuple["StageTimer", str]] = []  # the stages open in this process, outermost first
+_open: list[tuple[StageTimer, str]] = []  # the stages open in this process, outermost first
 _process_peak = 0  # the largest RSS high-water mark read so far (restarts erase it from VmHWM)
 
 
@@ -72,8 +72,8 @@ class StageTimer:
         """A text table: stage, seconds, share of `total`, calls, peak host RSS (and CUDA) in MB;
         then the framework's and the models' shares, and the throughput of `images` in `loop_seconds`."""
         cuda = bool(self.peak_cuda)
-        head = f"{'stage':<22}{'seconds':>10}{'share':>9}{'calls':>8}{'peak RSS':>11}" + (f"{'peak CUDA':>11}" if cuda else "")
-        rows = [head]
+        rows = [f"{'stage':<22}{'seconds':>10}{'share':>9}{'calls':>8}{'peak RSS':>11}"
+                + (f"{'peak CUDA':>11}" if cuda else "")]
         for stage, sec in self.seconds.items():
             name = ("  " if stage in self.nested else "") + stage
             rss = f"{self.peak_rss[stage] / _MB:.0f} MB" if self.peak_rss.get(stage) else "-"
@@ -81,9 +81,10 @@ class StageTimer:
             if cuda:
                 row += f"{self.peak_cuda[stage] / _MB:>8.0f} MB" if stage in self.peak_cuda else f"{'-':>11}"
             rows.append(row)
-        rows.append(f"{'total (wall)':<22}{total:>10.2f}{100.0:>8.1f}%{'':>8}{process_peak_bytes() / _MB:>8.0f} MB")
+        peak = process_peak_bytes() / _MB
+        rows.append(f"{'total (wall)':<22}{total:>10.2f}{100.0:>8.1f}%{'':>8}{peak:>8.0f} MB")
         shares = self.shares()
-        rows.append(f"framework (data, painting, scoring, writing) {shares['framework']:.2f} s "
+        rows.append(f"framework (data, region map, painting, scoring, writing) {shares['framework']:.2f} s "
                     f"({100 * shares['framework'] / max(total, 1e-9):.1f}%), models {shares['models']:.2f} s "
                     f"({100 * shares['models'] / max(total, 1e-9):.1f}%)")
         if images and loop_seconds:

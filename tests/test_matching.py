@@ -8,8 +8,13 @@ import torch
 
 from rim_bench.matching.baselines import CosineMatcher
 from rim_bench.matching.rim import (
-    RIMMatcher, bank_normalizers, kl_reference_scores, log_ranking_distribution, log_relation_signatures,
-    pairwise_divergence, rim_reference_scores,
+    RIMMatcher,
+    bank_normalizers,
+    kl_reference_scores,
+    log_ranking_distribution,
+    log_relation_signatures,
+    pairwise_divergence,
+    rim_reference_scores,
 )
 from rim_bench.matching.scores import aggregate_by_class
 from rim_bench.types import ReferenceBank
@@ -198,3 +203,20 @@ def test_bank_normalizers_equal_a_log_sum_exp_over_the_whole_matrix(temperature)
     logits.fill_diagonal_(float("-inf"))
     torch.testing.assert_close(got.log_norm_others.double(), torch.logsumexp(logits, -1), rtol=1e-5, atol=1e-5)
     assert got.log_norm.dtype == torch.float32 and got.self_cosine[3] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_closed_form_kl_on_cuda_in_the_features_dtype(dtype, exclude_self):
+    # Half precision: cosines in half, distributions and L in float32; the scores stay close
+    # to float64 on the CPU, relative to the 1/T size of their terms.
+    g = torch.Generator().manual_seed(4)
+    refs, _ = _random_bank(g, 3000, d=64)
+    regions = refs[:50] + 0.1 * torch.randn(50, 64, generator=g, dtype=torch.float64)
+    exact = kl_reference_scores(regions, bank_normalizers(refs, 0.05), 0.0, exclude_self)
+    normalizers = bank_normalizers(refs.to("cuda", dtype), 0.05, block_elements=2**20)
+    assert normalizers.log_norm.dtype == torch.float32 and normalizers.unit_fast.dtype == dtype
+    got = kl_reference_scores(regions.to("cuda", dtype), normalizers, 0.0, exclude_self)
+    tolerance = {torch.float32: 1e-4, torch.float16: 0.05, torch.bfloat16: 0.3}[dtype]  # x 1/T = 20
+    torch.testing.assert_close(got.double().cpu(), exact, rtol=0, atol=tolerance * 20)

@@ -56,12 +56,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from rim_bench.errors import ParamError
+from rim_bench.io import atomic_path
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
@@ -69,6 +72,7 @@ from rim_bench.types import ReferenceBank
 DIVERGENCES = ("kl", "js", "l1")
 RANKINGS = ("reference", "class")
 AUTO = "auto"  # a temperature set from each bank's cosine spread
+STORE_NORMALIZERS_FROM = 20_000  # references; from about 20 s of precompute on one CPU core
 _LOG2 = math.log(2.0)
 
 
@@ -224,7 +228,9 @@ class BankNormalizers:
 
     Attributes:
         unit: ``(K, D)`` the references divided by their norms (zero vectors stay zero), in
-            the dtype the per-image products run in.
+            float32 (float64 for float64 features).
+        unit_fast: `unit` in the dtype of the products between unit vectors: the features'
+            half precision on a GPU, else `unit` itself.
         self_cosine: ``(K,)`` cos(t_m, t_m): 1, or 0 for a zero vector.
         log_norm: ``(K,)`` L_m = log Σ_k exp(cos(t_m, t_k) / T).
         log_norm_others: ``(K,)`` the same sum without k = m (for exclude_self).
@@ -232,6 +238,7 @@ class BankNormalizers:
     """
 
     unit: Tensor
+    unit_fast: Tensor
     self_cosine: Tensor
     log_norm: Tensor
     log_norm_others: Tensor
@@ -243,6 +250,38 @@ def _matmul_dtype(features: Tensor) -> torch.dtype:
     if features.dtype in (torch.float16, torch.bfloat16) and features.device.type == "cuda":
         return features.dtype
     return torch.promote_types(features.dtype, torch.float32)
+
+
+def _unit_vectors(features: Tensor) -> tuple[Tensor, Tensor]:
+    """``(K, D)`` → the unit vectors in float32 (float64 kept), and each one's cosine with itself."""
+    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    return unit, (unit * unit).sum(-1)
+
+
+def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNormalizers:
+    """`bank_normalizers` for `bank`, kept in the bank's cache folder when it has one and at
+    least `STORE_NORMALIZERS_FROM` references (a damaged or mismatched file is recomputed)."""
+    path = None
+    if bank.directory is not None and len(bank) >= STORE_NORMALIZERS_FROM:
+        path = Path(bank.directory) / f"rim_normalizers_T{temperature!r}.safetensors"
+    if path is not None and path.is_file():
+        try:
+            stored = load_file(str(path))
+            if stored["log_norm"].shape == stored["log_norm_others"].shape == (len(bank),):
+                unit, self_cosine = _unit_vectors(bank.features)
+                return BankNormalizers(unit, unit.to(_matmul_dtype(bank.features)), self_cosine,
+                                       stored["log_norm"].to(unit), stored["log_norm_others"].to(unit), temperature)
+        except Exception:  # a damaged file: computed again and replaced below
+            pass
+    normalizers = bank_normalizers(bank.features, temperature)
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp:
+                save_file({"log_norm": normalizers.log_norm.cpu(),
+                           "log_norm_others": normalizers.log_norm_others.cpu()}, str(tmp))
+        except OSError:  # a read-only cache: keep them in memory only
+            pass
+    return normalizers
 
 
 def bank_normalizers(features: Tensor, temperature: float, block_elements: int = 2**24) -> BankNormalizers:
@@ -261,18 +300,16 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
     Returns:
         `BankNormalizers` with L in float32 (float64 for float64 features).
     """
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    unit = F.normalize(features.to(dtype), dim=-1)
-    k = unit.shape[0]
-    self_cosine = (unit * unit).sum(-1)
+    unit, self_cosine = _unit_vectors(features)
+    dtype, k = unit.dtype, unit.shape[0]
     others = torch.zeros(k, dtype=torch.float64, device=unit.device)  # Σ_{j≠m} exp((cos − 1) / T)
     block = max(1, block_elements // max(1, k))
     for start in range(0, k, block):
         stop = min(k, start + block)
         terms = (unit[start:stop] @ unit[start:].T).sub_(1.0).div_(temperature).exp_()  # (b, K − start)
         terms[:, : stop - start].diagonal().zero_()
-        others[start:stop] += terms.sum(1, dtype=torch.float64)
-        others[stop:] += terms[:, stop - start:].sum(0, dtype=torch.float64)  # the mirrored terms
+        others[start:stop] += terms.sum(1)  # a block's sums in the features' precision, the totals in float64
+        others[stop:] += terms[:, stop - start:].sum(0)  # the mirrored terms
     own = ((self_cosine.double() - 1.0) / temperature).exp()
     log_norm = (others + own).log() + 1.0 / temperature
     log_norm_others = others.log() + 1.0 / temperature
@@ -284,7 +321,7 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
         log_norm[rows] = torch.logsumexp(logits, dim=-1).double()
         logits[torch.arange(len(rows), device=unit.device), rows] = float("-inf")
         log_norm_others[rows] = torch.logsumexp(logits, dim=-1).double()
-    return BankNormalizers(unit.to(_matmul_dtype(features)), self_cosine, log_norm.to(dtype),
+    return BankNormalizers(unit, unit.to(_matmul_dtype(features)), self_cosine, log_norm.to(dtype),
                            log_norm_others.to(dtype), temperature)
 
 
@@ -293,21 +330,23 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
     """``(N, D)`` regions → ``(N, K)`` scores s(r, m) with D = KL, by the closed form (module doc), O(N K D).
 
     Equal to `rim_reference_scores` with ``divergence="kl"`` (the pairwise definition) up
-    to rounding; the products run in `bank.unit`'s dtype, the distributions in float32
-    (float64 for float64 features). The (N, K) work is done in place: at large K it costs
-    more than the products. `temperature` is the regions' T (None: the bank's, T_q):
-    log Q_m(j) = cos(t_m, t_j) / T_q − L_m whatever P_r's temperature, so the form holds.
+    to rounding. Products of unit vectors (cosines) run in `bank.unit_fast`'s dtype (half on
+    a GPU for half features); the distributions, and their products with the bank, in
+    float32 (float64 for float64 features): P spans more orders of magnitude than half
+    precision holds. The (N, K) work is done in place: at large K it costs more than the products.
+    `temperature` is the regions' T (None: the bank's, T_q): log Q_m(j) = cos(t_m, t_j) / T_q − L_m
+    whatever P_r's temperature, so the form holds.
     """
-    t, unit = bank.temperature, bank.unit  # t = T_q: every Q term below is divided by it
-    dtype = bank.log_norm.dtype
+    t, unit, fast = bank.temperature, bank.unit, bank.unit_fast  # t = T_q: every Q term below is divided by it
+    dtype = unit.dtype
 
     def times_bank(weights: Tensor) -> Tensor:  # (N, K) → (N, D): Σ_j w_j t̂_j
-        return (weights.to(unit.dtype) @ unit).to(dtype)
+        return weights @ unit
 
-    def cosines_to_bank(vectors: Tensor) -> Tensor:  # (N, D) → (N, K): v · t̂_m
-        return (vectors.to(unit.dtype) @ unit.T).to(dtype)
+    def cosines_to_bank(vectors: Tensor) -> Tensor:  # (N, D) unit-ish vectors → (N, K): v · t̂_m
+        return (vectors.to(fast.dtype) @ fast.T).to(dtype)
 
-    similarity = cosines_to_bank(F.normalize(regions.to(unit.dtype), dim=-1))
+    similarity = cosines_to_bank(F.normalize(regions.to(dtype), dim=-1))
     log_p = log_ranking_distribution(similarity, temperature or t)  # finite, so p log p needs no 0 · log 0 rule
     p = log_p.exp()
     p_log_p = p * log_p
@@ -325,7 +364,7 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
         log_others = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)  # log(1 − p_top)
         p_ex = (log_p - log_others).exp_().scatter_(-1, top, 0.0)  # (N, K): P without its top, renormalized
         mean_ex = times_bank(p_ex)  # (N, D)
-        top_unit = unit[top[:, 0]].to(dtype)  # (N, D)
+        top_unit = unit[top[:, 0]]  # (N, D)
         # p̄_r = p_top t̂_top + (1 − p_top) p̄_ex: a sum of positive parts, no cancellation.
         mean_ref = log_p.gather(-1, top).exp() * top_unit + log_others.exp() * mean_ex
         rest = 1.0 - p.clamp_max(0.5)  # (N, K): 1 − p_m, m not the top
@@ -480,51 +519,52 @@ class RIMMatcher:
         self.ranking = ranking
         self.cache_limit = cache_limit
         self.verbose = verbose
-        # (bank features, (T, T_q), what was computed from them: normalizers for KL, signatures
-        # for JS / L1 or for class-level ranking).
-        self._bank_state: tuple[Tensor, tuple[float, float], BankNormalizers | Tensor | None] | None = None
 
     def temperatures(self, bank: ReferenceBank) -> tuple[float, float]:
-        """(T, T_q) for `bank`, with ``auto`` resolved from its cosine spread."""
-        spread = None
+        """(T, T_q) for `bank`, with ``auto`` resolved from its cosine spread (kept with the bank)."""
         resolved = []
         for value in (self.temperature, self.ref_temperature or self.temperature):
             if value == AUTO:
-                spread = bank_cosine_spread(bank.features) if spread is None else spread
-                if spread <= 0:
+                key = ("rim.cosine_spread",)
+                if key not in bank.derived:
+                    bank.derived[key] = bank_cosine_spread(bank.features)
+                    if self.verbose:
+                        print(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
+                              f"{bank.derived[key]:.4g} (the std of the bank's off-diagonal cosines)")
+                if bank.derived[key] <= 0:
                     raise ValueError("temperature 'auto': the bank's references all have the same cosine to each other")
-                value = self.temperature_scale * spread
+                value = self.temperature_scale * bank.derived[key]
             resolved.append(float(value))
         return resolved[0], resolved[1]
 
     def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
-        """Compute what this matcher keeps per bank (done by the first call otherwise)."""
-        return self._prepared(bank)[2]
-
-    def _prepared(self, bank: ReferenceBank) -> tuple[Tensor, tuple[float, float], BankNormalizers | Tensor | None]:
-        """(bank features, (T, T_q), per-bank state), computed once per bank."""
-        if self._bank_state is None or self._bank_state[0] is not bank.features:
-            t_p, t_q = self.temperatures(bank)
-            if self.verbose and AUTO in (self.temperature, self.ref_temperature):
-                print(f"matcher.rim: temperature {t_p:.4g}, reference temperature {t_q:.4g} "
-                      f"({self.temperature_scale:g} x the std of the bank's off-diagonal cosines)")
-            if self.ranking == "class":
-                state: BankNormalizers | Tensor | None = class_signatures(
-                    bank.features, bank.class_ids, bank.num_classes, t_q, self.aggregation)  # (C, C)
-            elif self.divergence == "kl":
-                state = bank_normalizers(bank.features, t_q)
-            elif len(bank) <= self.cache_limit and bank.features.device.type == "cpu":
-                state = log_relation_signatures(bank.features, t_q, self.exclude_self)  # (K, K)
-            else:
-                state = None  # streamed for every image
-            self._bank_state = (bank.features, (t_p, t_q), state)
-        return self._bank_state
+        """What this matcher needs per bank, computed once and kept with the bank (`bank.derived`),
+        so matchers that differ only in α, aggregation or exclude_self share it."""
+        _, t_q = self.temperatures(bank)
+        if self.ranking == "class":
+            key: tuple = ("rim.class_signatures", t_q, self.aggregation)
+            if key not in bank.derived:
+                bank.derived[key] = class_signatures(bank.features, bank.class_ids, bank.num_classes, t_q,
+                                                     self.aggregation)  # (C, C)
+            return bank.derived[key]
+        if self.divergence == "kl":
+            key = ("rim.normalizers", t_q)
+            if key not in bank.derived:
+                bank.derived[key] = stored_bank_normalizers(bank, t_q)
+            return bank.derived[key]
+        if len(bank) > self.cache_limit or bank.features.device.type != "cpu":
+            return None  # JS / L1 stream the signatures for every image
+        key = ("rim.signatures", t_q, self.exclude_self)
+        if key not in bank.derived:
+            bank.derived[key] = log_relation_signatures(bank.features, t_q, self.exclude_self)  # (K, K)
+        return bank.derived[key]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
             raise ValueError("exclude_self needs at least 2 references in the bank")
-        _, (t_p, t_q), state = self._prepared(bank)
+        t_p, t_q = self.temperatures(bank)
+        state = self.prepare(bank)
         if self.ranking == "class":
             assert state is None or isinstance(state, Tensor)
             return rim_class_scores(region_features, bank.features, bank.class_ids, bank.num_classes, t_p,

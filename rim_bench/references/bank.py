@@ -120,7 +120,9 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
     if wait and not (directory / METADATA).is_file():
         _wait_for(directory, failed, rank, poll_seconds, timeout_s)
     if (directory / METADATA).is_file():
-        return load_bank(directory), directory, True
+        bank = load_bank(directory)
+        bank.directory = directory
+        return bank, directory, True
     work = directory.with_name(directory.name + ".partial")
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,7 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
             atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
     barrier()
+    bank.directory = directory
     return bank, directory, False
 
 
