@@ -4,13 +4,16 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
-    rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
-Bad input (config, data, weights) ends with one line on stderr and exit code 2.
+protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
+Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
+where some cells failed (each reported in its table) ends with exit code 1.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from rim_bench.errors import RimBenchError
 
 EXIT_USER_ERROR = 2
+EXIT_CELLS_FAILED = 1
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
@@ -47,8 +51,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")
     segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
-    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons) → report.md and report.html")
-    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep or compare")
+    suite = commands.add_parser("suite", help="run a suite (configs/suite/NAME.yaml): benchmarks x methods, "
+                                "one table with the published numbers beside; resumes in the same folder")
+    suite.add_argument("suite", metavar="NAME",
+                       help="a suite in configs/suite/ (smoke, paper_table1, paper_fig5) or a YAML path")
+    suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
+    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
+    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
     report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "sweep":
             return _sweep(args.overrides)
+        if args.command == "suite":
+            return _suite(args.suite, args.overrides)
         if args.command == "compare":
             from rim_bench.compare import run_compare
 
@@ -135,6 +146,16 @@ def _sweep(overrides: list[str]) -> int:
     if len(sweeps) != 1:
         raise ConfigError("sweep: give exactly one sweep=NAME (configs/sweep/NAME.yaml) or sweep=PATH.yaml")
     run_sweep([o for o in overrides if not o.startswith("sweep=")], load_sweep(sweeps[0]))
+    return 0
+
+
+def _suite(name: str, overrides: list[str]) -> int:
+    from rim_bench.suite import failure_summary, load_suite, run_suite
+
+    failed = failure_summary(run_suite(load_suite(name), overrides))
+    if failed:
+        print(f"rim-bench: error: {failed} (reasons in the table above)", file=sys.stderr)
+        return EXIT_CELLS_FAILED
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Configs: OmegaConf YAML merged default → experiment file → command line.
+"""Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
 
 `configs/default.yaml` is the schema: every key that exists is there, with its default
 and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
@@ -7,6 +7,11 @@ type as the default (an int where a float is expected is fine), a key with a nul
 takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
 `RANGES`: all checked when the config is loaded, before any model. Errors are one line
 naming the key and the layer (file path and line, "command line", or a sweep file).
+
+``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
+evaluation protocol (input size, sliding window, background rule, class names). Its
+``benchmarks:`` block holds per-benchmark values, merged for the experiment's ``data.name``.
+The name is kept as ``protocol`` in the saved config.
 
 Stage blocks select a variant by name and keep each variant's parameters under its
 own key, e.g. ``proposer.name: superpixels`` with ``proposer.superpixels.n_segments``.
@@ -33,6 +38,8 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Numeric keys that also take the string "auto" (set from the data when the stage runs).
+AUTO_KEYS = ("matcher.rim.temperature",)
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
@@ -71,11 +78,13 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
                 layers: list[str] | tuple[str, ...] = (),
                 extra: tuple[str, list[str]] | None = None) -> DictConfig:
-    """Merge default → `experiment=NAME` file → extra `layers` → `key=value` overrides → `extra`, and validate.
+    """Merge default → `experiment=NAME` file → `protocol=NAME` file → extra `layers` → `key=value`
+    overrides → `extra`, and validate.
 
     Args:
         overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
-            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file).
+            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file), ``protocol=NAME``
+            ``configs/protocol/NAME.yaml`` (or a path).
         config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
         layers: more config files merged after the experiment, named like experiments
             (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
@@ -95,10 +104,13 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     OmegaConf.set_struct(cfg, True)
 
     experiment, rest = _split_experiment(overrides)
+    protocol, rest = _split_key("protocol", rest)
     if experiment is not None:
         for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(exp_file))
         cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
+    if protocol is not None:
+        cfg = _merge_protocol(cfg, protocol, config_dir)
     for name in layers:
         for path, layer in _experiment_layers(name, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(path))
@@ -160,13 +172,33 @@ _MISSING = object()
 
 
 def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
-    experiment, rest = None, []
+    return _split_key("experiment", overrides)
+
+
+def _split_key(key: str, overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """``key=VALUE`` (the last one given) and the other overrides."""
+    value, rest = None, []
     for item in overrides:
-        if item.startswith("experiment="):
-            experiment = item.split("=", 1)[1]
+        if item.startswith(f"{key}="):
+            value = item.split("=", 1)[1]
         else:
             rest.append(item)
-    return experiment, rest
+    return value, rest
+
+
+def _merge_protocol(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """Merge a protocol file: its general values, then its ``benchmarks.<data.name>`` block."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / "protocol" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "protocol").glob("*.yaml"))
+        raise ConfigError(f"protocol '{name}' not found: no file {path}; known protocols: {', '.join(known) or 'none'}")
+    layer = _read_yaml(path)
+    per_benchmark = layer.pop("benchmarks", None) or {}
+    cfg = _merge_layer(cfg, layer, str(path))
+    if cfg.data.name in per_benchmark:
+        cfg = _merge_layer(cfg, per_benchmark[cfg.data.name], f"{path} (benchmarks.{cfg.data.name})")
+    cfg.protocol = path.stem
+    return cfg
 
 
 def _experiment_layers(name: str, config_dir: Path, chain: tuple[str, ...]) -> list[tuple[Path, DictConfig]]:
@@ -230,6 +262,8 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
             _check_types(default, value, source, prefix=f"{full}.")
+            continue
+        if full in AUTO_KEYS and value == "auto":
             continue
         if value is None and default is not None and not _is_interp(default):
             raise ConfigError(f"{source}: '{full}' cannot be null; give a value of type {type(default).__name__} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -46,8 +47,13 @@ class RIMTestModule(L.LightningModule):
         self.metrics = SegmentationMetrics(len(class_names))
         self.skipped: dict[str, str] = {}  # image id → why it could not be read
         self.results: dict | None = None
+        self._step_end = 0.0  # when the last step ended: the wait until the next is the data's time
+
+    def on_test_epoch_start(self) -> None:
+        self._step_end = time.perf_counter()
 
     def test_step(self, batch: list[Sample | BadSample], batch_idx: int) -> None:
+        self.pipeline.timer.add("data", time.perf_counter() - self._step_end)  # loading and Lightning's loop
         for sample in batch:
             if isinstance(sample, BadSample):
                 self.skipped[sample.image_id] = sample.problem
@@ -71,6 +77,7 @@ class RIMTestModule(L.LightningModule):
                         region_map=pred.region_map.cpu().numpy(), prediction=pred.label_map.cpu().numpy(),
                         label=sample.label.numpy(), class_names=self.class_names, image_id=sample.image_id,
                     )
+        self._step_end = time.perf_counter()
 
     def on_test_epoch_end(self) -> None:
         scores = self.metrics.compute()

@@ -30,7 +30,7 @@ from rim_bench.pipeline import build_pipeline, register_builtin_stages
 from rim_bench.references.bank import bank_summary
 from rim_bench.references.sources import bank_for_config
 from rim_bench.registry import ENCODERS, FEATURIZERS, build_stage
-from rim_bench.timing import StageTimer
+from rim_bench.timing import StageTimer, process_peak_bytes
 from rim_bench.types import ReferenceBank
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
@@ -101,7 +101,9 @@ def run_test(cfg: DictConfig) -> dict:
         raise ConfigError(f"trainer: {trainer.world_size} processes for {len(dataset)} images; use at most "
                           f"{len(dataset)} (trainer.devices x trainer.num_nodes)")
     datamodule = SegmentationDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
+    loop_start = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
+    loop_seconds = time.perf_counter() - loop_start
     _finish_wandb(trainer)
 
     # 6. Results.
@@ -117,14 +119,28 @@ def run_test(cfg: DictConfig) -> dict:
         "skipped": {**dataset.problems, **res["skipped"]},  # with data.skip_bad: image id → why
     }
     wall = time.perf_counter() - wall_start
-    metrics["seconds"] = {**timer.as_dict(), "total": round(wall, 3)}
+    metrics.update(cost_metrics(timer, wall, metrics["num_images"], loop_seconds))
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         save_config(cfg, output_dir / "config.yaml")
         print(format_results(metrics, class_names))
-        print(f"\ntime breakdown\n{timer.table(wall)}")
+        print(f"\ntime breakdown\n{timer.table(wall, metrics['num_images'], loop_seconds)}")
         print(f"\nresults: {output_dir}/metrics.json, config: {output_dir}/config.yaml")
     return metrics
+
+
+def cost_metrics(timer: StageTimer, wall: float, images: int, loop_seconds: float) -> dict:
+    """What a run cost: seconds per stage, the framework's and the models' shares, peak
+    memory per stage (MB) and throughput over the test loop (all processes' images)."""
+    memory = timer.memory_dict()
+    memory["host_rss"]["total"] = round(process_peak_bytes() / 2**20, 1)
+    return {
+        "seconds": {**timer.as_dict(), "total": round(wall, 3)},
+        "seconds_split": timer.shares(),
+        "peak_memory_mb": memory,
+        "throughput": {"images_per_second": round(images / max(loop_seconds, 1e-9), 3),
+                       "test_loop_seconds": round(loop_seconds, 3)},
+    }
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:

@@ -88,13 +88,12 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     return random.Random(spec.seed).sample(grid, min(spec.num_samples, len(grid)))
 
 
-def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
-    """Run every point of `spec` on the config that `base` overrides make; returns the table rows."""
-    from rim_bench.runner import run_test
-
+def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:
+    """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
+    ``baseline/cosine``) make; returns the table rows."""
     points = expand(spec)
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
-    configs = [load_config(base, extra=(f"{spec.path} (point {i})", as_overrides(point)))
+    configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
                for i, point in enumerate(points)]
     root_cfg = configs[0]
     # Named by what it runs, so the same command run again resumes in the same folder.
@@ -103,24 +102,17 @@ def run_sweep(base: list[str], spec: SweepSpec) -> list[dict]:
     rows = []
     for index, (point, cfg) in enumerate(zip(points, configs)):
         point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
-        metrics_file = point_dir / "metrics.json"
-        if metrics_file.is_file() and same_result(metrics_file, cfg):
-            metrics = json.loads(metrics_file.read_text())
-            print(f"[{index + 1}/{len(points)}] {point}: done before, mIoU {metrics['mIoU']:.2f}")
-        else:
-            print(f"[{index + 1}/{len(points)}] {point}")
-            cfg.output_dir = str(point_dir)
-            if cfg.wandb.group is None:
-                cfg.wandb.group = out.name  # the points of one sweep are one W&B group
-            metrics = run_test(cfg)
+        if cfg.wandb.group is None:
+            cfg.wandb.group = out.name  # the points of one sweep are one W&B group
+        metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
         rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
     write_tables(rows, list(spec.parameters), out)
     plots = plot_sweep(rows, list(spec.parameters), out)
     if root_cfg.logger == "wandb":
         from rim_bench.config import resolve
-        from rim_bench.tracking import log_sweep_summary
+        from rim_bench.tracking import log_summary
 
-        run_dir = log_sweep_summary(resolve(root_cfg.copy()), out, rows, plots)
+        run_dir = log_summary(resolve(root_cfg.copy()), out, rows, plots)
         print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
     print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
@@ -133,12 +125,32 @@ def runs_hash(configs: list) -> str:
     return config_hash([result_spec(resolve(cfg.copy())) for cfg in configs], 8)
 
 
+def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
+    """The metrics of `cfg` run as an ordinary test run in `run_dir`: read back when a finished
+    run there was made with the same result-affecting settings, else run now (and printed as `label`).
+    Sweeps, comparisons and suites resume through this one check."""
+    from rim_bench.runner import run_test
+
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file() and same_result(metrics_file, cfg):
+        metrics = json.loads(metrics_file.read_text())
+        print(f"{label}: done before, mIoU {metrics['mIoU']:.2f}")
+        return metrics
+    print(label)
+    cfg.output_dir = str(run_dir)
+    return run_test(cfg)
+
+
 def same_result(metrics_file: Path, cfg) -> bool:
     """Whether a finished run's metrics were made with `cfg`'s result-affecting settings."""
+    return json.loads(metrics_file.read_text()).get("result_hash") == result_hash(cfg)
+
+
+def result_hash(cfg) -> str:
+    """The hash of `cfg`'s result-affecting settings, as a run writes it into metrics.json."""
     from rim_bench.config import resolve, result_spec
 
-    done = json.loads(metrics_file.read_text()).get("result_hash")
-    return done == config_hash(result_spec(resolve(cfg.copy())))
+    return config_hash(result_spec(resolve(cfg.copy())))
 
 
 def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:

@@ -53,3 +53,13 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
                  f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["config", "experiment=smoke"], ["test", "matcher.rim.temprature=1"]])
+def test_help_config_and_config_errors_load_no_heavy_library(args: list[str]):
+    # Start-up is what a user waits for on every typo: these answer before torch is imported.
+    code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('torch', 'lightning', 'transformers', 'diffusers', 'segment_anything')\n"
+            "print('HEAVY', [m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]

@@ -125,7 +125,9 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         _wait_for(directory, failed, rank, poll_seconds, timeout_s)
     if (directory / METADATA).is_file():
         try:
-            return load_bank(directory), directory, True
+            bank = load_bank(directory)
+            bank.directory = directory
+            return bank, directory, True
         except DamagedCacheError as e:
             set_aside(directory, e)
     work = directory.with_name(directory.name + ".partial")
@@ -145,6 +147,7 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
             atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
     barrier()
+    bank.directory = directory
     return bank, directory, False
 
 
