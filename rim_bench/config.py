@@ -39,19 +39,20 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
 # Numeric keys that also take the string "auto" (set from the data when the stage runs).
-AUTO_KEYS = ("matcher.rim.temperature",)
+AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
 # The types of keys whose default is null (any other key keeps its default's type).
 _PATH = (str,)
 NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
-    "experiment": (str,), "output_dir": _PATH, "wandb.group": (str,),
+    "experiment": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
     "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
     "proposer.sam.checkpoint": _PATH, "featurizer.dinov2.window": (int,),
     "references.diffusion.subcategories": _PATH, "references.exemplars.root": _PATH,
     "references.exemplars.n_subcategories": (int,), "references.exemplars.images_per_subcategory": (int,),
-    "segmenter.paint.min_score": (float, int), "segmenter.paint.background_below": (float, int),
+    "matcher.rim.ref_temperature": (float, int),
+    "segmenter.paint.min_score": (float, int),
 }
 # Inclusive ranges of numeric keys (None: unbounded on that side); the tiny test models' sizes are not listed.
 RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -70,7 +71,13 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "references.diffusion.guidance_scale": (0, None), "references.diffusion.attn_threshold": (0, 1),
     "references.diffusion.min_attention_area": (0, 1), "references.diffusion.num_points": (1, None),
     "references.exemplars.n_subcategories": (1, None), "references.exemplars.images_per_subcategory": (1, None),
-    "matcher.rim.temperature": (1e-6, None), "matcher.rim.alpha": (0, 1),
+    "matcher.rim.temperature": (1e-6, None), "matcher.rim.ref_temperature": (1e-6, None),
+    "matcher.rim.temperature_scale": (1e-6, None), "matcher.rim.alpha": (0, 1),
+    "segmenter.paint.background.probability.temperature": (1e-6, None),
+    "segmenter.paint.background.probability.threshold": (0, 1),
+    "segmenter.paint.background.calibrated.threshold": (0, 1),
+    "segmenter.paint.background.score.threshold": (None, None),  # in the matcher's units: any number
+    "segmenter.paint.background.area.min_fraction": (0, 1),
     "trainer.num_nodes": (1, None), "trainer.devices": (-1, None),
 }
 
@@ -278,7 +285,7 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
 
 def _check_value(key: str, value: Any, source: str) -> None:
     """A null-default key's type and a numeric key's range (interpolations are checked resolved)."""
-    if value is None or _is_interp(value):
+    if value is None or _is_interp(value) or (key in AUTO_KEYS and value == "auto"):
         return
     types = NULL_DEFAULT_TYPES.get(key)
     if types and (not isinstance(value, types) or isinstance(value, bool)):
