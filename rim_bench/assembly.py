@@ -8,6 +8,7 @@ together in one place, under one cache layout.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +129,27 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """Resolve a copy of `cfg`, check its choices and seed everything."""
+    """Resolve a copy of `cfg`, check its choices and its cache folder, and seed everything."""
     from lightning.fabric.utilities.seed import seed_everything
 
     cfg = resolve(cfg.copy())
     _check_choices(cfg)
+    check_cache_dir(cfg)
     seed_everything(cfg.seed, verbose=False)
     return cfg
+
+
+def check_cache_dir(cfg: DictConfig) -> None:
+    """``cache_dir`` exists (it is created) and is writable: a one-line error otherwise."""
+    folder = Path(cfg.cache_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cache_dir: cannot create '{folder}' ({e.strerror}); set cache_dir=PATH (or "
+                          "RIM_BENCH_CACHE) to a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cache_dir: '{folder}' is not writable; set cache_dir=PATH (or RIM_BENCH_CACHE) "
+                          "to a writable folder")
 
 
 def build_device(cfg: DictConfig) -> torch.device:

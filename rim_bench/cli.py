@@ -4,13 +4,14 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
-    rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
+protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
 Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
 where some cells failed (each reported in its table) ends with exit code 1.
 """
@@ -180,13 +181,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _one_line(error: Exception) -> str:
-    """The error's message on one line. An error raised in a DataLoader worker comes back
-    wrapped in the worker's traceback; its own message is the last line."""
+    """The error's message on one line: its lines joined. An error raised in a DataLoader
+    worker comes back wrapped in the worker's traceback; its own message is the last line."""
+    from rim_bench.io import one_line
+
     text = str(error).strip()
-    if "\n" in text:
+    if "Traceback (most recent call last)" in text:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
-    return text
+    return one_line(text)
 
 
 if __name__ == "__main__":

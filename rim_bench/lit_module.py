@@ -29,12 +29,14 @@ from torch.utils.data import DistributedSampler
 
 from rim_bench.assembly import Assembly, BankBuild, experiment_config
 from rim_bench.config import config_hash, result_spec, save_config
+from rim_bench.data.base import MAX_LISTED, BadSample
 from rim_bench.data.palette import voc_palette
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_write_json
+from rim_bench.io import atomic_write_json, file_in
 from rim_bench.metrics import SegmentationScore, most_confused, score_collection
 from rim_bench.pipeline import SegmentationPipeline
 from rim_bench.references.bank import bank_summary
+from rim_bench.timing import StageTimer, process_peak_bytes
 from rim_bench.types import Prediction, Sample
 
 
@@ -59,6 +61,8 @@ class RIMModule(L.LightningModule):
         self.results: dict[str, Any] | None = None  # the last scored epoch's scores (tensors)
         self.metrics_json: dict[str, Any] | None = None  # and its metrics.json (`run_metrics`)
         self._scored: set[str] = set()
+        self.skipped: dict[str, str] = {}  # image id → why it could not be read (`BadSample`, data.skip_bad)
+        self._step_end = 0.0  # when the last step ended: the wait until the next is the data's time
 
     @classmethod
     def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> RIMModule:
@@ -101,7 +105,7 @@ class RIMModule(L.LightningModule):
             pipeline.set_bank(self.bank_build.bank)
         self.pipeline = pipeline
         build = self.bank_build
-        _rank_zero_print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
+        rank_zero_print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
                          f"{build.path}); {bank_summary(build.bank)}")
 
     def forward(self, sample: Sample) -> Prediction:
@@ -135,13 +139,18 @@ class RIMModule(L.LightningModule):
     def _start_scoring(self, prefix: str) -> None:
         _refuse_padding_samplers(self.trainer)
         self.scores = score_collection(self.class_names, prefix=f"{prefix}/").to(self.device)
-        self._scored = set()
+        self._scored, self.skipped = set(), {}
         self.results = None
+        self._step_end = time.perf_counter()
 
-    def _score(self, batch: list[Sample]) -> list[tuple[Sample, Prediction]]:
+    def _score(self, batch: list[Sample | BadSample]) -> list[tuple[Sample, Prediction]]:
+        self.timer.add("data", time.perf_counter() - self._step_end)  # loading and Lightning's loop
         done = []
         for sample in batch:
             if sample.image_id in self._scored:  # a sampler that repeats an image on this process
+                continue
+            if isinstance(sample, BadSample):  # unreadable, with data.skip_bad: not scored, reported
+                self.skipped[sample.image_id] = sample.problem
                 continue
             self._scored.add(sample.image_id)
             pred = self(sample)
@@ -153,12 +162,22 @@ class RIMModule(L.LightningModule):
             done.append((sample, pred))
         # The metric objects themselves: Lightning computes them (synced across processes) at the epoch's end.
         self.log_dict(self.scores, on_step=False, on_epoch=True)
+        self._step_end = time.perf_counter()
         return done
 
     def _finish_scoring(self) -> None:
         leader = self.scores["mIoU"]  # holds the collection's one confusion matrix
         assert isinstance(leader, SegmentationScore)
         self.results = {k: v.cpu() for k, v in leader.all_scores().items()}
+        self.results["skipped"] = self._all_skipped()
+
+    def _all_skipped(self) -> dict[str, str]:
+        """The skipped samples of every process."""
+        if self.trainer.world_size == 1:
+            return dict(self.skipped)
+        gathered: list = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, self.skipped)
+        return {k: v for part in gathered for k, v in part.items()}
 
 
 class ResultWriter(L.Callback):
@@ -171,11 +190,18 @@ class ResultWriter(L.Callback):
         self.started = time.perf_counter()
         self.output_dir = Path(".")
         self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
+        self._loop_start = self.started
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         cfg = _rim(pl_module).cfg
         self.output_dir = Path(cfg.output_dir or trainer.log_dir or trainer.default_root_dir).expanduser()
         cfg.output_dir = str(self.output_dir)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loop_start = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loop_start = time.perf_counter()
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -214,12 +240,12 @@ class ResultWriter(L.Callback):
             self._seen += 1
             with module.timer("writing"):
                 if predictions:
-                    save_label_png(pred.label_map, self.output_dir / "predictions" / f"{sample.image_id}.png")
+                    save_label_png(pred.label_map, file_in(self.output_dir / "predictions", sample.image_id, ".png"))
                 if index < max_overlays:
                     from rim_bench.visualize import save_overlay
 
                     save_overlay(
-                        self.output_dir / "overlays" / f"{sample.image_id}.png",
+                        file_in(self.output_dir / "overlays", sample.image_id, ".png"),
                         image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
                         prediction=pred.label_map.cpu().numpy(),
                         label=sample.label.numpy() if sample.label.numel() else None,  # predict: no label
@@ -227,13 +253,16 @@ class ResultWriter(L.Callback):
                     )
 
     def _finish(self, trainer: L.Trainer, module: RIMModule) -> None:
-        metrics = run_metrics(module, time.perf_counter() - self.started)
+        now = time.perf_counter()
+        loop_seconds = now - self._loop_start
+        metrics = run_metrics(module, now - self.started, loop_seconds, trainer.datamodule)
         module.metrics_json = metrics
         if trainer.is_global_zero:
             atomic_write_json(self.output_dir / "metrics.json", metrics)
             save_config(module.cfg, self.output_dir / "config.yaml")
             print(format_results(metrics, module.class_names))
-            print(f"\ntime breakdown\n{module.timer.table(metrics['seconds']['total'])}")
+            table = module.timer.table(metrics["seconds"]["total"], metrics["num_images"], loop_seconds)
+            print(f"\ntime breakdown\n{table}")
             print(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
 
 
@@ -243,10 +272,13 @@ def _rim(module: L.LightningModule) -> RIMModule:
     return module
 
 
-def run_metrics(module: RIMModule, wall: float) -> dict[str, Any]:
-    """The content of metrics.json: scores in percent, the bank used, seconds per stage."""
+def run_metrics(module: RIMModule, wall: float, loop_seconds: float, datamodule: Any = None) -> dict[str, Any]:
+    """The content of metrics.json: scores in percent, the bank used, the images left out, and
+    the cost (seconds per stage, peak memory, throughput over the test loop)."""
     res, names, build = module.results, module.class_names, module.bank_build
     assert res is not None and build is not None, "run_metrics comes after a scored epoch"
+    dataset = getattr(datamodule, "dataset", None)
+    unread = dict(getattr(dataset, "problems", {}))  # left out when the data set was opened (data.skip_bad)
     return {
         "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
         "per_class_iou": {n: _pct(v) for n, v in zip(names, res["iou"])},
@@ -255,7 +287,22 @@ def run_metrics(module: RIMModule, wall: float) -> dict[str, Any]:
         "most_confused": most_confused(res["confmat"], names),
         "result_hash": config_hash(result_spec(module.cfg)),
         "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
-        "seconds": {**module.timer.as_dict(), "total": round(wall, 3)},
+        "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
+        **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
+    }
+
+
+def cost_metrics(timer: StageTimer, wall: float, images: int, loop_seconds: float) -> dict:
+    """What a run cost: seconds per stage, the framework's and the models' shares, peak
+    memory per stage (MB) and throughput over the test loop (all processes' images)."""
+    memory = timer.memory_dict()
+    memory["host_rss"]["total"] = round(process_peak_bytes() / 2**20, 1)
+    return {
+        "seconds": {**timer.as_dict(), "total": round(wall, 3)},
+        "seconds_split": timer.shares(),
+        "peak_memory_mb": memory,
+        "throughput": {"images_per_second": round(images / max(loop_seconds, 1e-9), 3),
+                       "test_loop_seconds": round(loop_seconds, 3)},
     }
 
 
@@ -269,9 +316,11 @@ def format_results(metrics: dict, class_names: list[str]) -> str:
     if metrics["most_confused"]:
         lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
         lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
+    skipped = metrics.get("skipped") or {}
+    ids = ", ".join(list(skipped)[:MAX_LISTED]) + (", ..." if len(skipped) > MAX_LISTED else "")
     lines.append(
         f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
-        f"({metrics['num_images']} images)"
+        f"({metrics['num_images']} images" + (f"; {len(skipped)} unreadable skipped: {ids})" if skipped else ")")
     )
     return "\n".join(lines)
 
@@ -313,7 +362,8 @@ def _refuse_padding_samplers(trainer: L.Trainer) -> None:
 
 
 @rank_zero_only
-def _rank_zero_print(text: str) -> None:
+def rank_zero_print(text: str) -> None:
+    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
     print(text)
 
 

@@ -18,9 +18,12 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.assembly import Assembly, prepare
+from rim_bench.config import config_hash, result_spec
+from rim_bench.data.base import MAX_LISTED
 from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset, class_list
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.lit_module import RIMModule, quiet_lightning
+from rim_bench.io import safe_name
+from rim_bench.lit_module import RIMModule, quiet_lightning, rank_zero_print
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -38,15 +41,22 @@ def run_test(cfg: DictConfig) -> dict:
         raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
-    output_dir = Path(
-        cfg.output_dir or inherited
-        or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
+    started = datetime.now()
+    # A folder the user names is checked (and made) now; a new default one only when there is
+    # something to write, so a run that fails on its input leaves no empty folder.
+    given = output_folder(cfg, inherited) if cfg.output_dir or inherited else None
 
+    # Data first, so a wrong path or a bad sample fails before minutes of model loading.
     datamodule = BenchmarkDataModule.from_config(cfg.data)
-    datamodule.setup("test")  # here, before the Trainer starts other processes or any model loads
+    datamodule.setup("test")  # here, before the Trainer starts other processes
+    dataset = datamodule.dataset
+    for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
+        rank_zero_print(f"skipped: {problem}")
+    if not len(dataset):
+        raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
+                        "`rim-bench check-data` lists why")
+    output_dir = given or output_folder(cfg, started=started)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
     module = RIMModule(config=cfg)
     with lightning_settings():
         trainer = L.Trainer(
@@ -85,18 +95,74 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     return build.bank
 
 
-def check_data(cfg: DictConfig) -> int:
-    """Read every sample of the configured data set and print each problem; returns their count."""
-    prepare(cfg)
+def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
+    """Read every sample of the configured data set and print its problems (the first
+    `max_listed`, then their count); a `DataError` if there is any."""
+    cfg = prepare(cfg)
+    cfg.data.skip_bad = True  # list every problem instead of stopping at the first
     dataset, classes = build_dataset(cfg.data)
     problems = list(dataset.check_all())
-    for message in problems:
+    for message in problems[:max_listed]:
         print(message)
-    summary = f"{len(dataset)} images in {dataset.dir}, {len(classes)} classes"
+    if len(problems) > max_listed:
+        print(f"... and {len(problems) - max_listed} more problems")
+    total = len(dataset) + len(dataset.problems)
+    summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
     if problems:
         raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
     print(f"ok: {summary}")
     return 0
+
+
+def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None) -> Path:
+    """The run's output folder, created.
+
+    ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
+    another config's metrics.json (the same config resumes or overwrites); by default a new
+    ``outputs/<experiment>-<time started>`` folder, with ``-2``, ``-3``, ... if a run started in
+    the same second took that name (created atomically, so two runs never share one).
+    """
+    if cfg.output_dir or inherited:
+        folder = Path(str(cfg.output_dir or inherited)).expanduser()
+        _check_not_another_run(folder, cfg)
+        _make_folder(folder, exist_ok=True)
+        return folder
+    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 10_000):
+        folder = Path(base if n == 1 else f"{base}-{n}")
+        if _make_folder(folder, exist_ok=False):
+            return folder
+    raise ConfigError(f"output_dir: {base}-* all exist; set output_dir=PATH")
+
+
+def _make_folder(folder: Path, exist_ok: bool) -> bool:
+    """Create `folder` (and its parents); False if it exists and not `exist_ok`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if exist_ok:  # a file, not a folder
+            raise ConfigError(f"output_dir: '{folder}' is a file; give a folder") from None
+        return False
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
+    return True
+
+
+def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
+    """Refuse to write into a folder holding another config's results."""
+    import json
+
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        return
+    try:
+        done = json.loads(metrics_file.read_text()).get("result_hash")
+    except (OSError, ValueError, AttributeError):
+        done = None
+    mine = config_hash(result_spec(cfg))
+    if done != mine:
+        raise ConfigError(f"output_dir: '{folder}' holds the results of another config (result hash {done}, this "
+                          f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
 
 
 def _loggers(cfg: DictConfig, output_dir: Path) -> list:

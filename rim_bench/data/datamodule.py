@@ -44,7 +44,9 @@ def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     classes = class_list(data)
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
-    return DATASETS.get(data.name, "data")(data.root, data.split, data.max_images, num_classes=len(classes)), classes
+    dataset = DATASETS.get(data.name, "data")(data.root, data.split, data.max_images, num_classes=len(classes),
+                                              skip_bad=data.get("skip_bad", False))
+    return dataset, classes
 
 
 class ShardSampler(DistributedSampler):
@@ -126,10 +128,12 @@ class BenchmarkDataModule(SegmentationDataModule):
         classes: a class file (shipped name or path); null is the benchmark's own.
         max_images: the first N images only.
         batch_size, num_workers: as for the DataLoader.
+        skip_bad: leave out images whose files are damaged (each is reported) instead of stopping.
     """
 
     def __init__(self, name: str = "smoke", root: str | None = None, split: str = "val", classes: str | None = None,
-                 max_images: int | None = None, batch_size: int = 1, num_workers: int = 0) -> None:
+                 max_images: int | None = None, batch_size: int = 1, num_workers: int = 0,
+                 skip_bad: bool = False) -> None:
         super().__init__(None, batch_size, num_workers)
         if root is None and name == "smoke":
             from rim_bench.config import load_config, resolve
@@ -137,13 +141,14 @@ class BenchmarkDataModule(SegmentationDataModule):
             root = resolve(load_config(["experiment=smoke"])).data.root
         self.data = OmegaConf.create({"name": name, "root": None if root is None else str(root), "split": split,
                                       "classes": classes, "max_images": max_images,
-                                      "batch_size": batch_size, "num_workers": num_workers})
+                                      "batch_size": batch_size, "num_workers": num_workers, "skip_bad": skip_bad})
         self.classes = class_list(self.data)  # cheap: a fixed vocabulary file; a bad name fails here
 
     @classmethod
     def from_config(cls, data: DictConfig) -> BenchmarkDataModule:
         """From a config's ``data`` block."""
-        return cls(data.name, data.root, data.split, data.classes, data.max_images, data.batch_size, data.num_workers)
+        return cls(data.name, data.root, data.split, data.classes, data.max_images, data.batch_size, data.num_workers,
+                   data.get("skip_bad", False))
 
     def data_config(self) -> dict[str, Any]:
         """The ``data`` block this module serves, for the model's saved config."""

@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from rim_bench.config import config_hash, drop_unused_tiny
 from rim_bench.errors import ParamError
-from rim_bench.io import atomic_path, atomic_write_json, safe_name
+from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.references.attention import binarize, class_word, sam_prompt
-from rim_bench.references.bank import load_shard, save_shard, shard_path
+from rim_bench.references.bank import load_shard, save_shard, shard_or_none, shard_path
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.generation import (
     GENERATION_KEY,
+    check_prompt_length,
     generate_with_attention,
     reference_seed,
     stored_generations,
@@ -129,9 +130,13 @@ class DiffusionReferences:
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
         path = shard_path(store, names, sub)
-        if path.is_file():
-            with Image.open(path.with_suffix(".png")) as strip:
-                return strip.convert("RGB")
+        if shard_or_none(path) is not None:
+            try:
+                with Image.open(path.with_suffix(".png")) as strip:
+                    return strip.convert("RGB")
+            except OSError as e:  # a shard implies its strip: both are made again
+                set_aside(path.with_suffix(".png"), e)
+                set_aside(path, "its contact-sheet strip is damaged")
         word = class_word(sub, names)
         prompt = self.prompt.format(subcategory=sub)
         seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
@@ -173,8 +178,10 @@ class DiffusionReferences:
         path = shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
 
         def generate(seed: int) -> tuple[np.ndarray, torch.Tensor]:
+            pipe = self._generator(ctx.device)
+            check_prompt_length(pipe.tokenizer, prompt, names[0])
             with ctx.timer("generation"):
-                return generate_with_attention(self._generator(ctx.device), prompt, word, [seed], self.image_size,
+                return generate_with_attention(pipe, prompt, word, [seed], self.image_size,
                                                self.steps, self.guidance, self.resolutions)
 
         return stored_generations(path, prompt, word, seeds, self.image_size, generate)

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rim_bench.errors import DataError
 from rim_bench.references.attention import AttentionStore, capture_cross_attention, word_token_indices
-from rim_bench.references.bank import load_shard, save_shard
+from rim_bench.references.bank import save_shard, shard_or_none
 
 # Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
 # not the number of images per subcategory: more images are appended to the stored ones.
@@ -65,8 +66,9 @@ def stored_generations(path: Path, prompt: str, word: str, seeds: list[int], ima
     images = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     maps = torch.zeros(0, image_size, image_size, dtype=torch.float16)
     stored: list[int] = []
-    if path.is_file():
-        tensors, info = load_shard(path)
+    shard = shard_or_none(path)  # a damaged one is set aside and made again
+    if shard is not None:
+        tensors, info = shard
         stored = info.get("seeds") or []
         if stored[:len(seeds)] == seeds[:len(stored)]:  # the same first images, fewer or more
             images, maps = tensors["images"].numpy(), tensors["maps"]
@@ -80,3 +82,12 @@ def stored_generations(path: Path, prompt: str, word: str, seeds: list[int], ima
         save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
                    {"prompt": prompt, "word": word, "seeds": stored})
     return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
+
+
+def check_prompt_length(tokenizer, prompt: str, class_name: str) -> None:
+    """A prompt past the text encoder's length would lose the class word: a one-line error."""
+    limit = tokenizer.model_max_length
+    if len(tokenizer(prompt).input_ids) > limit:
+        short = lambda text: text if len(text) <= 60 else text[:57] + "..."  # noqa: E731
+        raise DataError(f"class '{short(class_name)}': the prompt '{short(prompt)}' is longer than the text "
+                        f"encoder's {limit} tokens; use a shorter class name or subcategory phrase")
