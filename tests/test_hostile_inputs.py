@@ -223,10 +223,10 @@ def test_segment_into_an_existing_file(tmp_path: Path, smoke_root: Path, capsys)
 
 
 def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path: Path, smoke_root: Path, capsys):
-    from rim_bench.references.diffusion import _shard_path
+    from rim_bench.references.bank import shard_path
 
     name = "猫" * 300
-    shard = _shard_path(tmp_path, [name], f"fat {name}")  # where its references would be stored
+    shard = shard_path(tmp_path, [name], f"fat {name}")  # where its references would be stored
     shard.parent.mkdir()
     shard.write_bytes(b"")
     assert len(shard.parent.name) <= 96
