@@ -46,9 +46,12 @@ def run_test(cfg: DictConfig) -> dict:
     # something to write, so a run that fails on its input leaves no empty folder.
     given = output_folder(cfg, inherited) if cfg.output_dir or inherited else None
 
-    # Data first, so a wrong path or a bad sample fails before minutes of model loading.
+    # Data first, so a wrong path or a bad sample fails before minutes of model loading
+    # (the module loads its models in `setup`, under the Trainer).
+    module = RIMModule(config=cfg)
     datamodule = BenchmarkDataModule.from_config(cfg.data)
-    datamodule.setup("test")  # here, before the Trainer starts other processes
+    with module.timer("data setup"):
+        datamodule.setup("test")  # here, before the Trainer starts other processes
     dataset = datamodule.dataset
     for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
         rank_zero_print(f"skipped: {problem}")
@@ -56,8 +59,7 @@ def run_test(cfg: DictConfig) -> dict:
         raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
                         "`rim-bench check-data` lists why")
     output_dir = given or output_folder(cfg, started=started)
-    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
-    module = RIMModule(config=cfg)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
     with lightning_settings():
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
