@@ -67,6 +67,7 @@ def run_test(cfg: DictConfig) -> dict:
             logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
             enable_checkpointing=False, enable_model_summary=False,
         )
+    datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
     return module.metrics_json

@@ -100,7 +100,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
 
     def setup(self, stage: str | None = None) -> None:
-        world = self.trainer.world_size if self.trainer else 1
+        self.check_world_size(self.trainer.world_size if self.trainer else 1)
+
+    def check_world_size(self, world: int) -> None:
+        """Every process needs an image: a one-line error if there are more processes than images."""
         if self.dataset is not None and world > len(self.dataset):
             raise ConfigError(f"trainer: {world} processes for {len(self.dataset)} images; use at most "
                               f"{len(self.dataset)} (trainer.devices x trainer.num_nodes)")
