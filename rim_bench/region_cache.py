@@ -33,6 +33,9 @@ class RegionCache:
             name += "-" + hashlib.sha1(image_id.encode()).hexdigest()[:10]
         return self.directory / f"{name}.safetensors"
 
+    def __contains__(self, image_id: str) -> bool:
+        return self._path(image_id).is_file()
+
     def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
         """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""
         path = self._path(image_id)

@@ -29,5 +29,5 @@ def from_hub_or_dir(load: Callable[[str], T], model: str, key: str, what: str, e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             f"{key}: cannot load {what} '{model}' ({first}). Without network access, download it elsewhere "
-            f"(`huggingface-cli download {example_id} --local-dir DIR`) and pass {key}=DIR"
+            f"(`hf download {example_id} --local-dir DIR`, see docs/weights.md) and pass {key}=DIR"
         ) from None

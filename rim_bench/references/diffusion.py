@@ -124,12 +124,53 @@ class DiffusionReferences:
             atomic_write_json(ctx.work_dir / REPORT, report)
         return bank
 
+    def pending(self, store_root: Path, feature_spec: dict, classes: list[list[str]],
+                device_type: str) -> dict[str, dict[str, int]]:
+        """Per class, what a build would still make: ``images`` to generate and ``shards``
+        ((class, subcategory) references to segment and pool) of its ``subcategories``."""
+        table = load_subcategories(self.subcategories, [names[0] for names in classes], self.n_subcategories)
+        store = self._store_dir(store_root, feature_spec)
+        counts = {}
+        for names in classes:
+            subs = table[names[0]]
+            missing = [sub for sub in subs if not _shard_path(store, names, sub).is_file()]
+            images = 0
+            for sub in missing:
+                path = self._generated_path(store_root, device_type, names, sub)
+                stored = load_shard(path)[1].get("seeds") or [] if path.is_file() else []
+                images += max(0, self.images_per_subcategory - len(stored))
+            counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
+        return counts
+
+    def probe(self, ctx: BuildContext) -> None:
+        """Load the models and make one reference of the first class's first subcategory, from
+        one image, through a build's own path (for `rim-bench plan`; use a scratch `store_root`)."""
+        with ctx.timer("load models (references)"):
+            self._generator(ctx.device)
+            self._prompted_segmenter(ctx.device)
+        names = ctx.classes[0]
+        sub = load_subcategories(self.subcategories, ctx.class_names, 1)[names[0]][0]
+        images, self.images_per_subcategory = self.images_per_subcategory, 1
+        try:
+            self._subcategory(ctx, names, sub, self._store(ctx))
+        finally:
+            self.images_per_subcategory = images
+
     def _store(self, ctx: BuildContext) -> Path:
+        return self._store_dir(ctx.store_root, ctx.feature_spec)
+
+    def _store_dir(self, store_root: Path, feature_spec: dict) -> Path:
         """Where this generator's shards live: keyed by all that makes a reference, except
         which and how many subcategories a bank takes."""
         spec = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _NOT_IN_STORE_KEY}
         spec = drop_unused_tiny(spec)
-        return ctx.store_root / "references" / config_hash({**ctx.feature_spec, "generation": spec})
+        return store_root / "references" / config_hash({**feature_spec, "generation": spec})
+
+    def _generated_path(self, store_root: Path, device_type: str, names: list[str], sub: str) -> Path:
+        """The stored images and attention maps of one (class, subcategory); `device_type`
+        is part of the key since CUDA generates in fp16 and the CPU in fp32."""
+        spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
+        return _shard_path(store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
 
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
@@ -173,9 +214,7 @@ class DiffusionReferences:
         does not depend on how many are asked for, so asking for more generates only the new
         ones and a bank never depends on what was generated before.
         """
-        device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
-        spec = drop_unused_tiny({k: getattr(self, k) for k in _GENERATION_KEY})
-        path = _shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+        path = self._generated_path(ctx.store_root, torch.device(ctx.device).type, names, sub)
         images = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
         maps = torch.zeros(0, self.image_size, self.image_size, dtype=torch.float16)
         stored: list[int] = []
