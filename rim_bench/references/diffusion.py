@@ -227,17 +227,18 @@ class DiffusionReferences:
                 stored = []
         if len(stored) < len(seeds):
             pipe = self._generator(ctx.device)
-            new = []
+            new, record = [], {}
             with ctx.timer("generation"):
                 for seed in seeds[len(stored):]:
                     new.append(generate_with_attention(
-                        pipe, prompt, word, [seed], self.image_size, self.steps, self.guidance, self.resolutions
+                        pipe, prompt, word, [seed], self.image_size, self.steps, self.guidance, self.resolutions,
+                        record=record,
                     ))
             images = np.concatenate([images, *(image for image, _ in new)])
             maps = torch.cat([maps, *(m.half() for _, m in new)])
             stored = seeds
             save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
-                       {"prompt": prompt, "word": word, "seeds": stored})
+                       {"prompt": prompt, "word": word, "seeds": stored, **record})
         return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
@@ -270,9 +271,14 @@ class DiffusionReferences:
 
 @torch.no_grad()
 def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size: int, steps: int,
-                            guidance: float, resolutions: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
+                            guidance: float, resolutions: tuple[int, ...],
+                            record: dict | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Generate one image per seed and the class word's attention map of each.
 
+    Args:
+        record: if given, filled with what was captured, for checks: the class word's
+            ``token_indices`` in the tokenized prompt and ``attention_calls``, the number of
+            cross-attention calls captured per map side (layers at that side x steps).
     Returns:
         ``(B, size, size, 3) uint8`` images and ``(B, size, size)`` float maps in [0, 1] (CPU).
     """
@@ -284,6 +290,8 @@ def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size
         out = pipe([prompt] * len(seeds), height=size, width=size, num_inference_steps=steps,
                    guidance_scale=guidance, generator=generators, output_type="np")
     images = (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
+    if record is not None:
+        record.update(token_indices=indices, attention_calls={str(side): n for side, n in sorted(store.counts.items())})
     return images, store.maps((size, size)).cpu()
 
 
