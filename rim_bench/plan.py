@@ -43,8 +43,8 @@ MARKERS = {
     "featurizer.clip.model": "config.json",
     "references.diffusion.model": "model_index.json",
 }
-TEST_STAGES = ("proposals", "features", "pooling", "painting", "matching")
-REFERENCE_STAGES = ("generation", "sam", "dinov2")
+# The dry run denoises this many steps and adds the rest at the measured cost of a UNet step.
+PROBE_STEPS = 2
 
 
 @dataclass
@@ -116,7 +116,7 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
                           "references.diffusion.image_size, proposer.sam.points_per_batch or the models' sizes") from None
 
     # 4. The projection.
-    report["projection"] = project(timer, work)
+    report["projection"] = project(timer, work, cfg.references.diffusion.num_inference_steps)
     report["dry_run_seconds"] = time.perf_counter() - wall
     print(format_projection(report["projection"], report["device"]))
     return report
@@ -291,11 +291,16 @@ def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: t
         pipeline = build_pipeline(cfg, class_names, timer, region_cache=None).to(device)
     diffusion = diffusion_source(build_references(cfg.references)[0])
     if diffusion is not None:
+        with timer("load models (references)"):
+            unet = diffusion.load_models(device).unet
+        hooks = time_calls(unet, timer, "unet step")
         with tempfile.TemporaryDirectory(prefix="rim-bench-plan-") as scratch:
             ctx = BuildContext(pipeline.featurizer, pipeline.encoder, classes, device, Path(scratch), 0, 1,
                                lambda: None, timer, store_root=Path(scratch), feature_spec={})
-            diffusion.probe(ctx)
-        del diffusion  # Stable Diffusion's memory back before the test side runs
+            diffusion.probe(ctx, steps=min(diffusion.steps, PROBE_STEPS))
+        for hook in hooks:
+            hook.remove()
+        del diffusion, unet  # Stable Diffusion's memory back before the test side runs
     sample = dataset[0]
     _, regions = pipeline.regions(sample.image, sample.image_id)
     # Matching against a random bank of the size a generated bank will have (one per class otherwise).
@@ -308,18 +313,38 @@ def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: t
         pipeline.matcher(regions.to(device), bank)
 
 
+def time_calls(module: torch.nn.Module, timer: StageTimer, stage: str) -> list:
+    """Time every forward call of `module` as `stage` of `timer`; returns the hooks to remove."""
+    open_stage = []
+
+    def start(*_) -> None:
+        open_stage.append(timer(stage))
+        open_stage[-1].__enter__()
+
+    def stop(*_) -> None:
+        open_stage.pop().__exit__(None, None, None)
+
+    return [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+
+
 # 4. Projection ----------------------------------------------------------------------------------
 
-def project(timer: MeasuringTimer, work: Work) -> list[dict]:
+def project(timer: MeasuringTimer, work: Work, steps: int = PROBE_STEPS) -> list[dict]:
     """Rows ``stage, seconds per item, items, projected seconds, peak bytes``: the test stages
     per image still to compute (matching: every image), the reference stages per image to
-    generate or shard to make, model loading once."""
+    generate, model loading once. A generated image costs what the dry run's did plus
+    ``steps - PROBE_STEPS`` UNet steps at their measured cost."""
     items = {"proposals": work.images_to_score, "features": work.images_to_score, "pooling": work.images_to_score,
              "painting": work.images, "matching": work.images,
              "generation": work.total("images"), "sam": work.total("images"), "dinov2": work.total("images")}
+    unet_step = timer.seconds.get("unet step", 0.0) / max(1, timer.calls.get("unet step", 0))
     rows = []
     for stage, seconds in timer.seconds.items():
+        if stage == "unet step":  # inside "generation"
+            continue
         per_item = seconds / max(1, timer.calls[stage])
+        if stage == "generation":
+            per_item += max(0, steps - PROBE_STEPS) * unet_step
         count = 1 if stage.startswith("load models") else items.get(stage, 1)
         rows.append({"stage": stage, "seconds": per_item, "items": count, "projected": per_item * count,
                      "peak_bytes": timer.peak.get(stage, 0)})

@@ -142,19 +142,23 @@ class DiffusionReferences:
             counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
         return counts
 
-    def probe(self, ctx: BuildContext) -> None:
-        """Load the models and make one reference of the first class's first subcategory, from
-        one image, through a build's own path (for `rim-bench plan`; use a scratch `store_root`)."""
-        with ctx.timer("load models (references)"):
-            self._generator(ctx.device)
-            self._prompted_segmenter(ctx.device)
+    def load_models(self, device: torch.device):
+        """Stable Diffusion (returned) and the prompted SAM, as a build loads them."""
+        self._prompted_segmenter(device)
+        return self._generator(device)
+
+    def probe(self, ctx: BuildContext, steps: int) -> None:
+        """Make one reference of the first class's first subcategory, from one image generated
+        in `steps` denoising steps, through a build's own path (for `rim-bench plan`: give
+        `ctx` a scratch `store_root`, since these are not the configured settings)."""
         names = ctx.classes[0]
         sub = load_subcategories(self.subcategories, ctx.class_names, 1)[names[0]][0]
-        images, self.images_per_subcategory = self.images_per_subcategory, 1
+        saved = self.images_per_subcategory, self.steps
+        self.images_per_subcategory, self.steps = 1, steps
         try:
             self._subcategory(ctx, names, sub, self._store(ctx))
         finally:
-            self.images_per_subcategory = images
+            self.images_per_subcategory, self.steps = saved
 
     def _store(self, ctx: BuildContext) -> Path:
         return self._store_dir(ctx.store_root, ctx.feature_spec)
