@@ -11,6 +11,7 @@ released file a checkpoint is, by its size (and, on request, its MD5).
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,13 @@ RELEASES = {
 }
 
 
+# Models loaded and still in use, by what made them: the region proposer and the references'
+# prompted SAM share one model when their settings agree (ViT-H is 2.5 GB in fp32).
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.device | str, key: str) -> Sam:
-    """SAM in eval mode on `device`.
+    """SAM in eval mode on `device`; the same object again while one made alike is in use there.
 
     Args:
         model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny``.
@@ -58,6 +64,12 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.d
         seed: initialises the ``tiny`` model.
         key: the config block that holds these values, for error messages (``proposer.sam``).
     """
+    device = torch.device(device)
+    made_by = (model_type, str(Path(checkpoint).expanduser().resolve()) if checkpoint else None,
+               seed if model_type == "tiny" else None, str(device))
+    loaded = _LOADED.get(made_by)
+    if loaded is not None and next(loaded.parameters()).device == device:  # not moved since (Lightning does)
+        return loaded
     if model_type == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -65,7 +77,9 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.d
     else:
         check_checkpoint(model_type, checkpoint, key)
         sam = sam_model_registry[model_type](checkpoint=str(Path(checkpoint).expanduser()))
-    return sam.to(device).eval()
+    sam = sam.to(device).eval()
+    _LOADED[made_by] = sam
+    return sam
 
 
 def check_checkpoint(model_type: str, checkpoint: str | None, key: str) -> Path:
