@@ -116,6 +116,7 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
                           "references.diffusion.image_size, proposer.sam.points_per_batch or the models' sizes") from None
 
     # 4. The projection.
+    report["timer"] = timer
     report["projection"] = project(timer, work, cfg.references.diffusion.num_inference_steps)
     report["dry_run_seconds"] = time.perf_counter() - wall
     print(format_projection(report["projection"], report["device"]))
