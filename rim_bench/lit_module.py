@@ -63,6 +63,8 @@ class RIMTestModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         scores = self.metrics.compute()
+        # torchmetrics squeezes one-element outputs: a one-class vocabulary's (1,) IoU comes back 0-d.
+        scores = {k: v.reshape(-1) if k in ("iou", "acc") else v for k, v in scores.items()}
         self.results = {k: v.cpu() for k, v in scores.items()}
         self.log_dict(
             {f"test/{k}": 100 * scores[k].float() for k in ("mIoU", "mAcc", "aAcc")}, sync_dist=False

@@ -141,22 +141,39 @@ def fixtures() -> dict[str, Path]:
     return make(names)
 
 
-@pytest.fixture(scope="module")
-def voc_root(tmp_path_factory) -> Path:
-    """Two VOC-size images (500x375 landscape, 375x500 portrait) in the VOC layout, labels 0 / 255."""
-    root = tmp_path_factory.mktemp("voc")
+def write_voc(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    """Random images of the given ``(H, W)`` in the VOC layout, labelled 0 with a top band of 255."""
     base = root / "VOCdevkit/VOC2012"
     rng = np.random.default_rng(0)
-    ids = ["2007_000001", "2007_000002"]
-    for image_id, (h, w) in zip(ids, [(375, 500), (500, 375)]):
-        for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-            (base / folder).mkdir(parents=True, exist_ok=True)
+    ids = [f"2007_{i:06d}" for i in range(1, len(sizes) + 1)]
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    for image_id, (h, w) in zip(ids, sizes):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(base / f"JPEGImages/{image_id}.jpg")
         label = np.zeros((h, w), dtype=np.uint8)
         label[: h // 8] = 255
         Image.fromarray(label).save(base / f"SegmentationClass/{image_id}.png")
     (base / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    """Two VOC-size images: 500x375 landscape and 375x500 portrait."""
+    return write_voc(tmp_path_factory.mktemp("voc"), [(375, 500), (500, 375)])
+
+
+def test_one_class_vocabulary_runs(tmp_path):
+    """Found by the slow tier (one class, to keep Stable Diffusion to one image): torchmetrics
+    squeezed the one-class IoU to a 0-d tensor and `rim-bench test` failed at the end."""
+    from rim_bench.config import load_config
+    from rim_bench.runner import run_test
+
+    root = write_voc(tmp_path / "voc", [(40, 48), (48, 40)])
+    (root / "classes.txt").write_text("background, backdrop\n")
+    metrics = run_test(load_config(["experiment=tiny", "data.name=voc21", f"data.root={root}",
+                                    f"data.classes={root / 'classes.txt'}", f"output_dir={tmp_path / 'run'}"]))
+    assert metrics["num_images"] == 2 and list(metrics["per_class_iou"]) == ["background"]
 
 
 def _overrides(fixtures: dict[str, Path], voc_root: Path, cache: Path) -> list[str]:
