@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from make_real_size_fixtures import fixture_path  # noqa: E402
+from make_real_size_fixtures import fixture_path  # noqa: E402 (after the path insert)
 
 # Val images per benchmark (datasets/README.md): the projection's item counts.
 BENCHMARKS = {

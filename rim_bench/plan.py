@@ -20,10 +20,10 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -112,8 +112,10 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     try:
         measure_stages(cfg, dataset, classes, device, timer, work)
     except torch.cuda.OutOfMemoryError as e:
-        raise ConfigError(f"the GPU ran out of memory on one image ({str(e).splitlines()[0]}): lower "
-                          "references.diffusion.image_size, proposer.sam.points_per_batch or the models' sizes") from None
+        raise ConfigError(
+            f"the GPU ran out of memory on one image ({str(e).splitlines()[0]}): lower "
+            "references.diffusion.image_size, proposer.sam.points_per_batch or the models' sizes"
+        ) from None
 
     # 4. The projection.
     report["timer"] = timer
@@ -224,8 +226,8 @@ def check_gpu_memory(weights: dict[str, int], total: int) -> str | None:
         return None
     parts = " + ".join(f"{name} {size / GB:.1f}" for name, size in weights.items())
     return (f"trainer: the GPU has {total / GB:.1f} GB but these settings need about {need / GB:.1f} GB "
-            f"({parts} + {GPU_HEADROOM_BYTES / GB:.1f} working, GB): use smaller models (proposer.sam.model_type=vit_b, "
-            "featurizer.dinov2.model=facebook/dinov2-small) or a larger GPU")
+            f"({parts} + {GPU_HEADROOM_BYTES / GB:.1f} working, GB): use smaller models "
+            "(proposer.sam.model_type=vit_b, featurizer.dinov2.model=facebook/dinov2-small) or a larger GPU")
 
 
 # 2. Work ----------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def count_work(cfg: DictConfig, dataset, classes: list[list[str]], device: torch
     work.bank_cached = (work.bank_dir / METADATA).is_file()
     diffusion = diffusion_source(source)
     if diffusion is not None and not work.bank_cached:
-        feature_spec = {"featurizer": key_spec(cfg.featurizer, "featurizer"), "pooling": key_spec(cfg.pooling, "pooling")}
+        feature_spec = {k: key_spec(cfg[k], k) for k in ("featurizer", "pooling")}
         work.references = diffusion.pending(Path(cfg.cache_dir).expanduser(), feature_spec, classes, device.type)
     return work
 

@@ -5,13 +5,12 @@
 
 Output: ``$RIM_BENCH_FIXTURES`` (default ``~/.cache/rim-bench-fixtures``), never the repository:
 
-| name            | what a user points the config at                              | format |
-|-----------------|---------------------------------------------------------------|--------|
-| ``sam_vit_b``   | ``proposer.sam.checkpoint`` (``model_type=vit_b``)             | ``sam_vit_b_random.pth``: a state dict, as ``sam_vit_b_01ec64.pth`` |
-| ``sam_vit_h``   | ``proposer.sam.checkpoint`` (``model_type=vit_h``)             | ``sam_vit_h_random.pth``, as ``sam_vit_h_4b8939.pth`` |
-| ``dinov2_base`` | ``featurizer.dinov2.model``                                   | ``dinov2-with-registers-base/``: config.json + model.safetensors |
-| ``dinov2_large``| ``featurizer.dinov2.model``                                   | ``dinov2-with-registers-large/`` |
-| ``sd15``        | ``references.diffusion.model``                                | ``stable-diffusion-v1-5/``: diffusers folder, CLIP's real BPE tokenizer |
+- ``sam_vit_b_random.pth``, ``sam_vit_h_random.pth``: state dicts, as ``sam_vit_b_01ec64.pth`` and
+  ``sam_vit_h_4b8939.pth`` (for ``proposer.sam.checkpoint`` with ``model_type=vit_b`` / ``vit_h``);
+- ``dinov2-with-registers-base/``, ``dinov2-with-registers-large/``: config.json + model.safetensors
+  (for ``featurizer.dinov2.model``);
+- ``stable-diffusion-v1-5/``: a diffusers folder with CLIP's real BPE tokenizer
+  (for ``references.diffusion.model``).
 
 Every architecture number is written here from its published source (cited next to it)
 rather than read from a download, so the folders need no network; only the weights are
@@ -36,8 +35,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -65,5 +65,6 @@ def test_sam_is_shared_while_in_use_and_checked_against_the_checkpoint(tmp_path:
     checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, checkpoint)
     with pytest.raises(ConfigError, match=r"^proposer\.sam\.model_type: 'vit_h' does not fit sam_vit_b_01ec64\.pth, "
-                                          r"which holds a vit_b image encoder \(768 wide\); set proposer\.sam\.model_type=vit_b"):
+                                          r"which holds a vit_b image encoder \(768 wide\); "
+                                          r"set proposer\.sam\.model_type=vit_b"):
         load_sam("vit_h", str(checkpoint), 0, "cpu", key="proposer.sam")

@@ -3,9 +3,9 @@ plan on the smoke benchmark (the real-size plan is in test_real_size.py)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from rim_bench import plan
@@ -47,7 +47,8 @@ def test_truncated_checkpoint(capsys, tmp_path):
     checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
     checkpoint.write_bytes(_fake_sam(tmp_path / "whole.pth", 768).read_bytes()[:1000])
     err = _plan_errors(capsys, *SAM, f"proposer.sam.checkpoint={checkpoint}")
-    assert "is not a readable SAM state dict" in err[0] and "the released sam_vit_b_01ec64.pth is 375,042,383 B" in err[0]
+    assert "is not a readable SAM state dict" in err[0]
+    assert "the released sam_vit_b_01ec64.pth is 375,042,383 B" in err[0]
 
 
 def test_hub_id_not_in_the_local_cache_while_offline(capsys, tmp_path, monkeypatch):
@@ -65,8 +66,8 @@ def test_hub_id_not_in_the_local_cache_while_offline(capsys, tmp_path, monkeypat
     (snapshot / "config.json").write_text("{}")
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs/main").write_text("abc123")
-    notes, problems = plan.check_weights(load_config(["experiment=smoke", "featurizer.dinov2.model=facebook/dinov2-base"]),
-                                         torch.device("cpu"))
+    cfg = load_config(["experiment=smoke", "featurizer.dinov2.model=facebook/dinov2-base"])
+    notes, problems = plan.check_weights(cfg, torch.device("cpu"))
     assert not problems and "(hub cache" in notes[0]
 
 
@@ -127,3 +128,7 @@ def test_plan_counts_cached_work(capsys, tmp_path):
     run_test(load_config(overrides))
     work = plan.run_plan(load_config(overrides), measure=False)["work"]
     assert work.regions_cached == 3 and work.bank_cached and work.total("images") == 0
+    # Without the bank, its stored references still count as made (the same keys as a build's).
+    shutil.rmtree(work.bank_dir)
+    work = plan.run_plan(load_config(overrides), measure=False)["work"]
+    assert not work.bank_cached and work.total("images") == work.total("shards") == 0 and work.references

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from make_real_size_fixtures import FIXTURES_ENV, fixture_path, make
 from PIL import Image
 
-from make_real_size_fixtures import FIXTURES_ENV, fixture_path, make
 from rim_bench.references import attention, diffusion
 from rim_bench.references.bank import load_bank, load_shard
 
@@ -120,7 +119,8 @@ def test_token_check_fails_on_shifted_positions(tiny_pipe, monkeypatch):
     real = attention.word_token_indices
     monkeypatch.setattr(diffusion, "word_token_indices", lambda *a: [i - 1 for i in real(*a)])  # no start token
     with pytest.raises(AssertionError):
-        check_token_positions(tiny_pipe.tokenizer, "a photo of a dog", "dog", _tiny_record(tiny_pipe, "dog")["token_indices"])
+        shifted = _tiny_record(tiny_pipe, "dog")["token_indices"]
+        check_token_positions(tiny_pipe.tokenizer, "a photo of a dog", "dog", shifted)
 
 
 def test_expected_calls_for_stable_diffusion_1_5():
