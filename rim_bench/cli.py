@@ -4,14 +4,17 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
-    rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench plan       [experiment=NAME] [dotted.key=value ...]   checks, cached work and projected cost of a run
     rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
-Bad input (config, data, weights) ends with one line on stderr and exit code 2.
+protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
+Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
+where some cells failed (each reported in its table) ends with exit code 1.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from rim_bench.errors import RimBenchError
 
 EXIT_USER_ERROR = 2
+EXIT_CELLS_FAILED = 1
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
@@ -49,8 +53,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")
     segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
-    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons) → report.md and report.html")
-    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep or compare")
+    suite = commands.add_parser("suite", help="run a suite (configs/suite/NAME.yaml): benchmarks x methods, "
+                                "one table with the published numbers beside; resumes in the same folder")
+    suite.add_argument("suite", metavar="NAME",
+                       help="a suite in configs/suite/ (smoke, paper_table1, paper_fig5) or a YAML path")
+    suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
+    report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
+    report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
     report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "sweep":
             return _sweep(args.overrides)
+        if args.command == "suite":
+            return _suite(args.suite, args.overrides)
         if args.command == "compare":
             from rim_bench.compare import run_compare
 
@@ -144,6 +155,16 @@ def _sweep(overrides: list[str]) -> int:
     return 0
 
 
+def _suite(name: str, overrides: list[str]) -> int:
+    from rim_bench.suite import failure_summary, load_suite, run_suite
+
+    failed = failure_summary(run_suite(load_suite(name), overrides))
+    if failed:
+        print(f"rim-bench: error: {failed} (reasons in the table above)", file=sys.stderr)
+        return EXIT_CELLS_FAILED
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from rim_bench.data.converters import CONVERTERS
     from rim_bench.errors import ConfigError
@@ -160,13 +181,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _one_line(error: Exception) -> str:
-    """The error's message on one line. An error raised in a DataLoader worker comes back
-    wrapped in the worker's traceback; its own message is the last line."""
+    """The error's message on one line: its lines joined. An error raised in a DataLoader
+    worker comes back wrapped in the worker's traceback; its own message is the last line."""
+    from rim_bench.io import one_line
+
     text = str(error).strip()
-    if "\n" in text:
+    if "Traceback (most recent call last)" in text:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
-    return text
+    return one_line(text)
 
 
 if __name__ == "__main__":

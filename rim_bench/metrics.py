@@ -20,27 +20,41 @@ from rim_bench.types import IGNORE_INDEX
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Count (true class, predicted class) pairs.
+    """Count (true class, predicted class) pairs with one bincount over the pixels.
 
     Args:
         pred: ``(H, W)`` int predicted ids in ``[0, C)`` or `ignore_index` (unassigned).
         target: ``(H, W)`` int true ids in ``[0, C)`` or `ignore_index` (not scored).
+        ignore_index: ≥ 0.
     Returns:
         ``(C, C + 1) int64``: rows are true classes, the last column is "unassigned".
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
-    keep = target != ignore_index
-    t = target[keep].long()
-    p = pred[keep].long()
-    if t.numel() and (t.max() >= num_classes or t.min() < 0):
-        raise ValueError(f"label values {sorted(set(t.unique().tolist()))} outside [0, {num_classes}) and not 255")
-    assigned = p[p != ignore_index]
-    if assigned.numel() and (assigned.max() >= num_classes or assigned.min() < 0):
-        raise ValueError(f"prediction values {sorted(set(assigned.unique().tolist()))} outside [0, {num_classes}) and not 255")
-    p = torch.where(p == ignore_index, torch.full_like(p, num_classes), p)
-    counts = torch.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1))
-    return counts.reshape(num_classes, num_classes + 1)
+    # Every (true, predicted) value pair gets a cell of an R x R table, R covering the classes
+    # and the ignore index; values that are neither show up in their own rows and columns.
+    radix = max(num_classes, ignore_index) + 1
+    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
+    for values, what in ((t, "label"), (p, "prediction")):
+        low, high = torch.aminmax(values) if values.numel() else (values.new_tensor(0), values.new_tensor(0))
+        if low < 0 or high >= radix:
+            _bad_values(values[(values < 0) | (values >= radix)], what, num_classes, ignore_index)
+    counts = torch.bincount(t * radix + p, minlength=radix * radix).reshape(radix, radix)
+    stray = counts[num_classes:].clone()
+    stray[ignore_index - num_classes] = 0  # (stray rows: true values ≥ C; the ignore index's row is not scored)
+    if stray.any():
+        _bad_values(torch.nonzero(stray.sum(1))[:, 0] + num_classes, "label", num_classes, ignore_index)
+    scored = counts[:num_classes]
+    stray_pred = scored[:, num_classes:].clone()
+    stray_pred[:, ignore_index - num_classes] = 0
+    if stray_pred.any():
+        _bad_values(torch.nonzero(stray_pred.sum(0))[:, 0] + num_classes, "prediction", num_classes, ignore_index)
+    return torch.cat([scored[:, :num_classes], scored[:, ignore_index:ignore_index + 1]], dim=1)
+
+
+def _bad_values(values: Tensor, what: str, num_classes: int, ignore_index: int) -> None:
+    raise ValueError(f"{what} values {sorted(set(values.unique().tolist()))} outside [0, {num_classes}) "
+                     f"and not {ignore_index}")
 
 
 def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:

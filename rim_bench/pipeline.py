@@ -115,7 +115,7 @@ class SegmentationPipeline(nn.Module):
             if not torch.isfinite(regions).all():
                 raise DataError(f"image '{image_id}': non-finite region features (NaN or inf): check the "
                                 "featurizer's weights (featurizer.dinov2.model) and the image")
-        with self.timer("painting"):
+        with self.timer("region map"):  # overlaps resolved once, cached with the regions
             region_map = resolve_regions(proposals) if proposals.ndim == 3 else proposals.long()
         return region_map, regions
 

@@ -9,19 +9,16 @@ Steps:
    per class, and whether the bank is cached;
 3. load each model once and run one test image and one reference image end to end
    (the reference in a scratch folder, so the caches are left as they were), timing each
-   stage and its peak memory (the process's resident memory on the CPU, allocated memory on CUDA);
+   stage and its peak memory (`StageTimer`'s: resident memory on the CPU, allocated memory on CUDA);
 4. project the whole run: each stage's cost times the items it still has to process.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,22 +62,6 @@ class Work:
         return 0 if self.bank_cached else sum(c[what] for c in self.references.values())
 
 
-class MeasuringTimer(StageTimer):
-    """A `StageTimer` that also keeps each stage's peak memory (bytes) over its calls."""
-
-    def __init__(self, device: torch.device) -> None:
-        super().__init__()
-        self.device = device
-        self.peak: dict[str, int] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        _reset_peak(self.device)
-        with super().__call__(stage):
-            yield
-        self.peak[stage] = max(self.peak.get(stage, 0), _peak(self.device))
-
-
 def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
     from rim_bench.data.datamodule import build_dataset
@@ -107,7 +88,7 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
         return report
 
     # 3. One image and one reference image, end to end.
-    timer = MeasuringTimer(device)
+    timer = StageTimer()  # seconds and peak memory per stage
     wall = time.perf_counter()
     try:
         measure_stages(cfg, dataset, classes, device, timer, work)
@@ -282,7 +263,7 @@ def describe_work(work: Work, data_dir: Path) -> str:
 # 3. One image and one reference image -----------------------------------------------------------
 
 def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device,
-                   timer: MeasuringTimer, work: Work) -> None:
+                   timer: StageTimer, work: Work) -> None:
     """Run each stage once on real inputs, loading each model once; `timer` records the costs."""
     from rim_bench.pipeline import build_pipeline
     from rim_bench.references.bank import BuildContext
@@ -332,7 +313,7 @@ def time_calls(module: torch.nn.Module, timer: StageTimer, stage: str) -> list:
 
 # 4. Projection ----------------------------------------------------------------------------------
 
-def project(timer: MeasuringTimer, work: Work, steps: int = PROBE_STEPS) -> list[dict]:
+def project(timer: StageTimer, work: Work, steps: int = PROBE_STEPS) -> list[dict]:
     """Rows ``stage, seconds per item, items, projected seconds, peak bytes``: the test stages
     per image still to compute (matching: every image), the reference stages per image to
     generate, model loading once. A generated image costs what the dry run's did plus
@@ -349,8 +330,9 @@ def project(timer: MeasuringTimer, work: Work, steps: int = PROBE_STEPS) -> list
         if stage == "generation":
             per_item += max(0, steps - PROBE_STEPS) * unet_step
         count = 1 if stage.startswith("load models") else items.get(stage, 1)
+        peak = timer.peak_cuda.get(stage) if timer.peak_cuda else timer.peak_rss.get(stage, 0)
         rows.append({"stage": stage, "seconds": per_item, "items": count, "projected": per_item * count,
-                     "peak_bytes": timer.peak.get(stage, 0)})
+                     "peak_bytes": peak or 0})
     return rows
 
 
@@ -378,25 +360,3 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:  # Linux: "5" resets the peak resident set size (VmHWM) to the current one
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def _peak(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-    except (OSError, AttributeError):  # not Linux: the process's peak so far
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

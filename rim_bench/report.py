@@ -2,23 +2,45 @@
 
 A folder with ``metrics.json`` is a run (its summary, per-class IoU as bars, its config
 and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
-``compare.md`` a comparison (its tables, published numbers kept apart). Pictures are
-linked by relative path, so the page and the folders can be moved together.
+``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept
+apart). The pictures are copied into ``<out>/images/``, so the report folder can be moved or
+shared alone. Every string from results (run and class names, ids, configs) is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_write_text
+from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
 
 MAX_OVERLAYS = 4
+COST_HEADERS = ("seconds", "images/s", "peak RSS (MB)", "peak CUDA (MB)")
+
+
+def run_cost(metrics: dict) -> dict:
+    """What a run cost, from its metrics.json: wall seconds, throughput over the test loop
+    (images/s), peak host RSS and peak CUDA allocation (MB); None where the run did not
+    record it (CUDA unused, or a metrics.json from an older rim-bench)."""
+    memory = metrics.get("peak_memory_mb", {})
+    cuda = memory.get("cuda_max_allocated")
+    return {
+        "seconds": metrics.get("seconds", {}).get("total"),
+        "images_per_second": metrics.get("throughput", {}).get("images_per_second"),
+        "peak_rss_mb": memory.get("host_rss", {}).get("total"),
+        "peak_cuda_mb": max(cuda.values()) if cuda else None,
+    }
+
+
+def cost_cells(cost: dict) -> list[str]:
+    """`run_cost`'s numbers as table cells in `COST_HEADERS` order ("-" where missing)."""
+    formats = (("seconds", ".1f"), ("images_per_second", ".2f"), ("peak_rss_mb", ".0f"), ("peak_cuda_mb", ".0f"))
+    return ["-" if cost.get(k) is None else format(cost[k], f) for k, f in formats]
 
 
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
@@ -27,38 +49,42 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     runs = [f for f in folders if (f / "metrics.json").is_file()]
     sweeps = [f for f in folders if (f / "sweep.md").is_file()]
     comparisons = [f for f in folders if (f / "compare.md").is_file()]
-    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons]
+    suites = [f for f in folders if (f / "suite.md").is_file()]
+    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons + suites]
     if unknown:
-        raise DataError(f"not a result folder (no metrics.json, sweep.md or compare.md): {', '.join(unknown)}")
+        raise DataError(f"not a result folder (no metrics.json, sweep.md, compare.md or suite.md): {', '.join(unknown)}")
     md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
-        md += ["## Runs", "", "| run | experiment | data | matcher | mIoU | mAcc | aAcc | images |", "|---|---|---|---|---|---|---|---|"]
-        body.append("<h2>Runs</h2><table><tr><th>run</th><th>experiment</th><th>data</th><th>matcher</th>"
-                    "<th>mIoU</th><th>mAcc</th><th>aAcc</th><th>images</th></tr>")
+        headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
+        md += ["## Runs", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        body.append("<h2>Runs</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
         for run in runs:
             m, cfg = _metrics(run), _config(run)
             cells = [run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
-                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"])]
+                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"]),
+                     *cost_cells(run_cost(m))]
             md.append("| " + " | ".join(cells) + " |")
             body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         body.append("</table>")
         for run in runs:
-            md_run, html_run = _run_section(run, out)
+            md_run, html_run = _run_section(run, out, _picture_dir(folders, run, out))
             md += md_run
             body += html_run
-    for folder, file in [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons]:
+    tables = [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons] + [
+        (s, "suite.md") for s in suites]
+    for folder, file in tables:
         text = (folder / file).read_text()
-        plots = sorted(folder.glob("mIoU_vs_*.png"))
-        md += [f"## {folder.name}", "", text] + [f"![{p.stem}]({_rel(p, out)})" for p in plots]
+        plots = [_copy(p, _picture_dir(folders, folder, out), out) for p in sorted(folder.glob("mIoU_vs_*.png"))]
+        md += [f"## {folder.name}", "", text] + [_md_picture(link, stem) for link, stem in plots]
         body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
-        body += [f'<img src="{html.escape(_rel(p, out))}" alt="{p.stem}">' for p in plots]
+        body += [_html_picture(link, stem) for link, stem in plots]
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md) + "\n")
     atomic_write_text(html_path, _page("\n".join(body)))
     return md_path, html_path
 
 
-def _run_section(run: Path, out: Path) -> tuple[list[str], list[str]]:
+def _run_section(run: Path, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
     m = _metrics(run)
     ious = {k: v for k, v in m["per_class_iou"].items() if v is not None}
     md = [f"### {run.name}", "", "| class | IoU |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ious.items()]
@@ -68,8 +94,9 @@ def _run_section(run: Path, out: Path) -> tuple[list[str], list[str]]:
         for k, v in ious.items())
     body = [f"<h3>{html.escape(run.name)}</h3>", f'<div class="bars">{bars}</div>']
     for overlay in sorted((run / "overlays").glob("*.png"))[:MAX_OVERLAYS]:
-        md.append(f"![{overlay.stem}]({_rel(overlay, out)})")
-        body.append(f'<img src="{html.escape(_rel(overlay, out))}" alt="{overlay.stem}">')
+        link, stem = _copy(overlay, pictures, out)
+        md.append(_md_picture(link, stem))
+        body.append(_html_picture(link, stem))
     config = (run / "config.yaml").read_text()
     md += ["", "<details><summary>config</summary>", "", "```yaml", config, "```", "</details>", ""]
     body.append(f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>")
@@ -84,8 +111,26 @@ def _config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def _rel(path: Path, out: Path) -> str:
-    return os.path.relpath(path.resolve(), out.resolve())
+def _picture_dir(folders: list[Path], folder: Path, out: Path) -> Path:
+    """Where a result folder's pictures are copied: ``<out>/images/<index>-<name>/`` (two
+    folders may share a name)."""
+    return out / "images" / f"{folders.index(folder):02d}-{safe_name(folder.name)}"
+
+
+def _copy(picture: Path, folder: Path, out: Path) -> tuple[str, str]:
+    """Copy `picture` into `folder`; its link relative to `out` and its stem (for alt text)."""
+    target = file_in(folder, picture.stem, ".png")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(picture, tmp)
+    return target.relative_to(out).as_posix(), picture.stem
+
+
+def _md_picture(link: str, stem: str) -> str:
+    return f"![{html.escape(stem)}]({link})"  # the link is made of safe names
+
+
+def _html_picture(link: str, stem: str) -> str:
+    return f'<img src="{html.escape(link)}" alt="{html.escape(stem)}">'
 
 
 def _markdown_tables_to_html(text: str) -> str:

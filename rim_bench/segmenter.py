@@ -9,23 +9,26 @@ Uncovered pixels (no proposal covers them): ``uncovered: none`` leaves them unas
 (255, a miss for their true class); ``nearest`` gives them the label of the nearest
 covered pixel.
 
-Background (VOC21, Context60, COCO-Object): either a vocabulary class with references
-of its own, a confidence rule (``background_below``: regions whose best class score is
-below it become background), or both.
+Background (VOC21, Context60, COCO-Object): a named rule (``background.rule``), from
+background as a class with references of its own to SCLIP's probability threshold; see
+`rim_bench.background`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
 
+from rim_bench.background import BackgroundRule
 from rim_bench.errors import ParamError
 from rim_bench.registry import SEGMENTERS
 from rim_bench.types import IGNORE_INDEX
 
 UNCOVERED = ("none", "nearest")
 NO_REGION = -1
+MAX_MASK_PIXELS = 2**26  # mask pixels keyed at once in `resolve_regions` (64 MB at one byte)
 
 
 def resolve_regions(masks: Tensor) -> Tensor:
@@ -38,27 +41,39 @@ def resolve_regions(masks: Tensor) -> Tensor:
         area: the higher index), -1 where no mask does.
     """
     n, h, w = masks.shape
-    region_map = torch.full((h, w), NO_REGION, dtype=torch.long, device=masks.device)
     if n == 0:
-        return region_map
-    order = torch.argsort(masks.flatten(1).sum(1), descending=True, stable=True)  # painting order
-    # Paint each mask inside its bounding box: memory O(H W), and many small masks cost little.
-    rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
-    top, bottom = rows.int().argmax(1), h - rows.flip(1).int().argmax(1)
-    left, right = cols.int().argmax(1), w - cols.flip(1).int().argmax(1)
-    for i, y0, y1, x0, x1 in zip(order.tolist(), *(v[order].tolist() for v in (top, bottom, left, right))):
-        box = region_map[y0:y1, x0:x1]
-        box[masks[i, y0:y1, x0:x1]] = i
-    return region_map
+        return torch.full((h, w), NO_REGION, dtype=torch.long, device=masks.device)
+    paint_order = torch.argsort(mask_areas(masks), descending=True, stable=True)
+    rank = torch.empty_like(paint_order)
+    rank[paint_order] = torch.arange(1, n + 1, device=masks.device)  # 1 = painted first
+    # Each pixel keeps the highest rank covering it (the last mask painted over it): a keyed
+    # max over the masks, a chunk of masks at a time, one byte a pixel while N < 255.
+    key_dtype = torch.uint8 if n < 255 else torch.int32
+    keys = rank.to(key_dtype)[:, None, None]
+    last = torch.zeros((h, w), dtype=key_dtype, device=masks.device)
+    chunk = max(1, MAX_MASK_PIXELS // (h * w))
+    for start in range(0, n, chunk):
+        part = masks[start:start + chunk]
+        part = (part.view(torch.uint8) if n < 255 else part.to(key_dtype)) * keys[start:start + chunk]
+        last = torch.maximum(last, part.amax(0))
+    return torch.where(last > 0, paint_order[(last.long() - 1).clamp_min(0)], NO_REGION)
+
+
+def mask_areas(masks: Tensor) -> Tensor:
+    """``(N, H, W) bool`` → ``(N,) int64`` pixel counts (numpy's count on a CPU: torch sums
+    booleans through int64, ten times slower)."""
+    if masks.device.type == "cpu":
+        return torch.from_numpy(np.count_nonzero(masks.flatten(1).numpy(), axis=1).astype(np.int64))
+    return masks.flatten(1).sum(1)
 
 
 def paint_labels(region_map: Tensor, labels: Tensor, uncovered: str = "none") -> Tensor:
     """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
-    covered = region_map >= 0
-    painted = torch.full_like(region_map, IGNORE_INDEX)
-    if labels.numel():
-        painted[covered] = labels.to(region_map.device)[region_map[covered]]
-    if uncovered == "nearest" and covered.any() and not covered.all():
+    # One gather over the pixels: region -1 (none) picks the 255 appended to the labels.
+    lookup = torch.cat([labels.to(region_map.device, torch.long), labels.new_full((1,), IGNORE_INDEX, dtype=torch.long,
+                                                                                 device=region_map.device)])
+    painted = lookup[region_map]
+    if uncovered == "nearest" and not (covered := region_map >= 0).all() and covered.any():
         # Index of the nearest covered pixel, for every pixel (Euclidean distance transform).
         _, (iy, ix) = ndimage.distance_transform_edt(~covered.cpu().numpy(), return_indices=True)
         painted = painted[torch.from_numpy(iy).to(painted.device), torch.from_numpy(ix).to(painted.device)]
@@ -72,27 +87,22 @@ class PaintSegmenter:
     Args:
         min_score: regions whose best class score is below it stay unassigned (255); null keeps all.
         uncovered: ``none`` or ``nearest`` (see the module doc).
-        background_below: regions whose best score is below it become the background class;
-            null turns the rule off. Needs a class named ``background``.
-        background_id: that class's id (given by the runner from the vocabulary).
+        background: the background rule's config (`rim_bench.background.BackgroundRule`).
+        background_id: the id of the class named ``background`` (given from the vocabulary);
+            None: the vocabulary has none and no region becomes background.
     """
 
-    def __init__(self, min_score: float | None, uncovered: str, background_below: float | None,
+    def __init__(self, min_score: float | None, uncovered: str, background: dict,
                  background_id: int | None = None) -> None:
         if uncovered not in UNCOVERED:
             raise ParamError("uncovered", f"unknown '{uncovered}' (choose {', '.join(UNCOVERED)})")
-        if background_below is not None and background_id is None:
-            raise ParamError("background_below", "is set but the vocabulary has no class named 'background'")
         self.min_score = min_score
         self.uncovered = uncovered
-        self.background_below = background_below
-        self.background_id = background_id
+        self.background = BackgroundRule(**background, background_id=background_id)
 
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
         """``(H, W)`` region map, ``(N, C)`` scores → ``(H, W)`` label map, ``(N,)`` region labels."""
-        best, labels = scores.max(1)
-        if self.background_below is not None:
-            labels = torch.where(best < self.background_below, torch.full_like(labels, self.background_id), labels)
+        labels, best = self.background(scores, region_map)
         if self.min_score is not None:
             labels = torch.where(best < self.min_score, torch.full_like(labels, IGNORE_INDEX), labels)
         return paint_labels(region_map, labels, self.uncovered), labels

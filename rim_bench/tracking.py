@@ -1,8 +1,8 @@
-"""The W&B run that closes a sweep: its table and Figure-5 plots, in the sweep's group.
+"""The W&B run that closes a sweep or a suite: its table (and a sweep's Figure-5 plots), in its group.
 
-Each point is already a W&B run of its own (Lightning's `WandbLogger`, in `runner`); the
-plots exist only once every point has finished, so they go into one more run of the same
-group. Offline by default (``wandb.mode``), like the points.
+Each point or cell is already a W&B run of its own (Lightning's `WandbLogger`, in `runner`);
+the table and plots exist only once every run has finished, so they go into one more run of
+the same group. Offline by default (``wandb.mode``), like the runs.
 """
 
 from __future__ import annotations
@@ -12,21 +12,24 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 
-def log_sweep_summary(cfg: DictConfig, out: Path, rows: list[dict], plots: list[Path]) -> Path:
-    """Log `rows` as a table and `plots` as images; returns the run's local folder."""
+def log_summary(cfg: DictConfig, out: Path, rows: list[dict], plots: list[Path], kind: str = "sweep",
+                summary: dict | None = None) -> Path:
+    """Log `rows` as the table `kind` ("sweep", "suite") and `plots` as images, with `summary` as the
+    run's summary values (by default the best mIoU and its point); returns the run's local folder."""
     import wandb
 
     run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group or out.name, name=f"{out.name}-summary",
-                     job_type="sweep-summary", dir=str(out), mode=cfg.wandb.mode,
+                     job_type=f"{kind}-summary", dir=str(out), mode=cfg.wandb.mode,
                      config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
     try:
         columns = list(rows[0]) if rows else []
-        run.log({"sweep": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+        run.log({kind: wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
                  **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
-        best = max(rows, key=lambda r: r["mIoU"] if r["mIoU"] is not None else float("-inf"), default=None)
-        if best is not None:
-            run.summary["best_mIoU"] = best["mIoU"]
-            run.summary["best_point"] = best["dir"]
+        if summary is None:
+            best = max(rows, key=lambda r: r["mIoU"] if r["mIoU"] is not None else float("-inf"), default=None)
+            summary = {"best_mIoU": best["mIoU"], "best_point": best["dir"]} if best is not None else {}
+        for key, value in summary.items():
+            run.summary[key] = value
         return Path(run.dir).parent
     finally:
         run.finish()

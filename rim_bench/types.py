@@ -8,6 +8,7 @@ number of regions in an image, K the number of references, C the number of class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -41,6 +42,10 @@ class ReferenceBank:
         class_names: the C class names of the vocabulary.
         subcategory_names: the distinct subcategory names, ``"class/subcategory"``.
         meta: one dict per reference (source file, mask area, ...), JSON-able.
+        derived: what matchers compute from the features once per bank (RIM's log-normalizers),
+            by key. Banks are not changed in place, so it never goes stale.
+        directory: the cache folder the bank was loaded from or published to, if any; matchers
+            may keep what they derive from a large bank there.
     """
 
     features: Tensor
@@ -49,6 +54,8 @@ class ReferenceBank:
     class_names: list[str]
     subcategory_names: list[str]
     meta: list[dict] = field(default_factory=list)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
+    directory: Path | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = self.features.shape[0]
@@ -68,7 +75,7 @@ class ReferenceBank:
     def to(self, device: torch.device | str) -> "ReferenceBank":
         return ReferenceBank(
             self.features.to(device), self.class_ids.to(device), self.subcategory_ids.to(device),
-            self.class_names, self.subcategory_names, self.meta,
+            self.class_names, self.subcategory_names, self.meta, directory=self.directory,
         )
 
 

@@ -6,8 +6,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# One thread per process, set before torch loads and inherited by CLI and DDP subprocesses:
+# on a 2-core machine torch's default (a thread per core in every process) made the suite
+# up to 15 times slower (53 min against 3.5 min under load). RIM_BENCH_TEST_THREADS raises it.
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("RIM_BENCH_TEST_THREADS", "1"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Set before any rim_bench config is loaded, and inherited by CLI subprocesses.
 os.environ["RIM_BENCH_CACHE"] = tempfile.mkdtemp(prefix="rim-bench-test-cache-")

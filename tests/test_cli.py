@@ -40,9 +40,9 @@ def test_config_command_prints_resolved_config():
     ("trainer.devices=0", "trainer.devices: must be at least 1"),
     ("trainer.precision=bogus", "Precision 'bogus' is invalid"),
     ("trainer.accelerator=tpu", "torch_xla"),
-    ("data.batch_size=0", "data.batch_size: must be at least 1"),
-    ("data.num_workers=-1", "data.num_workers: must be at least 0"),
-    ("data.max_images=-1", "data.max_images: must be at least 1"),
+    ("data.batch_size=0", "'data.batch_size' must be at least 1"),
+    ("data.num_workers=-1", "'data.num_workers' must be at least 0"),
+    ("data.max_images=-1", "'data.max_images' must be at least 1"),
     ("trainer.devices=3", "3 processes for 2 images"),
     ("trainer.devices=-1", "should be an int > 0"),  # -1 (all GPUs) passes our check; Lightning refuses it on CPU
 ])
@@ -53,3 +53,13 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
                  f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["config", "experiment=smoke"], ["test", "matcher.rim.temprature=1"]])
+def test_help_config_and_config_errors_load_no_heavy_library(args: list[str]):
+    # Start-up is what a user waits for on every typo: these answer before torch is imported.
+    code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('torch', 'lightning', 'transformers', 'diffusers', 'segment_anything')\n"
+            "print('HEAVY', [m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]

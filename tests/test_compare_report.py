@@ -20,6 +20,8 @@ def test_compare_runs_methods_on_shared_caches_and_tables_them(tmp_path: Path):
     assert "| rim |" in table and "| cosine |" in table and "Published" not in table  # smoke: nothing published
     measured = json.loads((out / "compare.json").read_text())["measured"]
     assert [r["method"] for r in measured] == ["rim", "cosine"] and measured[0]["mIoU"] != measured[1]["mIoU"]
+    assert "| images/s | peak RSS (MB) |" in table
+    assert all(r["seconds"] > 0 and r["images_per_second"] > 0 and r["peak_rss_mb"] > 0 for r in measured)
     assert "name: cosine" in (out / "cosine" / "config.yaml").read_text()
 
 
@@ -53,6 +55,7 @@ def test_report_pages_link_runs_sweeps_and_comparisons(tmp_path: Path):
     assert main(["report", str(run), str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "| run | smoke | smoke | rim |" in md and "../run/overlays/smoke_0000.png" in md
+    assert "| run | smoke | smoke | rim |" in md and "images/00-run/smoke_0000.png" in md
+    assert "| images/s | peak RSS (MB) | peak CUDA (MB) |" in md and "<th>peak RSS (MB)</th>" in page
     assert "mIoU_vs_temperature.png" in page and 'class="fill"' in page and "<pre>" in page
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "rep")]) == 2

@@ -8,8 +8,15 @@ import torch
 
 from rim_bench.matching.baselines import CosineMatcher
 from rim_bench.matching.rim import (
-    RIMMatcher, log_ranking_distribution, log_relation_signatures, pairwise_divergence, rim_reference_scores,
+    RIMMatcher,
+    bank_normalizers,
+    kl_reference_scores,
+    log_ranking_distribution,
+    log_relation_signatures,
+    pairwise_divergence,
+    rim_reference_scores,
 )
+from rim_bench.matching.scores import aggregate_by_class
 from rim_bench.types import ReferenceBank
 
 
@@ -80,10 +87,12 @@ def test_kl_in_float32_matches_float64_at_small_temperature(temperature, exclude
     refs = torch.randn(40, 16, generator=g, dtype=torch.float64)
     regions = refs[:6] + 0.05 * torch.randn(6, 16, generator=g, dtype=torch.float64)  # near their references
     exact = rim_reference_scores(regions, refs, temperature, "kl", 0.0, exclude_self)
-    got = rim_reference_scores(regions.float(), refs.float(), temperature, "kl", 0.0, exclude_self)
-    assert torch.isfinite(got).all()
     scale = exact.abs().max()
-    torch.testing.assert_close(got.double(), exact, rtol=1e-3, atol=1e-4 * float(scale))
+    pairwise = rim_reference_scores(regions.float(), refs.float(), temperature, "kl", 0.0, exclude_self)
+    closed = kl_reference_scores(regions.float(), bank_normalizers(refs.float(), temperature), 0.0, exclude_self)
+    for got in (pairwise, closed):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), exact, rtol=1e-3, atol=1e-4 * float(scale))
 
 
 def _bank() -> ReferenceBank:
@@ -147,3 +156,67 @@ def test_exclude_self_kl_stays_finite_when_one_reference_holds_all_the_mass(temp
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-3)
 
+
+
+def _random_bank(g: torch.Generator, k: int, d: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, D)`` float64 references in clusters (so some pairs are close) and their classes;
+    the last classes have 1 reference each."""
+    centres = torch.randn(k // 3 + 1, d, generator=g, dtype=torch.float64)
+    refs = centres[torch.arange(k) % len(centres)] + 0.3 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    class_ids = torch.cat([torch.arange(k - 3) % 4, torch.tensor([4, 5, 6])])
+    return refs, class_ids
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.02, 0.05, 0.2, 1.0])
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("block_elements", [7, 2**24])  # blocks of 1 row (K = 40) and the whole bank
+def test_closed_form_kl_equals_the_pairwise_definition(temperature, exclude_self, block_elements):
+    g = torch.Generator().manual_seed(int(temperature * 1000) + exclude_self)
+    refs, class_ids = _random_bank(g, 40)
+    regions = torch.cat([refs[:5] + 0.02 * torch.randn(5, 16, generator=g, dtype=torch.float64),  # near a reference
+                         torch.randn(7, 16, generator=g, dtype=torch.float64), refs[-2:]])  # anywhere; on one
+    normalizers = bank_normalizers(refs, temperature, block_elements)
+    for alpha in (0.0, 0.3):
+        pairwise = rim_reference_scores(regions, refs, temperature, "kl", alpha, exclude_self)
+        closed = kl_reference_scores(regions, normalizers, alpha, exclude_self)
+        # 1e-6 relative; near 0 (a region on its reference) relative to 1/T, the size of the terms that cancel.
+        torch.testing.assert_close(closed, pairwise, rtol=1e-6, atol=1e-12 / temperature)
+    bank = ReferenceBank(refs, class_ids, torch.arange(40), [str(c) for c in range(7)], [])
+    by_class = RIMMatcher(temperature, "kl", 0.0, "max", exclude_self=exclude_self)(regions, bank)
+    expected = aggregate_by_class(rim_reference_scores(regions, refs, temperature, "kl", 0.0, exclude_self),
+                                  class_ids, 7, "max")
+    torch.testing.assert_close(by_class, expected, rtol=1e-6, atol=1e-12 / temperature)
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.1])
+def test_bank_normalizers_equal_a_log_sum_exp_over_the_whole_matrix(temperature):
+    # float32, with a zero vector and an isolated reference, whose sums without themselves
+    # underflow at T = 0.01 and are redone exactly.
+    g = torch.Generator().manual_seed(3)
+    refs = torch.randn(30, 8, generator=g)
+    refs[3] = 0.0
+    refs[4] = -refs[5:].sum(0)  # opposite to the rest: every other cosine far below 1
+    exact = torch.nn.functional.normalize(refs.double(), dim=-1)
+    logits = exact @ exact.T / temperature
+    got = bank_normalizers(refs, temperature, block_elements=64)
+    torch.testing.assert_close(got.log_norm.double(), torch.logsumexp(logits, -1), rtol=1e-5, atol=1e-5)
+    logits.fill_diagonal_(float("-inf"))
+    torch.testing.assert_close(got.log_norm_others.double(), torch.logsumexp(logits, -1), rtol=1e-5, atol=1e-5)
+    assert got.log_norm.dtype == torch.float32 and got.self_cosine[3] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_closed_form_kl_on_cuda_in_the_features_dtype(dtype, exclude_self):
+    # Half precision: cosines in half, distributions and L in float32; the scores stay close
+    # to float64 on the CPU, relative to the 1/T size of their terms.
+    g = torch.Generator().manual_seed(4)
+    refs, _ = _random_bank(g, 3000, d=64)
+    regions = refs[:50] + 0.1 * torch.randn(50, 64, generator=g, dtype=torch.float64)
+    exact = kl_reference_scores(regions, bank_normalizers(refs, 0.05), 0.0, exclude_self)
+    normalizers = bank_normalizers(refs.to("cuda", dtype), 0.05, block_elements=2**20)
+    assert normalizers.log_norm.dtype == torch.float32 and normalizers.unit_fast.dtype == dtype
+    got = kl_reference_scores(regions.to("cuda", dtype), normalizers, 0.0, exclude_self)
+    tolerance = {torch.float32: 1e-4, torch.float16: 0.05, torch.bfloat16: 0.3}[dtype]  # x 1/T = 20
+    torch.testing.assert_close(got.double().cpu(), exact, rtol=0, atol=tolerance * 20)

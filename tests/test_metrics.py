@@ -74,3 +74,20 @@ def test_bad_labels_and_shapes_are_errors():
     # A prediction equal to C is not a class (only 255 means "unassigned").
     with pytest.raises(ValueError, match=r"prediction values \[2\]"):
         confusion_matrix(torch.full((2, 2), 2), torch.zeros(2, 2, dtype=torch.long), num_classes=2)
+
+
+def test_confusion_matrix_equals_counting_pixels_one_by_one():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 5, (30, 40), generator=g)
+    p = torch.randint(0, 5, (30, 40), generator=g)
+    t[torch.rand(30, 40, generator=g) < 0.2] = 255  # not scored, whatever is predicted there
+    p[torch.rand(30, 40, generator=g) < 0.2] = 255  # unassigned: the last column
+    expected = torch.zeros(5, 6, dtype=torch.long)
+    for true, pred in zip(t.flatten().tolist(), p.flatten().tolist()):
+        if true != 255:
+            expected[true, 5 if pred == 255 else pred] += 1
+    assert torch.equal(confusion_matrix(p, t, num_classes=5), expected)
+    with pytest.raises(ValueError, match=r"label values \[-1\] outside \[0, 5\)"):
+        confusion_matrix(p, torch.full_like(t, -1), num_classes=5)
+    with pytest.raises(ValueError, match=r"prediction values \[300\]"):
+        confusion_matrix(torch.full_like(p, 300), t, num_classes=5)

@@ -76,17 +76,18 @@ def test_rim_is_invariant_to_reference_order_and_feature_scale_and_batching(kwar
                                                   matcher(regions[5:], _bank(refs, class_ids))]))
 
 
-@pytest.mark.parametrize("exclude_self", [False, True])
-def test_cached_signatures_change_nothing(exclude_self: bool):
+@pytest.mark.parametrize("divergence, exclude_self", [("kl", False), ("kl", True), ("js", False), ("l1", True)])
+def test_per_bank_state_is_computed_once_and_changes_nothing(divergence: str, exclude_self: bool):
     g = torch.Generator().manual_seed(2)
     bank = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
     regions = torch.randn(6, 8, generator=g)
-    cached = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self)
-    streamed = RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=exclude_self, cache_limit=0)
+    cached = RIMMatcher(0.1, divergence, 0.0, "max", exclude_self=exclude_self)
+    streamed = RIMMatcher(0.1, divergence, 0.0, "max", exclude_self=exclude_self, cache_limit=0)
     torch.testing.assert_close(cached(regions, bank), streamed(regions, bank))
-    signatures = cached._signatures[1]
+    state = cached.prepare(bank)
+    assert state is not None  # KL: the normalizers; JS / L1: the K x K signatures of a small bank
     cached(regions[:2], bank)
-    assert cached._signatures[1] is signatures  # same bank: computed once
+    assert cached.prepare(bank) is state  # same bank: computed once
     other = _bank(torch.randn(9, 8, generator=g), [0, 0, 1, 1, 1, 2, 2, 0, 2])
     torch.testing.assert_close(cached(regions, other), streamed(regions, other))  # another bank: recomputed
 
@@ -199,3 +200,30 @@ def test_rim_experiments_run_end_to_end(name: str, tmp_path: Path):
     classes = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81}[name]
     assert metrics["num_images"] == 3 and len(metrics["per_class_iou"]) == classes
     assert metrics["bank"]["num_references"] > 0 and len(list((out / "predictions").iterdir())) == 3
+
+
+def test_large_banks_keep_their_normalizers_next_to_them_on_disk(tmp_path: Path, monkeypatch):
+    import rim_bench.matching.rim as rim
+
+    monkeypatch.setattr(rim, "STORE_NORMALIZERS_FROM", 5)  # "large" = 5 references here
+    g = torch.Generator().manual_seed(5)
+    features, regions = torch.randn(9, 8, generator=g), torch.randn(4, 8, generator=g)
+    bank = _bank(features, [0, 0, 1, 1, 1, 2, 2, 0, 2])
+    bank.directory = tmp_path
+    expected = RIMMatcher(0.1, "kl", 0.0, "max")(regions, bank)
+    stored = tmp_path / "rim_normalizers_T0.1.safetensors"
+    assert stored.is_file()
+    computed, compute = [], rim.bank_normalizers
+    monkeypatch.setattr(rim, "bank_normalizers", lambda *a, **k: computed.append(1))
+    reloaded = _bank(features, [0, 0, 1, 1, 1, 2, 2, 0, 2])  # the same bank, read again by another run
+    reloaded.directory = tmp_path
+    torch.testing.assert_close(RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=True)(regions, reloaded),
+                               RIMMatcher(0.1, "kl", 0.0, "max", exclude_self=True)(regions, bank))
+    assert not computed  # read from disk
+    torch.testing.assert_close(RIMMatcher(0.1, "kl", 0.0, "max")(regions, reloaded), expected)
+    monkeypatch.setattr(rim, "bank_normalizers", compute)
+    stored.write_bytes(b"damaged")
+    again = _bank(features, [0, 0, 1, 1, 1, 2, 2, 0, 2])
+    again.directory = tmp_path
+    torch.testing.assert_close(RIMMatcher(0.1, "kl", 0.0, "max")(regions, again), expected)  # recomputed
+    assert stored.stat().st_size > 100  # and replaced

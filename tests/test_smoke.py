@@ -40,6 +40,20 @@ def test_smoke_writes_metrics_config_and_predictions(smoke_run, smoke_root: Path
     assert (out / "csv" / "metrics.csv").read_text().count("test/mIoU") == 1
 
 
+def test_metrics_report_time_memory_and_throughput(smoke_run):
+    _, metrics = smoke_run
+    seconds, memory = metrics["seconds"], metrics["peak_memory_mb"]["host_rss"]
+    for stage in ("data setup", "load models", "reference bank", "data", "matching", "painting", "scoring", "writing"):
+        assert seconds[stage] > 0, stage
+    for stage in ("data setup", "load models", "reference bank", "matching", "painting", "scoring", "total"):
+        assert memory[stage] > 0, stage
+    assert memory["total"] >= max(memory.values())
+    assert metrics["throughput"]["images_per_second"] > 0 and metrics["throughput"]["test_loop_seconds"] > 0
+    split = metrics["seconds_split"]
+    assert split["framework"] > 0 and split["models"] > 0
+    assert split["framework"] + split["models"] <= seconds["total"]
+
+
 def test_smoke_is_far_above_random_region_labels(smoke_run, tmp_path: Path):
     _, rim = smoke_run
     chance = _run(tmp_path, "random", "matcher.name=random")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rim_bench.background import background_config
 from rim_bench.data.classes import read_classes
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.features.dense import model_input_size
@@ -97,8 +98,24 @@ def test_regions_small_on_top_and_uncovered_unassigned():
     assert resolve_regions(torch.zeros(0, 2, 2, dtype=torch.bool)).tolist() == [[-1, -1], [-1, -1]]
 
 
+@pytest.mark.parametrize("n, max_pixels", [(7, 2**26), (300, 2**26), (300, 1300)])  # 1 byte keys; int32 keys; chunks
+def test_resolve_regions_equals_painting_masks_one_by_one(n, max_pixels, monkeypatch):
+    import rim_bench.segmenter as segmenter
+
+    monkeypatch.setattr(segmenter, "MAX_MASK_PIXELS", max_pixels)
+    g = torch.Generator().manual_seed(n)
+    masks = torch.rand(n, 20, 30, generator=g) < torch.rand(n, 1, 1, generator=g) * 0.3
+    masks[1] = masks[0]  # equal areas: the higher index is painted last
+    expected = torch.full((20, 30), -1)
+    areas = masks.flatten(1).sum(1).tolist()
+    for i in sorted(range(n), key=lambda i: (-areas[i], i)):  # large to small
+        expected[masks[i]] = i
+    assert torch.equal(resolve_regions(masks), expected)
+
+
 def _segmenter(**kwargs) -> PaintSegmenter:
-    return PaintSegmenter(**{"min_score": None, "uncovered": "none", "background_below": None, **kwargs})
+    defaults = {"min_score": None, "uncovered": "none", "background": background_config("class")}
+    return PaintSegmenter(**{**defaults, **kwargs})
 
 
 def test_segmenter_min_score_leaves_weak_regions_unassigned():
@@ -109,13 +126,15 @@ def test_segmenter_min_score_leaves_weak_regions_unassigned():
     assert label_map.tolist() == [[0, 0, 0], [255, 255, 255]]
 
 
-def test_segmenter_background_below():
+def test_segmenter_background_rule():
     region_map = torch.tensor([[0, 1]])
-    scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, no references
-    label_map, labels = _segmenter(background_below=0.5, background_id=0)(region_map, scores)
+    scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, weak references
+    rule = background_config("score", threshold=0.5)
+    label_map, labels = _segmenter(background=rule, background_id=0)(region_map, scores)
     assert labels.tolist() == [1, 0] and label_map.tolist() == [[1, 0]]
-    with pytest.raises(ConfigError, match="no class named 'background'"):
-        _segmenter(background_below=0.5)
+    # Without a class named background (VOC20, Context59), no rule changes a label.
+    label_map, labels = _segmenter(background=background_config("score", threshold=0.5))(region_map, scores)
+    assert labels.tolist() == [1, 2]
 
 
 def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):
@@ -238,5 +257,5 @@ def test_region_cache_names_ids_apart_and_recomputes_damaged_files(tmp_path):
     cache.put("a_b", region_map, 2 * feats)  # sanitizes to the same name as "a/b": must not collide
     assert torch.equal(cache.get("a/b")[1], feats) and torch.equal(cache.get("a_b")[1], 2 * feats)
     next(p for p in tmp_path.iterdir() if p.name.startswith("a_b.")).write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="computing them again"):
+    with pytest.warns(UserWarning, match="damaged cache entry .* computing it again"):
         assert cache.get("a_b") is None
