@@ -319,7 +319,7 @@ def project(timer: StageTimer, work: Work, steps: int = PROBE_STEPS) -> list[dic
     generate, model loading once. A generated image costs what the dry run's did plus
     ``steps - PROBE_STEPS`` UNet steps at their measured cost."""
     items = {"proposals": work.images_to_score, "features": work.images_to_score, "pooling": work.images_to_score,
-             "painting": work.images, "matching": work.images,
+             "region map": work.images_to_score, "painting": work.images, "matching": work.images,
              "generation": work.total("images"), "sam": work.total("images"), "dinov2": work.total("images")}
     unet_step = timer.seconds.get("unet step", 0.0) / max(1, timer.calls.get("unet step", 0))
     rows = []
