@@ -4,13 +4,14 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
-    rim-bench compare    [experiment=NAME] methods=[a,b] [key=value ...]  several methods, one table
+    rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
     rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
+protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
 Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
 where some cells failed (each reported in its table) ends with exit code 1.
 """

@@ -5,9 +5,11 @@
 A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
 each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
-regions and references are computed once for all. Published numbers for the benchmark
-(``experiments/published.yaml``) are shown in a separate, labelled table, never mixed
-with what was measured.
+regions and references are computed once for all. Each measured row names its protocol
+(``protocol=NAME``, configs/protocol/) and background rule. Published numbers for the
+benchmark (``experiments/published.yaml``) are shown in a separate, labelled table, never
+mixed with what was measured, with the protocol each was measured under; those under the
+run's protocol are marked.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from rim_bench.config import CONFIG_DIR, load_config
+from rim_bench.background import describe_background
+from rim_bench.config import CONFIG_DIR, load_config, stage_spec
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
@@ -59,9 +62,11 @@ def run_compare(overrides: list[str]) -> list[dict]:
     for method, cfg in configs.items():
         metrics = run_or_reuse(cfg, out / method, method)
         rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
+                     "protocol": cfg.protocol or "-",
+                     "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
                      **run_cost(metrics)})
     benchmark = first.data.name
-    text = comparison_markdown(rows, benchmark, published(benchmark))
+    text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
     atomic_write_text(out / "compare.md", text)
     atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
     print(f"\n{text}\ncomparison: {out}/compare.md")
@@ -69,8 +74,16 @@ def run_compare(overrides: list[str]) -> list[dict]:
 
 
 def published(benchmark: str) -> list[dict]:
-    """Published mIoU on `benchmark` with each number's source and protocol (may be empty)."""
-    return [n for n in published_numbers() if n["benchmark"] == benchmark]
+    """Published mIoU on `benchmark` with each number's source and protocol (may be empty), and
+    ``preset``: the name of the rim-bench protocol (configs/protocol/) it was measured under, if any."""
+    methods = (yaml.safe_load(PUBLISHED.read_text()) or {}).get("methods") or {}
+    presets = {name: entry.get("protocol") for name, entry in methods.items()}
+    return [{**n, "preset": presets[n["method"]] if _is_preset(presets[n["method"]]) else None}
+            for n in published_numbers() if n["benchmark"] == benchmark]
+
+
+def _is_preset(protocol) -> bool:
+    return isinstance(protocol, str) and (CONFIG_DIR / "protocol" / f"{protocol}.yaml").is_file()
 
 
 def published_numbers() -> list[dict]:
@@ -111,14 +124,18 @@ def _protocol_text(protocol, named: dict) -> str:
     return "" if protocol is None else str(protocol)
 
 
-def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict]) -> str:
-    headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
+def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], protocol: str | None = None) -> str:
+    """The measured table (with each run's cost, protocol and background rule), then the
+    published one; published rows under `protocol` are marked."""
+    headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
     lines = [f"## Measured by rim-bench on {benchmark}", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} | "
-              + " | ".join(cost_cells(r)) + " |" for r in rows]
+              + " | ".join(cost_cells(r)) + f" | {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
     if reported:
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
-                  "| method | mIoU | source |", "|---|---|---|"]
-        lines += [f"| {r['method']} | {r['mIoU']:.1f} | {r['source']} |" for r in reported]
+                  "| method | mIoU | protocol | same protocol as this run | source |", "|---|---|---|---|---|"]
+        for r in reported:
+            same = "yes" if protocol and r.get("preset") == protocol else "no"
+            lines.append(f"| {r['method']} | {r['mIoU']:.1f} | {r.get('protocol') or '-'} | {same} | {r['source']} |")
     return "\n".join(lines) + "\n"

@@ -1,10 +1,15 @@
-"""Configs: OmegaConf YAML merged default → experiment file → command line.
+"""Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
 
 `configs/default.yaml` is the schema: every key that exists is there, with its default
 and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
 those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order. A later layer may only set keys that exist, with a value of the same
 type as the default (an int where a float is expected is fine; a null default accepts
 anything). Errors name the key and the layer (file path or "command line").
+
+``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
+evaluation protocol (input size, sliding window, background rule, class names). Its
+``benchmarks:`` block holds per-benchmark values, merged for the experiment's ``data.name``.
+The name is kept as ``protocol`` in the saved config.
 
 Stage blocks select a variant by name and keep each variant's parameters under its
 own key, e.g. ``proposer.name: superpixels`` with ``proposer.superpixels.n_segments``.
@@ -31,17 +36,21 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Numeric keys that also take the string "auto" (set from the data when the stage runs).
+AUTO_KEYS = ("matcher.rim.temperature",)
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
                 layers: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Merge default → `experiment=NAME` file → extra `layers` → `key=value` overrides, and validate.
+    """Merge default → `experiment=NAME` file → `protocol=NAME` file → extra `layers` → `key=value`
+    overrides, and validate.
 
     Args:
         overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
-            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file).
+            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file), ``protocol=NAME``
+            ``configs/protocol/NAME.yaml`` (or a path).
         config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
         layers: more config files merged after the experiment, named like experiments
             (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
@@ -59,10 +68,13 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     OmegaConf.set_struct(cfg, True)
 
     experiment, rest = _split_experiment(overrides)
+    protocol, rest = _split_key("protocol", rest)
     if experiment is not None:
         for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(exp_file))
         cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
+    if protocol is not None:
+        cfg = _merge_protocol(cfg, protocol, config_dir)
     for name in layers:
         for path, layer in _experiment_layers(name, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(path))
@@ -79,13 +91,33 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
 
 
 def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
-    experiment, rest = None, []
+    return _split_key("experiment", overrides)
+
+
+def _split_key(key: str, overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """``key=VALUE`` (the last one given) and the other overrides."""
+    value, rest = None, []
     for item in overrides:
-        if item.startswith("experiment="):
-            experiment = item.split("=", 1)[1]
+        if item.startswith(f"{key}="):
+            value = item.split("=", 1)[1]
         else:
             rest.append(item)
-    return experiment, rest
+    return value, rest
+
+
+def _merge_protocol(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """Merge a protocol file: its general values, then its ``benchmarks.<data.name>`` block."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / "protocol" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "protocol").glob("*.yaml"))
+        raise ConfigError(f"protocol '{name}' not found: no file {path}; known protocols: {', '.join(known) or 'none'}")
+    layer = _read_yaml(path)
+    per_benchmark = layer.pop("benchmarks", None) or {}
+    cfg = _merge_layer(cfg, layer, str(path))
+    if cfg.data.name in per_benchmark:
+        cfg = _merge_layer(cfg, per_benchmark[cfg.data.name], f"{path} (benchmarks.{cfg.data.name})")
+    cfg.protocol = path.stem
+    return cfg
 
 
 def _experiment_layers(name: str, config_dir: Path, chain: tuple[str, ...]) -> list[tuple[Path, DictConfig]]:
@@ -149,6 +181,8 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
             _check_types(default, value, source, prefix=f"{full}.")
+        elif full in AUTO_KEYS and value == "auto":
+            continue
         elif not _same_type(default, value):
             raise ConfigError(
                 f"{source}: '{full}' must be {type(default).__name__} like its default {default!r}, "

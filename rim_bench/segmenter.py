@@ -9,9 +9,9 @@ Uncovered pixels (no proposal covers them): ``uncovered: none`` leaves them unas
 (255, a miss for their true class); ``nearest`` gives them the label of the nearest
 covered pixel.
 
-Background (VOC21, Context60, COCO-Object): either a vocabulary class with references
-of its own, a confidence rule (``background_below``: regions whose best class score is
-below it become background), or both.
+Background (VOC21, Context60, COCO-Object): a named rule (``background.rule``), from
+background as a class with references of its own to SCLIP's probability threshold; see
+`rim_bench.background`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from rim_bench.background import BackgroundRule
 from rim_bench.errors import ParamError
 from rim_bench.registry import SEGMENTERS
 from rim_bench.types import IGNORE_INDEX
@@ -86,27 +87,22 @@ class PaintSegmenter:
     Args:
         min_score: regions whose best class score is below it stay unassigned (255); null keeps all.
         uncovered: ``none`` or ``nearest`` (see the module doc).
-        background_below: regions whose best score is below it become the background class;
-            null turns the rule off. Needs a class named ``background``.
-        background_id: that class's id (given by the runner from the vocabulary).
+        background: the background rule's config (`rim_bench.background.BackgroundRule`).
+        background_id: the id of the class named ``background`` (given from the vocabulary);
+            None: the vocabulary has none and no region becomes background.
     """
 
-    def __init__(self, min_score: float | None, uncovered: str, background_below: float | None,
+    def __init__(self, min_score: float | None, uncovered: str, background: dict,
                  background_id: int | None = None) -> None:
         if uncovered not in UNCOVERED:
             raise ParamError("uncovered", f"unknown '{uncovered}' (choose {', '.join(UNCOVERED)})")
-        if background_below is not None and background_id is None:
-            raise ParamError("background_below", "is set but the vocabulary has no class named 'background'")
         self.min_score = min_score
         self.uncovered = uncovered
-        self.background_below = background_below
-        self.background_id = background_id
+        self.background = BackgroundRule(**background, background_id=background_id)
 
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
         """``(H, W)`` region map, ``(N, C)`` scores → ``(H, W)`` label map, ``(N,)`` region labels."""
-        best, labels = scores.max(1)
-        if self.background_below is not None:
-            labels = torch.where(best < self.background_below, torch.full_like(labels, self.background_id), labels)
+        labels, best = self.background(scores, region_map)
         if self.min_score is not None:
             labels = torch.where(best < self.min_score, torch.full_like(labels, IGNORE_INDEX), labels)
         return paint_labels(region_map, labels, self.uncovered), labels

@@ -59,6 +59,21 @@ def test_generator_has_the_requested_structure():
     assert int(counts.max()) // int(counts.min()) == 8
 
 
+def test_domain_shift_and_background_knobs():
+    cfg = sim.SimConfig(n_regions=100)
+    plain, shifted = sim.generate(cfg, 3), sim.generate(replace(cfg, shift=0.8), 3)
+    offset = shifted.regions - plain.regions  # one shared vector of norm 0.8; references unchanged
+    assert torch.allclose(offset, offset[:1].expand_as(offset), atol=1e-5)
+    assert float(offset[0].norm()) == pytest.approx(0.8, abs=1e-5)
+    assert torch.equal(shifted.bank.features, plain.bank.features)
+    with_bg = sim.generate(replace(cfg, background_fraction=0.4), 3)
+    assert with_bg.bank.class_names[-1] == "background" and with_bg.bank.num_classes == cfg.n_classes + 1
+    assert int((with_bg.labels == cfg.n_classes).sum()) == round(100 * 0.4 / 0.6)  # 67 background regions
+    assert torch.equal(with_bg.regions[:100], plain.regions)  # the object regions stay the same draws
+    # Background references come from the covered kinds of stuff only: R per kind.
+    assert int((with_bg.bank.class_ids == cfg.n_classes).sum()) == cfg.stuff_covered * cfg.refs_per_subcategory
+
+
 def test_easy_setting_every_method_near_perfect(matchers):
     cfg = sim.SimConfig(sigma=0.05, twin_fraction=0.0, n_regions=500)
     for seed in (0, 1):
@@ -100,7 +115,18 @@ def test_quick_run_writes_every_output(tmp_path, capsys):
     assert all(f"| {m} " in md or f" {m} |" in md for m in methods)
     assert "±" in md
 
-    for name in sim.PLOTS.values():
+    for heading in ("## Temperature", "## Domain shift", "## Background rules", " at T = ", "calibrated 0.5"):
+        assert heading in md, heading
+    temperature = list(csv.DictReader((tmp_path / "temperature.csv").open()))
+    rim_rows = [r for r in temperature if r["method"] == "rim"]
+    assert len(rim_rows) == len(sim.CONDITIONS) * len(q["seeds"]) * len(q["temperatures"])
+    assert {float(r["temperature"]) for r in rim_rows} == set(q["temperatures"])
+    shift = list(csv.DictReader((tmp_path / "domain_shift.csv").open()))
+    assert {float(r["shift"]) for r in shift} == set(q["shifts"]) and {r["method"] for r in shift} == set(methods)
+    background = list(csv.DictReader((tmp_path / "background.csv").open()))
+    assert {"class", "probability 0.1", "calibrated 0.5", "score 0.4"} <= {r["rule"] for r in background}
+    assert all(0.0 <= float(r["mIoU"]) <= 100.0 for r in background)
+    for name in [*sim.PLOTS.values(), "accuracy_vs_temperature.png"]:
         png = tmp_path / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert (tmp_path / "accuracy_vs_noise.png").exists() and (tmp_path / "accuracy_vs_spread.png").exists()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rim_bench.background import background_config
 from rim_bench.data.classes import read_classes
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.features.dense import model_input_size
@@ -113,7 +114,8 @@ def test_resolve_regions_equals_painting_masks_one_by_one(n, max_pixels, monkeyp
 
 
 def _segmenter(**kwargs) -> PaintSegmenter:
-    return PaintSegmenter(**{"min_score": None, "uncovered": "none", "background_below": None, **kwargs})
+    defaults = {"min_score": None, "uncovered": "none", "background": background_config("class")}
+    return PaintSegmenter(**{**defaults, **kwargs})
 
 
 def test_segmenter_min_score_leaves_weak_regions_unassigned():
@@ -124,13 +126,15 @@ def test_segmenter_min_score_leaves_weak_regions_unassigned():
     assert label_map.tolist() == [[0, 0, 0], [255, 255, 255]]
 
 
-def test_segmenter_background_below():
+def test_segmenter_background_rule():
     region_map = torch.tensor([[0, 1]])
-    scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, no references
-    label_map, labels = _segmenter(background_below=0.5, background_id=0)(region_map, scores)
+    scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, weak references
+    rule = background_config("score", threshold=0.5)
+    label_map, labels = _segmenter(background=rule, background_id=0)(region_map, scores)
     assert labels.tolist() == [1, 0] and label_map.tolist() == [[1, 0]]
-    with pytest.raises(ConfigError, match="no class named 'background'"):
-        _segmenter(background_below=0.5)
+    # Without a class named background (VOC20, Context59), no rule changes a label.
+    label_map, labels = _segmenter(background=background_config("score", threshold=0.5))(region_map, scores)
+    assert labels.tolist() == [1, 2]
 
 
 def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):

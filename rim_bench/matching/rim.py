@@ -1,9 +1,9 @@
 """Relation-aware intra-modal matching (RIM): our reconstruction, not the paper's code.
 
 The paper (CVPR 2024, arXiv 2404.00262) describes matching a region to references by
-comparing *ranking distributions* rather than single similarities, but prints no
-equations. This module is our reconstruction; every choice below is a config value
-(`matcher.rim.*`), and the defaults are ours.
+comparing *ranking distributions* rather than single similarities; public listings count
+10 equations in it, which we could not read. This module is our reconstruction; every
+choice below is a config value (`matcher.rim.*`), and the defaults are ours.
 
 With region feature f_r, reference features t_1..t_K and temperature T:
 
@@ -20,7 +20,21 @@ With region feature f_r, reference features t_1..t_K and temperature T:
   references, renormalized. Then a region matches m by how it relates to the *other*
   references (m's class mates and confusers), not by resembling m.
 
-Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off.
+Variants (other readings of "ranking distribution", all ours):
+
+* ``ref_temperature``: Q_m at its own temperature T_q (null: T_q = T).
+* ``temperature: auto`` (and ``ref_temperature: auto``): T = ``temperature_scale`` × the
+  standard deviation of the bank's off-diagonal cosines (`bank_cosine_spread`, streamed in
+  blocks, no K × K buffer), so one setting means the same sharpness for DINOv2-S/B/L and
+  CLIP, whose cosines have different spreads.
+* ``ranking: class``: distributions over *classes* instead of references (the abstract's
+  "inter-class relationships"). The region's P_r^cls = softmax_c(pool_{m ∈ c} cos(f_r, t_m) / T),
+  pooled by ``aggregation`` (``logsumexp`` makes it the class marginal of P_r); each reference's
+  Q_m^cls the same from t_m at T_q; class c's signature the mean of its references'
+  Q̄_c = mean_{m ∈ c} Q_m^cls; S(r, c) = (1 − α)(−D(P_r^cls ‖ Q̄_c)) + α · pool_{m ∈ c} cos(f_r, t_m).
+  Cost O(N K D + K² D) with O(N K + block K + C²) memory (`class_signatures`).
+
+Defaults (ours): T = 0.05, KL, α = 0, max, exclude_self off, reference ranking, T_q = T.
 
 Cost. KL (with or without exclude_self) goes through a closed form (docs/method.md):
       −KL(P_r ‖ Q_m) = H(P_r) + (1/T) · t̂_m · p̄_r − L_m,   p̄_r = Σ_j P_r(j) t̂_j,
@@ -57,6 +71,8 @@ from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
 
 DIVERGENCES = ("kl", "js", "l1")
+RANKINGS = ("reference", "class")
+AUTO = "auto"  # a temperature set from each bank's cosine spread
 STORE_NORMALIZERS_FROM = 20_000  # references: ~4 s of precompute on one CPU core (100k: ~100 s)
 _LOG2 = math.log(2.0)
 
@@ -176,13 +192,16 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
 def rim_reference_scores(
     regions: Tensor, references: Tensor, temperature: float, divergence: str, alpha: float,
     exclude_self: bool = False, max_elements: int = 2**24, signatures: Tensor | None = None,
+    ref_temperature: float | None = None,
 ) -> Tensor:
     """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc).
 
     The signatures Q_m are computed for a chunk of references at a time, so memory stays
     O(N K + chunk K); `max_elements` bounds a chunk's largest buffer. `signatures`, the
     ``(K, K)`` result of `log_relation_signatures` for these references, skips that work.
+    `ref_temperature` is T_q of the signatures (None: `temperature`).
     """
+    ref_temperature = ref_temperature or temperature
     similarity = cosine_matrix(regions, references)
     log_p = log_ranking_distribution(similarity, temperature)
     references = references.to(similarity.device)
@@ -195,7 +214,7 @@ def rim_reference_scores(
         if signatures is not None:
             log_q = signatures[index].to(log_p.dtype)
         else:
-            log_q = log_relation_signatures(references, temperature, exclude_self, rows=index)
+            log_q = log_relation_signatures(references, ref_temperature, exclude_self, rows=index)
         if exclude_self:
             relation.append(excluding_self_divergence(log_p, log_q, index, divergence))
         else:
@@ -310,7 +329,8 @@ def bank_normalizers(features: Tensor, temperature: float, block_elements: int =
                            log_norm_others.to(dtype), temperature)
 
 
-def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, exclude_self: bool = False) -> Tensor:
+def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, exclude_self: bool = False,
+                        temperature: float | None = None) -> Tensor:
     """``(N, D)`` regions → ``(N, K)`` scores s(r, m) with D = KL, by the closed form (module doc), O(N K D).
 
     Equal to `rim_reference_scores` with ``divergence="kl"`` (the pairwise definition) up
@@ -318,8 +338,10 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
     a GPU for half features); the distributions, and their products with the bank, in
     float32 (float64 for float64 features): P spans more orders of magnitude than half
     precision holds. The (N, K) work is done in place: at large K it costs more than the products.
+    `temperature` is the regions' T (None: the bank's, T_q): log Q_m(j) = cos(t_m, t_j) / T_q − L_m
+    whatever P_r's temperature, so the form holds.
     """
-    t, unit, fast = bank.temperature, bank.unit, bank.unit_fast
+    t, unit, fast = bank.temperature, bank.unit, bank.unit_fast  # t = T_q: every Q term below is divided by it
     dtype = unit.dtype
 
     def times_bank(weights: Tensor) -> Tensor:  # (N, K) → (N, D): Σ_j w_j t̂_j
@@ -329,7 +351,7 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
         return (vectors.to(fast.dtype) @ fast.T).to(dtype)
 
     similarity = cosines_to_bank(F.normalize(regions.to(dtype), dim=-1))
-    log_p = log_ranking_distribution(similarity, t)  # finite, so p log p needs no 0 · log 0 rule
+    log_p = log_ranking_distribution(similarity, temperature or t)  # finite, so p log p needs no 0 · log 0 rule
     p = log_p.exp()
     p_log_p = p * log_p
     neg_entropy = p_log_p.sum(-1, keepdim=True)  # (N, 1)
@@ -360,62 +382,202 @@ def kl_reference_scores(regions: Tensor, bank: BankNormalizers, alpha: float, ex
     return neg_kl if alpha == 0 else neg_kl.mul_(1.0 - alpha).add_(similarity, alpha=alpha)
 
 
+def bank_cosine_spread(features: Tensor, block_elements: int = 2**24) -> float:
+    """The standard deviation of a bank's off-diagonal cosines cos(t_m, t_j), m ≠ j.
+
+    Streamed a block of rows at a time (sums of x and x² in float64), so memory is
+    O(`block_elements`), never K × K. Needs K ≥ 2.
+    """
+    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    k = unit.shape[0]
+    if k < 2:
+        raise ValueError("temperature 'auto' needs at least 2 references in the bank")
+    total = total_sq = 0.0
+    block = max(1, block_elements // k)
+    for start in range(0, k, block):
+        cos = unit[start:start + block] @ unit.T  # (b, K)
+        cos[:, start:start + block].diagonal().zero_()  # (each row's own cosine adds 0 to both sums)
+        total += float(cos.sum(dtype=torch.float64))
+        total_sq += float((cos * cos).sum(dtype=torch.float64))
+    pairs = k * (k - 1)
+    mean = total / pairs
+    return max(0.0, total_sq / pairs - mean * mean) ** 0.5
+
+
+def pooled_class_logits(similarity: Tensor, class_ids: Tensor, num_classes: int, temperature: float,
+                        how: str) -> Tensor:
+    """``(N, K)`` cosines → ``(N, C)`` pool_{m ∈ c}(cos / T), −inf for a class without references.
+
+    ``logsumexp`` pooling makes ``log_softmax`` of the result the class marginal of the
+    reference ranking distribution: log Σ_{m ∈ c} P(m).
+    """
+    return aggregate_by_class(similarity / temperature, class_ids, num_classes, how)
+
+
+def class_signatures(references: Tensor, class_ids: Tensor, num_classes: int, temperature: float, how: str,
+                     block_elements: int = 2**24) -> Tensor:
+    """``(K, D)`` references → ``(C, C)`` log Q̄: row c is the mean over class c's references of
+    their class-level distributions softmax_j(pool_{k ∈ j} cos(t_m, t_k) / T).
+
+    Rows of the K × K cosines are streamed in blocks; a class without references has a row of −inf.
+    """
+    k = references.shape[0]
+    block = max(1, block_elements // max(1, k))
+    parts = []
+    for start in range(0, k, block):
+        similarity = cosine_matrix(references[start:start + block], references)  # (b, K)
+        logits = pooled_class_logits(similarity, class_ids, num_classes, temperature, how)
+        parts.append(torch.log_softmax(logits, dim=-1))  # (b, C)
+    log_q = torch.cat(parts)  # (K, C)
+    # log mean_{m ∈ c} Q_m(j), a log-sum-exp over class c's rows shifted by their largest entry;
+    # entries of −inf (a class j without references, or no member m) stay −inf, never NaN.
+    ids = class_ids.to(log_q.device)
+    peak = aggregate_by_class(log_q.T, ids, num_classes, "max").T  # (C, C): [c, j] = max_{m ∈ c} log Q_m(j)
+    shift = torch.where(torch.isfinite(peak), peak, 0.0)
+    summed = log_q.new_zeros(num_classes, num_classes).index_add_(0, ids, (log_q - shift[ids]).exp())
+    counts = torch.bincount(ids, minlength=num_classes).to(log_q.dtype)
+    return summed.log() + shift - counts.clamp_min(1).log()[:, None]
+
+
+def class_divergence(log_p: Tensor, log_q: Tensor, kind: str, chunk: int = 64) -> Tensor:
+    """``(N, C)`` and ``(M, C)`` log-distributions → ``(N, M)`` D(P_i ‖ Q_m), entries of −inf allowed.
+
+    KL is summed term by term with 0 · log 0 = 0 (classes without references have P = Q = 0,
+    where the matrix product of `pairwise_divergence` would give 0 · −inf); JS and L1 as there.
+    """
+    if kind != "kl":
+        return pairwise_divergence(log_p, log_q, kind, chunk)
+    parts = [_kl_terms(log_p[:, None], log_q[None, start:start + chunk]) for start in range(0, log_q.shape[0], chunk)]
+    return torch.cat(parts, dim=1).clamp_min(0.0) if parts else log_p.new_zeros(log_p.shape[0], 0)
+
+
+def rim_class_scores(regions: Tensor, references: Tensor, class_ids: Tensor, num_classes: int, temperature: float,
+                     divergence: str, alpha: float, how: str, signatures: Tensor | None = None,
+                     ref_temperature: float | None = None) -> Tensor:
+    """Class-level RIM (``ranking: class``, module doc): ``(N, D)`` regions → ``(N, C)`` class scores.
+
+    Args:
+        signatures: ``(C, C)`` `class_signatures` of the bank at `ref_temperature`, if computed.
+        ref_temperature: T_q of the references' distributions (None: `temperature`).
+    """
+    ref_temperature = ref_temperature or temperature
+    if signatures is None:
+        signatures = class_signatures(references, class_ids, num_classes, ref_temperature, how)
+    similarity = cosine_matrix(regions, references)  # (N, K)
+    log_p = torch.log_softmax(pooled_class_logits(similarity, class_ids, num_classes, temperature, how), dim=-1)
+    present = torch.bincount(class_ids.to(log_p.device), minlength=num_classes) > 0
+    relation = -class_divergence(log_p, signatures.to(log_p), divergence)
+    pooled = aggregate_by_class(similarity, class_ids, num_classes, how)
+    scores = (1.0 - alpha) * relation + alpha * pooled
+    return scores.masked_fill(~present, float("-inf"))
+
+
 @MATCHERS.register("rim")
 class RIMMatcher:
     """Relation-aware matching of regions to a reference bank.
 
     Args:
-        temperature: softmax temperature T of the ranking distributions.
+        temperature: softmax temperature T of the ranking distributions, or ``"auto"``
+            (`temperature_scale` × `bank_cosine_spread` of each bank).
         divergence: ``kl``, ``js`` or ``l1``.
         alpha: weight of the direct cosine in the score, in [0, 1].
-        aggregation: how a class pools its references' scores: ``max``, ``mean``, ``logsumexp``.
+        aggregation: how a class pools its references' scores (``ranking: class``: their
+            similarities): ``max``, ``mean``, ``logsumexp``.
         exclude_self: leave each reference out of its own signature (see the module doc).
+        ranking: ``reference`` (distributions over the K references) or ``class`` (over the C classes).
+        ref_temperature: T_q of the references' signatures: a number, ``"auto"``, or None (= T).
+        temperature_scale: c in T = c × the std of the bank's off-diagonal cosines, for ``"auto"``.
         cache_limit: JS and L1 keep the bank's K × K signatures between calls (on a CPU) for
             banks of at most this many references; KL needs only K numbers per bank.
+        verbose: print the temperatures ``auto`` gives for each bank.
     """
 
-    def __init__(self, temperature: float, divergence: str, alpha: float, aggregation: str,
-                 exclude_self: bool = False, cache_limit: int = 8192) -> None:
-        if temperature <= 0:
-            raise ParamError("temperature", f"must be positive, got {temperature}")
+    def __init__(self, temperature: float | str, divergence: str, alpha: float, aggregation: str,
+                 exclude_self: bool = False, ranking: str = "reference", ref_temperature: float | str | None = None,
+                 temperature_scale: float = 0.1, cache_limit: int = 8192, verbose: bool = True) -> None:
+        for name, value in (("temperature", temperature), ("ref_temperature", ref_temperature)):
+            if value == AUTO or (value is None and name == "ref_temperature"):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ParamError(name, f"must be a positive number or '{AUTO}', got {value!r}")
+        if temperature_scale <= 0:
+            raise ParamError("temperature_scale", f"must be positive, got {temperature_scale}")
         if divergence not in DIVERGENCES:
             raise ParamError("divergence", f"unknown '{divergence}' (choose {', '.join(DIVERGENCES)})")
         if not 0.0 <= alpha <= 1.0:
             raise ParamError("alpha", f"must be in [0, 1], got {alpha}")
         if aggregation not in AGGREGATIONS:
             raise ParamError("aggregation", f"unknown '{aggregation}' (choose {', '.join(AGGREGATIONS)})")
+        if ranking not in RANKINGS:
+            raise ParamError("ranking", f"unknown '{ranking}' (choose {', '.join(RANKINGS)})")
+        if ranking == "class" and exclude_self:
+            raise ParamError("exclude_self", "applies to ranking=reference only (a class signature is a mean over "
+                             "the class's references)")
         self.temperature = temperature
+        self.ref_temperature = ref_temperature
+        self.temperature_scale = temperature_scale
         self.divergence = divergence
         self.alpha = alpha
         self.aggregation = aggregation
         self.exclude_self = exclude_self
+        self.ranking = ranking
         self.cache_limit = cache_limit
+        self.verbose = verbose
+
+    def temperatures(self, bank: ReferenceBank) -> tuple[float, float]:
+        """(T, T_q) for `bank`, with ``auto`` resolved from its cosine spread (kept with the bank)."""
+        resolved = []
+        for value in (self.temperature, self.ref_temperature or self.temperature):
+            if value == AUTO:
+                key = ("rim.cosine_spread",)
+                if key not in bank.derived:
+                    bank.derived[key] = bank_cosine_spread(bank.features)
+                    if self.verbose:
+                        print(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
+                              f"{bank.derived[key]:.4g} (the std of the bank's off-diagonal cosines)")
+                if bank.derived[key] <= 0:
+                    raise ValueError("temperature 'auto': the bank's references all have the same cosine to each other")
+                value = self.temperature_scale * bank.derived[key]
+            resolved.append(float(value))
+        return resolved[0], resolved[1]
 
     def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
         """What this matcher needs per bank, computed once and kept with the bank (`bank.derived`),
         so matchers that differ only in α, aggregation or exclude_self share it."""
-        if self.divergence == "kl":
-            key: tuple = ("rim.normalizers", self.temperature)
+        _, t_q = self.temperatures(bank)
+        if self.ranking == "class":
+            key: tuple = ("rim.class_signatures", t_q, self.aggregation)
             if key not in bank.derived:
-                bank.derived[key] = stored_bank_normalizers(bank, self.temperature)
+                bank.derived[key] = class_signatures(bank.features, bank.class_ids, bank.num_classes, t_q,
+                                                     self.aggregation)  # (C, C)
+            return bank.derived[key]
+        if self.divergence == "kl":
+            key = ("rim.normalizers", t_q)
+            if key not in bank.derived:
+                bank.derived[key] = stored_bank_normalizers(bank, t_q)
             return bank.derived[key]
         if len(bank) > self.cache_limit or bank.features.device.type != "cpu":
             return None  # JS / L1 stream the signatures for every image
-        key = ("rim.signatures", self.temperature, self.exclude_self)
+        key = ("rim.signatures", t_q, self.exclude_self)
         if key not in bank.derived:
-            bank.derived[key] = log_relation_signatures(bank.features, self.temperature, self.exclude_self)  # (K, K)
+            bank.derived[key] = log_relation_signatures(bank.features, t_q, self.exclude_self)  # (K, K)
         return bank.derived[key]
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
             raise ValueError("exclude_self needs at least 2 references in the bank")
+        t_p, t_q = self.temperatures(bank)
         state = self.prepare(bank)
+        if self.ranking == "class":
+            assert state is None or isinstance(state, Tensor)
+            return rim_class_scores(region_features, bank.features, bank.class_ids, bank.num_classes, t_p,
+                                    self.divergence, self.alpha, self.aggregation, state, t_q)
         if isinstance(state, BankNormalizers):
-            scores = kl_reference_scores(region_features, state, self.alpha, self.exclude_self)
+            scores = kl_reference_scores(region_features, state, self.alpha, self.exclude_self, temperature=t_p)
         else:
             scores = rim_reference_scores(
-                region_features, bank.features, self.temperature, self.divergence, self.alpha, self.exclude_self,
-                signatures=state,
+                region_features, bank.features, t_p, self.divergence, self.alpha, self.exclude_self,
+                signatures=state, ref_temperature=t_q,
             )
         return aggregate_by_class(scores, bank.class_ids, bank.num_classes, self.aggregation)

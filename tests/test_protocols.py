@@ -1,0 +1,86 @@
+"""Peer protocols as presets (`protocol=NAME`, configs/protocol/) and the published numbers' protocols."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rim_bench.cli import main
+from rim_bench.compare import PUBLISHED, comparison_markdown, published
+from rim_bench.config import CONFIG_DIR, load_config
+from rim_bench.errors import ConfigError
+
+
+def test_sclip_protocol_sets_its_values_and_per_benchmark_ones():
+    cfg = load_config(["experiment=voc21", "protocol=sclip"])
+    assert cfg.protocol == "sclip"
+    dinov2 = cfg.featurizer.dinov2
+    assert (dinov2.input_size, dinov2.window, dinov2.stride) == (336, 224, 112)
+    background = cfg.segmenter.paint.background
+    assert background.rule == "probability" and background.probability.threshold == 0.1
+    assert background.probability.temperature == 0.01 and cfg.data.classes == "sclip_voc21"
+    assert load_config(["experiment=coco_stuff171", "protocol=sclip"]).featurizer.dinov2.input_size == 448
+    assert load_config(["experiment=context60", "protocol=sclip"]).data.classes is None  # single "background" word
+    # The command line still wins over the protocol.
+    overridden = load_config(["experiment=voc21", "protocol=sclip", "featurizer.dinov2.stride=224"])
+    assert overridden.featurizer.dinov2.stride == 224
+
+
+def test_freeda_protocol_and_unknown_protocol():
+    cfg = load_config(["experiment=voc21", "protocol=freeda"])
+    dinov2 = cfg.featurizer.dinov2
+    assert (dinov2.input_size, dinov2.window, dinov2.stride) == (448, 448, 224)
+    assert cfg.segmenter.paint.background.rule == "score" and cfg.segmenter.paint.background.score.threshold == 0.4
+    assert load_config(["experiment=voc21"]).protocol is None
+    with pytest.raises(ConfigError, match="protocol 'mmseg' not found.*known protocols: freeda, sclip"):
+        load_config(["experiment=voc21", "protocol=mmseg"])
+
+
+def test_sclip_class_files_keep_the_label_order():
+    from rim_bench.data.classes import read_classes
+
+    for name in ("voc21", "coco_object"):
+        ours, theirs = read_classes(name), read_classes(f"sclip_{name}")
+        assert [c[0] for c in ours] == [c[0] for c in theirs]
+        stuff = set(theirs[0][1:])
+        assert len(stuff) >= 17 and not stuff & {n for c in theirs[1:] for n in c}, name
+
+
+def test_every_published_number_records_its_protocol():
+    raw = yaml.safe_load(PUBLISHED.read_text())
+    presets = {p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml")}
+    assert set(raw["protocols"]) == presets  # every preset's settings are spelled out
+    for name, entry in raw["methods"].items():
+        assert isinstance(entry.get("protocol"), str) and entry["protocol"], name
+    table = raw["methods"]
+    assert table["SCLIP"]["protocol"] == table["NACLIP"]["protocol"] == "sclip"
+    assert table["FreeDA"]["protocol"] == "freeda"
+    rows = {r["method"]: r for r in published("voc21")}
+    assert rows["SCLIP"]["preset"] == "sclip" and rows["Trident"]["preset"] is None
+    assert rows["SCLIP"]["protocol"].startswith("sclip: short_side=336") and "336" in rows["Trident"]["protocol"]
+
+
+def test_published_rows_under_the_runs_protocol_are_marked():
+    row = {"method": "rim", "mIoU": 50.0, "mAcc": 60.0, "aAcc": 70.0, "num_images": 3, "protocol": "sclip",
+           "background": "probability (temperature=0.01, threshold=0.1)"}
+    text = comparison_markdown([row], "voc21", published("voc21"), "sclip")
+    sclip = next(line for line in text.splitlines() if line.startswith("| SCLIP |"))
+    freeda = next(line for line in text.splitlines() if line.startswith("| FreeDA |"))
+    assert "| yes |" in sclip and "| no |" in freeda and "short_side=336" in sclip
+    assert "| sclip | probability (temperature=0.01, threshold=0.1) |" in text
+
+
+def test_compare_runs_under_a_protocol(tmp_path: Path):
+    out = tmp_path / "cmp"
+    small = ["data.max_images=1", "references.exemplars.n_subcategories=1",
+             "references.exemplars.images_per_subcategory=1"]
+    assert main(["compare", "experiment=smoke", "protocol=sclip", "methods=[rim,cosine]", *small,
+                 f"output_dir={out}"]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| rim |" in table and "| sclip | probability (temperature=0.01, threshold=0.1) |" in table
+    saved = yaml.safe_load((out / "rim" / "config.yaml").read_text())
+    assert saved["protocol"] == "sclip" and saved["featurizer"]["dinov2"]["input_size"] == 336
+    assert json.loads((out / "compare.json").read_text())["measured"][1]["protocol"] == "sclip"
