@@ -175,13 +175,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _one_line(error: Exception) -> str:
-    """The error's message on one line. An error raised in a DataLoader worker comes back
-    wrapped in the worker's traceback; its own message is the last line."""
+    """The error's message on one line: its lines joined. An error raised in a DataLoader
+    worker comes back wrapped in the worker's traceback; its own message is the last line."""
+    from rim_bench.io import one_line
+
     text = str(error).strip()
-    if "\n" in text:
+    if "Traceback (most recent call last)" in text:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
-    return text
+    return one_line(text)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,17 @@
 A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
 each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
-regions and references are computed once for all. Each measured row names its protocol
-(``protocol=NAME``, configs/protocol/) and background rule. Published numbers for the
-benchmark (``experiments/published.yaml``) are shown in a separate, labelled table, never
-mixed with what was measured, with the protocol each was measured under; those under the
-run's protocol are marked.
+regions and references are computed once for all. Without ``output_dir`` the folder is
+``outputs/compare-<experiment>-<hash of the methods' configs>``, so a rerun resumes. Each
+measured row names its protocol (``protocol=NAME``, configs/protocol/) and background rule.
+Published numbers for the benchmark (``experiments/published.yaml``) are shown in a separate,
+labelled table, never mixed with what was measured, with the protocol each was measured
+under; those under the run's protocol are marked.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -23,9 +23,9 @@ import yaml
 from rim_bench.background import describe_background
 from rim_bench.config import CONFIG_DIR, load_config, stage_spec
 from rim_bench.errors import ConfigError
-from rim_bench.io import atomic_write_text
+from rim_bench.io import atomic_write_text, safe_name
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
-from rim_bench.sweep import run_or_reuse
+from rim_bench.sweep import run_or_reuse, runs_hash
 
 PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -57,7 +57,9 @@ def run_compare(overrides: list[str]) -> list[dict]:
     methods, base = parse_methods(overrides)
     configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
     first = next(iter(configs.values()))
-    out = Path(first.output_dir or f"outputs/compare-{first.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}")
+    # Named by what it runs, so the same command run again resumes in the same folder.
+    out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
+                                   f"{runs_hash(list(configs.values()))}")
     rows = []
     for method, cfg in configs.items():
         metrics = run_or_reuse(cfg, out / method, method)

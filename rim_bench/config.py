@@ -3,8 +3,10 @@
 `configs/default.yaml` is the schema: every key that exists is there, with its default
 and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
 those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order. A later layer may only set keys that exist, with a value of the same
-type as the default (an int where a float is expected is fine; a null default accepts
-anything). Errors name the key and the layer (file path or "command line").
+type as the default (an int where a float is expected is fine), a key with a null default
+takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
+`RANGES`: all checked when the config is loaded, before any model. Errors are one line
+naming the key and the layer (file path and line, "command line", or a sweep file).
 
 ``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
 evaluation protocol (input size, sliding window, background rule, class names). Its
@@ -37,15 +39,54 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
 # Numeric keys that also take the string "auto" (set from the data when the stage runs).
-AUTO_KEYS = ("matcher.rim.temperature",)
+AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
+# The types of keys whose default is null (any other key keeps its default's type).
+_PATH = (str,)
+NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
+    "experiment": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
+    "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
+    "proposer.sam.checkpoint": _PATH, "featurizer.dinov2.window": (int,),
+    "references.diffusion.subcategories": _PATH, "references.exemplars.root": _PATH,
+    "references.exemplars.n_subcategories": (int,), "references.exemplars.images_per_subcategory": (int,),
+    "matcher.rim.ref_temperature": (float, int),
+    "segmenter.paint.min_score": (float, int),
+}
+# Inclusive ranges of numeric keys (None: unbounded on that side); the tiny test models' sizes are not listed.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, 2**32 - 1), "save_overlays": (0, None),
+    "data.max_images": (1, None), "data.batch_size": (1, None), "data.num_workers": (0, None),
+    "proposer.superpixels.n_segments": (1, None), "proposer.superpixels.compactness": (0, None),
+    "proposer.superpixels.sigma": (0, None),
+    "proposer.sam.points_per_side": (1, None), "proposer.sam.points_per_batch": (1, None),
+    "proposer.sam.pred_iou_thresh": (0, 1), "proposer.sam.stability_score_thresh": (0, 1),
+    "proposer.sam.box_nms_thresh": (0, 1), "proposer.sam.crop_n_layers": (0, None), "proposer.sam.min_area": (0, None),
+    "proposer.grid.cell_size": (1, None),
+    "featurizer.dinov2.input_size": (1, None), "featurizer.dinov2.window": (1, None),
+    "featurizer.dinov2.stride": (1, None), "featurizer.clip.input_size": (1, None),
+    "references.diffusion.n_subcategories": (1, None), "references.diffusion.images_per_subcategory": (1, None),
+    "references.diffusion.image_size": (8, None), "references.diffusion.num_inference_steps": (1, None),
+    "references.diffusion.guidance_scale": (0, None), "references.diffusion.attn_threshold": (0, 1),
+    "references.diffusion.min_attention_area": (0, 1), "references.diffusion.num_points": (1, None),
+    "references.exemplars.n_subcategories": (1, None), "references.exemplars.images_per_subcategory": (1, None),
+    "matcher.rim.temperature": (1e-6, None), "matcher.rim.ref_temperature": (1e-6, None),
+    "matcher.rim.temperature_scale": (1e-6, None), "matcher.rim.alpha": (0, 1),
+    "segmenter.paint.background.probability.temperature": (1e-6, None),
+    "segmenter.paint.background.probability.threshold": (0, 1),
+    "segmenter.paint.background.calibrated.threshold": (0, 1),
+    "segmenter.paint.background.score.threshold": (None, None),  # in the matcher's units: any number
+    "segmenter.paint.background.area.min_fraction": (0, 1),
+    "trainer.num_nodes": (1, None), "trainer.devices": (-1, None),
+}
+
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
-                layers: list[str] | tuple[str, ...] = ()) -> DictConfig:
+                layers: list[str] | tuple[str, ...] = (),
+                extra: tuple[str, list[str]] | None = None) -> DictConfig:
     """Merge default → `experiment=NAME` file → `protocol=NAME` file → extra `layers` → `key=value`
-    overrides, and validate.
+    overrides → `extra`, and validate.
 
     Args:
         overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
@@ -54,8 +95,10 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
         config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
         layers: more config files merged after the experiment, named like experiments
             (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
+        extra: ``(source, overrides)``: more ``key=value`` overrides, merged last, whose errors
+            name `source` (a sweep file's point) instead of the command line.
     Returns:
-        The merged config, struct mode on, interpolations unresolved.
+        The merged config, struct mode on, interpolations unresolved (but checked to resolve).
     """
     config_dir = Path(config_dir) if config_dir else CONFIG_DIR
     default_file = config_dir / "default.yaml"
@@ -78,16 +121,61 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     for name in layers:
         for path, layer in _experiment_layers(name, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(path))
-    if rest:
-        for item in rest:
-            if "=" not in item:
-                raise ConfigError(f"command line: '{item}' is not of the form key=value")
-        try:
-            layer = OmegaConf.from_dotlist(list(rest))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"command line: cannot parse overrides {list(rest)}: {e.msg}") from None
-        cfg = _merge_layer(cfg, layer, "command line")
+    for source, items in [("command line", rest), extra or ("", [])]:
+        if items:
+            cfg = _merge_layer(cfg, _dotlist(items, source), source)
+    _check_resolved(cfg)
     return cfg
+
+
+def _dotlist(items: list[str], source: str) -> DictConfig:
+    """``key=value`` strings as a config layer (values parsed as YAML, as OmegaConf does)."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{source}: '{item}' is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(items))
+    except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
+        bad = next((i for i in items if not _parses(i)), items)
+        raise ConfigError(f"{source}: cannot parse {bad!r}: {error_text(e)}") from None
+
+
+def _parses(item: str) -> bool:
+    try:
+        OmegaConf.from_dotlist([item])
+        return True
+    except Exception:
+        return False
+
+
+def error_text(error: BaseException) -> str:
+    """A YAML or OmegaConf error's whole message on one line (their `str` spans several
+    lines; the last alone says nothing, e.g. ``object_type=dict``)."""
+    from rim_bench.io import one_line
+
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return where + one_line(" ".join(t for t in (error.context, error.problem) if t))
+    text = getattr(error, "msg", None) or str(error)
+    # OmegaConf appends its context lines (full_key: ..., object_type=...): the key is named by the caller.
+    lines = [line for line in text.splitlines() if not line.strip().startswith(_OMEGACONF_CONTEXT)]
+    return one_line("\n".join(lines))
+
+
+_OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
+
+
+def _check_resolved(cfg: DictConfig) -> None:
+    """Resolve a copy: a bad interpolation fails now, and values that came from one are checked."""
+    resolved = resolve(cfg.copy())
+    for key in (*NULL_DEFAULT_TYPES, *RANGES):
+        value = OmegaConf.select(resolved, key, default=_MISSING)
+        if value is not _MISSING:
+            _check_value(key, value, "resolved config")
+
+
+_MISSING = object()
 
 
 def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -155,7 +243,7 @@ def _read_yaml(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {error_text(e)}") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return cfg
@@ -168,7 +256,7 @@ def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {e.msg}") from None
+        raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
 
 
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
@@ -181,17 +269,38 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
             _check_types(default, value, source, prefix=f"{full}.")
-        elif full in AUTO_KEYS and value == "auto":
             continue
-        elif not _same_type(default, value):
+        if full in AUTO_KEYS and value == "auto":
+            continue
+        if value is None and default is not None and not _is_interp(default):
+            raise ConfigError(f"{source}: '{full}' cannot be null; give a value of type {type(default).__name__} "
+                              f"like its default {default!r}")
+        if not _same_type(default, value):
             raise ConfigError(
                 f"{source}: '{full}' must be {type(default).__name__} like its default {default!r}, "
                 f"got {type(value).__name__} {value!r}"
             )
+        _check_value(full, value, source)
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    """A null-default key's type and a numeric key's range (interpolations are checked resolved)."""
+    if value is None or _is_interp(value) or (key in AUTO_KEYS and value == "auto"):
+        return
+    types = NULL_DEFAULT_TYPES.get(key)
+    if types and (not isinstance(value, types) or isinstance(value, bool)):
+        wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
+        raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
+    low, high = RANGES.get(key, (None, None))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            (low is not None and value < low) or (high is not None and value > high)):
+        bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
+            if low is not None else f"at most {high}"
+        raise ConfigError(f"{source}: '{key}' must be {bounds}, got {value!r}")
 
 
 def _same_type(default: Any, value: Any) -> bool:
-    """Whether `value` may replace `default`; nulls and interpolations are checked where used."""
+    """Whether `value` may replace `default` (null defaults: see `_check_value`)."""
     if default is None or value is None or _is_interp(default) or _is_interp(value):
         return True
     if isinstance(default, bool) or isinstance(value, bool):
@@ -269,7 +378,7 @@ def resolve(cfg: DictConfig) -> DictConfig:
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"cannot resolve config value '{getattr(e, 'full_key', '?')}': {e.msg}") from None
+        raise ConfigError(f"cannot resolve config value '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
     return cfg
 
 

@@ -9,8 +9,6 @@ safetensors file written atomically; an interrupted run keeps what it finished.
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 from pathlib import Path
 
 import torch
@@ -18,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from rim_bench.io import atomic_path, safe_name
+from rim_bench.io import atomic_path, file_in, set_aside
 
 
 class RegionCache:
@@ -28,10 +26,7 @@ class RegionCache:
         self.directory = Path(directory).expanduser()
 
     def _path(self, image_id: str) -> Path:
-        name = safe_name(image_id)
-        if name != image_id:  # "a/b" and "a_b" must not share a file
-            name += "-" + hashlib.sha1(image_id.encode()).hexdigest()[:10]
-        return self.directory / f"{name}.safetensors"
+        return file_in(self.directory, image_id, ".safetensors")  # "a/b" and "a_b" get two files
 
     def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
         """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""
@@ -42,7 +37,7 @@ class RegionCache:
             with safe_open(str(path), framework="pt") as f:
                 return f.get_tensor("region_map").long(), f.get_tensor("features")
         except Exception as e:  # safetensors raises its own error types for damaged files
-            warnings.warn(f"{path}: unreadable cached regions ({e}); computing them again", stacklevel=2)
+            set_aside(path, e)
             return None
 
     def put(self, image_id: str, region_map: Tensor, features: Tensor) -> None:

@@ -2,21 +2,22 @@
 
 A folder with ``metrics.json`` is a run (its summary, per-class IoU as bars, its config
 and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
-``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept apart). Pictures are
-linked by relative path, so the page and the folders can be moved together.
+``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept
+apart). The pictures are copied into ``<out>/images/``, so the report folder can be moved or
+shared alone. Every string from results (run and class names, ids, configs) is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_write_text
+from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
 
 MAX_OVERLAYS = 4
 COST_HEADERS = ("seconds", "images/s", "peak RSS (MB)", "peak CUDA (MB)")
@@ -66,24 +67,24 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
             body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         body.append("</table>")
         for run in runs:
-            md_run, html_run = _run_section(run, out)
+            md_run, html_run = _run_section(run, out, _picture_dir(folders, run, out))
             md += md_run
             body += html_run
     tables = [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons] + [
         (s, "suite.md") for s in suites]
     for folder, file in tables:
         text = (folder / file).read_text()
-        plots = sorted(folder.glob("mIoU_vs_*.png"))
-        md += [f"## {folder.name}", "", text] + [f"![{p.stem}]({_rel(p, out)})" for p in plots]
+        plots = [_copy(p, _picture_dir(folders, folder, out), out) for p in sorted(folder.glob("mIoU_vs_*.png"))]
+        md += [f"## {folder.name}", "", text] + [_md_picture(link, stem) for link, stem in plots]
         body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
-        body += [f'<img src="{html.escape(_rel(p, out))}" alt="{p.stem}">' for p in plots]
+        body += [_html_picture(link, stem) for link, stem in plots]
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md) + "\n")
     atomic_write_text(html_path, _page("\n".join(body)))
     return md_path, html_path
 
 
-def _run_section(run: Path, out: Path) -> tuple[list[str], list[str]]:
+def _run_section(run: Path, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
     m = _metrics(run)
     ious = {k: v for k, v in m["per_class_iou"].items() if v is not None}
     md = [f"### {run.name}", "", "| class | IoU |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ious.items()]
@@ -93,8 +94,9 @@ def _run_section(run: Path, out: Path) -> tuple[list[str], list[str]]:
         for k, v in ious.items())
     body = [f"<h3>{html.escape(run.name)}</h3>", f'<div class="bars">{bars}</div>']
     for overlay in sorted((run / "overlays").glob("*.png"))[:MAX_OVERLAYS]:
-        md.append(f"![{overlay.stem}]({_rel(overlay, out)})")
-        body.append(f'<img src="{html.escape(_rel(overlay, out))}" alt="{overlay.stem}">')
+        link, stem = _copy(overlay, pictures, out)
+        md.append(_md_picture(link, stem))
+        body.append(_html_picture(link, stem))
     config = (run / "config.yaml").read_text()
     md += ["", "<details><summary>config</summary>", "", "```yaml", config, "```", "</details>", ""]
     body.append(f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>")
@@ -109,8 +111,26 @@ def _config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def _rel(path: Path, out: Path) -> str:
-    return os.path.relpath(path.resolve(), out.resolve())
+def _picture_dir(folders: list[Path], folder: Path, out: Path) -> Path:
+    """Where a result folder's pictures are copied: ``<out>/images/<index>-<name>/`` (two
+    folders may share a name)."""
+    return out / "images" / f"{folders.index(folder):02d}-{safe_name(folder.name)}"
+
+
+def _copy(picture: Path, folder: Path, out: Path) -> tuple[str, str]:
+    """Copy `picture` into `folder`; its link relative to `out` and its stem (for alt text)."""
+    target = file_in(folder, picture.stem, ".png")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(picture, tmp)
+    return target.relative_to(out).as_posix(), picture.stem
+
+
+def _md_picture(link: str, stem: str) -> str:
+    return f"![{html.escape(stem)}]({link})"  # the link is made of safe names
+
+
+def _html_picture(link: str, stem: str) -> str:
+    return f'<img src="{html.escape(link)}" alt="{html.escape(stem)}">'
 
 
 def _markdown_tables_to_html(text: str) -> str:

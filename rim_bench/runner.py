@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.config import config_hash, resolve, result_spec, save_config
+from rim_bench.data.base import MAX_LISTED
 from rim_bench.data.datamodule import SegmentationDataModule, build_dataset, class_list
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_write_json
+from rim_bench.io import atomic_write_json, safe_name
 from rim_bench.lit_module import RIMTestModule
 from rim_bench.metrics import most_confused
 from rim_bench.pipeline import build_pipeline, register_builtin_stages
@@ -48,18 +49,21 @@ def run_test(cfg: DictConfig) -> dict:
         raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
-    output_dir = Path(
-        cfg.output_dir or inherited
-        or f"outputs/{cfg.experiment or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
+    started = datetime.now()
+    # A folder the user names is checked (and made) now; a new default one only when there is
+    # something to write, so a run that fails on its input leaves no empty folder.
+    given = output_folder(cfg, inherited) if cfg.output_dir or inherited else None
     timer = StageTimer()
 
-    # 2. Data first, so a wrong path fails before minutes of model loading.
+    # 2. Data first, so a wrong path or a bad sample fails before minutes of model loading.
     with timer("data setup"):
         dataset, classes = build_dataset(cfg.data)
         class_names = [names[0] for names in classes]
+    for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
+        rank_zero_print(f"skipped: {problem}")
+    if not len(dataset):
+        raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
+                        "`rim-bench check-data` lists why")
 
     # 3. The stages.
     with timer("load models"):
@@ -78,6 +82,8 @@ def run_test(cfg: DictConfig) -> dict:
     )
 
     # 5. Test.
+    output_dir = given or output_folder(cfg, started=started)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = str(output_dir)
     module = RIMTestModule(
         pipeline, class_names, output_dir / "predictions" if cfg.save_predictions else None,
         overlay_dir=output_dir / "overlays" if cfg.save_overlays else None, max_overlays=cfg.save_overlays,
@@ -110,6 +116,7 @@ def run_test(cfg: DictConfig) -> dict:
         "most_confused": most_confused(res["confmat"], class_names),
         "result_hash": config_hash(result_spec(cfg)),
         "bank": {"path": str(bank_dir), "cached": hit, "num_references": len(bank)},
+        "skipped": {**dataset.problems, **res["skipped"]},  # with data.skip_bad: image id → why
     }
     wall = time.perf_counter() - wall_start
     metrics.update(cost_metrics(timer, wall, metrics["num_images"], loop_seconds))
@@ -165,18 +172,87 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     return bank
 
 
-def check_data(cfg: DictConfig) -> int:
-    """Read every sample of the configured data set and print each problem; returns their count."""
-    prepare(cfg)
+def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
+    """Read every sample of the configured data set and print its problems (the first
+    `max_listed`, then their count); a `DataError` if there is any."""
+    cfg = prepare(cfg)
+    cfg.data.skip_bad = True  # list every problem instead of stopping at the first
     dataset, classes = build_dataset(cfg.data)
     problems = list(dataset.check_all())
-    for message in problems:
+    for message in problems[:max_listed]:
         print(message)
-    summary = f"{len(dataset)} images in {dataset.dir}, {len(classes)} classes"
+    if len(problems) > max_listed:
+        print(f"... and {len(problems) - max_listed} more problems")
+    total = len(dataset) + len(dataset.problems)
+    summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
     if problems:
         raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
     print(f"ok: {summary}")
     return 0
+
+
+def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None) -> Path:
+    """The run's output folder, created.
+
+    ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
+    another config's metrics.json (the same config resumes or overwrites); by default a new
+    ``outputs/<experiment>-<time started>`` folder, with ``-2``, ``-3``, ... if a run started in
+    the same second took that name (created atomically, so two runs never share one).
+    """
+    if cfg.output_dir or inherited:
+        folder = Path(str(cfg.output_dir or inherited)).expanduser()
+        _check_not_another_run(folder, cfg)
+        _make_folder(folder, exist_ok=True)
+        return folder
+    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 10_000):
+        folder = Path(base if n == 1 else f"{base}-{n}")
+        if _make_folder(folder, exist_ok=False):
+            return folder
+    raise ConfigError(f"output_dir: {base}-* all exist; set output_dir=PATH")
+
+
+def _make_folder(folder: Path, exist_ok: bool) -> bool:
+    """Create `folder` (and its parents); False if it exists and not `exist_ok`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if exist_ok:  # a file, not a folder
+            raise ConfigError(f"output_dir: '{folder}' is a file; give a folder") from None
+        return False
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
+    return True
+
+
+def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
+    """Refuse to write into a folder holding another config's results."""
+    import json
+
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        return
+    try:
+        done = json.loads(metrics_file.read_text()).get("result_hash")
+    except (OSError, ValueError, AttributeError):
+        done = None
+    mine = config_hash(result_spec(cfg))
+    if done != mine:
+        raise ConfigError(f"output_dir: '{folder}' holds the results of another config (result hash {done}, this "
+                          f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
+
+
+def check_cache_dir(cfg: DictConfig) -> None:
+    """``cache_dir`` exists (it is created) and is writable: a one-line error otherwise."""
+    folder = Path(cfg.cache_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cache_dir: cannot create '{folder}' ({e.strerror}); set cache_dir=PATH (or "
+                          "RIM_BENCH_CACHE) to a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cache_dir: '{folder}' is not writable; set cache_dir=PATH (or RIM_BENCH_CACHE) "
+                          "to a writable folder")
 
 
 def rank_zero_print(text: str) -> None:
@@ -197,9 +273,11 @@ def format_results(metrics: dict, class_names: list[str]) -> str:
     if metrics["most_confused"]:
         lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
         lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
+    skipped = metrics.get("skipped") or {}
+    ids = ", ".join(list(skipped)[:MAX_LISTED]) + (", ..." if len(skipped) > MAX_LISTED else "")
     lines.append(
         f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
-        f"({metrics['num_images']} images)"
+        f"({metrics['num_images']} images" + (f"; {len(skipped)} unreadable skipped: {ids})" if skipped else ")")
     )
     return "\n".join(lines)
 
@@ -224,6 +302,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
     register_builtin_stages()
     cfg = resolve(cfg.copy())
     _check_choices(cfg)
+    check_cache_dir(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     return cfg
 

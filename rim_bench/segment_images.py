@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from rim_bench.config import load_config, save_config
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_path, atomic_write_text, safe_name
+from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -63,20 +63,25 @@ def segment_images(inputs: list[str], classes: str, out: Path, overrides: list[s
     from rim_bench.lit_module import save_label_png
 
     images = find_images(inputs)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file: give a folder (it is created if missing)")
     vocabulary = parse_vocabulary([c for c in classes.split(",")] if classes.strip() else [])
     if not any(o.startswith("experiment=") for o in overrides):
         raise ConfigError("rim-bench segment: give experiment=NAME (rim_voc21 for RIM with real weights, "
                           "smoke or tiny to try it without any)")
     rim = RIM(load_config(overrides))
     rim.set_vocabulary(vocabulary)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot create '{out}' ({e.strerror}); give a writable folder") from None
     save_config(rim.cfg, out / "config.yaml")
     atomic_write_text(out / "classes.txt", "".join(f"{i} {name}\n" for i, name in enumerate(rim.class_names)))
     for image, name in zip(tqdm(images, desc="segment", unit="img"), output_names(images)):
         result = rim.segment(image)
-        save_label_png(result.label_map, out / f"{name}.png")
+        save_label_png(result.label_map, file_in(out, name, ".png"))
         picture = result.overlay(image.name)
-        with atomic_path(out / f"{name}_overlay.png") as tmp:
+        with atomic_path(file_in(out, name, "_overlay.png")) as tmp:
             picture.save(tmp, format="PNG")
         shares = ", ".join(f"{c} {s:.0%}" for c, s in result.area_shares().items()) or "no class"
         tqdm.write(f"{image}: {shares}")

@@ -9,12 +9,14 @@ A sweep file (``configs/sweep/<name>.yaml`` or a path) names the values to try::
       references.diffusion.n_subcategories: [1, 2, 4, 6, 8, 10]
       references.diffusion.attn_threshold: [0.2, 0.3, 0.4, 0.5, 0.6]
 
-Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash>/``, so
+Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash of its config>/``, so
 it reuses every cache: each image's regions are computed once for the whole sweep, and
 generated references once per generation setting (banks over fewer subcategories are
 assembled from them). A point whose metrics.json exists is not run again, so an
 interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
 parameter, mIoU against it with one line per value of the other (the paper's Figure 5).
+Without ``output_dir`` the sweep's folder is ``outputs/sweep-<experiment>-<sweep>-<hash of the
+points' configs>``: the same command run again resumes there.
 """
 
 from __future__ import annotations
@@ -24,15 +26,14 @@ import itertools
 import json
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, load_config
+from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.errors import ConfigError
-from rim_bench.io import atomic_path, atomic_write_text
+from rim_bench.io import atomic_path, atomic_write_text, safe_name
 
 METHODS = ("grid", "random")
 METRICS = ("mIoU", "mAcc", "aAcc")
@@ -45,6 +46,7 @@ class SweepSpec:
     parameters: dict[str, list]
     num_samples: int | None = None
     seed: int = 0
+    path: str = "sweep"  # the sweep file, named in errors about its keys and values
 
 
 def load_sweep(name_or_path: str) -> SweepSpec:
@@ -56,7 +58,7 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise ConfigError(f"{path}: not valid YAML: {error_text(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'parameters:' (and 'method:', 'num_samples:'), "
                           f"got a {type(raw).__name__}")
@@ -70,7 +72,11 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     num_samples = raw.get("num_samples")
     if method == "random" and (not isinstance(num_samples, int) or num_samples < 1):
         raise ConfigError(f"{path}: a random sweep needs num_samples, a positive integer (got {num_samples!r})")
-    return SweepSpec(path.stem, method, parameters, num_samples, int(raw.get("seed", 0)))
+    unknown = set(raw) - {"method", "parameters", "num_samples", "seed"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (a sweep file has method, "
+                          "parameters, num_samples and seed)")
+    return SweepSpec(path.stem, method, parameters, num_samples, int(raw.get("seed", 0)), str(path))
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -86,14 +92,16 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
     ``baseline/cosine``) make; returns the table rows."""
     points = expand(spec)
-    # Every point's config is checked before anything runs: a typo fails at once.
-    configs = [load_config([*base, *as_overrides(point)], layers=layers) for point in points]
+    # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
+    configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
+               for i, point in enumerate(points)]
     root_cfg = configs[0]
-    out = Path(root_cfg.output_dir or f"outputs/sweep-{root_cfg.experiment or 'default'}-{spec.name}-"
-                                      f"{datetime.now():%Y%m%d-%H%M%S}")
+    # Named by what it runs, so the same command run again resumes in the same folder.
+    experiment = safe_name(root_cfg.experiment or "default")
+    out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
     rows = []
     for index, (point, cfg) in enumerate(zip(points, configs)):
-        point_dir = out / f"point-{index:03d}-{config_hash(point, 8)}"
+        point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
         if cfg.wandb.group is None:
             cfg.wandb.group = out.name  # the points of one sweep are one W&B group
         metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
@@ -108,6 +116,13 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
         print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
     print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
+
+
+def runs_hash(configs: list) -> str:
+    """A short hash of what a list of configs computes (their result specs), for folder names."""
+    from rim_bench.config import resolve, result_spec
+
+    return config_hash([result_spec(resolve(cfg.copy())) for cfg in configs], 8)
 
 
 def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:

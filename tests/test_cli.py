@@ -40,9 +40,9 @@ def test_config_command_prints_resolved_config():
     ("trainer.devices=0", "trainer.devices: must be at least 1"),
     ("trainer.precision=bogus", "Precision 'bogus' is invalid"),
     ("trainer.accelerator=tpu", "torch_xla"),
-    ("data.batch_size=0", "data.batch_size: must be at least 1"),
-    ("data.num_workers=-1", "data.num_workers: must be at least 0"),
-    ("data.max_images=-1", "data.max_images: must be at least 1"),
+    ("data.batch_size=0", "'data.batch_size' must be at least 1"),
+    ("data.num_workers=-1", "'data.num_workers' must be at least 0"),
+    ("data.max_images=-1", "'data.max_images' must be at least 1"),
     ("trainer.devices=3", "3 processes for 2 images"),
     ("trainer.devices=-1", "should be an int > 0"),  # -1 (all GPUs) passes our check; Lightning refuses it on CPU
 ])

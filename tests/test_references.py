@@ -179,11 +179,13 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, count_generations):
     assert torch.equal(first.features, second.features)
 
 
-def test_a_damaged_cached_bank_is_a_clear_error(tmp_path: Path):
-    _, folder, _ = _bank(_cfg(tmp_path, "references.diffusion.mask=attention"))
+def test_a_damaged_cached_bank_is_set_aside_and_rebuilt(tmp_path: Path):
+    first, folder, _ = _bank(_cfg(tmp_path, "references.diffusion.mask=attention"))
     (folder / "bank.safetensors").write_bytes(b"\x00" * 16)
-    with pytest.raises(DataError, match="cannot be read .* delete that folder"):
-        _bank(_cfg(tmp_path, "references.diffusion.mask=attention"))
+    with pytest.warns(UserWarning, match=f"damaged cache entry '{folder}'.*cannot be read"):
+        second, again, hit = _bank(_cfg(tmp_path, "references.diffusion.mask=attention"))
+    assert again == folder and not hit and torch.equal(first.features, second.features)
+    assert len(list(folder.parent.glob(f"{folder.name}.damaged-*"))) == 1
 
 
 def test_interrupted_build_resumes_at_the_first_missing_subcategory(tmp_path: Path, count_generations, monkeypatch):

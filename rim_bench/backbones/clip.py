@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from rim_bench.backbones.hub import from_hub_or_dir
+from rim_bench.io import remove_stale
 
 # OpenAI CLIP's image normalization (its preprocessing's mean and std).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -122,8 +123,14 @@ def dense_clip_tokens(clip: Clip, pixels: Tensor, attention: str = "value", resi
 
 
 def tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A `CLIPTokenizer` over single characters plus `TINY_WORDS` kept whole (files in a temp dir)."""
-    folder = Path(tempfile.mkdtemp(prefix="rim-bench-tiny-clip-"))
+    """A `CLIPTokenizer` over single characters plus `TINY_WORDS` kept whole (its files are
+    written to a temporary folder, read, and removed)."""
+    remove_stale(tempfile.gettempdir(), "rim-bench-tiny-clip-*")  # left by versions that kept them
+    with tempfile.TemporaryDirectory(prefix="rim-bench-tiny-clip-") as folder:
+        return _tiny_clip_tokenizer(Path(folder))
+
+
+def _tiny_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     chars = [c for c in string.printable if not c.isspace()]
     tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [f"{c}</w>" for c in chars]
     merges = []

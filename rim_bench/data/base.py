@@ -5,9 +5,16 @@ layouts mmsegmentation's converters write); the base reads them, maps raw label 
 to class ids, and checks what can go wrong, naming the file and the fix:
 
 * at construction (cheap, before any model loads): the root, the layout, the split
-  file, and that every listed image has its label file;
-* per sample (as it is read, and for all samples in `check_all`): unreadable images,
-  image/label size mismatches, and label values outside the class range.
+  file; then, for every entry, that its id is a safe relative name, that its image and
+  label exist, and from the file headers alone that they are images of a supported
+  mode and of the same size. All entries are checked and every problem is listed;
+* per sample (as it is read, and for all samples in `check_all`): undecodable images
+  and label values outside the class range.
+
+With ``skip_bad`` the problem entries are left out (listed in `problems`) and a sample
+that fails when read comes back as a `BadSample`, so a run scores the rest and says which
+ids it skipped; without it, the construction problems are one error that counts and names
+them, and a sample failing when read stops the run.
 
 `data.root` may be the folder that holds the benchmark's folder (mmsegmentation's
 ``data/``, e.g. the one containing ``VOCdevkit/``) or the benchmark's folder itself.
@@ -34,6 +41,22 @@ class Entry:
     image_id: str
     image: Path
     label: Path
+    source: str = ""  # where the id came from ("<split file>:<line>"), for error messages
+
+
+@dataclass  # not frozen: Lightning rebuilds the dataclasses of a batch when it moves them to a device
+class BadSample:
+    """A sample that could not be read (with ``skip_bad``): its id and the problem."""
+
+    image_id: str
+    problem: str
+
+
+# Image modes read as 8-bit RGB; 16-bit grey ("I;16*", "I") is scaled down to 8 bits.
+IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+LABEL_MODES = ("L", "P", *WIDE_MODES)
+MAX_LISTED = 20  # skipped samples named in `test`'s output
 
 
 class BenchmarkDataset(Dataset):
@@ -54,22 +77,58 @@ class BenchmarkDataset(Dataset):
     reduce_zero_label: ClassVar[bool] = False  # raw 0 → ignore, raw v → v - 1
     prepare: ClassVar[str] = "see datasets/README.md"  # how to make the labels, for error messages
 
-    def __init__(self, root: str | Path, split: str, max_images: int | None, num_classes: int) -> None:
+    def __init__(self, root: str | Path, split: str, max_images: int | None, num_classes: int,
+                 skip_bad: bool = False) -> None:
         self.dir = self.locate(Path(root).expanduser())
         self.split = split
         self.num_classes = num_classes
+        self.skip_bad = skip_bad
         entries = self.list_entries(split)
         if max_images is not None:
             entries = entries[:max_images]
         if not entries:
             raise DataError(f"{self.dir}: no '{split}' images found; {self.prepare}")
-        for entry in entries:
-            if not entry.image.is_file():
-                raise DataError(f"image '{entry.image}' of id '{entry.image_id}' not found; {self.prepare}")
-            if not entry.label.is_file():
-                raise DataError(f"image '{entry.image.name}' has no label: '{entry.label}' not found; {self.prepare}")
-        self.entries = entries
+        self.problems: dict[str, str] = {}  # image id → what is wrong
+        first: dict[str, str] = {}  # image id → where it is listed first
+        for entry in tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000):
+            if entry.image_id in first:  # it would be scored twice and its outputs written twice
+                problem = (f"{entry.source or self.dir}: id '{entry.image_id}' is listed twice "
+                           f"(first at {first[entry.image_id]})")
+            else:
+                problem = self._entry_problem(entry)
+            first.setdefault(entry.image_id, entry.source or str(entry.image))
+            if problem:
+                self.problems.setdefault(entry.image_id, problem)
+        if self.problems and not skip_bad:
+            raise DataError(problem_summary(self.problems, len(entries), str(self.dir)))
+        self.entries = [e for e in entries if e.image_id not in self.problems]  # may be none: check-data lists why
         self._lut = label_lut(self.reduce_zero_label)
+
+    def _entry_problem(self, entry: Entry) -> str | None:
+        """What is wrong with an entry that its id and the file headers show, or None."""
+        unsafe = unsafe_id(entry.image_id)
+        if unsafe:
+            where = entry.source or str(self.dir)
+            return (f"{where}: id {entry.image_id!r} {unsafe}: ids must be relative names inside the data set; "
+                    "fix that line")
+        if not entry.image.is_file():
+            return f"image '{entry.image}' of id '{entry.image_id}' not found; {self.prepare}"
+        if not entry.label.is_file():
+            return f"image '{entry.image.name}' has no label: '{entry.label}' not found; {self.prepare}"
+        try:
+            image_mode, image_size = _header(entry.image)
+            label_mode, label_size = _header(entry.label)
+        except DataError as e:
+            return str(e)
+        if image_mode not in IMAGE_MODES + WIDE_MODES:
+            return f"image '{entry.image}' has mode {image_mode}: {_MODE_FIX}"
+        if label_mode not in LABEL_MODES:
+            return (f"label '{entry.label}' has mode {label_mode}: expected a single-channel class-id PNG "
+                    f"(L, P or 16-bit); {self.prepare}")
+        if image_size != label_size:
+            return (f"label '{entry.label}' is {label_size[1]}x{label_size[0]} but image '{entry.image.name}' is "
+                    f"{image_size[1]}x{image_size[0]}: labels must have the image's size; {self.prepare}")
+        return None
 
     @classmethod
     def locate(cls, root: Path) -> Path:
@@ -92,8 +151,16 @@ class BenchmarkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> Sample:
-        entry = self.entries[index]
+    def __getitem__(self, index: int) -> Sample | BadSample:
+        """The sample; with ``skip_bad``, a `BadSample` if it cannot be read."""
+        try:
+            return self._read(self.entries[index])
+        except DataError as e:
+            if self.skip_bad:
+                return BadSample(self.entries[index].image_id, str(e))
+            raise
+
+    def _read(self, entry: Entry) -> Sample:
         image = read_image(entry.image, "RGB")
         raw = read_image(entry.label, None)
         if raw.ndim != 2:
@@ -123,12 +190,41 @@ class BenchmarkDataset(Dataset):
         return self._lut[raw.astype(np.uint8)]
 
     def check_all(self) -> Iterator[str]:
-        """Read every sample and yield one message per problem (with a progress bar)."""
-        for index in tqdm(range(len(self)), desc=f"checking {type(self).__name__}", unit="img"):
+        """Every problem of the data set, one message each: those found at construction
+        (with ``skip_bad``), then those of reading every sample (with a progress bar)."""
+        yield from self.problems.values()
+        for entry in tqdm(self.entries, desc=f"checking {type(self).__name__}", unit="img"):
             try:
-                self[index]
+                self._read(entry)
             except DataError as e:
                 yield str(e)
+
+
+def problem_summary(problems: dict[str, str], total: int, where: str) -> str:
+    """One line: how many of `total` samples have problems, the first few, and the fixes."""
+    first = "; ".join(list(problems.values())[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return (f"{len(problems)} of {total} samples in {where} have problems: {first}{more}; "
+            "`rim-bench check-data` lists them all, data.skip_bad=true scores the rest")
+
+
+def unsafe_id(image_id: str) -> str | None:
+    """Why an id from a split file cannot name files inside the data set, or None.
+
+    An id is joined into input and output paths: it must be relative, without '..' parts,
+    backslashes or NUL characters (an id '/abs/v' would read, and write, '/abs/v.png')."""
+    from pathlib import PurePosixPath
+
+    if not image_id:
+        return "is empty"
+    if "\0" in image_id or "\\" in image_id:
+        return "holds a NUL character or a backslash"
+    path = PurePosixPath(image_id)
+    if path.is_absolute() or image_id.startswith("~"):
+        return "is an absolute path"
+    if ".." in path.parts:
+        return "has a '..' part"
+    return None
 
 
 def label_lut(reduce_zero_label: bool) -> np.ndarray:
@@ -141,11 +237,36 @@ def label_lut(reduce_zero_label: bool) -> np.ndarray:
     return lut
 
 
-def read_image(path: Path, mode: str | None) -> np.ndarray:
-    """Read an image as an array: ``(H, W, 3) uint8`` for mode "RGB", raw indices for mode None."""
+_MODE_FIX = ("expected an 8-bit RGB, L, P or CMYK image (or 16-bit grey, scaled to 8 bits); "
+             "convert it, e.g. with PIL: Image.open(f).convert('RGB').save(f)")
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    """An image file's mode and ``(W, H)`` size, from its header alone (nothing is decoded)."""
     try:
         with Image.open(path) as img:
-            return np.array(img.convert(mode) if mode else img)
+            return img.mode, img.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"'{path}' cannot be read as an image ({e}): re-download or re-convert it") from None
+
+
+def read_image(path: Path, mode: str | None) -> np.ndarray:
+    """Read an image as an array: ``(H, W, 3) uint8`` for mode "RGB", raw indices for mode None.
+
+    16-bit grey images are scaled to 8 bits for "RGB" (a plain conversion would clip them to
+    white); other modes (float, 32-bit values above 65535) are refused with the fix."""
+    try:
+        with Image.open(path) as img:
+            if mode is None:
+                return np.array(img)
+            if img.mode in IMAGE_MODES:
+                return np.array(img.convert(mode))
+            if img.mode in WIDE_MODES:
+                wide = np.array(img).astype(np.int64)
+                if wide.min() >= 0 and wide.max() <= 65535:
+                    grey = Image.fromarray((wide // 257).astype(np.uint8))
+                    return np.array(grey.convert(mode))
+            raise DataError(f"image '{path}' has mode {img.mode}: {_MODE_FIX}")
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"'{path}' cannot be read as an image ({e}): re-download or re-convert it") from None
 
@@ -155,8 +276,10 @@ def load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(read_image(path, "RGB")).permute(2, 0, 1).contiguous()
 
 
-def read_split(path: Path, prepare: str) -> list[str]:
-    """The ids in a split file, one a line."""
+def read_split(path: Path, prepare: str) -> list[tuple[str, str]]:
+    """The ids in a split file, one a line, each with its place (``"<file>:<line>"``); the
+    dataset checks that they are safe (`unsafe_id`)."""
     if not path.is_file():
         raise DataError(f"split file '{path}' not found; {prepare}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [(line.strip(), f"{path}:{n}") for n, line in enumerate(text.splitlines(), start=1) if line.strip()]

@@ -47,7 +47,9 @@ def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     classes = class_list(data)
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
-    return _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes)), classes
+    dataset = _benchmark(data)(data.root, data.split, data.max_images, num_classes=len(classes),
+                               skip_bad=data.get("skip_bad", False))
+    return dataset, classes
 
 
 class ShardSampler(Sampler[int]):

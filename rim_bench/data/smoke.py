@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rim_bench.data.palette import voc_palette
+from rim_bench.io import remove_stale
 
 SMOKE_VERSION: int = 1
 
@@ -443,6 +444,8 @@ def generate_smoke(
         )
 
     root.parent.mkdir(parents=True, exist_ok=True)
+    # A generation killed midway leaves its temporary folder; one an hour old is not running.
+    remove_stale(root.parent, f".{root.name}.*.tmp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the data set is meant to be shared

@@ -28,9 +28,8 @@ class VOCLayout(BenchmarkDataset):
 
     def list_entries(self, split: str) -> list[Entry]:
         ids = read_split(self.dir / self.split_dir / f"{split}.txt", self.prepare)
-        return [
-            Entry(i, self.dir / self.image_dir / f"{i}.jpg", self.dir / self.label_dir / f"{i}.png") for i in ids
-        ]
+        return [Entry(i, self.dir / self.image_dir / f"{i}.jpg", self.dir / self.label_dir / f"{i}.png", source=where)
+                for i, where in ids]
 
 
 @DATASETS.register("voc21")

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, safe_name
+from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, safe_name, set_aside
 from rim_bench.protocols import DenseFeaturizer, RegionEncoder
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -95,8 +95,12 @@ def load_bank(directory: Path) -> ReferenceBank:
             class_names=info["class_names"], subcategory_names=info["subcategory_names"], meta=info["meta"],
         )
     except Exception as e:  # safetensors, JSON and shape errors alike
-        raise DataError(f"the cached bank in '{directory}' cannot be read ({type(e).__name__}: {e}); "
-                        "delete that folder and it is rebuilt") from None
+        raise DamagedCacheError(f"the cached bank in '{directory}' cannot be read ({type(e).__name__}: {e}); "
+                                "delete that folder and it is rebuilt") from None
+
+
+class DamagedCacheError(DataError):
+    """A cache entry exists but cannot be read; `cached_bank` sets it aside and builds it again."""
 
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
@@ -120,9 +124,12 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
     if wait and not (directory / METADATA).is_file():
         _wait_for(directory, failed, rank, poll_seconds, timeout_s)
     if (directory / METADATA).is_file():
-        bank = load_bank(directory)
-        bank.directory = directory
-        return bank, directory, True
+        try:
+            bank = load_bank(directory)
+            bank.directory = directory
+            return bank, directory, True
+        except DamagedCacheError as e:
+            set_aside(directory, e)
     work = directory.with_name(directory.name + ".partial")
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -220,5 +227,20 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any
 
 
 def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+    """Read a shard written by `save_shard` (`DamagedCacheError`, naming it, if it is damaged)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+    except Exception as e:  # safetensors' own errors name no file
+        raise DamagedCacheError(f"cached shard '{path}' cannot be read ({type(e).__name__}: {e})") from None
+
+
+def shard_or_none(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """A stored shard, or None if there is none or it is damaged (then it is set aside, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_shard(path)
+    except DamagedCacheError as e:
+        set_aside(path, e)
+        return None

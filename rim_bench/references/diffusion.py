@@ -39,12 +39,12 @@ from tqdm import tqdm
 from PIL import Image
 
 from rim_bench.config import config_hash, drop_unused_tiny
-from rim_bench.errors import ParamError
-from rim_bench.io import atomic_path, atomic_write_json, safe_name
+from rim_bench.errors import DataError, ParamError
+from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.references.attention import (
     AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
 )
-from rim_bench.references.bank import BuildContext, load_shard, save_shard
+from rim_bench.references.bank import BuildContext, load_shard, save_shard, shard_or_none
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES
@@ -134,9 +134,13 @@ class DiffusionReferences:
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
         path = _shard_path(store, names, sub)
-        if path.is_file():
-            with Image.open(path.with_suffix(".png")) as strip:
-                return strip.convert("RGB")
+        if shard_or_none(path) is not None:
+            try:
+                with Image.open(path.with_suffix(".png")) as strip:
+                    return strip.convert("RGB")
+            except OSError as e:  # a shard implies its strip: both are made again
+                set_aside(path.with_suffix(".png"), e)
+                set_aside(path, "its contact-sheet strip is damaged")
         word = class_word(sub, names)
         prompt = self.prompt.format(subcategory=sub)
         seeds = [reference_seed(self.seed, names[0], sub, i) for i in range(self.images_per_subcategory)]
@@ -179,8 +183,9 @@ class DiffusionReferences:
         images = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
         maps = torch.zeros(0, self.image_size, self.image_size, dtype=torch.float16)
         stored: list[int] = []
-        if path.is_file():
-            tensors, info = load_shard(path)
+        shard = shard_or_none(path)
+        if shard is not None:
+            tensors, info = shard
             stored = info.get("seeds") or []
             if stored[:len(seeds)] == seeds[:len(stored)]:  # the same first images, fewer or more
                 images, maps = tensors["images"].numpy(), tensors["maps"]
@@ -188,6 +193,7 @@ class DiffusionReferences:
                 stored = []
         if len(stored) < len(seeds):
             pipe = self._generator(ctx.device)
+            _check_prompt_length(pipe.tokenizer, prompt, names[0])
             new = []
             with ctx.timer("generation"):
                 for seed in seeds[len(stored):]:
@@ -253,6 +259,15 @@ _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
 # Parameters that make the generated images and attention maps (before τ, SAM and DINOv2);
 # not the number of images per subcategory: more images are appended to the stored ones.
 _GENERATION_KEY = ("model", "tiny", "prompt", "image_size", "steps", "guidance", "resolutions", "seed")
+
+
+def _check_prompt_length(tokenizer, prompt: str, class_name: str) -> None:
+    """A prompt past the text encoder's length would lose the class word: a one-line error."""
+    limit = tokenizer.model_max_length
+    if len(tokenizer(prompt).input_ids) > limit:
+        short = lambda text: text if len(text) <= 60 else text[:57] + "..."  # noqa: E731
+        raise DataError(f"class '{short(class_name)}': the prompt '{short(prompt)}' is longer than the text "
+                        f"encoder's {limit} tokens; use a shorter class name or subcategory phrase")
 
 
 def _shard_path(store: Path, names: list[str], subcategory: str) -> Path:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from rim_bench.data.base import load_rgb
+from rim_bench.data.base import load_rgb, unsafe_id
 from rim_bench.errors import DataError, ParamError
 from rim_bench.references.bank import BuildContext
 from rim_bench.registry import REFERENCE_SOURCES
@@ -59,7 +59,7 @@ class ExemplarReferences:
             raise DataError(f"exemplar folder '{self.root}' does not exist (references.exemplars.root)")
         found: list[Exemplar] = []
         for class_id, name in enumerate(class_names):
-            class_dir = self.root / name
+            class_dir = self._class_dir(name)
             subdirs = sorted(p for p in class_dir.iterdir() if p.is_dir()) if class_dir.is_dir() else []
             subdirs = subdirs[: self.n_subcategories]
             before = len(found)
@@ -77,6 +77,20 @@ class ExemplarReferences:
                     f"(class folders found: {', '.join(have) or 'none'})"
                 )
         return found
+
+    def _class_dir(self, name: str) -> Path:
+        """``<root>/<class name>``; a class name that cannot be one folder inside root is a `DataError`."""
+        problem = unsafe_id(name) or ("holds a '/'" if "/" in name else None)
+        if problem is None:
+            try:
+                (self.root / name).is_dir()
+            except OSError as e:  # e.g. a name longer than the file system allows
+                problem = f"is not a valid folder name: {e.strerror}"
+        if problem:
+            short = name if len(name) <= 60 else name[:57] + "..."
+            raise DataError(f"class '{short}' {problem}, so it cannot name an exemplar folder under '{self.root}'; "
+                            "rename the class or use other references")
+        return self.root / name
 
     def cache_spec(self, class_names: list[str]) -> dict:
         """The files (with size and modification time) that the bank is built from."""
