@@ -31,30 +31,19 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
-    # Every (true, predicted) value pair gets a cell of an R x R table, R covering the classes
-    # and the ignore index; values that are neither show up in their own rows and columns.
-    radix = max(num_classes, ignore_index) + 1
-    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
-    for values, what in ((t, "label"), (p, "prediction")):
-        low, high = torch.aminmax(values) if values.numel() else (values.new_tensor(0), values.new_tensor(0))
-        if low < 0 or high >= radix:
-            _bad_values(values[(values < 0) | (values >= radix)], what, num_classes, ignore_index)
-    counts = torch.bincount(t * radix + p, minlength=radix * radix).reshape(radix, radix)
-    stray = counts[num_classes:].clone()
-    stray[ignore_index - num_classes] = 0  # (stray rows: true values ≥ C; the ignore index's row is not scored)
-    if stray.any():
-        _bad_values(torch.nonzero(stray.sum(1))[:, 0] + num_classes, "label", num_classes, ignore_index)
-    scored = counts[:num_classes]
-    stray_pred = scored[:, num_classes:].clone()
-    stray_pred[:, ignore_index - num_classes] = 0
-    if stray_pred.any():
-        _bad_values(torch.nonzero(stray_pred.sum(0))[:, 0] + num_classes, "prediction", num_classes, ignore_index)
-    return torch.cat([scored[:, :num_classes], scored[:, ignore_index:ignore_index + 1]], dim=1)
-
-
-def _bad_values(values: Tensor, what: str, num_classes: int, ignore_index: int) -> None:
-    raise ValueError(f"{what} values {sorted(set(values.unique().tolist()))} outside [0, {num_classes}) "
-                     f"and not {ignore_index}")
+    # Shift ids by one so that 0 stands for the ignore index: a (C + 1) x (C + 1) table whose
+    # row 0 (target not scored) is dropped and whose column 0 (unassigned) goes last.
+    shifted = []
+    for values, what in ((target.reshape(-1).long(), "label"), (pred.reshape(-1).long(), "prediction")):
+        ids = torch.where(values == ignore_index, 0, values + 1)
+        if ids.numel() and (values.min() < 0 or ids.max() > num_classes):
+            bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
+            raise ValueError(f"{what} values {sorted(set(bad.unique().tolist()))} outside [0, {num_classes}) "
+                             f"and not {ignore_index}")
+        shifted.append(ids)
+    size = num_classes + 1
+    counts = torch.bincount(shifted[0] * size + shifted[1], minlength=size * size).reshape(size, size)
+    return torch.cat([counts[1:, 1:], counts[1:, :1]], dim=1)
 
 
 def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
