@@ -31,19 +31,30 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
-    # Shift ids by one so that 0 stands for the ignore index: a (C + 1) x (C + 1) table whose
-    # row 0 (target not scored) is dropped and whose column 0 (unassigned) goes last.
-    shifted = []
-    for values, what in ((target.reshape(-1).long(), "label"), (pred.reshape(-1).long(), "prediction")):
-        ids = torch.where(values == ignore_index, 0, values + 1)
-        if ids.numel() and (values.min() < 0 or ids.max() > num_classes):
-            bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
+    # One bincount over (true value, predicted value) pairs of the raw values, then keep the rows of
+    # the classes (the ignore row is not scored) and the columns of the classes and "unassigned":
+    # no per-pixel remapping, and a value outside both sets shows as counts left out.
+    bins = max(num_classes, ignore_index) + 1
+    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
+    for values in (t, p):
+        if values.numel() and (values.min() < 0 or values.max() >= bins):
+            _raise_bad_values(t, p, num_classes, ignore_index)
+    counts = torch.bincount(t * bins + p, minlength=bins * bins).reshape(bins, bins)
+    keep = torch.cat([torch.arange(num_classes, device=counts.device),
+                      torch.tensor([ignore_index], device=counts.device)])
+    kept = counts[:num_classes][:, keep]
+    if int(kept.sum()) + int(counts[ignore_index, keep].sum()) != t.numel():
+        _raise_bad_values(t, p, num_classes, ignore_index)
+    return kept
+
+
+def _raise_bad_values(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Name the values of the label (else the prediction) outside ``[0, C)`` and not the ignore index."""
+    for values, what in ((target, "label"), (pred, "prediction")):
+        bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
+        if bad.numel():
             raise ValueError(f"{what} values {sorted(set(bad.unique().tolist()))} outside [0, {num_classes}) "
                              f"and not {ignore_index}")
-        shifted.append(ids)
-    size = num_classes + 1
-    counts = torch.bincount(shifted[0] * size + shifted[1], minlength=size * size).reshape(size, size)
-    return torch.cat([counts[1:, 1:], counts[1:, :1]], dim=1)
 
 
 def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
