@@ -7,6 +7,7 @@
     rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
+    rim-bench plan       [experiment=NAME] [dotted.key=value ...]   checks, cached work and projected cost of a run
     rim-bench segment IMAGE... --classes a,b experiment=NAME [--out DIR] [key=value ...]  your images
     rim-bench report RUN_DIR... [--out DIR]                          result folders → report.md, report.html
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
@@ -36,6 +37,7 @@ CONFIG_COMMANDS = {
     "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path); see configs/sweep/",
     "compare": "run several methods (methods=[rim,cosine,...], configs/baseline/) on one benchmark, one table",
     "config": "print the resolved config and its result hash",
+    "plan": "check the weights, count what is cached, run one image and one reference, project the run's cost",
 }
 
 
@@ -121,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             from rim_bench.runner import check_data
 
             check_data(cfg)
+        elif args.command == "plan":
+            from rim_bench.plan import run_plan
+
+            run_plan(cfg)
         elif args.command == "build-bank":
             from rim_bench.runner import build_bank
 

@@ -168,7 +168,9 @@ class RIMModule(L.LightningModule):
     def _finish_scoring(self) -> None:
         leader = self.scores["mIoU"]  # holds the collection's one confusion matrix
         assert isinstance(leader, SegmentationScore)
-        self.results = {k: v.cpu() for k, v in leader.all_scores().items()}
+        scores = leader.all_scores()
+        # torchmetrics squeezes one-element outputs: a one-class vocabulary's (1,) IoU comes back 0-d.
+        self.results = {k: (v.reshape(-1) if k in ("iou", "acc") else v).cpu() for k, v in scores.items()}
         self.results["skipped"] = self._all_skipped()
 
     def _all_skipped(self) -> dict[str, str]:

@@ -31,30 +31,30 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
-    # Every (true, predicted) value pair gets a cell of an R x R table, R covering the classes
-    # and the ignore index; values that are neither show up in their own rows and columns.
-    radix = max(num_classes, ignore_index) + 1
+    # One bincount over (true value, predicted value) pairs of the raw values, then keep the rows of
+    # the classes (the ignore row is not scored) and the columns of the classes and "unassigned":
+    # no per-pixel remapping, and a value outside both sets shows as counts left out.
+    bins = max(num_classes, ignore_index) + 1
     t, p = target.reshape(-1).long(), pred.reshape(-1).long()
-    for values, what in ((t, "label"), (p, "prediction")):
-        low, high = torch.aminmax(values) if values.numel() else (values.new_tensor(0), values.new_tensor(0))
-        if low < 0 or high >= radix:
-            _bad_values(values[(values < 0) | (values >= radix)], what, num_classes, ignore_index)
-    counts = torch.bincount(t * radix + p, minlength=radix * radix).reshape(radix, radix)
-    stray = counts[num_classes:].clone()
-    stray[ignore_index - num_classes] = 0  # (stray rows: true values ≥ C; the ignore index's row is not scored)
-    if stray.any():
-        _bad_values(torch.nonzero(stray.sum(1))[:, 0] + num_classes, "label", num_classes, ignore_index)
-    scored = counts[:num_classes]
-    stray_pred = scored[:, num_classes:].clone()
-    stray_pred[:, ignore_index - num_classes] = 0
-    if stray_pred.any():
-        _bad_values(torch.nonzero(stray_pred.sum(0))[:, 0] + num_classes, "prediction", num_classes, ignore_index)
-    return torch.cat([scored[:, :num_classes], scored[:, ignore_index:ignore_index + 1]], dim=1)
+    for values in (t, p):
+        if values.numel() and (values.min() < 0 or values.max() >= bins):
+            _raise_bad_values(t, p, num_classes, ignore_index)
+    counts = torch.bincount(t * bins + p, minlength=bins * bins).reshape(bins, bins)
+    keep = torch.cat([torch.arange(num_classes, device=counts.device),
+                      torch.tensor([ignore_index], device=counts.device)])
+    kept = counts[:num_classes][:, keep]
+    if int(kept.sum()) + int(counts[ignore_index, keep].sum()) != t.numel():
+        _raise_bad_values(t, p, num_classes, ignore_index)
+    return kept
 
 
-def _bad_values(values: Tensor, what: str, num_classes: int, ignore_index: int) -> None:
-    raise ValueError(f"{what} values {sorted(set(values.unique().tolist()))} outside [0, {num_classes}) "
-                     f"and not {ignore_index}")
+def _raise_bad_values(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Name the values of the label (else the prediction) outside ``[0, C)`` and not the ignore index."""
+    for values, what in ((target, "label"), (pred, "prediction")):
+        bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
+        if bad.numel():
+            raise ValueError(f"{what} values {sorted(set(bad.unique().tolist()))} outside [0, {num_classes}) "
+                             f"and not {ignore_index}")
 
 
 def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:

@@ -28,6 +28,9 @@ class RegionCache:
     def _path(self, image_id: str) -> Path:
         return file_in(self.directory, image_id, ".safetensors")  # "a/b" and "a_b" get two files
 
+    def __contains__(self, image_id: str) -> bool:
+        return self._path(image_id).is_file()
+
     def get(self, image_id: str) -> tuple[Tensor, Tensor] | None:
         """``(H, W) int64`` region map and ``(N, D) float32`` features, or None if not cached."""
         path = self._path(image_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from rim_bench.features.dense import DinoV2Featurizer
@@ -44,3 +45,26 @@ def test_stable_diffusion_from_a_local_directory(tmp_path: Path):
     a = generate_with_attention(tiny, "a photo of a cat", "cat", [3], 64, 2, 7.5, (16,))
     b = generate_with_attention(loaded, "a photo of a cat", "cat", [3], 64, 2, 7.5, (16,))
     assert np.abs(a[0].astype(int) - b[0].astype(int)).max() <= 1 and torch.allclose(a[1], b[1], atol=1e-4)
+
+
+def test_sam_is_shared_while_in_use_and_checked_against_the_checkpoint(tmp_path: Path):
+    import gc
+    import weakref
+
+    from rim_bench.backbones.sam import load_sam
+    from rim_bench.errors import ConfigError
+
+    a = load_sam("tiny", None, 0, "cpu", key="proposer.sam")
+    assert load_sam("tiny", None, 0, "cpu", key="references.diffusion.sam") is a  # the proposer's and the references'
+    assert load_sam("tiny", None, 1, "cpu", key="proposer.sam") is not a
+    alive = weakref.ref(a)
+    del a
+    gc.collect()
+    assert alive() is None  # the cache does not keep a model nobody uses
+    # A ViT-B checkpoint under model_type=vit_h: one line, before segment-anything's load_state_dict.
+    checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, checkpoint)
+    with pytest.raises(ConfigError, match=r"^proposer\.sam\.model_type: 'vit_h' does not fit sam_vit_b_01ec64\.pth, "
+                                          r"which holds a vit_b image encoder \(768 wide\); "
+                                          r"set proposer\.sam\.model_type=vit_b"):
+        load_sam("vit_h", str(checkpoint), 0, "cpu", key="proposer.sam")

@@ -91,3 +91,15 @@ def test_confusion_matrix_equals_counting_pixels_one_by_one():
         confusion_matrix(p, torch.full_like(t, -1), num_classes=5)
     with pytest.raises(ValueError, match=r"prediction values \[300\]"):
         confusion_matrix(torch.full_like(p, 300), t, num_classes=5)
+
+
+def test_a_bad_value_is_named_also_where_the_label_is_ignored():
+    target = torch.full((4, 4), 255)
+    target[0] = 1
+    pred = torch.zeros(4, 4, dtype=torch.long)
+    pred[3, 3] = 7  # on an ignored pixel: still a bug of the method, not of the data
+    with pytest.raises(ValueError, match=r"prediction values \[7\]"):
+        confusion_matrix(pred, target, num_classes=3)
+    target[2, 2] = 300
+    with pytest.raises(ValueError, match=r"label values \[300\]"):
+        confusion_matrix(pred, target, num_classes=3)

@@ -2,11 +2,17 @@
 
 `load_sam` builds ``vit_h`` / ``vit_l`` / ``vit_b`` from a checkpoint file through
 segment-anything's own `sam_model_registry`, or ``"tiny"``: a random-init SAM with a
-2-layer image encoder at 256 px that runs in well under a second on a CPU.
+2-layer image encoder at 256 px that runs in well under a second on a CPU. Before
+building, it checks that the checkpoint is readable and holds the image encoder that
+``model_type`` names (`checkpoint_model_type`); `released_checkpoint` says which
+released file a checkpoint is, by its size (and, on request, its MD5).
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +23,40 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from rim_bench.errors import ConfigError
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
+# The image encoder's width per model type (segment_anything/build_sam.py: encoder_embed_dim).
+ENCODER_WIDTH = {"vit_h": 1280, "vit_l": 1024, "vit_b": 768}
+_PATCH_EMBED = "image_encoder.patch_embed.proj.weight"  # (width, 3, 16, 16)
+
+
+@dataclass(frozen=True)
+class Release:
+    """A checkpoint Meta released (links in segment-anything's README, "Model Checkpoints")."""
+
+    file: str
+    bytes: int
+    md5: str  # the 6 hex digits in the file name are its start
+
+    @property
+    def url(self) -> str:
+        return f"https://dl.fbaipublicfiles.com/segment_anything/{self.file}"
+
+
+# Sizes and MD5s as listed, identically, by several independent download manifests of public
+# projects (e.g. Fooocus-derived models_info tables and cellpose-style checksum tables); see docs/weights.md.
+RELEASES = {
+    "vit_h": Release("sam_vit_h_4b8939.pth", 2564550879, "4b8939a88964f0f4ff5f5b2642c598a6"),
+    "vit_l": Release("sam_vit_l_0b3195.pth", 1249524607, "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_b": Release("sam_vit_b_01ec64.pth", 375042383, "01ec64d29a2fca3f0661936605ae66f8"),
+}
+
+
+# Models loaded and still in use, by what made them: the region proposer and the references'
+# prompted SAM share one model when their settings agree (ViT-H is 2.5 GB in fp32).
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.device | str, key: str) -> Sam:
-    """SAM in eval mode on `device`.
+    """SAM in eval mode on `device`; the same object again while one made alike is in use there.
 
     Args:
         model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny``.
@@ -28,20 +64,79 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.d
         seed: initialises the ``tiny`` model.
         key: the config block that holds these values, for error messages (``proposer.sam``).
     """
+    device = torch.device(device)
+    made_by = (model_type, str(Path(checkpoint).expanduser().resolve()) if checkpoint else None,
+               seed if model_type == "tiny" else None, str(device))
+    loaded = _LOADED.get(made_by)
+    if loaded is not None and next(loaded.parameters()).device == device:  # not moved since (Lightning does)
+        return loaded
     if model_type == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             sam = _tiny_sam()
-    elif model_type in MODEL_TYPES:
-        if checkpoint is None or not Path(checkpoint).expanduser().is_file():
-            raise ConfigError(
-                f"{key}.checkpoint: SAM checkpoint '{checkpoint}' not found: download sam_{model_type}_*.pth "
-                f"(links in the segment-anything README) and set {key}.checkpoint=PATH"
-            )
-        sam = sam_model_registry[model_type](checkpoint=str(Path(checkpoint).expanduser()))
     else:
+        check_checkpoint(model_type, checkpoint, key)
+        sam = sam_model_registry[model_type](checkpoint=str(Path(checkpoint).expanduser()))
+    sam = sam.to(device).eval()
+    _LOADED[made_by] = sam
+    return sam
+
+
+def check_checkpoint(model_type: str, checkpoint: str | None, key: str) -> Path:
+    """The checkpoint's path, once it exists and holds a ``model_type`` image encoder; else a
+    one-line `ConfigError` (segment-anything itself fails deep in ``load_state_dict``)."""
+    if model_type not in MODEL_TYPES:
         raise ConfigError(f"{key}.model_type: unknown '{model_type}' (choose {', '.join(MODEL_TYPES)} or tiny)")
-    return sam.to(device).eval()
+    path = Path(checkpoint).expanduser() if checkpoint else None
+    if path is None or not path.is_file():
+        release = RELEASES[model_type]
+        raise ConfigError(
+            f"{key}.checkpoint: SAM checkpoint '{checkpoint}' not found: download {release.file} "
+            f"({release.url}, see docs/weights.md) and set {key}.checkpoint=PATH"
+        )
+    found = checkpoint_model_type(path, key)
+    if found != model_type:
+        raise ConfigError(
+            f"{key}.model_type: '{model_type}' does not fit {path.name}, which holds a {found} image encoder "
+            f"({ENCODER_WIDTH[found]} wide); set {key}.model_type={found} or give a {model_type} checkpoint"
+        )
+    return path
+
+
+def checkpoint_model_type(path: Path, key: str) -> str:
+    """``vit_h`` / ``vit_l`` / ``vit_b`` by the width of the checkpoint's patch embedding.
+
+    The state dict is memory-mapped: only that one tensor is read, in milliseconds even for ViT-H.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        width = int(state[_PATCH_EMBED].shape[0])
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        size = path.stat().st_size
+        hint = next((f"; the released {r.file} is {r.bytes:,} B" for r in RELEASES.values() if r.file == path.name), "")
+        raise ConfigError(f"{key}.checkpoint: {path} ({size:,} B) is not a readable SAM state dict "
+                          f"({type(e).__name__}){hint}: a partial download? Download it again") from None
+    by_width = {w: t for t, w in ENCODER_WIDTH.items()}
+    if width not in by_width:
+        raise ConfigError(f"{key}.checkpoint: {path}'s image encoder is {width} wide, not a SAM ViT-B/L/H")
+    return by_width[width]
+
+
+def released_checkpoint(path: Path, md5: bool = False) -> tuple[Release | None, str]:
+    """Which released checkpoint `path` is, by size (and MD5 if asked), and a line saying so."""
+    size = path.stat().st_size
+    release = next((r for r in RELEASES.values() if r.bytes == size), None)
+    if release is None:
+        return None, f"{size:,} B: not a released SAM checkpoint (fine for your own or random weights)"
+    if not md5:
+        return release, f"the size of the released {release.file}"
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != release.md5:
+        return None, f"the size of {release.file} but not its MD5 ({digest.hexdigest()}): a damaged download"
+    return release, f"the released {release.file} (size and MD5)"
 
 
 def _tiny_sam() -> Sam:

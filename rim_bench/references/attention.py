@@ -100,12 +100,19 @@ class CapturingProcessor:
         return out / attn.rescale_output_factor
 
 
+def is_cross_attention(processor_name: str) -> bool:
+    """Whether a UNet processor (``down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor``)
+    is a cross-attention to the text: diffusers' transformer blocks name self-attention ``attn1``
+    and the attention to the prompt ``attn2``."""
+    return processor_name.endswith("attn2.processor")
+
+
 @contextmanager
 def capture_cross_attention(unet: Any, store: AttentionStore) -> Iterator[AttentionStore]:
     """Route the UNet's cross-attention through `store` inside the block; restore after."""
     original = dict(unet.attn_processors)
     unet.set_attn_processor({
-        name: CapturingProcessor(store, proc) if name.endswith("attn2.processor") else proc
+        name: CapturingProcessor(store, proc) if is_cross_attention(name) else proc
         for name, proc in original.items()
     })
     try:

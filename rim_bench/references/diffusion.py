@@ -120,12 +120,57 @@ class DiffusionReferences:
             atomic_write_json(ctx.work_dir / REPORT, report)
         return bank
 
+    def pending(self, store_root: Path, feature_spec: dict, classes: list[list[str]],
+                device_type: str) -> dict[str, dict[str, int]]:
+        """Per class, what a build would still make: ``images`` to generate and ``shards``
+        ((class, subcategory) references to segment and pool) of its ``subcategories``."""
+        table = load_subcategories(self.subcategories, [names[0] for names in classes], self.n_subcategories)
+        store = self._store_dir(store_root, feature_spec)
+        counts = {}
+        for names in classes:
+            subs = table[names[0]]
+            missing = [sub for sub in subs if not shard_path(store, names, sub).is_file()]
+            images = 0
+            for sub in missing:
+                path = self._generated_path(store_root, device_type, names, sub)
+                stored = load_shard(path)[1].get("seeds") or [] if path.is_file() else []
+                images += max(0, self.images_per_subcategory - len(stored))
+            counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
+        return counts
+
+    def load_models(self, device: torch.device):
+        """Stable Diffusion (returned) and the prompted SAM, as a build loads them."""
+        self._prompted_segmenter(device)
+        return self._generator(device)
+
+    def probe(self, ctx: BuildContext, steps: int) -> None:
+        """Make one reference of the first class's first subcategory, from one image generated
+        in `steps` denoising steps, through a build's own path (for `rim-bench plan`: give
+        `ctx` a scratch `store_root`, since these are not the configured settings)."""
+        names = ctx.classes[0]
+        sub = load_subcategories(self.subcategories, ctx.class_names, 1)[names[0]][0]
+        saved = self.images_per_subcategory, self.steps
+        self.images_per_subcategory, self.steps = 1, steps
+        try:
+            self._subcategory(ctx, names, sub, self._store(ctx))
+        finally:
+            self.images_per_subcategory, self.steps = saved
+
     def _store(self, ctx: BuildContext) -> Path:
+        return self._store_dir(ctx.store_root, ctx.feature_spec)
+
+    def _store_dir(self, store_root: Path, feature_spec: dict) -> Path:
         """Where this generator's shards live: keyed by all that makes a reference, except
         which and how many subcategories a bank takes."""
         spec = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _NOT_IN_STORE_KEY}
         spec = drop_unused_tiny(spec)
-        return ctx.store_root / "references" / config_hash({**ctx.feature_spec, "generation": spec})
+        return store_root / "references" / config_hash({**feature_spec, "generation": spec})
+
+    def _generated_path(self, store_root: Path, device_type: str, names: list[str], sub: str) -> Path:
+        """The stored images and attention maps of one (class, subcategory); `device_type`
+        is part of the key since CUDA generates in fp16 and the CPU in fp32."""
+        spec = drop_unused_tiny({k: getattr(self, k) for k in GENERATION_KEY})
+        return shard_path(store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
 
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
@@ -173,18 +218,18 @@ class DiffusionReferences:
         does not depend on how many are asked for, so asking for more generates only the new
         ones and a bank never depends on what was generated before.
         """
-        device_type = torch.device(ctx.device).type  # fp16 on CUDA, fp32 on the CPU: other images
-        spec = drop_unused_tiny({k: getattr(self, k) for k in GENERATION_KEY})
-        path = shard_path(ctx.store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+        path = self._generated_path(ctx.store_root, torch.device(ctx.device).type, names, sub)
+
+        record: dict = {}  # what was captured (token indices, attention calls), stored for checks
 
         def generate(seed: int) -> tuple[np.ndarray, torch.Tensor]:
             pipe = self._generator(ctx.device)
             check_prompt_length(pipe.tokenizer, prompt, names[0])
             with ctx.timer("generation"):
                 return generate_with_attention(pipe, prompt, word, [seed], self.image_size,
-                                               self.steps, self.guidance, self.resolutions)
+                                               self.steps, self.guidance, self.resolutions, record=record)
 
-        return stored_generations(path, prompt, word, seeds, self.image_size, generate)
+        return stored_generations(path, prompt, word, seeds, self.image_size, generate, record)
 
     def _segment(self, ctx: BuildContext, segmenter, image: np.ndarray, attention: np.ndarray,
                  binary: np.ndarray) -> np.ndarray:

@@ -35,9 +35,14 @@ def reference_seed(seed: int, class_name: str, subcategory: str, index: int) -> 
 
 @torch.no_grad()
 def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size: int, steps: int,
-                            guidance: float, resolutions: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
+                            guidance: float, resolutions: tuple[int, ...],
+                            record: dict | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Generate one image per seed and the class word's attention map of each.
 
+    Args:
+        record: if given, filled with what was captured, for checks: the class word's
+            ``token_indices`` in the tokenized prompt and ``attention_calls``, the number of
+            cross-attention calls captured per map side (layers at that side x steps).
     Returns:
         ``(B, size, size, 3) uint8`` images and ``(B, size, size)`` float maps in [0, 1] (CPU).
     """
@@ -49,16 +54,20 @@ def generate_with_attention(pipe, prompt: str, word: str, seeds: list[int], size
         out = pipe([prompt] * len(seeds), height=size, width=size, num_inference_steps=steps,
                    guidance_scale=guidance, generator=generators, output_type="np")
     images = (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
+    if record is not None:
+        record.update(token_indices=indices, attention_calls={str(side): n for side, n in sorted(store.counts.items())})
     return images, store.maps((size, size)).cpu()
 
 
 def stored_generations(path: Path, prompt: str, word: str, seeds: list[int], image_size: int,
-                       generate: Callable[[int], tuple[np.ndarray, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:
+                       generate: Callable[[int], tuple[np.ndarray, torch.Tensor]],
+                       record: dict | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """The images and attention maps for `seeds`, read from the shard at `path`, the missing
     ones made by ``generate(seed)`` (one at a time: batching changes a few pixels) and stored.
 
     Seeds do not depend on how many images are asked for, so asking for more generates only
-    the new ones and a bank never depends on what was generated before.
+    the new ones and a bank never depends on what was generated before. `record` (filled by
+    `generate`) is stored with them.
 
     Returns:
         ``(len(seeds), size, size, 3) uint8`` images and ``(len(seeds), size, size)`` float maps.
@@ -80,7 +89,7 @@ def stored_generations(path: Path, prompt: str, word: str, seeds: list[int], ima
         maps = torch.cat([maps, *(m.half() for _, m in new)])
         stored = seeds
         save_shard(path, {"images": torch.from_numpy(images), "maps": maps},
-                   {"prompt": prompt, "word": word, "seeds": stored})
+                   {"prompt": prompt, "word": word, "seeds": stored, **(record or {})})
     return images[:len(seeds)], maps[:len(seeds)].float()  # fp16 maps, as stored
 
 

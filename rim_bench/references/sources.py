@@ -47,6 +47,20 @@ def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
     return MixedReferences(sources), references_spec(block)
 
 
+def bank_key(cfg: DictConfig, source: ReferenceSource, spec: dict, classes: list[list[str]]) -> dict:
+    """What a bank's cache folder is keyed by: the featurizer, the pooling, the reference source's
+    config (`spec`) and content (files, subcategory phrases), and the vocabulary (with its synonyms
+    where the source reads them: `rim-bench segment --classes a,b` then finds the bank `rim-bench test` built)."""
+    class_names = [names[0] for names in classes]
+    return {
+        "featurizer": key_spec(cfg.featurizer, "featurizer"),
+        "pooling": key_spec(cfg.pooling, "pooling"),
+        "references": spec,
+        "content": source.cache_spec(class_names),
+        "classes": classes if source.uses_synonyms else class_names,
+    }
+
+
 def bank_for_config(
     cfg: DictConfig, featurizer: DenseFeaturizer, encoder: RegionEncoder, classes: list[list[str]],
     device: torch.device, timer: StageTimer, rank: int = 0, world_size: int = 1,
@@ -54,20 +68,11 @@ def bank_for_config(
 ) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank that `cfg` describes from the cache, or build (a share of) it.
 
-    The cache key holds the featurizer, the pooling, the reference source's config and
-    content (files, subcategory phrases) and the vocabulary (with its synonyms where the source
-    reads them: `rim-bench segment --classes a,b` then finds the bank `rim-bench test` built). With `wait`,
-    another process builds it and this one waits (see `cached_bank`).
+    The cache key is `bank_key`. With `wait`, another process builds it and this one waits
+    (see `cached_bank`).
     """
     source, spec = build_references(cfg.references)
-    class_names = [names[0] for names in classes]
-    key = {
-        "featurizer": key_spec(cfg.featurizer, "featurizer"),
-        "pooling": key_spec(cfg.pooling, "pooling"),
-        "references": spec,
-        "content": source.cache_spec(class_names),
-        "classes": classes if source.uses_synonyms else class_names,
-    }
+    key = bank_key(cfg, source, spec, classes)
 
     def build(work_dir: Path) -> ReferenceBank:
         ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer,

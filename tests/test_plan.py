@@ -1,0 +1,134 @@
+"""`rim-bench plan`: the four mistakes it reports in one line each, before loading a model, and a
+plan on the smoke benchmark (the real-size plan is in test_real_size.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from rim_bench import plan
+from rim_bench.backbones.sam import RELEASES, released_checkpoint
+from rim_bench.cli import main
+from rim_bench.config import load_config
+
+SAM = ["proposer.name=sam", "proposer.sam.model_type=vit_b"]
+
+
+def _plan_errors(capsys, *overrides: str) -> list[str]:
+    """Run `rim-bench plan experiment=smoke ...`, expecting it to stop; its error lines."""
+    assert main(["plan", "experiment=smoke", *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("rim-bench: error: ") for line in err), err
+    return err
+
+
+def _fake_sam(path: Path, width: int) -> Path:
+    """A state dict holding only SAM's patch embedding, ``(width, 3, 16, 16)``: enough to tell the model type."""
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(width, 3, 16, 16)}, path)
+    return path
+
+
+def test_wrong_checkpoint_path(capsys, tmp_path):
+    err = _plan_errors(capsys, *SAM, f"proposer.sam.checkpoint={tmp_path / 'sam_vit_b.pth'}")
+    assert "proposer.sam.checkpoint: SAM checkpoint" in err[0] and "not found: download sam_vit_b_01ec64.pth" in err[0]
+    assert "nothing was loaded" in err[-1]
+
+
+def test_model_type_that_does_not_fit_the_checkpoint(capsys, tmp_path):
+    checkpoint = _fake_sam(tmp_path / "sam_vit_h_4b8939.pth", 1280)
+    err = _plan_errors(capsys, *SAM, f"proposer.sam.checkpoint={checkpoint}")
+    assert "proposer.sam.model_type: 'vit_b' does not fit sam_vit_h_4b8939.pth, which holds a vit_h image encoder" \
+        in err[0] and "set proposer.sam.model_type=vit_h" in err[0]
+
+
+def test_truncated_checkpoint(capsys, tmp_path):
+    checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
+    checkpoint.write_bytes(_fake_sam(tmp_path / "whole.pth", 768).read_bytes()[:1000])
+    err = _plan_errors(capsys, *SAM, f"proposer.sam.checkpoint={checkpoint}")
+    assert "is not a readable SAM state dict" in err[0]
+    assert "the released sam_vit_b_01ec64.pth is 375,042,383 B" in err[0]
+
+
+def test_hub_id_not_in_the_local_cache_while_offline(capsys, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    err = _plan_errors(capsys, "featurizer.dinov2.model=facebook/dinov2-base")
+    assert err[0] == ("rim-bench: error: featurizer.dinov2.model: 'facebook/dinov2-base' is not in the local hub cache "
+                      "and HF_HUB_OFFLINE is set: run `hf download facebook/dinov2-base` where there is a network "
+                      "(see docs/weights.md), or pass a local folder")
+    # Once in the cache (huggingface-hub's layout), it is found without a network.
+    snapshot = tmp_path / "hub/models--facebook--dinov2-base/snapshots/abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs/main").write_text("abc123")
+    cfg = load_config(["experiment=smoke", "featurizer.dinov2.model=facebook/dinov2-base"])
+    notes, problems = plan.check_weights(cfg, torch.device("cpu"))
+    assert not problems and "(hub cache" in notes[0]
+
+
+def test_local_folder_that_is_not_a_model(capsys, tmp_path):
+    err = _plan_errors(capsys, f"featurizer.dinov2.model={tmp_path}")
+    assert f"featurizer.dinov2.model: '{tmp_path}' is not a model folder (no config.json in it)" in err[0]
+
+
+def test_gpu_too_small(capsys, tmp_path, monkeypatch):
+    import rim_bench.runner
+
+    monkeypatch.setattr(rim_bench.runner, "build_device", lambda cfg: torch.device("cuda"))
+    monkeypatch.setattr(plan, "gpu_memory_bytes", lambda: 1_000_000_000)
+    err = _plan_errors(capsys)
+    assert "trainer: the GPU has 1.0 GB but these settings need about 2.1 GB" in err[0]
+
+
+def test_gpu_memory_estimate_at_real_sizes():
+    # SAM ViT-H, SD 1.5 in fp16 (half its 4.3 GB fp32 files), DINOv2-B: fits 24 GB, not 6 GB.
+    weights = {"SAM vit_h": RELEASES["vit_h"].bytes, "sd15": 2_130_000_000, "dinov2": 346_000_000}
+    assert plan.check_gpu_memory(weights, 24 * 1024**3) is None
+    assert "the GPU has 6.0 GB but these settings need about 7.2 GB" in plan.check_gpu_memory(weights, 6_000_000_000)
+
+
+def test_released_checkpoint_by_size(tmp_path):
+    sparse = tmp_path / "sam.pth"
+    with open(sparse, "wb") as f:  # a sparse file of ViT-B's size: no disk used
+        f.truncate(RELEASES["vit_b"].bytes)
+    release, line = released_checkpoint(sparse)
+    assert release is RELEASES["vit_b"] and "released sam_vit_b_01ec64.pth" in line
+    release, line = released_checkpoint(sparse, md5=True)
+    assert release is None and "not its MD5" in line
+    small = tmp_path / "own.pth"
+    small.write_bytes(b"x" * 10)
+    assert released_checkpoint(small)[0] is None
+
+
+def test_plan_on_smoke(capsys, smoke_root):
+    report = plan.run_plan(load_config(["experiment=smoke", f"data.root={smoke_root}"]))
+    out = capsys.readouterr().out
+    assert "images: 24" in out and "regions cached for 0, 24 to compute" in out and "reference bank: to build" in out
+    stages = {row["stage"]: row for row in report["projection"]}
+    assert {"load models (test)", "proposals", "features", "pooling", "matching"} <= set(stages)
+    assert stages["proposals"]["items"] == 24 and stages["load models (test)"]["items"] == 1
+    assert all(row["seconds"] > 0 and row["peak_bytes"] > 0 for row in stages.values())
+    assert "projected cost of the whole run" in out
+
+
+def test_plan_counts_cached_work(capsys, tmp_path):
+    """After a run, plan sees the regions and the bank cached (tiny generated references)."""
+    from rim_bench.runner import run_test
+
+    overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}"]
+    report = plan.run_plan(load_config(overrides), measure=False)
+    work = report["work"]
+    assert work.images == 3 and work.regions_cached == 0 and not work.bank_cached
+    assert work.total("images") == work.total("shards") == 2 * len(work.references) > 0
+    run_test(load_config(overrides))
+    work = plan.run_plan(load_config(overrides), measure=False)["work"]
+    assert work.regions_cached == 3 and work.bank_cached and work.total("images") == 0
+    # Without the bank, its stored references still count as made (the same keys as a build's).
+    shutil.rmtree(work.bank_dir)
+    work = plan.run_plan(load_config(overrides), measure=False)["work"]
+    assert not work.bank_cached and work.total("images") == work.total("shards") == 0 and work.references
