@@ -14,8 +14,8 @@ from rim_bench.backbones.clip import dense_clip_tokens, load_clip
 from rim_bench.cli import main
 from rim_bench.features.clip_dense import ClipDenseFeaturizer
 from rim_bench.proposals.grid import GridProposer
-from rim_bench.types import BuildContext
 from rim_bench.references.clip_text import ClipTextReferences
+from rim_bench.types import BuildContext
 
 TINY = dict(seed=0, projection_dim=16, image_size=64, patch_size=8, hidden_size=32, intermediate_size=37,
             num_attention_heads=4, num_hidden_layers=2)

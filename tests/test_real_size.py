@@ -27,7 +27,7 @@ import pytest
 from make_real_size_fixtures import FIXTURES_ENV, fixture_path, make
 from PIL import Image
 
-from rim_bench.references import attention, diffusion
+from rim_bench.references import attention, diffusion, generation
 from rim_bench.references.bank import load_bank, load_shard
 
 BUILD_ENV = "RIM_BENCH_FIXTURES_BUILD"
@@ -122,7 +122,7 @@ def test_token_check_fails_on_shifted_positions(tiny_pipe, monkeypatch):
     record = _tiny_record(tiny_pipe, "dog")
     check_token_positions(tiny_pipe.tokenizer, "a photo of a dog", "dog", record["token_indices"])
     real = attention.word_token_indices
-    monkeypatch.setattr(diffusion, "word_token_indices", lambda *a: [i - 1 for i in real(*a)])  # no start token
+    monkeypatch.setattr(generation, "word_token_indices", lambda *a: [i - 1 for i in real(*a)])  # no start token
     with pytest.raises(AssertionError):
         shifted = _tiny_record(tiny_pipe, "dog")["token_indices"]
         check_token_positions(tiny_pipe.tokenizer, "a photo of a dog", "dog", shifted)

@@ -15,7 +15,12 @@ from rim_bench.config import load_config, resolve
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.references import diffusion
 from rim_bench.references.attention import (
-    AttentionStore, binarize, capture_cross_attention, class_word, sam_prompt, word_token_indices,
+    AttentionStore,
+    binarize,
+    capture_cross_attention,
+    class_word,
+    sam_prompt,
+    word_token_indices,
 )
 from rim_bench.references.diffusion import generate_with_attention, reference_seed
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import write_benchmark
 
 from rim_bench.cli import main
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
 from rim_bench.metrics import confusion_matrix, most_confused
 from rim_bench.types import ReferenceBank
-from helpers import write_benchmark
 
 TINY_RIM = [
     "featurizer.dinov2.model=tiny", "featurizer.dinov2.input_size=64", "featurizer.dinov2.window=48",
