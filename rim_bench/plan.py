@@ -65,7 +65,7 @@ class Work:
 def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
     from rim_bench.data.datamodule import build_dataset
-    from rim_bench.runner import build_device, prepare
+    from rim_bench.assembly import build_device, prepare
 
     cfg = prepare(cfg)
     dataset, classes = build_dataset(cfg.data)  # a wrong data path fails first, as in `test`
@@ -216,15 +216,17 @@ def check_gpu_memory(weights: dict[str, int], total: int) -> str | None:
 def count_work(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device) -> Work:
     """Images to score, regions cached, references to make per class, bank cached."""
     from rim_bench.config import key_spec
-    from rim_bench.pipeline import region_cache_key
+    from rim_bench.data.base import load_rgb
+    from rim_bench.pipeline import image_digest, region_cache_key
     from rim_bench.references.bank import METADATA
     from rim_bench.references.sources import bank_key, build_references
     from rim_bench.region_cache import RegionCache
 
     work = Work(images=len(dataset))
     if cfg.cache_regions:
-        cache = RegionCache(Path(cfg.cache_dir) / "regions" / region_cache_key(cfg))
-        work.regions_cached = sum(entry.image_id in cache for entry in dataset.entries)
+        cache = RegionCache(Path(cfg.cache_dir).expanduser() / "regions" / region_cache_key(cfg))
+        # Entries are named by image content (shared with `segment`): each image is read once to name it.
+        work.regions_cached = sum(image_digest(load_rgb(entry.image)) in cache for entry in dataset.entries)
     source, spec = build_references(cfg.references)
     work.bank_dir = Path(cfg.cache_dir).expanduser() / "banks" / config_hash(bank_key(cfg, source, spec, classes))
     work.bank_cached = (work.bank_dir / METADATA).is_file()
@@ -265,14 +267,14 @@ def describe_work(work: Work, data_dir: Path) -> str:
 def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device,
                    timer: StageTimer, work: Work) -> None:
     """Run each stage once on real inputs, loading each model once; `timer` records the costs."""
-    from rim_bench.pipeline import build_pipeline
-    from rim_bench.references.bank import BuildContext
+    from rim_bench.assembly import Assembly
     from rim_bench.references.sources import build_references
-    from rim_bench.types import ReferenceBank
+    from rim_bench.types import BuildContext, ReferenceBank
 
     class_names = [names[0] for names in classes]
     with timer("load models (test)"):
-        pipeline = build_pipeline(cfg, class_names, timer, region_cache=None).to(device)
+        pipeline = Assembly(cfg, timer).pipeline(class_names).to(device)
+        pipeline.region_cache = None  # measure the stages, not the cache
     diffusion = diffusion_source(build_references(cfg.references)[0])
     if diffusion is not None:
         with timer("load models (references)"):

@@ -77,9 +77,9 @@ def test_local_folder_that_is_not_a_model(capsys, tmp_path):
 
 
 def test_gpu_too_small(capsys, tmp_path, monkeypatch):
-    import rim_bench.runner
+    import rim_bench.assembly
 
-    monkeypatch.setattr(rim_bench.runner, "build_device", lambda cfg: torch.device("cuda"))
+    monkeypatch.setattr(rim_bench.assembly, "build_device", lambda cfg: torch.device("cuda"))
     monkeypatch.setattr(plan, "gpu_memory_bytes", lambda: 1_000_000_000)
     err = _plan_errors(capsys)
     assert "trainer: the GPU has 1.0 GB but these settings need about 2.1 GB" in err[0]
