@@ -27,7 +27,7 @@ from rim_bench.io import atomic_write_text, safe_name
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.sweep import run_or_reuse, runs_hash
 
-PUBLISHED = CONFIG_DIR.parent / "experiments" / "published.yaml"
+PUBLISHED = Path(__file__).resolve().parent / "data" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
 
 

@@ -104,8 +104,8 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     default_file = config_dir / "default.yaml"
     if not default_file.is_file():
         raise ConfigError(
-            f"{default_file} not found: rim-bench reads its configs from the repository; "
-            "install it from a clone with `pip install -e .`"
+            f"{default_file} not found: the configs ship inside the rim_bench package; "
+            "reinstall it (`pip install .`, or `pip install -e .` from a clone)"
         )
     cfg = _read_yaml(default_file)
     OmegaConf.set_struct(cfg, True)

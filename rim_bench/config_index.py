@@ -10,7 +10,7 @@ import re
 import textwrap
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def shipped(kind: str) -> list[str]:

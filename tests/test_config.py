@@ -163,3 +163,27 @@ def test_tiny_model_settings_stay_out_of_keys_for_real_models():
     # ...while with the tiny models (or a real seed-dependent setting) they do not.
     assert keys("seed=1")[0] != keys()[0]
     assert keys(*real, "proposer.sam.model_type=tiny", "seed=1")[0] != keys(*real, "proposer.sam.model_type=tiny")[0]
+
+
+def test_configs_ship_inside_the_package():
+    """pyproject's package data (``configs/*.yaml``, ``configs/*/*.yaml``) must reach every config."""
+    import rim_bench
+
+    assert CONFIG_DIR.parent == Path(rim_bench.__file__).resolve().parent
+    files = [p.relative_to(CONFIG_DIR) for p in CONFIG_DIR.rglob("*") if p.is_file()]
+    assert files and all(p.suffix == ".yaml" and len(p.parts) <= 2 for p in files), files
+
+
+@pytest.mark.slow
+def test_a_wheel_holds_every_config_and_the_published_numbers(tmp_path: Path):
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = CONFIG_DIR.parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(repo),
+                    "-w", str(tmp_path)], check=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("rim_bench-*.whl"))).namelist())
+    expected = {f"rim_bench/configs/{p.relative_to(CONFIG_DIR).as_posix()}" for p in CONFIG_DIR.rglob("*.yaml")}
+    assert expected <= names, sorted(expected - names)
+    assert "rim_bench/data/published.yaml" in names
