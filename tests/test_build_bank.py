@@ -33,6 +33,7 @@ def _build(tmp_path: Path, cache: str, *overrides: str) -> tuple[Path, str]:
     return folder, result.stdout
 
 
+@pytest.mark.slow  # DDP subprocesses: about a minute on 2 cores
 def test_sharded_build_equals_single_process_build(tmp_path: Path):
     single, out = _build(tmp_path, "one")
     assert "reference bank: 14 references (built)" in out and "contact sheets:" in out

@@ -91,6 +91,8 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         try:
             bank = load_bank(directory)
             bank.directory = directory
+            if wait:  # whether it waited or rank 0 had already published: this rank built nothing
+                print(f"rank {rank}: read the reference bank rank 0 built, {directory}", file=sys.stderr)
             return bank, directory, True
         except DamagedCacheError as e:
             set_aside(directory, e)
