@@ -132,9 +132,13 @@ def prepare(cfg: DictConfig) -> DictConfig:
     """Resolve a copy of `cfg`, check its choices and its cache folder, and seed everything."""
     from lightning.fabric.utilities.seed import seed_everything
 
+    from rim_bench.threads import set_cpu_threads
+
     cfg = resolve(cfg.copy())
     _check_choices(cfg)
     check_cache_dir(cfg)
+    devices = cfg.trainer.devices
+    set_cpu_threads(devices if isinstance(devices, int) and devices > 0 else 1)  # the node's processes share its cores
     seed_everything(cfg.seed, verbose=False)
     return cfg
 

@@ -105,8 +105,10 @@ def test_released_checkpoint_by_size(tmp_path):
     assert released_checkpoint(small)[0] is None
 
 
-def test_plan_on_smoke(capsys, smoke_root):
-    report = plan.run_plan(load_config(["experiment=smoke", f"data.root={smoke_root}"]))
+def test_plan_on_smoke(capsys, smoke_root, tmp_path):
+    # A cache of its own: other tests of the session may have computed these regions already.
+    report = plan.run_plan(load_config(["experiment=smoke", f"data.root={smoke_root}",
+                                        f"cache_dir={tmp_path / 'cache'}"]))
     out = capsys.readouterr().out
     assert "images: 24" in out and "regions cached for 0, 24 to compute" in out and "reference bank: to build" in out
     stages = {row["stage"]: row for row in report["projection"]}
@@ -116,11 +118,12 @@ def test_plan_on_smoke(capsys, smoke_root):
     assert "projected cost of the whole run" in out
 
 
-def test_plan_counts_cached_work(capsys, tmp_path):
+def test_plan_counts_cached_work(capsys, tmp_path, smoke_root):
     """After a run, plan sees the regions and the bank cached (tiny generated references)."""
     from rim_bench.runner import run_test
 
-    overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}"]
+    overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}",
+                 f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]
     report = plan.run_plan(load_config(overrides), measure=False)
     work = report["work"]
     assert work.images == 3 and work.regions_cached == 0 and not work.bank_cached
