@@ -2,7 +2,8 @@
 
 `configs/default.yaml` is the schema: every key that exists is there, with its default
 and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
-those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order. A later layer may only set keys that exist, with a value of the same
+those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
+A later layer may only set keys that exist, with a value of the same
 type as the default (an int where a float is expected is fine), a key with a null default
 takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
 `RANGES`: all checked when the config is loaded, before any model. Errors are one line

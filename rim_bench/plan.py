@@ -64,8 +64,8 @@ class Work:
 
 def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
-    from rim_bench.data.datamodule import build_dataset
     from rim_bench.assembly import build_device, prepare
+    from rim_bench.data.datamodule import build_dataset
 
     cfg = prepare(cfg)
     dataset, classes = build_dataset(cfg.data)  # a wrong data path fails first, as in `test`

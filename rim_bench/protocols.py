@@ -46,4 +46,5 @@ class Matcher(Protocol):
 
 class Segmenter(Protocol):
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""
+        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores
+        → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""

@@ -164,7 +164,9 @@ class PromptedSegmenter:
         self.predictor = SamPredictor(sam)
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, box: np.ndarray | None, points: np.ndarray | None) -> tuple[np.ndarray, float]:
+    def __call__(
+        self, image: np.ndarray, box: np.ndarray | None, points: np.ndarray | None
+    ) -> tuple[np.ndarray, float]:
         """Segment the prompted object.
 
         Args:

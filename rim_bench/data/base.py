@@ -22,9 +22,10 @@ them, and a sample failing when read stops the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -164,7 +165,8 @@ class BenchmarkDataset(Dataset):
         image = read_image(entry.image, "RGB")
         raw = read_image(entry.label, None)
         if raw.ndim != 2:
-            raise DataError(f"label '{entry.label}' has {raw.shape[-1]} channels: expected a single-channel class-id PNG; {self.prepare}")
+            raise DataError(f"label '{entry.label}' has {raw.shape[-1]} channels: "
+                            f"expected a single-channel class-id PNG; {self.prepare}")
         if image.shape[:2] != raw.shape:
             raise DataError(
                 f"label '{entry.label}' is {raw.shape[0]}x{raw.shape[1]} but image '{entry.image.name}' is "

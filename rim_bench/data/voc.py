@@ -74,7 +74,8 @@ class Smoke(AnyVOCLayout):
             generate_smoke(root)
         except FileExistsError:
             if not _is_smoke_record(root / "DONE"):
-                raise DataError(f"'{root}' has a DONE file that is not a smoke benchmark's: set data.root elsewhere")
+                raise DataError(
+                    f"'{root}' has a DONE file that is not a smoke benchmark's: set data.root elsewhere") from None
             shutil.rmtree(root)  # an older version of our own generated set: a cache, so replace it
             generate_smoke(root)
         return root

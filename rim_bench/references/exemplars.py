@@ -116,7 +116,8 @@ class ExemplarReferences:
                 raise DataError(f"{ex.mask}: the mask is empty; it must mark the object with non-zero pixels")
             dense = featurizer(image.to(ctx.device))
             features.append(encoder(mask[None].to(dense.device), dense)[0].cpu())
-            meta.append({"image": str(ex.image), "mask": str(ex.mask) if ex.mask else None, "mask_area": int(mask.sum())})
+            meta.append({"image": str(ex.image), "mask": str(ex.mask) if ex.mask else None,
+                         "mask_area": int(mask.sum())})
         return ReferenceBank(
             features=torch.stack(features).float(),
             class_ids=torch.tensor([ex.class_id for ex in exemplars], dtype=torch.long),
