@@ -196,7 +196,7 @@ def subcategory_table(names: list[str], given: dict[str, list[str]] | None,
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise ConfigError(f"subcategories for {unknown} name no class of the vocabulary {names}")
-    shipped = {}
+    shipped: dict[str, Any] = {}
     if configured is not None:
         shipped = yaml.safe_load(subcategory_file(configured).read_text()) or {}
     table = {}

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -83,7 +84,7 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     # 2. The work.
     work = count_work(cfg, dataset, classes, device)
     print(describe_work(work, dataset.dir))
-    report = {"notes": notes, "work": work, "device": describe_device(device)}
+    report: dict[str, Any] = {"notes": notes, "work": work, "device": describe_device(device)}
     if not measure:
         return report
 

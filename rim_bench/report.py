@@ -136,7 +136,8 @@ def _html_picture(link: str, stem: str) -> str:
 
 def _markdown_tables_to_html(text: str) -> str:
     """The Markdown tables and headings of sweep.md / compare.md as HTML."""
-    parts, rows = [], []
+    parts: list[str] = []
+    rows: list[list[str]] = []
 
     def flush() -> None:
         if rows:

@@ -86,6 +86,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     grid = [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
     if spec.method == "grid":
         return grid
+    assert spec.num_samples is not None  # load_sweep requires it for a random sweep
     return random.Random(spec.seed).sample(grid, min(spec.num_samples, len(grid)))
 
 

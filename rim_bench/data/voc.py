@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from rim_bench.data.base import BenchmarkDataset, Entry, read_split
 from rim_bench.errors import DataError
@@ -54,7 +55,7 @@ class AnyVOCLayout(VOCLayout):
     """Any folder with JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/ (set data.classes)."""
 
     subdir = "."
-    default_classes = None
+    default_classes: ClassVar[str | None] = None  # data.classes must name the class file
 
 
 @DATASETS.register("smoke")

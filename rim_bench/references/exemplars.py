@@ -111,7 +111,8 @@ class ExemplarReferences:
         features, meta = [], []
         for ex in tqdm(exemplars, desc="exemplar references", unit="img", leave=False):
             image = load_rgb(ex.image)
-            mask = _load_mask(ex.mask, image.shape[-2:]) if ex.mask else torch.ones(image.shape[-2:], dtype=torch.bool)
+            size = (image.shape[-2], image.shape[-1])
+            mask = _load_mask(ex.mask, size) if ex.mask else torch.ones(size, dtype=torch.bool)
             if not mask.any():
                 raise DataError(f"{ex.mask}: the mask is empty; it must mark the object with non-zero pixels")
             dense = featurizer(image.to(ctx.device))
