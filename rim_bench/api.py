@@ -9,7 +9,8 @@
     print(result.area_shares())                    # {"sofa": 0.41, "cat": 0.12, ...}
 
 The stages, the reference bank and the caches are those of `rim-bench test` (both build
-through `rim_bench.assembly.Assembly`): nothing is implemented twice. Models load once. `set_vocabulary` builds, or loads from the cache, only the bank;
+through `rim_bench.assembly.Assembly`): nothing is implemented twice. Models load once.
+`set_vocabulary` builds, or loads from the cache, only the bank;
 an image's regions are cached under a hash of its pixels, so segmenting it again under
 another vocabulary skips the proposals and features.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from rim_bench.io import atomic_write_text
 from rim_bench.references.subcategory_lists import subcategory_file
 from rim_bench.types import ReferenceBank
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 
 # Phrases for a class without subcategories of its own: views and settings of the class
 # itself (ours), so every prompt names the class. Real subcategories ("tabby cat",
@@ -97,7 +98,7 @@ class RIM:
         self.classes: list[list[str]] = []
 
     @classmethod
-    def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> "RIM":
+    def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> RIM:
         """Build from an experiment name (``configs/experiment/``), a YAML path or a config.
 
         Args:
@@ -195,7 +196,7 @@ def subcategory_table(names: list[str], given: dict[str, list[str]] | None,
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise ConfigError(f"subcategories for {unknown} name no class of the vocabulary {names}")
-    shipped = {}
+    shipped: dict[str, Any] = {}
     if configured is not None:
         shipped = yaml.safe_load(subcategory_file(configured).read_text()) or {}
     table = {}

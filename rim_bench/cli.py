@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
             *LISTINGS.get(name, ("experiment",))), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
     segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)",
-                                  epilog=help_listing("experiment"), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  epilog=help_listing("experiment"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     segment.add_argument("inputs", nargs="+", metavar="IMAGE|key=value",
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")

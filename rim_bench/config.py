@@ -2,7 +2,8 @@
 
 `configs/default.yaml` is the schema: every key that exists is there, with its default
 and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
-those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order. A later layer may only set keys that exist, with a value of the same
+those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
+A later layer may only set keys that exist, with a value of the same
 type as the default (an int where a float is expected is fine), a key with a null default
 takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
 `RANGES`: all checked when the config is loaded, before any model. Errors are one line
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -249,14 +250,21 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
+def to_dict(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """``OmegaConf.to_container`` of a mapping: a dict (omegaconf's stubs type it as any container)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=resolve))
+
+
 def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     """Merge one layer into `base` after checking its keys and value types against it."""
-    plain = lambda c: OmegaConf.to_container(c, resolve=False)  # noqa: E731 - interpolations stay "${...}"
-    _check_types(plain(base), plain(layer), source, prefix="")
+    # resolve=False: interpolations stay "${...}"
+    _check_types(to_dict(base, resolve=False), to_dict(layer, resolve=False), source, prefix="")
     try:
-        return OmegaConf.merge(base, layer)
+        merged = OmegaConf.merge(base, layer)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
+    assert isinstance(merged, DictConfig)  # a mapping merged into a mapping
+    return merged
 
 
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
@@ -327,7 +335,7 @@ def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str
     if params is None:
         params = {}
     elif isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
+        params = to_dict(params)
     else:
         raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
     return {"name": name, **params}
@@ -349,7 +357,7 @@ def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
 def result_spec(cfg: DictConfig) -> dict[str, Any]:
     """Everything in `cfg` that changes a result: selected stage variants, data, seed, precision."""
     spec: dict[str, Any] = {"seed": cfg.seed}
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = to_dict(cfg.data)
     spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
     for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
         spec[key] = key_spec(cfg[key], key)

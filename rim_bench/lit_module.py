@@ -121,10 +121,10 @@ class RIMModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._start_scoring("val")
 
-    def test_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
+    def test_step(self, batch: list[Sample | BadSample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
         return self._score(batch)
 
-    def validation_step(self, batch: list[Sample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
+    def validation_step(self, batch: list[Sample | BadSample], batch_idx: int) -> list[tuple[Sample, Prediction]]:  # type: ignore[override]
         return self._score(batch)
 
     def on_test_epoch_end(self) -> None:
@@ -257,7 +257,8 @@ class ResultWriter(L.Callback):
     def _finish(self, trainer: L.Trainer, module: RIMModule) -> None:
         now = time.perf_counter()
         loop_seconds = now - self._loop_start
-        metrics = run_metrics(module, now - self.started, loop_seconds, trainer.datamodule)
+        # Lightning attaches trainer.datamodule at run time without declaring it
+        metrics = run_metrics(module, now - self.started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
         module.metrics_json = metrics
         if trainer.is_global_zero:
             atomic_write_json(self.output_dir / "metrics.json", metrics)

@@ -1,6 +1,6 @@
 """Data-set-level segmentation metrics from one confusion matrix.
 
-The math is in pure functions; `SegmentationMetrics` only holds the int64 state, which
+The math is in pure functions; `ConfusionMatrixMetric` only holds the int64 state, which
 torchmetrics sums across processes. The matrix has one extra column for pixels the
 prediction leaves unassigned (255): they count as misses of their true class (a
 false negative) without counting against any predicted class.
@@ -85,10 +85,13 @@ def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
     }
 
 
-class SegmentationMetrics(Metric):
-    """Accumulates the confusion matrix and the image count over a data set (DDP: summed)."""
+class ConfusionMatrixMetric(Metric):
+    """Accumulates the confusion matrix and the image count over a data set (DDP: summed);
+    subclasses say what `compute` reads from them."""
 
     full_state_update = False
+    confmat: Tensor  # (C, C + 1) counts, see `confusion_matrix`
+    num_images: Tensor  # () count
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
@@ -103,6 +106,10 @@ class SegmentationMetrics(Metric):
         """Add one image: ``(H, W)`` prediction and label, both at the label's resolution."""
         self.confmat += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.num_images += 1
+
+
+class SegmentationMetrics(ConfusionMatrixMetric):
+    """Every score of `scores_from_confusion`, with the confusion matrix and the image count."""
 
     def compute(self) -> dict[str, Tensor]:
         return {**scores_from_confusion(self.confmat), "confmat": self.confmat, "num_images": self.num_images}
@@ -133,7 +140,7 @@ def most_confused(confmat: Tensor, class_names: list[str], top: int = 5) -> list
     return pairs
 
 
-class SegmentationScore(SegmentationMetrics):
+class SegmentationScore(ConfusionMatrixMetric):
     """One number from the confusion matrix, in percent, as a metric Lightning can log:
     ``"mIoU"``, ``"mAcc"``, ``"aAcc"``, or ``"iou"`` / ``"acc"`` of class `class_id`
     (NaN for a class neither in the ground truth nor predicted)."""
@@ -158,7 +165,8 @@ def score_collection(class_names: list[str], prefix: str = "test/") -> MetricCol
     """mIoU, mAcc, aAcc and each class's IoU (``<prefix>iou/<name>``) over one shared confusion
     matrix: one compute group, so each image is counted once whatever the number of scores."""
     c = len(class_names)
-    scores: dict[str, Metric] = {name: SegmentationScore(c, name) for name in ("mIoU", "mAcc", "aAcc")}
+    scores: dict[str, Metric | MetricCollection] = {
+        name: SegmentationScore(c, name) for name in ("mIoU", "mAcc", "aAcc")}
     for i, name in enumerate(class_names):
         scores[f"iou/{name.replace('.', '_')}"] = SegmentationScore(c, "iou", i)  # "." is a module path
     return MetricCollection(scores, prefix=prefix, compute_groups=[list(scores)])

@@ -69,12 +69,13 @@ class SegmentationPipeline(nn.Module):
         """
         if self.bank is None or self.segmenter is None:
             raise RuntimeError("set_bank() (and a segmenter for the vocabulary) must come before segmenting")
-        key = image_digest(image) if self.region_cache else None
-        cached = self.region_cache.get(key) if key else None
+        cache = self.region_cache
+        key = image_digest(image) if cache else None
+        cached = cache.get(key) if cache and key else None
         if cached is None:
             region_map, regions = self.regions(image, image_id)
-            if key:
-                self.region_cache.put(key, region_map, regions)
+            if cache and key:
+                cache.put(key, region_map, regions)
         else:
             region_map, regions = cached
         device = next(self.featurizer.parameters()).device

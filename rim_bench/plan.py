@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -64,8 +65,8 @@ class Work:
 
 def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
-    from rim_bench.data.datamodule import build_dataset
     from rim_bench.assembly import build_device, prepare
+    from rim_bench.data.datamodule import build_dataset
 
     cfg = prepare(cfg)
     dataset, classes = build_dataset(cfg.data)  # a wrong data path fails first, as in `test`
@@ -83,7 +84,7 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     # 2. The work.
     work = count_work(cfg, dataset, classes, device)
     print(describe_work(work, dataset.dir))
-    report = {"notes": notes, "work": work, "device": describe_device(device)}
+    report: dict[str, Any] = {"notes": notes, "work": work, "device": describe_device(device)}
     if not measure:
         return report
 

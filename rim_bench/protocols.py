@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from rim_bench.types import BuildContext, ReferenceBank
 
@@ -21,6 +22,9 @@ class DenseFeaturizer(Protocol):
 
     def __call__(self, image: Tensor) -> Tensor:
         """``(3, H, W) uint8`` image → ``(D, h, w) float32`` features on the image's grid."""
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """The model's weights (an ``nn.Module``'s): the pipeline runs every stage on their device."""
 
 
 class RegionEncoder(Protocol):
@@ -46,4 +50,5 @@ class Matcher(Protocol):
 
 class Segmenter(Protocol):
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""
+        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores
+        → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""

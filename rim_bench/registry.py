@@ -14,17 +14,21 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from omegaconf import DictConfig
 
 from rim_bench.config import stage_spec
 from rim_bench.errors import ConfigError, ParamError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from rim_bench.data.base import BenchmarkDataset
+
+# The builder type: a class or a function; registering returns it unchanged.
+B = TypeVar("B", bound=Callable[..., Any])
 
 
-class Registry(Generic[T]):
+class Registry(Generic[B]):
     """A named mapping from variant name to constructor, for one kind of stage.
 
     Args:
@@ -36,11 +40,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, packages: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.packages = packages
-        self._builders: dict[str, Callable[..., T]] = {}
+        self._builders: dict[str, B] = {}
         self._imported: set[str] = set()
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        def decorator(builder: Callable[..., T]) -> Callable[..., T]:
+    def register(self, name: str) -> Callable[[B], B]:
+        def decorator(builder: B) -> B:
             if name in self._builders:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
@@ -52,7 +56,7 @@ class Registry(Generic[T]):
         self._fill()
         return sorted(self._builders)
 
-    def get(self, name: str, key: str) -> Callable[..., T]:
+    def get(self, name: str, key: str) -> B:
         if name not in self._builders:
             self._fill()
         if name not in self._builders:
@@ -84,7 +88,7 @@ ENCODERS: Registry = Registry("region encoder", ("rim_bench.features",))
 REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.references",))
 MATCHERS: Registry = Registry("matcher", ("rim_bench.matching",))
 SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.segmenter",))
-DATASETS: Registry = Registry("dataset", ("rim_bench.data",))
+DATASETS: Registry[type[BenchmarkDataset]] = Registry("dataset", ("rim_bench.data",))
 
 
 def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:

@@ -52,7 +52,8 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     suites = [f for f in folders if (f / "suite.md").is_file()]
     unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons + suites]
     if unknown:
-        raise DataError(f"not a result folder (no metrics.json, sweep.md, compare.md or suite.md): {', '.join(unknown)}")
+        raise DataError("not a result folder (no metrics.json, sweep.md, compare.md or suite.md): "
+                        f"{', '.join(unknown)}")
     md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
@@ -135,7 +136,8 @@ def _html_picture(link: str, stem: str) -> str:
 
 def _markdown_tables_to_html(text: str) -> str:
     """The Markdown tables and headings of sweep.md / compare.md as HTML."""
-    parts, rows = [], []
+    parts: list[str] = []
+    rows: list[list[str]] = []
 
     def flush() -> None:
         if rows:
@@ -163,7 +165,8 @@ def _page(body: str) -> str:
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .bars {{ width: 600px; }} .bar {{ display: flex; align-items: center; height: 18px; margin: 2px 0; }}
-.name {{ width: 160px; flex: none; font-size: 12px; }} .fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
+.name {{ width: 160px; flex: none; font-size: 12px; }}
+.fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
 .value {{ font-size: 11px; margin-left: 4px; }} img {{ max-width: 100%; margin: 6px 0; display: block; }}
 </style></head><body>
 {body}

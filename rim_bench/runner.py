@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +28,9 @@ from rim_bench.lit_module import RIMModule, quiet_lightning, rank_zero_print
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
 OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
@@ -53,6 +57,7 @@ def run_test(cfg: DictConfig) -> dict:
     with module.timer("data setup"):
         datamodule.setup("test")  # here, before the Trainer starts other processes
     dataset = datamodule.dataset
+    assert dataset is not None  # `setup` opened it
     for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
         rank_zero_print(f"skipped: {problem}")
     if not len(dataset):
@@ -70,6 +75,7 @@ def run_test(cfg: DictConfig) -> dict:
     datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
+    assert module.metrics_json is not None  # written at the end of the test loop, on every rank
     return module.metrics_json
 
 
@@ -168,10 +174,10 @@ def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
                           f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
 
 
-def _loggers(cfg: DictConfig, output_dir: Path) -> list:
+def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     if cfg.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 

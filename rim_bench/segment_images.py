@@ -45,7 +45,8 @@ def find_images(inputs: list[str]) -> list[Path]:
 def output_names(images: list[Path]) -> list[str]:
     """A distinct, file-safe name per image: its stem, or ``stem-2``, ... when another image's
     files (``<name>.png``, ``<name>_overlay.png``) would take that name."""
-    names, used = [], set()  # casefolded: "Cat.png" and "cat.png" are one file on macOS and Windows
+    names: list[str] = []
+    used: set[str] = set()  # casefolded: "Cat.png" and "cat.png" are one file on macOS and Windows
     for image in images:
         base = name = safe_name(image.stem)
         n = 1

@@ -51,7 +51,8 @@ class SweepSpec:
 
 def load_sweep(name_or_path: str) -> SweepSpec:
     """Read and check a sweep file (a name in configs/sweep/ or a path)."""
-    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else CONFIG_DIR / "sweep" / f"{name_or_path}.yaml"
+    is_path = name_or_path.endswith((".yaml", ".yml"))
+    path = Path(name_or_path) if is_path else CONFIG_DIR / "sweep" / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
         raise ConfigError(f"sweep '{name_or_path}' not found: no file {path}; known sweeps: {', '.join(known)}")
@@ -85,6 +86,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     grid = [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
     if spec.method == "grid":
         return grid
+    assert spec.num_samples is not None  # load_sweep requires it for a random sweep
     return random.Random(spec.seed).sample(grid, min(spec.num_samples, len(grid)))
 
 

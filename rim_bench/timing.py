@@ -106,10 +106,14 @@ def host_peak_bytes() -> int:
     """The process's peak RSS since the last restart of the counter, in bytes."""
     try:
         with open("/proc/self/status") as f:
-            return int(re.search(r"VmHWM:\s*(\d+) kB", f.read()).group(1)) * 1024
-    except (OSError, AttributeError):  # not Linux: the peak since the process started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
+            match = re.search(r"VmHWM:\s*(\d+) kB", f.read())
+    except OSError:
+        match = None
+    if match:
+        return int(match.group(1)) * 1024
+    # not Linux: the peak since the process started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
 
 
 def process_peak_bytes() -> int:

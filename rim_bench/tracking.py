@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from rim_bench.config import to_dict
 
 
 def log_summary(cfg: DictConfig, out: Path, rows: list[dict], plots: list[Path], kind: str = "sweep",
@@ -20,7 +22,7 @@ def log_summary(cfg: DictConfig, out: Path, rows: list[dict], plots: list[Path],
 
     run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group or out.name, name=f"{out.name}-summary",
                      job_type=f"{kind}-summary", dir=str(out), mode=cfg.wandb.mode,
-                     config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
+                     config=to_dict(cfg), reinit="finish_previous")
     try:
         columns = list(rows[0]) if rows else []
         run.log({kind: wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),

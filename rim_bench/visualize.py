@@ -78,7 +78,7 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
     # Panel size: the longer side at most max_side, aspect kept.
     scale = min(1.0, max_side / max(hw))
     h, w = max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
-    small = image if (h, w) == hw else np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    small = image if (h, w) == hw else np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
     rows, cols = _nearest_index(hw[0], h), _nearest_index(hw[1], w)
     shrink = lambda m: m[rows[:, None], cols[None, :]]  # noqa: E731 - nearest neighbour
 

@@ -63,8 +63,8 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
     ("suite", ["suites (NAME): paper_fig5, paper_table1, smoke", "data.*"]),
 ])
 def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
-    code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch')" % command)
+    code = (f"import sys\nfrom rim_bench.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('torch loaded' if 'torch' in sys.modules else 'no torch')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     text = " ".join(result.stdout.split())  # the listing is wrapped
     assert result.returncode == 0 and text.endswith("no torch"), result.stderr

@@ -111,10 +111,9 @@ def _wait_in_thread(cache: Path, **kwargs):
 def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
     import time
 
+    from rim_bench.config import config_hash
     from rim_bench.errors import DataError
     from rim_bench.references.bank import cached_bank
-
-    from rim_bench.config import config_hash
 
     # Another job's failure on the same bank (a shared cache) does not stop this job's wait.
     other_job = tmp_path / "banks" / f"{config_hash({'k': 1})}.failed-slurm-7-0-0"

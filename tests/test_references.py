@@ -272,7 +272,8 @@ def test_degenerate_maps_are_dropped_counted_and_reported(tmp_path: Path, capsys
 
 
 def test_attention_masks_without_sam(tmp_path: Path):
-    bank, _, _ = _bank(_cfg(tmp_path, "references.diffusion.mask=attention", "references.diffusion.sam.model_type=nope"))
+    cfg = _cfg(tmp_path, "references.diffusion.mask=attention", "references.diffusion.sam.model_type=nope")
+    bank, _, _ = _bank(cfg)
     assert all(m["mask_area"] == m["attention_area"] for m in bank.meta)
 
 

@@ -54,7 +54,8 @@ def test_exclude_self_equals_leave_one_out_by_brute_force():
 
 def _bank(features: torch.Tensor, class_ids: list[int]) -> ReferenceBank:
     k = len(class_ids)
-    return ReferenceBank(features, torch.tensor(class_ids), torch.arange(k), ["a", "b", "c"], [str(i) for i in range(k)])
+    return ReferenceBank(features, torch.tensor(class_ids), torch.arange(k), ["a", "b", "c"],
+                         [str(i) for i in range(k)])
 
 
 @pytest.mark.parametrize("kwargs", [

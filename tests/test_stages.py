@@ -175,7 +175,8 @@ def test_bank_cache_builds_once(tmp_path: Path):
 def test_registry_errors_name_the_key():
     from omegaconf import OmegaConf
 
-    with pytest.raises(ConfigError, match=r"matcher\.name: unknown matcher 'nearest' \(known: cosine, prototype, random, rim\)"):
+    unknown = r"matcher\.name: unknown matcher 'nearest' \(known: cosine, prototype, random, rim\)"
+    with pytest.raises(ConfigError, match=unknown):
         build_stage(MATCHERS, OmegaConf.create({"name": "nearest"}), "matcher")
     bad = OmegaConf.create({"name": "rim", "rim": {"temperature": 0.1, "divergence": "kl2", "alpha": 0.0,
                                                    "aggregation": "max"}})

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from rim_bench.cli import main
+from rim_bench.config import as_overrides
 from rim_bench.errors import ConfigError
 from rim_bench.references import diffusion
-from rim_bench.config import as_overrides
 from rim_bench.sweep import SweepSpec, expand, load_sweep
 
 

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from rim_bench.data.palette import voc_palette
-from rim_bench.visualize import (CLASS_ALPHA, GAP, legend_classes, overlay_panel, region_boundaries,
-                                 save_overlay)
+from rim_bench.visualize import CLASS_ALPHA, GAP, legend_classes, overlay_panel, region_boundaries, save_overlay
 
 NAMES = ["background", "cat", "dog", "sofa"]
 GREY = (100, 100, 100)  # the synthetic image's colour, absent from every drawn colour below

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig
 
 from rim_bench.backbones.hub import from_hub_or_dir
 from rim_bench.io import remove_stale
@@ -43,12 +43,17 @@ class Clip:
 
     @property
     def patch_size(self) -> int:
-        return int(self.model.config.vision_config.patch_size)
+        vision = self.model.config.vision_config
+        assert isinstance(vision, CLIPVisionConfig)  # CLIPConfig builds it from a dict or None
+        assert isinstance(vision.patch_size, int)  # CLIP's patches are square
+        return vision.patch_size
 
     @property
     def embed_dim(self) -> int:
         """D of the joint image-text space."""
-        return int(self.model.config.projection_dim)
+        dim = self.model.config.projection_dim
+        assert dim is not None  # CLIPModel's projections need it (default 512)
+        return int(dim)
 
 
 def load_clip(model: str, tiny: dict) -> Clip:

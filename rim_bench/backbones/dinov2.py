@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModel, Dinov2Config, Dinov2Model
+from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
 
 from rim_bench.backbones.hub import from_hub_or_dir
 
 
-def load_dinov2(model: str, tiny: dict) -> nn.Module:
+def load_dinov2(model: str, tiny: dict) -> PreTrainedModel:
     """Load a DINOv2 (or DINOv2-with-registers) model in eval mode.
 
     Args:

@@ -75,8 +75,8 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int, device: torch.d
             torch.manual_seed(seed)
             sam = _tiny_sam()
     else:
-        check_checkpoint(model_type, checkpoint, key)
-        sam = sam_model_registry[model_type](checkpoint=str(Path(checkpoint).expanduser()))
+        path = check_checkpoint(model_type, checkpoint, key)
+        sam = sam_model_registry[model_type](checkpoint=str(path))
     sam = sam.to(device).eval()
     _LOADED[made_by] = sam
     return sam
@@ -164,7 +164,9 @@ class PromptedSegmenter:
         self.predictor = SamPredictor(sam)
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, box: np.ndarray | None, points: np.ndarray | None) -> tuple[np.ndarray, float]:
+    def __call__(
+        self, image: np.ndarray, box: np.ndarray | None, points: np.ndarray | None
+    ) -> tuple[np.ndarray, float]:
         """Segment the prompted object.
 
         Args:

@@ -22,9 +22,10 @@ them, and a sample failing when read stops the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ class BenchmarkDataset(Dataset):
 
     subdir: ClassVar[str]  # the benchmark's folder below mmsegmentation's data/ folder
     markers: ClassVar[tuple[str, ...]]  # sub-folders that identify the layout
-    default_classes: ClassVar[str]  # the shipped class file
+    default_classes: ClassVar[str | None]  # the shipped class file (None: data.classes must be set)
     reduce_zero_label: ClassVar[bool] = False  # raw 0 → ignore, raw v → v - 1
     prepare: ClassVar[str] = "see datasets/README.md"  # how to make the labels, for error messages
 
@@ -91,6 +92,7 @@ class BenchmarkDataset(Dataset):
         self.problems: dict[str, str] = {}  # image id → what is wrong
         first: dict[str, str] = {}  # image id → where it is listed first
         for entry in tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000):
+            problem: str | None
             if entry.image_id in first:  # it would be scored twice and its outputs written twice
                 problem = (f"{entry.source or self.dir}: id '{entry.image_id}' is listed twice "
                            f"(first at {first[entry.image_id]})")
@@ -164,7 +166,8 @@ class BenchmarkDataset(Dataset):
         image = read_image(entry.image, "RGB")
         raw = read_image(entry.label, None)
         if raw.ndim != 2:
-            raise DataError(f"label '{entry.label}' has {raw.shape[-1]} channels: expected a single-channel class-id PNG; {self.prepare}")
+            raise DataError(f"label '{entry.label}' has {raw.shape[-1]} channels: "
+                            f"expected a single-channel class-id PNG; {self.prepare}")
         if image.shape[:2] != raw.shape:
             raise DataError(
                 f"label '{entry.label}' is {raw.shape[0]}x{raw.shape[1]} but image '{entry.image.name}' is "

@@ -33,5 +33,6 @@ class Cityscapes(BenchmarkDataset):
         entries = []
         for image in images:
             stem = image.name[: -len(IMAGE_SUFFIX)]
-            entries.append(Entry(stem, image, self.dir / "gtFine" / split / image.parent.name / f"{stem}{LABEL_SUFFIX}"))
+            label = self.dir / "gtFine" / split / image.parent.name / f"{stem}{LABEL_SUFFIX}"
+            entries.append(Entry(stem, image, label))
         return entries

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from rim_bench.config import to_dict
 from rim_bench.data.base import BenchmarkDataset
 from rim_bench.data.classes import read_classes
 from rim_bench.errors import ConfigError
@@ -104,16 +105,21 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def check_world_size(self, world: int) -> None:
         """Every process needs an image: a one-line error if there are more processes than images."""
-        if self.dataset is not None and world > len(self.dataset):
-            raise ConfigError(f"trainer: {world} processes for {len(self.dataset)} images; use at most "
-                              f"{len(self.dataset)} (trainer.devices x trainer.num_nodes)")
+        if self.dataset is None:
+            return
+        images = len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset stub declares no __len__
+        if world > images:
+            raise ConfigError(f"trainer: {world} processes for {images} images; use at most "
+                              f"{images} (trainer.devices x trainer.num_nodes)")
 
     def test_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.setup("test")
+        assert self.dataset is not None  # `setup` opens it
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        images = len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset stub declares no __len__
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=ShardSampler(len(self.dataset), rank, world),
+            self.dataset, batch_size=self.batch_size, sampler=ShardSampler(images, rank, world),
             num_workers=self.num_workers, collate_fn=collate_samples,
         )
 
@@ -133,6 +139,8 @@ class BenchmarkDataModule(SegmentationDataModule):
         batch_size, num_workers: as for the DataLoader.
         skip_bad: leave out images whose files are damaged (each is reported) instead of stopping.
     """
+
+    dataset: BenchmarkDataset | None
 
     def __init__(self, name: str = "smoke", root: str | None = None, split: str = "val", classes: str | None = None,
                  max_images: int | None = None, batch_size: int = 1, num_workers: int = 0,
@@ -155,7 +163,7 @@ class BenchmarkDataModule(SegmentationDataModule):
 
     def data_config(self) -> dict[str, Any]:
         """The ``data`` block this module serves, for the model's saved config."""
-        return OmegaConf.to_container(self.data)
+        return to_dict(self.data, resolve=False)
 
     def setup(self, stage: str | None = None) -> None:
         # The layout checks, so that a wrong path fails before any model loads.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from rim_bench.data.base import BenchmarkDataset, Entry, read_split
 from rim_bench.errors import DataError
@@ -54,7 +55,7 @@ class AnyVOCLayout(VOCLayout):
     """Any folder with JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/ (set data.classes)."""
 
     subdir = "."
-    default_classes = None
+    default_classes: ClassVar[str | None] = None  # data.classes must name the class file
 
 
 @DATASETS.register("smoke")
@@ -74,7 +75,8 @@ class Smoke(AnyVOCLayout):
             generate_smoke(root)
         except FileExistsError:
             if not _is_smoke_record(root / "DONE"):
-                raise DataError(f"'{root}' has a DONE file that is not a smoke benchmark's: set data.root elsewhere")
+                raise DataError(
+                    f"'{root}' has a DONE file that is not a smoke benchmark's: set data.root elsewhere") from None
             shutil.rmtree(root)  # an older version of our own generated set: a cache, so replace it
             generate_smoke(root)
         return root

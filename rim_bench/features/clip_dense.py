@@ -28,6 +28,9 @@ class ClipDenseFeaturizer(nn.Module):
         tiny: the ``"tiny"`` model's vision config, projection size and seed.
     """
 
+    mean: Tensor  # (3, 1, 1) normalization buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, model: str, input_size: int, attention: str, residual: bool, tiny: dict) -> None:
         super().__init__()
         from rim_bench.backbones.clip import CLIP_MEAN, CLIP_STD, LAST_BLOCK_ATTENTION, load_clip

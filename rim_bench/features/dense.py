@@ -53,6 +53,9 @@ class DinoV2Featurizer(nn.Module):
         stride: the step between windows.
     """
 
+    mean: Tensor  # (3, 1, 1) normalization buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, model: str, input_size: int, tiny: dict, window: int | None = None, stride: int = 224) -> None:
         super().__init__()
         from rim_bench.backbones.dinov2 import load_dinov2, prefix_tokens

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,9 @@ def binarize(attention: Tensor, threshold: float) -> Tensor:
     return attention >= threshold
 
 
-def sam_prompt(binary: np.ndarray, attention: np.ndarray, mode: str, num_points: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def sam_prompt(
+    binary: np.ndarray, attention: np.ndarray, mode: str, num_points: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """SAM's prompt from a binarized attention map.
 
     Args:

@@ -18,8 +18,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -173,7 +174,8 @@ def concat_banks(banks: list[ReferenceBank]) -> ReferenceBank:
     return ReferenceBank(
         features=torch.cat([b.features for b in banks]),
         class_ids=torch.cat([b.class_ids for b in banks]),
-        subcategory_ids=torch.cat([r[b.subcategory_ids] if len(b) else b.subcategory_ids for b, r in zip(banks, remap)]),
+        subcategory_ids=torch.cat([r[b.subcategory_ids] if len(b) else b.subcategory_ids
+                                   for b, r in zip(banks, remap)]),
         class_names=list(names),
         subcategory_names=subcategories,
         meta=[m for b in banks for m in b.meta],

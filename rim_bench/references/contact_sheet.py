@@ -39,7 +39,7 @@ def sheet_row(label: str, image: np.ndarray, attention: np.ndarray, binary: np.n
     row = Image.new("RGB", (WIDTH, CELL), "white")
     ImageDraw.Draw(row).text((6, CELL // 2 - 6), label[:28], fill="black")
     for col, array in enumerate((image, heat, binary_rgb, masked)):
-        row.paste(Image.fromarray(array).resize((CELL, CELL), Image.BILINEAR), (LABEL_WIDTH + col * CELL, 0))
+        row.paste(Image.fromarray(array).resize((CELL, CELL), Image.Resampling.BILINEAR), (LABEL_WIDTH + col * CELL, 0))
     return row
 
 

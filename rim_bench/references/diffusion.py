@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ from rim_bench.references.generation import (
 from rim_bench.references.subcategory_lists import load_subcategories
 from rim_bench.registry import REFERENCE_SOURCES
 from rim_bench.types import BuildContext, ReferenceBank
+
+if TYPE_CHECKING:
+    from rim_bench.backbones.sam import PromptedSegmenter
 
 MASK_SOURCES = ("sam", "attention")
 REPORT = "references.json"  # per class: references kept and dropped
@@ -91,7 +95,7 @@ class DiffusionReferences:
         self.mask, self.sam_prompt, self.num_points = mask, sam_prompt, num_points
         self.sam_cfg, self.seed, self.contact_sheets = sam, seed, contact_sheets
         self._pipe = None
-        self._sam = None
+        self._sam: PromptedSegmenter | None = None
 
     def cache_spec(self, class_names: list[str]) -> dict:
         """The subcategory phrases used (the list file's content for this vocabulary)."""
@@ -157,6 +161,7 @@ class DiffusionReferences:
             self.images_per_subcategory, self.steps = saved
 
     def _store(self, ctx: BuildContext) -> Path:
+        assert ctx.store_root is not None  # BuildContext defaults it to work_dir
         return self._store_dir(ctx.store_root, ctx.feature_spec)
 
     def _store_dir(self, store_root: Path, feature_spec: dict) -> Path:
@@ -218,6 +223,7 @@ class DiffusionReferences:
         does not depend on how many are asked for, so asking for more generates only the new
         ones and a bank never depends on what was generated before.
         """
+        assert ctx.store_root is not None  # BuildContext defaults it to work_dir
         path = self._generated_path(ctx.store_root, torch.device(ctx.device).type, names, sub)
 
         record: dict = {}  # what was captured (token indices, attention calls), stored for checks
@@ -264,7 +270,8 @@ _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
 def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
     """The bank of every class's listed subcategories (named ``class/subcategory``), and per
     class the references kept and dropped."""
-    features, class_ids, sub_ids, meta, sub_names, report = [], [], [], [], [], {}
+    features, class_ids, sub_ids, meta, report = [], [], [], [], {}
+    sub_names: list[str] = []
     for class_id, names in enumerate(classes):
         kept = dropped = 0
         for sub in table[names[0]]:

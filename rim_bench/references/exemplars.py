@@ -111,12 +111,14 @@ class ExemplarReferences:
         features, meta = [], []
         for ex in tqdm(exemplars, desc="exemplar references", unit="img", leave=False):
             image = load_rgb(ex.image)
-            mask = _load_mask(ex.mask, image.shape[-2:]) if ex.mask else torch.ones(image.shape[-2:], dtype=torch.bool)
+            size = (image.shape[-2], image.shape[-1])
+            mask = _load_mask(ex.mask, size) if ex.mask else torch.ones(size, dtype=torch.bool)
             if not mask.any():
                 raise DataError(f"{ex.mask}: the mask is empty; it must mark the object with non-zero pixels")
             dense = featurizer(image.to(ctx.device))
             features.append(encoder(mask[None].to(dense.device), dense)[0].cpu())
-            meta.append({"image": str(ex.image), "mask": str(ex.mask) if ex.mask else None, "mask_area": int(mask.sum())})
+            meta.append({"image": str(ex.image), "mask": str(ex.mask) if ex.mask else None,
+                         "mask_area": int(mask.sum())})
         return ReferenceBank(
             features=torch.stack(features).float(),
             class_ids=torch.tensor([ex.class_id for ex in exemplars], dtype=torch.long),

@@ -10,7 +10,7 @@ skips finished files and resumes an interrupted conversion. Images are never cop
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rim_bench.data.converters.cityscapes import convert_cityscapes
 from rim_bench.data.converters.coco import convert_coco_object, convert_coco_stuff171

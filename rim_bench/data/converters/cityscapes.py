@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from rim_bench.data.converters.common import (
-    IGNORE, ConvertReport, Item, LabelMap, convert_all, find_files, read_png, require_dir,
+    IGNORE,
+    ConvertReport,
+    Item,
+    LabelMap,
+    convert_all,
+    find_files,
+    read_png,
+    require_dir,
 )
 
 RAW_SUFFIX = "_gtFine_labelIds.png"

@@ -17,7 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from rim_bench.data.converters.common import (
-    IGNORE, ConvertReport, Item, LabelMap, convert_all, find_files, read_png, require_dir,
+    IGNORE,
+    ConvertReport,
+    Item,
+    LabelMap,
+    convert_all,
+    find_files,
+    read_png,
+    require_dir,
 )
 from rim_bench.errors import ConfigError, DataError
 
