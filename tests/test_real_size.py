@@ -248,12 +248,10 @@ def test_real_size_build_bank_and_test(fixtures, voc_root, tmp_path):
     assert metrics["num_images"] == 2
     from safetensors.torch import load_file
 
-    regions = sorted((cache / "regions").glob("*/*.safetensors"))
-    assert len(regions) == 2
-    for path, (h, w) in zip(regions, [(375, 500), (500, 375)]):
-        cached = load_file(str(path))
-        assert cached["region_map"].shape == (h, w)
-        assert cached["features"].shape[1] == WIDTH and len(cached["features"]) >= 1
+    # Region files are named by image content, not by id: compare the set of image sizes.
+    cached = [load_file(str(path)) for path in (cache / "regions").glob("*/*.safetensors")]
+    assert sorted(tuple(c["region_map"].shape) for c in cached) == [(375, 500), (500, 375)]
+    assert all(c["features"].shape[1] == WIDTH and len(c["features"]) >= 1 for c in cached)
 
 
 @pytest.mark.slow
