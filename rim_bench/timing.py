@@ -121,11 +121,11 @@ def process_peak_bytes() -> int:
     return max(_process_peak, host_peak_bytes())
 
 
-def restart_host_peak() -> None:
+def restart_host_peak(current_peak: int | None = None) -> None:
     """Start the RSS high-water mark again from the current RSS (does nothing where Linux's
-    ``/proc/self/clear_refs`` is not there)."""
+    ``/proc/self/clear_refs`` is not there). `current_peak`: `host_peak_bytes()` just read, if it was."""
     global _process_peak
-    _process_peak = process_peak_bytes()
+    _process_peak = max(_process_peak, host_peak_bytes() if current_peak is None else current_peak)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets the high-water mark to the current RSS (Linux >= 4.0)
@@ -141,7 +141,7 @@ def _credit_peaks() -> None:
         timer.peak_rss[stage] = max(timer.peak_rss[stage], rss)
         if cuda is not None:
             timer.peak_cuda[stage] = max(timer.peak_cuda.get(stage, 0), cuda)
-    restart_host_peak()
+    restart_host_peak(rss)  # one read of /proc/self/status per stage boundary
     if cuda is not None:
         torch.cuda.reset_peak_memory_stats()
 
