@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from rim_bench.assembly import Assembly, build_device, experiment_config
-from rim_bench.config import config_hash
+from rim_bench.config import config_hash, generates_references
 from rim_bench.data.base import load_rgb
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_text
@@ -126,7 +126,7 @@ class RIM:
         """
         vocabulary = parse_vocabulary(classes)
         cfg = self.cfg.copy()
-        if _generates(cfg):
+        if generates_references(cfg):
             cfg.references.diffusion.subcategories = str(self._subcategory_file(cfg, vocabulary, subcategories))
         elif subcategories:
             raise ConfigError("subcategories= needs generated references (references.name=diffusion or mixed)")
@@ -230,8 +230,3 @@ def to_image_tensor(image: ImageLike) -> Tensor:
         raise DataError("a float image tensor must hold values in [0, 1]; other tensors must be uint8")
     raise DataError(f"cannot segment a {type(image).__name__}: give a path, a PIL image, an array or a tensor")
 
-
-def _generates(cfg: DictConfig) -> bool:
-    """Whether the references include generated ones (which need subcategory phrases)."""
-    refs = cfg.references
-    return refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources)

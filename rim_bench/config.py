@@ -366,6 +366,12 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
     return spec
 
 
+def generates_references(cfg: DictConfig) -> bool:
+    """Whether the references include generated ones (Stable Diffusion; they need subcategory phrases)."""
+    refs = cfg.references
+    return bool(refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources))
+
+
 def references_spec(block: DictConfig) -> dict[str, Any]:
     """The selected reference source's parameters (as in a key); for ``mixed``, each of its sources'."""
     if block.name != "mixed":

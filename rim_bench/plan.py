@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from rim_bench.config import config_hash
+from rim_bench.config import config_hash, generates_references
 from rim_bench.errors import ConfigError, RimBenchError
 from rim_bench.timing import StageTimer
 
@@ -151,7 +151,7 @@ def sam_blocks(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     blocks = []
     if cfg.proposer.name == "sam":
         blocks.append(("proposer.sam", cfg.proposer.sam))
-    if uses_diffusion(cfg) and cfg.references.diffusion.mask == "sam":
+    if generates_references(cfg) and cfg.references.diffusion.mask == "sam":
         blocks.append(("references.diffusion.sam", cfg.references.diffusion.sam))
     return blocks
 
@@ -159,14 +159,10 @@ def sam_blocks(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 def hub_models(cfg: DictConfig) -> list[tuple[str, str]]:
     """``(config key, model)`` of every transformers / diffusers model the run loads, except tiny ones."""
     models = [(f"featurizer.{cfg.featurizer.name}.model", cfg.featurizer[cfg.featurizer.name].model)]
-    if uses_diffusion(cfg):
+    if generates_references(cfg):
         models.append(("references.diffusion.model", cfg.references.diffusion.model))
     return [(key, str(model)) for key, model in models if key in MARKERS and str(model) != "tiny"]
 
-
-def uses_diffusion(cfg: DictConfig) -> bool:
-    refs = cfg.references
-    return refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources)
 
 
 def check_hub_model(key: str, model: str) -> tuple[str | None, str, int]:
@@ -179,7 +175,8 @@ def check_hub_model(key: str, model: str) -> tuple[str | None, str, int]:
         if not (folder / marker).is_file():
             return (f"{key}: '{model}' is not a model folder (no {marker} in it); give a hub id or a folder "
                     "saved with save_pretrained / downloaded with `hf download ID --local-dir DIR`"), "", 0
-        return None, f"{key}: {folder} (local folder, {weights_size(folder) / GB:.2f} GB)", weights_size(folder)
+        size = weights_size(folder)
+        return None, f"{key}: {folder} (local folder, {size / GB:.2f} GB)", size
     snapshot = cached_snapshot(model, marker)
     if snapshot is None:
         if hub_offline():
@@ -187,7 +184,8 @@ def check_hub_model(key: str, model: str) -> tuple[str | None, str, int]:
                     f"`hf download {model}` where there is a network (see docs/weights.md), or pass a local "
                     "folder"), "", 0
         return None, f"{key}: '{model}' is not in the local hub cache: it downloads on first load", 0
-    return None, f"{key}: '{model}' (hub cache, {weights_size(snapshot) / GB:.2f} GB)", weights_size(snapshot)
+    size = weights_size(snapshot)
+    return None, f"{key}: '{model}' (hub cache, {size / GB:.2f} GB)", size
 
 
 def weights_size(folder: Path) -> int:

@@ -18,7 +18,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +195,26 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(info)})
 
 
-def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a shard written by `save_shard` (`DamagedCacheError`, naming it, if it is damaged)."""
+@contextmanager
+def _open_shard(path: Path) -> Iterator[Any]:
+    """A shard written by `save_shard`, open for reading; any failure is a `DamagedCacheError` naming it."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+            yield f
     except Exception as e:  # safetensors' own errors name no file
         raise DamagedCacheError(f"cached shard '{path}' cannot be read ({type(e).__name__}: {e})") from None
+
+
+def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A shard's tensors and metadata."""
+    with _open_shard(path) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+
+
+def shard_info(path: Path) -> dict[str, Any]:
+    """A shard's metadata alone, without reading its tensors."""
+    with _open_shard(path) as f:
+        return json.loads(f.metadata()["json"])
 
 
 def shard_or_none(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

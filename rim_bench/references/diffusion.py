@@ -38,7 +38,7 @@ from rim_bench.config import config_hash, drop_unused_tiny
 from rim_bench.errors import ParamError
 from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.references.attention import binarize, class_word, sam_prompt
-from rim_bench.references.bank import load_shard, save_shard, shard_or_none, shard_path
+from rim_bench.references.bank import load_shard, save_shard, shard_info, shard_or_none, shard_path
 from rim_bench.references.contact_sheet import save_contact_sheet, sheet_row, stack
 from rim_bench.references.generation import (
     GENERATION_KEY,
@@ -137,7 +137,7 @@ class DiffusionReferences:
             images = 0
             for sub in missing:
                 path = self._generated_path(store_root, device_type, names, sub)
-                stored = load_shard(path)[1].get("seeds") or [] if path.is_file() else []
+                stored = shard_info(path).get("seeds") or [] if path.is_file() else []
                 images += max(0, self.images_per_subcategory - len(stored))
             counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
         return counts
