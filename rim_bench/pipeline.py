@@ -109,8 +109,9 @@ class SegmentationPipeline(nn.Module):
 
 def image_digest(image: Tensor) -> str:
     """A name for an image's pixels: the same image gets the same name from a data set, a file or an array."""
-    pixels = image.contiguous().cpu().numpy()
-    return "sha256-" + hashlib.sha256(pixels.tobytes() + str(tuple(image.shape)).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(image.contiguous().cpu().numpy())  # the pixels' buffer, not a copy of it
+    digest.update(str(tuple(image.shape)).encode())
+    return "sha256-" + digest.hexdigest()[:32]
 
 
 def region_cache_key(cfg: DictConfig) -> str:

@@ -225,5 +225,7 @@ def test_large_banks_keep_their_normalizers_next_to_them_on_disk(tmp_path: Path,
     stored.write_bytes(b"damaged")
     again = _bank(features, [0, 0, 1, 1, 1, 2, 2, 0, 2])
     again.directory = tmp_path
-    torch.testing.assert_close(RIMMatcher(0.1, "kl", 0.0, "max")(regions, again), expected)  # recomputed
+    with pytest.warns(UserWarning, match="rim_normalizers_T0.1.safetensors"):  # named, set aside, recomputed
+        torch.testing.assert_close(RIMMatcher(0.1, "kl", 0.0, "max")(regions, again), expected)
     assert stored.stat().st_size > 100  # and replaced
+    assert [p.read_bytes() for p in tmp_path.glob("rim_normalizers_T0.1.safetensors.damaged-*")] == [b"damaged"]

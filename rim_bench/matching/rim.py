@@ -65,7 +65,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rim_bench.errors import ParamError
-from rim_bench.io import atomic_path
+from rim_bench.io import atomic_path, set_aside
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
@@ -272,8 +272,8 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
                 unit, self_cosine = _unit_vectors(bank.features)
                 return BankNormalizers(unit, unit.to(_matmul_dtype(bank.features)), self_cosine,
                                        stored["log_norm"].to(unit), stored["log_norm_others"].to(unit), temperature)
-        except Exception:  # a damaged file: computed again and replaced below
-            pass
+        except Exception as e:  # a damaged file: set aside with a warning, like every cache entry, and computed again
+            set_aside(path, e)
     normalizers = bank_normalizers(bank.features, temperature, progress=len(bank) >= STORE_NORMALIZERS_FROM)
     if path is not None:
         try:
@@ -388,7 +388,7 @@ def bank_cosine_spread(features: Tensor, block_elements: int = 2**24) -> float:
     Streamed a block of rows at a time (sums of x and x² in float64), so memory is
     O(`block_elements`), never K × K. Needs K ≥ 2.
     """
-    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    unit, _ = _unit_vectors(features)
     k = unit.shape[0]
     if k < 2:
         raise ValueError("temperature 'auto' needs at least 2 references in the bank")
