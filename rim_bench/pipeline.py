@@ -109,7 +109,7 @@ class SegmentationPipeline(nn.Module):
 
 def image_digest(image: Tensor) -> str:
     """A name for an image's pixels: the same image gets the same name from a data set, a file or an array."""
-    digest = hashlib.sha256(image.contiguous().cpu().numpy())  # the pixels' buffer, not a copy of it
+    digest = hashlib.sha256(image.contiguous().cpu().numpy().data)  # the pixels' buffer, not a copy of it
     digest.update(str(tuple(image.shape)).encode())
     return "sha256-" + digest.hexdigest()[:32]
 
