@@ -187,6 +187,9 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
     default.matcher.class_sum = {"power": 2.0}  # the one YAML block
     OmegaConf.save(default, configs / "default.yaml")
     monkeypatch.setattr(rim_bench.matching, "__path__", [*rim_bench.matching.__path__, str(plugins)])
+    # Every built-in matcher registered before the registry is copied: a module the copy imports
+    # would stay imported, its matchers missing from the registry restored after the test.
+    MATCHERS.names()
     monkeypatch.setattr(MATCHERS, "_builders", dict(MATCHERS._builders))  # the registry as it was, after the test
     monkeypatch.setattr(MATCHERS, "_imported", set(MATCHERS._imported))
 
