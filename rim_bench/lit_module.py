@@ -33,7 +33,7 @@ from rim_bench.data.base import MAX_LISTED, BadSample
 from rim_bench.data.palette import voc_palette
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_json, file_in
-from rim_bench.metrics import SegmentationScore, confusion_matrix, most_confused, score_collection
+from rim_bench.metrics import SegmentationScore, most_confused, region_confusion_matrix, score_collection
 from rim_bench.pipeline import SegmentationPipeline
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer, process_peak_bytes
@@ -159,8 +159,8 @@ class RIMModule(L.LightningModule):
             pred = self(sample)
             with self.timer("scoring"):
                 try:
-                    label_map = pred.label_map.to(self._confmat.device)
-                    self._confmat += confusion_matrix(label_map, sample.label.to(label_map.device), len(self.classes))
+                    self._confmat += region_confusion_matrix(pred.region_map, pred.region_labels,
+                                                             sample.label.to(pred.region_map.device), len(self.classes))
                 except ValueError as e:
                     raise DataError(f"image '{sample.image_id}': {e}") from None
             done.append((sample, pred))

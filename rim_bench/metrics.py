@@ -12,7 +12,7 @@ to the ignore index are not scored.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -29,42 +29,90 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
         pred: ``(H, W)`` int predicted ids in ``[0, C)`` or `ignore_index` (unassigned).
         target: ``(H, W)`` int true ids in ``[0, C)`` or `ignore_index` (not scored); a data
             set's uint8 label needs no range pass of its own.
-        ignore_index: ≥ 0.
+        ignore_index: ≥ C.
     Returns:
         ``(C, C + 1) int64``: rows are true classes, the last column is "unassigned".
     """
+    bins, target = _checked_target(pred, target, num_classes, ignore_index)
+    pred = pred.long()
+    # Pairs of raw values, prediction-major: a prediction below 0 or from `bins` up makes a pair
+    # below 0 or from bins² up, and any other stray value shows as counts left out (`_scored`):
+    # no range pass over the prediction, no per-pixel remapping.
+    p, t = _host(pred), _host(target)
+    pairs = p.reshape(-1) * bins
+    pairs += t.reshape(-1)
+    try:
+        counts = _xp(pred).bincount(pairs, minlength=bins * bins)
+    except (ValueError, RuntimeError):  # a negative pair: a prediction below 0
+        _raise_bad_values(target, pred, num_classes, ignore_index)
+    if len(counts) > bins * bins:
+        _raise_bad_values(target, pred, num_classes, ignore_index)
+    keep = [*range(num_classes), ignore_index]
+    return _scored(counts.reshape(bins, bins)[keep], target, pred, num_classes, ignore_index)
+
+
+def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: Tensor, num_classes: int,
+                            ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """`confusion_matrix` of the label map that paints `region_labels` over `region_map`
+    (`Prediction.label_map`), without painting it: one gather of each pixel's row (its region's
+    class) and one bincount of (class, true value) pairs.
+
+    Args:
+        region_map: ``(H, W)`` int region index in ``[0, N)``, -1 = none (unassigned).
+        region_labels: ``(N,)`` int class ids in ``[0, C)`` or `ignore_index` (unassigned).
+        target: as in `confusion_matrix`.
+    Returns:
+        ``(C, C + 1) int64``, as `confusion_matrix`.
+    """
+    bins, target = _checked_target(region_map, target, num_classes, ignore_index)
+    labels = region_labels.tolist()  # N values: checked and mapped in Python, cheaper than N-sized tensor calls
+    if any(v < 0 or v >= num_classes for v in labels if v != ignore_index):
+        _raise_bad_values(target, region_labels.long().cpu(), num_classes, ignore_index)
+    regions = _host(region_map)
+    if region_map.numel() and (regions.min() < -1 or regions.max() >= len(labels)):
+        raise ValueError(f"region map values {int(regions.min())}..{int(regions.max())}: expected -1 (none) "
+                         f"to {len(labels) - 1} ({len(labels)} regions)")
+    # Each region's row of a (C + 1, bins) table: its class, or C for unassigned; region -1 reads the last.
+    rows = [num_classes * bins if v == ignore_index else v * bins for v in labels] + [num_classes * bins]
+    on_cpu = region_map.device.type == "cpu"
+    pairs = (np.array(rows) if on_cpu else torch.tensor(rows, device=region_map.device)).take(regions.reshape(-1))
+    pairs += _host(target).reshape(-1)
+    counts = _xp(region_map).bincount(pairs, minlength=(num_classes + 1) * bins)
+    return _scored(counts.reshape(num_classes + 1, bins), target, region_labels, num_classes, ignore_index)
+
+
+def _checked_target(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> tuple[int, Tensor]:
+    """The pair stride `bins`, a power of two above every class id and `ignore_index`, and the
+    target, checked to lie in ``[0, bins)`` (a uint8 one does, with bins = 256: no pass)."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in size")
     if ignore_index < num_classes:
         raise ValueError(f"ignore_index {ignore_index} is a class id (there are {num_classes} classes)")
-    # One bincount over (predicted value, true value) pairs of the raw values, then keep the rows of
-    # the classes and "unassigned" and the columns of the classes: no per-pixel remapping. With
-    # `bins` a power of two above both sets, a prediction below 0 or from `bins` up makes a pair index
-    # below 0 or from bins² up, and any other stray value shows as counts left out; so only a label
-    # that may lie outside [0, bins) needs a pass of its own (a uint8 one cannot, with bins = 256).
-    # On a CPU the arithmetic runs in numpy, whose per-call cost is a third of torch's at image size.
     bins = 1 << max(num_classes, ignore_index).bit_length()
-    if pred.dtype != torch.long:
-        pred = pred.long()
     if target.dtype != torch.uint8 or bins < 256:
         target = target.long()
         if target.numel() and (target.min() < 0 or target.max() >= bins):
-            _raise_bad_values(target, pred, num_classes, ignore_index)
-    on_cpu = pred.device.type == "cpu"
-    p, t = (pred.numpy(), target.numpy()) if on_cpu else (pred, target)
-    pairs = p.reshape(-1) * bins
-    pairs += t.reshape(-1)
-    try:
-        counts = (np if on_cpu else torch).bincount(pairs, minlength=bins * bins)
-    except (ValueError, RuntimeError):  # a negative pair: a prediction below 0
-        counts = None
-    if counts is None or len(counts) > bins * bins:
+            _raise_bad_values(target, pred.long(), num_classes, ignore_index)
+    return bins, target
+
+
+def _scored(table: Any, target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """``(C + 1, bins)`` pair counts, rows the predicted classes then "unassigned", columns the
+    true values → ``(C, C + 1)``; a pixel left out (a stray value) is an error."""
+    scored = table.T[[*range(num_classes), ignore_index]]  # (C + 1, C + 1): true rows, ignore last
+    if int(scored.sum()) != target.numel():
         _raise_bad_values(target.long(), pred, num_classes, ignore_index)
-    keep = [*range(num_classes), ignore_index]
-    scored = counts.reshape(bins, bins).T[keep][:, keep]  # (C + 1, C + 1): true rows, predicted columns
-    if int(scored.sum()) != len(pairs):
-        _raise_bad_values(target.long(), pred, num_classes, ignore_index)
-    return torch.as_tensor(scored[:num_classes], device=pred.device)
+    return torch.as_tensor(scored[:num_classes], device=target.device)
+
+
+def _host(x: Tensor) -> Any:
+    """A CPU tensor as a numpy array (its per-call cost is a third of torch's at image size), else itself."""
+    return x.numpy() if x.device.type == "cpu" else x
+
+
+def _xp(x: Tensor) -> Any:
+    """numpy for a CPU tensor (see `_host`), torch for any other."""
+    return np if x.device.type == "cpu" else torch
 
 
 def _raise_bad_values(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> NoReturn:

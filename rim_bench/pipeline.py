@@ -84,9 +84,9 @@ class SegmentationPipeline(nn.Module):
             if self.bank.features.device != device:
                 self.bank = self.bank.to(device)
             scores = self.matcher(regions, self.bank)
-        with self.timer("painting"):
-            label_map, region_labels = self.segmenter(region_map, scores)
-        return Prediction(label_map=label_map, region_map=region_map, scores=scores, region_labels=region_labels)
+        with self.timer("painting"):  # the regions' labels; the label map itself is painted where it is used
+            region_labels, painted_regions = self.segmenter(region_map, scores)
+        return Prediction(region_map=painted_regions, scores=scores, region_labels=region_labels)
 
     def regions(self, image: Tensor, image_id: str | None = None) -> tuple[Tensor, Tensor]:
         """``(3, H, W) uint8`` → ``(H, W) int64`` region map (-1 = none) and ``(N, D)`` region features."""

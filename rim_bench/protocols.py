@@ -50,5 +50,5 @@ class Matcher(Protocol):
 
 class Segmenter(Protocol):
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores
-        → ``(H, W) int64`` label map (255 = none), ``(N,)`` labels."""
+        """``(H, W)`` region map (-1 = none), ``(N, C)`` scores → ``(N,)`` labels (255 = none) and
+        the ``(H, W)`` region map they paint (`Prediction.label_map`), e.g. with uncovered pixels filled."""

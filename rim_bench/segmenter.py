@@ -3,7 +3,9 @@
 Overlaps: proposals (SAM's overlap; superpixels do not) are resolved once per image into
 a region map by painting them large to small, so a small region on top of a large one
 keeps its own pixels. The region map depends on the masks alone, so it is cached with
-the region features, and a sweep over matching parameters only repaints labels.
+the region features, and a sweep over matching parameters only relabels regions. The label
+map is painted from the regions' labels only where it is used (`Prediction.label_map`):
+scoring counts pixels by region without it (`rim_bench.metrics.region_confusion_matrix`).
 
 Uncovered pixels (no proposal covers them): ``uncovered: none`` leaves them unassigned
 (255, a miss for their true class); ``nearest`` gives them the label of the nearest
@@ -68,22 +70,27 @@ def mask_areas(masks: Tensor) -> Tensor:
     return masks.flatten(1).sum(1)
 
 
-def paint_labels(region_map: Tensor, labels: Tensor, uncovered: str = "none") -> Tensor:
+def paint_labels(region_map: Tensor, labels: Tensor) -> Tensor:
     """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
     # One gather over the pixels: region -1 (none) picks the 255 appended to the labels
     # (`take` reads a negative index from the end, at half the cost of advanced indexing).
     lookup = F.pad(labels.to(region_map.device, torch.long), (0, 1), value=IGNORE_INDEX)
-    painted = lookup.take(region_map)
-    if uncovered == "nearest" and not (covered := region_map >= 0).all() and covered.any():
-        # Index of the nearest covered pixel, for every pixel (Euclidean distance transform).
-        _, (iy, ix) = ndimage.distance_transform_edt(~covered.cpu().numpy(), return_indices=True)
-        painted = painted[torch.from_numpy(iy).to(painted.device), torch.from_numpy(ix).to(painted.device)]
-    return painted
+    return lookup.take(region_map)
+
+
+def fill_uncovered(region_map: Tensor) -> Tensor:
+    """``(H, W)`` region map → the same with every uncovered pixel (-1) given the region of the
+    nearest covered pixel (Euclidean distance transform); unchanged if all or none are covered."""
+    covered = region_map >= 0
+    if covered.all() or not covered.any():
+        return region_map
+    _, (iy, ix) = ndimage.distance_transform_edt(~covered.cpu().numpy(), return_indices=True)
+    return region_map[torch.from_numpy(iy).to(region_map.device), torch.from_numpy(ix).to(region_map.device)]
 
 
 @SEGMENTERS.register("paint")
 class PaintSegmenter:
-    """Give each region its best class and paint the label map.
+    """Give each region its best class (the label map is painted from them on demand).
 
     Args:
         min_score: regions whose best class score is below it stay unassigned (255); null keeps all.
@@ -102,9 +109,11 @@ class PaintSegmenter:
         self.background = BackgroundRule(**background, background_id=background_id)
 
     def __call__(self, region_map: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """``(H, W)`` region map, ``(N, C)`` scores → ``(H, W)`` label map, ``(N,)`` region labels."""
+        """``(H, W)`` region map, ``(N, C)`` scores → ``(N,)`` region labels and the ``(H, W)``
+        region map they paint (`Prediction.label_map`): uncovered pixels stay -1 (``none``) or
+        take their nearest region (``nearest``)."""
         labels, best = self.background(scores, region_map)
         if self.min_score is not None:
             labels = torch.where(best < self.min_score, torch.full_like(labels, IGNORE_INDEX), labels)
-        return paint_labels(region_map, labels, self.uncovered), labels
+        return labels, fill_uncovered(region_map) if self.uncovered == "nearest" else region_map
 

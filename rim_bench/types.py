@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,19 +90,25 @@ class ReferenceBank:
 
 @dataclass
 class Prediction:
-    """The result of segmenting one image.
+    """The result of segmenting one image: its regions and their labels; the label map is
+    painted from them on first use.
 
     Attributes:
-        label_map: ``(H, W) int64`` class ids, 255 = unassigned.
-        region_map: ``(H, W) int64`` the region each pixel belongs to, -1 = none.
+        region_map: ``(H, W) int64`` the region each pixel takes its label from, -1 = none.
         scores: ``(N, C) float32`` region-to-class scores.
         region_labels: ``(N,) int64`` the class given to each region (255 = unassigned).
     """
 
-    label_map: Tensor
     region_map: Tensor
     scores: Tensor
     region_labels: Tensor
+
+    @cached_property
+    def label_map(self) -> Tensor:
+        """``(H, W) int64`` class ids, 255 = unassigned."""
+        from rim_bench.segmenter import paint_labels
+
+        return paint_labels(self.region_map, self.region_labels)
 
 
 @dataclass

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rim_bench.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
+from rim_bench.metrics import SegmentationMetrics, confusion_matrix, region_confusion_matrix, scores_from_confusion
+from rim_bench.segmenter import paint_labels
+from rim_bench.types import Prediction
 
 
 def _numpy_reference(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> dict:
@@ -134,3 +136,35 @@ def test_summed_counts_update_the_metric_like_the_images_one_by_one():
     assert torch.equal(a["confmat"], b["confmat"]) and int(b["num_images"]) == 4
     with pytest.raises(ValueError, match=r"confmat \(2, 2\): expected \(3, 4\)"):
         summed.update(confmat=torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_counting_by_region_equals_counting_the_painted_map(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    n, c = 9, 5
+    region_map = torch.randint(-1, n, (31, 27), generator=g)  # -1: no region, unassigned
+    labels = torch.randint(0, c, (n,), generator=g)
+    labels[torch.rand(n, generator=g) < 0.3] = 255  # regions left unassigned (min_score)
+    target = torch.randint(0, c, (31, 27), generator=g)
+    target[torch.rand(31, 27, generator=g) < 0.2] = 255
+    painted = Prediction(region_map=region_map, scores=torch.zeros(n, c), region_labels=labels).label_map
+    assert torch.equal(painted, paint_labels(region_map, labels))
+    want = confusion_matrix(painted, target, c)
+    for t in (target, target.to(torch.uint8)):
+        assert torch.equal(region_confusion_matrix(region_map, labels, t, c), want)
+    empty = torch.zeros(0, 0, dtype=torch.long)
+    assert region_confusion_matrix(empty, torch.zeros(0, dtype=torch.long), empty, c).sum() == 0
+
+
+def test_counting_by_region_names_bad_values():
+    region_map = torch.tensor([[0, 1], [1, -1]])
+    target = torch.tensor([[0, 1], [2, 255]], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"prediction values \[7\]"):
+        region_confusion_matrix(region_map, torch.tensor([0, 7]), target, 3)
+    with pytest.raises(ValueError, match=r"region map values 0\.\.2: expected -1 \(none\) to 1 \(2 regions\)"):
+        region_confusion_matrix(region_map.clamp_min(0) * 2, torch.tensor([0, 1]), target, 3)
+    with pytest.raises(ValueError, match=r"region map values -2\.\.1"):
+        region_confusion_matrix(torch.tensor([[0, 1], [1, -2]]), torch.tensor([0, 1]), target, 3)
+    target[0, 0] = 9
+    with pytest.raises(ValueError, match=r"label values \[9\]"):
+        region_confusion_matrix(region_map, torch.tensor([0, 1]), target, 3)

@@ -15,7 +15,7 @@ from helpers import write_benchmark
 from rim_bench.cli import main
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
-from rim_bench.metrics import confusion_matrix, most_confused
+from rim_bench.metrics import confusion_matrix, most_confused, scores_from_confusion
 from rim_bench.types import ReferenceBank
 
 TINY_RIM = [
@@ -137,6 +137,30 @@ def test_second_run_reads_regions_from_the_cache(tmp_path: Path, monkeypatch):
     again = tmp_path / "d"
     assert main([*common, f"output_dir={again}"]) == 0
     assert json.loads((again / "metrics.json").read_text())["per_class_iou"] == cached["per_class_iou"]
+
+
+@pytest.mark.parametrize("paint", [["segmenter.paint.uncovered=none", "segmenter.paint.min_score=-0.9"],
+                                   ["segmenter.paint.uncovered=nearest"]])
+def test_scores_counted_by_region_equal_the_written_label_maps_scored_by_pixel(tmp_path: Path, paint: list[str]):
+    """Scoring counts pixels by region without painting them (`region_confusion_matrix`); the label
+    maps painted for writing, scored pixel by pixel, give the same matrix. Tiny SAM leaves pixels
+    uncovered, so `nearest` fills some; the min_score leaves some regions unassigned."""
+    from PIL import Image
+
+    from rim_bench.config import load_config
+    from rim_bench.data.datamodule import build_dataset
+
+    out = tmp_path / "out"
+    args = ["experiment=smoke", "proposer.name=sam", *TINY_RIM, "data.max_images=3", "cache_regions=false",
+            f"output_dir={out}", "save_predictions=true", *paint]
+    assert main(["test", *args]) == 0
+    dataset, classes = build_dataset(load_config(args).data)
+    confmat = sum(confusion_matrix(torch.from_numpy(np.array(Image.open(out / "predictions" / f"{s.image_id}.png"))),
+                                   s.label, len(classes)) for s in (dataset[i] for i in range(3)))
+    iou = 100 * scores_from_confusion(confmat)["iou"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    np.testing.assert_allclose(list(metrics["per_class_iou"].values()), iou.numpy(), atol=1e-4)
+    assert confmat[:, -1].sum() > 0 if "min_score" in paint[-1] else confmat[:, -1].sum() == 0  # unassigned or not
 
 
 def test_image_with_no_regions_is_all_unassigned(tmp_path: Path, monkeypatch):

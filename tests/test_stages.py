@@ -18,7 +18,7 @@ from rim_bench.proposals.superpixels import SuperpixelProposer
 from rim_bench.references.bank import cached_bank
 from rim_bench.references.exemplars import ExemplarReferences
 from rim_bench.registry import MATCHERS, build_stage
-from rim_bench.segmenter import PaintSegmenter, paint_labels, resolve_regions
+from rim_bench.segmenter import PaintSegmenter, fill_uncovered, paint_labels, resolve_regions
 from rim_bench.types import BuildContext, ReferenceBank
 
 
@@ -92,8 +92,11 @@ def test_regions_small_on_top_and_uncovered_unassigned():
     assert region_map.tolist() == [[0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 0, -1]]
     out = paint_labels(region_map, torch.tensor([1, 2]))
     assert out.tolist() == [[1, 1, 1, 255], [1, 2, 1, 255], [1, 1, 1, 255]] and out.dtype == torch.long
-    nearest = paint_labels(region_map, torch.tensor([1, 2]), uncovered="nearest")
+    nearest = paint_labels(fill_uncovered(region_map), torch.tensor([1, 2]))
     assert nearest[:, 3].tolist() == [1, 1, 1]  # the column left of them is region 0's
+    labels, painted = _segmenter(uncovered="nearest")(region_map, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert torch.equal(painted, fill_uncovered(region_map)) and labels.tolist() == [1, 0]
+    assert _segmenter()(region_map, torch.zeros(2, 2))[1] is region_map  # uncovered: none
     assert resolve_regions(torch.zeros(0, 2, 2, dtype=torch.bool)).tolist() == [[-1, -1], [-1, -1]]
 
 
@@ -120,19 +123,19 @@ def _segmenter(**kwargs) -> PaintSegmenter:
 def test_segmenter_min_score_leaves_weak_regions_unassigned():
     region_map = torch.tensor([[0, 0, 0], [1, 1, 1]])
     scores = torch.tensor([[0.9, 0.1], [0.2, 0.3]])
-    label_map, labels = _segmenter(min_score=0.5)(region_map, scores)
+    labels, painted = _segmenter(min_score=0.5)(region_map, scores)
     assert labels.tolist() == [0, 255]
-    assert label_map.tolist() == [[0, 0, 0], [255, 255, 255]]
+    assert paint_labels(painted, labels).tolist() == [[0, 0, 0], [255, 255, 255]]
 
 
 def test_segmenter_background_rule():
     region_map = torch.tensor([[0, 1]])
     scores = torch.tensor([[-5.0, 0.9, 0.1], [-5.0, 0.2, 0.3]])  # class 0 = background, weak references
     rule = background_config("score", threshold=0.5)
-    label_map, labels = _segmenter(background=rule, background_id=0)(region_map, scores)
-    assert labels.tolist() == [1, 0] and label_map.tolist() == [[1, 0]]
+    labels, painted = _segmenter(background=rule, background_id=0)(region_map, scores)
+    assert labels.tolist() == [1, 0] and paint_labels(painted, labels).tolist() == [[1, 0]]
     # Without a class named background (VOC20, Context59), no rule changes a label.
-    label_map, labels = _segmenter(background=background_config("score", threshold=0.5))(region_map, scores)
+    labels, _ = _segmenter(background=background_config("score", threshold=0.5))(region_map, scores)
     assert labels.tolist() == [1, 2]
 
 
