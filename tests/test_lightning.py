@@ -186,10 +186,10 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
     default = OmegaConf.load(configs / "default.yaml")
     default.matcher.class_sum = {"power": 2.0}  # the one YAML block
     OmegaConf.save(default, configs / "default.yaml")
-    monkeypatch.setattr(rim_bench.matching, "__path__", [*rim_bench.matching.__path__, str(plugins)])
-    # Every built-in matcher registered before the registry is copied: a module the copy imports
-    # would stay imported, its matchers missing from the registry restored after the test.
+    # Every built-in matcher registered before the registry is copied (and before the plugin is on
+    # the path): a module the copy imports stays imported, its matchers gone from the restored registry.
     MATCHERS.names()
+    monkeypatch.setattr(rim_bench.matching, "__path__", [*rim_bench.matching.__path__, str(plugins)])
     monkeypatch.setattr(MATCHERS, "_builders", dict(MATCHERS._builders))  # the registry as it was, after the test
     monkeypatch.setattr(MATCHERS, "_imported", set(MATCHERS._imported))
 
