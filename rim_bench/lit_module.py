@@ -264,7 +264,9 @@ class ResultWriter(L.Callback):
         now = time.perf_counter()
         loop_seconds = now - self._loop_start
         # Lightning attaches trainer.datamodule at run time without declaring it
-        metrics = run_metrics(module, now - self.started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
+        # The wall time from the run's first timed stage: `rim-bench test` opens the data before the Trainer starts.
+        started = min(self.started, module.timer.started or self.started)
+        metrics = run_metrics(module, now - started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
         module.metrics_json = metrics
         if trainer.is_global_zero:
             atomic_write_json(self.output_dir / "metrics.json", metrics)

@@ -38,6 +38,7 @@ class StageTimer:
         self.peak_rss: dict[str, int] = defaultdict(int)
         self.peak_cuda: dict[str, int] = {}
         self.nested: set[str] = set()  # stages that ran inside another stage of this timer
+        self.started: float | None = None  # when its first stage began (perf_counter)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -48,6 +49,8 @@ class StageTimer:
         entry = (self, stage)
         _open.append(entry)
         start = time.perf_counter()
+        if self.started is None:
+            self.started = start
         try:
             yield
         finally:

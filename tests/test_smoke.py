@@ -83,3 +83,17 @@ def test_a_later_run_does_not_inherit_an_earlier_runs_output_folder(tmp_path: Pa
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert main(["test", "experiment=smoke", "data.max_images=1"]) == 0
     assert not (tmp_path / "earlier").exists() and list((tmp_path / "outputs").glob("smoke-*/metrics.json"))
+
+
+def test_wall_time_covers_opening_the_data(tmp_path: Path, monkeypatch):
+    """`rim-bench test` opens the data before the Trainer starts: the total still covers it."""
+    import time
+
+    from rim_bench.data.datamodule import BenchmarkDataModule
+
+    opened = BenchmarkDataModule.setup
+    monkeypatch.setattr(BenchmarkDataModule, "setup", lambda self, stage=None: (time.sleep(1.0), opened(self, stage)))
+    metrics = _run(tmp_path, "slow-data", "data.max_images=2")
+    seconds, split = metrics["seconds"], metrics["seconds_split"]
+    assert seconds["data setup"] >= 1.0
+    assert split["framework"] + split["models"] <= seconds["total"]
