@@ -74,10 +74,10 @@ def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: T
                          f"to {len(labels) - 1} ({len(labels)} regions)")
     # Each region's row of a (C + 1, bins) table: its class, or C for unassigned; region -1 reads the last.
     rows = [num_classes * bins if v == ignore_index else v * bins for v in labels] + [num_classes * bins]
-    on_cpu = region_map.device.type == "cpu"
-    pairs = (np.array(rows) if on_cpu else torch.tensor(rows, device=region_map.device)).take(regions.reshape(-1))
+    xp = _xp(region_map)
+    pairs = (np.array(rows) if xp is np else torch.tensor(rows, device=region_map.device)).take(regions.reshape(-1))
     pairs += _host(target).reshape(-1)
-    counts = _xp(region_map).bincount(pairs, minlength=(num_classes + 1) * bins)
+    counts = xp.bincount(pairs, minlength=(num_classes + 1) * bins)
     return _scored(counts.reshape(num_classes + 1, bins), target, region_labels, num_classes, ignore_index)
 
 

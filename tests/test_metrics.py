@@ -156,6 +156,29 @@ def test_counting_by_region_equals_counting_the_painted_map(seed: int):
     assert region_confusion_matrix(empty, torch.zeros(0, dtype=torch.long), empty, c).sum() == 0
 
 
+def test_the_torch_path_of_a_gpu_counts_the_same(monkeypatch):
+    """On a GPU the counting runs in torch (on a CPU in numpy): the torch path, run here on CPU tensors."""
+    import rim_bench.metrics as metrics
+
+    g = torch.Generator().manual_seed(5)
+    region_map = torch.randint(-1, 6, (13, 17), generator=g)
+    labels = torch.tensor([0, 3, 255, 1, 2, 3])
+    target = torch.randint(0, 4, (13, 17), generator=g).to(torch.uint8)
+    target[:2] = 255
+    pred = paint_labels(region_map, labels)
+    want_pixels = confusion_matrix(pred, target, 4)
+    want_regions = region_confusion_matrix(region_map, labels, target, 4)
+    monkeypatch.setattr(metrics, "_host", lambda x: x)
+    monkeypatch.setattr(metrics, "_xp", lambda x: torch)
+    assert torch.equal(want_pixels, want_regions)
+    assert torch.equal(confusion_matrix(pred, target, 4), want_pixels)
+    assert torch.equal(region_confusion_matrix(region_map, labels, target, 4), want_regions)
+    with pytest.raises(ValueError, match=r"prediction values \[-2\]"):
+        confusion_matrix(torch.full_like(pred, -2), target, 4)
+    with pytest.raises(ValueError, match=r"prediction values \[300\]"):
+        confusion_matrix(torch.full_like(pred, 300), target, 4)
+
+
 def test_counting_by_region_names_bad_values():
     region_map = torch.tensor([[0, 1], [1, -1]])
     target = torch.tensor([[0, 1], [2, 255]], dtype=torch.uint8)
