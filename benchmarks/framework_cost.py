@@ -9,7 +9,9 @@ scoring, their ratio (painting + scoring) / matching and the test loop's images/
 median and range of the ratio; the table is written to
 ``benchmarks/results/framework-cost.json``. Matching is RIM's closed form on the smoke
 bank's 36 references, the cheapest matching any real run does, so the ratio is an upper
-bound for real vocabularies (see README, Performance).
+bound for real vocabularies (see README, Performance). "painting" is the labelling of regions:
+a label map painted for predictions or overlays is timed under "writing" (the smoke run writes
+none).
 """
 
 from __future__ import annotations

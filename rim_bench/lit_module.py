@@ -159,7 +159,7 @@ class RIMModule(L.LightningModule):
             pred = self(sample)
             with self.timer("scoring"):
                 try:
-                    self._confmat += region_confusion_matrix(pred.region_map, pred.region_labels,
+                    self._confmat += region_confusion_matrix(pred.painted_regions, pred.region_labels,
                                                              sample.label.to(pred.region_map.device), len(self.classes))
                 except ValueError as e:
                     raise DataError(f"image '{sample.image_id}': {e}") from None
@@ -192,7 +192,8 @@ class ResultWriter(L.Callback):
     """Writes a run's results into the module's ``output_dir`` (null: the Trainer's log folder):
     ``predictions/<id>.png`` (``save_predictions``, and always for ``predict``), ``overlays/<id>.png``
     (the data set's first ``save_overlays`` images, whichever process scores them), and after a
-    test or validation ``metrics.json`` and ``config.yaml``, printing the per-class table."""
+    test or validation ``metrics.json`` and ``config.yaml``, printing the per-class table and the
+    time breakdown (the module's timer then starts afresh: each run's metrics cover that run)."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -263,9 +264,9 @@ class ResultWriter(L.Callback):
     def _finish(self, trainer: L.Trainer, module: RIMModule) -> None:
         now = time.perf_counter()
         loop_seconds = now - self._loop_start
-        # Lightning attaches trainer.datamodule at run time without declaring it
         # The wall time from the run's first timed stage: `rim-bench test` opens the data before the Trainer starts.
         started = min(self.started, module.timer.started or self.started)
+        # Lightning attaches trainer.datamodule at run time without declaring it
         metrics = run_metrics(module, now - started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
         module.metrics_json = metrics
         if trainer.is_global_zero:
@@ -275,6 +276,7 @@ class ResultWriter(L.Callback):
             table = module.timer.table(metrics["seconds"]["total"], metrics["num_images"], loop_seconds)
             print(f"\ntime breakdown\n{table}")
             print(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
+        module.timer.reset()  # a next validate or test on this module times only itself
 
 
 def _rim(module: L.LightningModule) -> RIMModule:

@@ -35,27 +35,24 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     """
     bins, target = _checked_target(pred, target, num_classes, ignore_index)
     pred = pred.long()
-    # Pairs of raw values, prediction-major: a prediction below 0 or from `bins` up makes a pair
-    # below 0 or from bins² up, and any other stray value shows as counts left out (`_scored`):
-    # no range pass over the prediction, no per-pixel remapping.
-    p, t = _host(pred), _host(target)
-    pairs = p.reshape(-1) * bins
-    pairs += t.reshape(-1)
-    try:
-        counts = _xp(pred).bincount(pairs, minlength=bins * bins)
-    except (ValueError, RuntimeError):  # a negative pair: a prediction below 0
+    if pred.numel() and (pred.min() < 0 or pred.max() >= bins):  # so that no pair overflows or aliases
         _raise_bad_values(target, pred, num_classes, ignore_index)
-    if len(counts) > bins * bins:
-        _raise_bad_values(target, pred, num_classes, ignore_index)
+    # Pairs of raw values, no per-pixel remapping; a value other than a class or `ignore_index`
+    # shows as counts left out (`_scored`).
+    pairs = _host(pred).reshape(-1) * bins
+    pairs += _host(target).reshape(-1)
+    counts = _xp(pred).bincount(pairs, minlength=bins * bins)
     keep = [*range(num_classes), ignore_index]
     return _scored(counts.reshape(bins, bins)[keep], target, pred, num_classes, ignore_index)
 
 
 def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: Tensor, num_classes: int,
                             ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """`confusion_matrix` of the label map that paints `region_labels` over `region_map`
+    """The confusion matrix of the label map that paints `region_labels` over `region_map`
     (`Prediction.label_map`), without painting it: one gather of each pixel's row (its region's
-    class) and one bincount of (class, true value) pairs.
+    class) and one bincount of (class, true value) pairs. Pixels of no region (-1) and of regions
+    labelled `ignore_index` count as unassigned. Every region's label is checked, even that of a
+    region that covers no pixel.
 
     Args:
         region_map: ``(H, W)`` int region index in ``[0, N)``, -1 = none (unassigned).
@@ -65,9 +62,10 @@ def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: T
         ``(C, C + 1) int64``, as `confusion_matrix`.
     """
     bins, target = _checked_target(region_map, target, num_classes, ignore_index)
+    region_map, region_labels = region_map.long(), region_labels.long()  # int64 indices for `take`
     labels = region_labels.tolist()  # N values: checked and mapped in Python, cheaper than N-sized tensor calls
     if any(v < 0 or v >= num_classes for v in labels if v != ignore_index):
-        _raise_bad_values(target, region_labels.long().cpu(), num_classes, ignore_index)
+        _raise_bad_values(target, region_labels.cpu(), num_classes, ignore_index)
     regions = _host(region_map)
     if region_map.numel() and (regions.min() < -1 or regions.max() >= len(labels)):
         raise ValueError(f"region map values {int(regions.min())}..{int(regions.max())}: expected -1 (none) "

@@ -86,7 +86,7 @@ class SegmentationPipeline(nn.Module):
             scores = self.matcher(regions, self.bank)
         with self.timer("painting"):  # the regions' labels; the label map itself is painted where it is used
             region_labels, painted_regions = self.segmenter(region_map, scores)
-        return Prediction(region_map=painted_regions, scores=scores, region_labels=region_labels)
+        return Prediction(region_map, scores, region_labels, painted_regions)
 
     def regions(self, image: Tensor, image_id: str | None = None) -> tuple[Tensor, Tensor]:
         """``(3, H, W) uint8`` → ``(H, W) int64`` region map (-1 = none) and ``(N, D)`` region features."""

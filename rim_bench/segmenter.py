@@ -75,7 +75,7 @@ def paint_labels(region_map: Tensor, labels: Tensor) -> Tensor:
     # One gather over the pixels: region -1 (none) picks the 255 appended to the labels
     # (`take` reads a negative index from the end, at half the cost of advanced indexing).
     lookup = F.pad(labels.to(region_map.device, torch.long), (0, 1), value=IGNORE_INDEX)
-    return lookup.take(region_map)
+    return lookup.take(region_map.long())
 
 
 def fill_uncovered(region_map: Tensor) -> Tensor:

@@ -33,6 +33,10 @@ class StageTimer:
     """Seconds, call counts and peak memory (bytes) per stage name (CUDA is synchronized first)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every stage (in place: the stages holding this timer keep it)."""
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.peak_rss: dict[str, int] = defaultdict(int)

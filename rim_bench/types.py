@@ -94,21 +94,34 @@ class Prediction:
     painted from them on first use.
 
     Attributes:
-        region_map: ``(H, W) int64`` the region each pixel takes its label from, -1 = none.
+        region_map: ``(H, W) int64`` the region each pixel belongs to, -1 = none.
         scores: ``(N, C) float32`` region-to-class scores.
         region_labels: ``(N,) int64`` the class given to each region (255 = unassigned).
+        painted_regions: ``(H, W) int64`` the region each pixel takes its label from: the region
+            map, or with its uncovered pixels given the nearest region (``uncovered: nearest``);
+            None (the default) is the region map.
     """
 
     region_map: Tensor
     scores: Tensor
     region_labels: Tensor
+    painted_regions: Tensor = None  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.painted_regions is None:
+            self.painted_regions = self.region_map
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in ("painted_regions", "region_labels"):
+            self.__dict__.pop("label_map", None)  # painted again from the new values when read
 
     @cached_property
     def label_map(self) -> Tensor:
         """``(H, W) int64`` class ids, 255 = unassigned."""
         from rim_bench.segmenter import paint_labels
 
-        return paint_labels(self.region_map, self.region_labels)
+        return paint_labels(self.painted_regions, self.region_labels)
 
 
 @dataclass

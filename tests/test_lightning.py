@@ -45,6 +45,24 @@ def test_a_users_trainer_script_gives_what_rim_bench_test_gives(cli_metrics: dic
     assert (tmp_path / "config.yaml").is_file()
 
 
+def test_a_module_run_twice_reports_each_run_alone(tmp_path: Path):
+    """validate, a pause, then test on one module: the test's time covers the test, and only it
+    loaded nothing (the models and the bank came with the first run)."""
+    import time
+
+    model = RIMModule.from_config("smoke", output_dir=str(tmp_path))
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    data = BenchmarkDataModule("smoke", max_images=2)
+    trainer.validate(model, datamodule=data, verbose=False)
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    time.sleep(2.0)
+    trainer.test(model, datamodule=data, verbose=False)
+    second = json.loads((tmp_path / "metrics.json").read_text())
+    assert "load models" in first["seconds"] and "load models" not in second["seconds"]
+    assert second["seconds"]["total"] < 2.0 and second["num_images"] == first["num_images"] == 2
+    assert second["mIoU"] == first["mIoU"]
+
+
 @pytest.fixture
 def lightning_main(monkeypatch):
     """The LightningCLI entry, called as the `rim-bench-lightning` command would be."""

@@ -191,3 +191,27 @@ def test_counting_by_region_names_bad_values():
     target[0, 0] = 9
     with pytest.raises(ValueError, match=r"label values \[9\]"):
         region_confusion_matrix(region_map, torch.tensor([0, 1]), target, 3)
+
+
+def test_huge_predictions_and_other_dtypes():
+    t = torch.zeros(2, 2, dtype=torch.uint8)
+    for stray in (2**56 + 1, 2**35):  # would overflow the pair index, or ask for a vast bincount
+        p = torch.zeros(2, 2, dtype=torch.long)
+        p[0, 0] = stray
+        with pytest.raises(ValueError, match=rf"prediction values \[{stray}\]"):
+            confusion_matrix(p, t, 3)
+    region_map = torch.tensor([[0, 1], [-1, 1]], dtype=torch.int32)
+    labels = torch.tensor([2.0, 1.0])  # painted as int64, like `paint_labels`
+    want = confusion_matrix(paint_labels(region_map, labels), t, 3)
+    assert paint_labels(region_map, labels).tolist() == [[2, 1], [255, 1]]
+    assert torch.equal(region_confusion_matrix(region_map, labels, t, 3), want)
+
+
+def test_a_prediction_paints_from_its_painted_regions_and_repaints_after_a_change():
+    region_map = torch.tensor([[0, -1], [1, 1]])
+    p = Prediction(region_map, torch.zeros(2, 3), torch.tensor([2, 0]))
+    assert p.painted_regions is region_map and p.label_map.tolist() == [[2, 255], [0, 0]]
+    p.region_labels = torch.tensor([1, 1])
+    assert p.label_map.tolist() == [[1, 255], [1, 1]]
+    p.painted_regions = torch.tensor([[0, 0], [1, 1]])  # uncovered: nearest
+    assert p.label_map.tolist() == [[1, 1], [1, 1]] and p.region_map[0, 1] == -1
