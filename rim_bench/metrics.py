@@ -62,7 +62,8 @@ def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: T
         ``(C, C + 1) int64``, as `confusion_matrix`.
     """
     bins, target = _checked_target(region_map, target, num_classes, ignore_index)
-    region_map, region_labels = region_map.long(), region_labels.long()  # int64 indices for `take`
+    if region_map.dtype != torch.long or region_labels.dtype != torch.long:  # int64 indices for `take`
+        region_map, region_labels = region_map.long(), region_labels.long()
     labels = region_labels.tolist()  # N values: checked and mapped in Python, cheaper than N-sized tensor calls
     if any(v < 0 or v >= num_classes for v in labels if v != ignore_index):
         _raise_bad_values(target, region_labels.cpu(), num_classes, ignore_index)
