@@ -159,8 +159,9 @@ class RIMModule(L.LightningModule):
             pred = self(sample)
             with self.timer("scoring"):
                 try:
-                    self._confmat += region_confusion_matrix(pred.painted_regions, pred.region_labels,
-                                                             sample.label.to(pred.region_map.device), len(self.classes))
+                    regions = pred.painted_regions
+                    self._confmat += region_confusion_matrix(regions, pred.region_labels,
+                                                             sample.label.to(regions.device), len(self.classes))
                 except ValueError as e:
                     raise DataError(f"image '{sample.image_id}': {e}") from None
             done.append((sample, pred))

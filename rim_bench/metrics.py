@@ -35,7 +35,7 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     """
     bins, target = _checked_target(pred, target, num_classes, ignore_index)
     pred = pred.long()
-    if pred.numel() and (pred.min() < 0 or pred.max() >= bins):  # so that no pair overflows or aliases
+    if _outside(pred, bins):  # so that no pair overflows or aliases
         _raise_bad_values(target, pred, num_classes, ignore_index)
     # Pairs of raw values, no per-pixel remapping; a value other than a class or `ignore_index`
     # shows as counts left out (`_scored`).
@@ -90,9 +90,14 @@ def _checked_target(pred: Tensor, target: Tensor, num_classes: int, ignore_index
     bins = 1 << max(num_classes, ignore_index).bit_length()
     if target.dtype != torch.uint8 or bins < 256:
         target = target.long()
-        if target.numel() and (target.min() < 0 or target.max() >= bins):
+        if _outside(target, bins):
             _raise_bad_values(target, pred.long(), num_classes, ignore_index)
     return bins, target
+
+
+def _outside(values: Tensor, bins: int) -> bool:
+    """Whether any of the values lies outside ``[0, bins)``."""
+    return bool(values.numel()) and bool(values.min() < 0 or values.max() >= bins)
 
 
 def _scored(table: Any, target: Tensor, pred: Tensor, num_classes: int, ignore_index: int) -> Tensor:

@@ -2,8 +2,8 @@
 
 Conventions: images are ``(3, H, W) uint8`` RGB; ground-truth labels are ``(H, W) uint8``
 and predicted label maps ``(H, W) int64``, with 255 = ignore (ground truth) or unassigned
-(prediction); D is the feature size, N the
-number of regions in an image, K the number of references, C the number of classes.
+(prediction); D is the feature size, N the number of regions in an image, K the number of
+references, C the number of classes.
 """
 
 from __future__ import annotations
