@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rim_bench.errors import ParamError
+from rim_bench.errors import ParamError, require_choice
 
 RULES = ("class", "probability", "calibrated", "score", "area")
 
@@ -86,8 +86,7 @@ class BackgroundRule:
 
     def __init__(self, rule: str, references: bool, probability: dict[str, float], calibrated: dict[str, float],
                  score: dict[str, float], area: dict[str, float], background_id: int | None = None) -> None:
-        if rule not in RULES:
-            raise ParamError("background.rule", f"unknown '{rule}' (choose {', '.join(RULES)})")
+        require_choice("background.rule", rule, RULES)
         if rule == "class" and not references:
             raise ParamError("background.references", "is false, so rule 'class' could never give background; "
                              "choose another rule or set references=true")

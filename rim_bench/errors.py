@@ -1,5 +1,9 @@
 """Errors a user can fix. The CLI prints them as one line, without a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Collection
+
 
 class RimBenchError(Exception):
     """Bad input (config, data, weights): the message names the file, the value and the fix."""
@@ -20,3 +24,9 @@ class ParamError(ConfigError):
         super().__init__(f"{param}: {message}")
         self.param = param
         self.message = message
+
+
+def require_choice(param: str, value: object, choices: Collection[str]) -> None:
+    """Raise `ParamError` for `param` unless `value` is one of `choices`, listing them."""
+    if value not in choices:
+        raise ParamError(param, f"unknown '{value}' (choose {', '.join(choices)})")

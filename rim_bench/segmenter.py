@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from rim_bench.background import BackgroundRule
-from rim_bench.errors import ParamError
+from rim_bench.errors import require_choice
 from rim_bench.registry import SEGMENTERS
 from rim_bench.types import IGNORE_INDEX
 
@@ -102,8 +102,7 @@ class PaintSegmenter:
 
     def __init__(self, min_score: float | None, uncovered: str, background: dict,
                  background_id: int | None = None) -> None:
-        if uncovered not in UNCOVERED:
-            raise ParamError("uncovered", f"unknown '{uncovered}' (choose {', '.join(UNCOVERED)})")
+        require_choice("uncovered", uncovered, UNCOVERED)
         self.min_score = min_score
         self.uncovered = uncovered
         self.background = BackgroundRule(**background, background_id=background_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rim_bench.errors import ParamError
+from rim_bench.errors import ParamError, require_choice
 from rim_bench.features.dense import model_input
 from rim_bench.registry import FEATURIZERS
 
@@ -35,8 +35,7 @@ class ClipDenseFeaturizer(nn.Module):
         super().__init__()
         from rim_bench.backbones.clip import CLIP_MEAN, CLIP_STD, LAST_BLOCK_ATTENTION, load_clip
 
-        if attention not in LAST_BLOCK_ATTENTION:
-            raise ParamError("attention", f"unknown '{attention}' (choose {', '.join(LAST_BLOCK_ATTENTION)})")
+        require_choice("attention", attention, LAST_BLOCK_ATTENTION)
         self.clip = load_clip(model, tiny)
         self.backbone = self.clip.model  # a submodule, so it follows the pipeline to its device
         self.patch_size = self.clip.patch_size

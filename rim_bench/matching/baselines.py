@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rim_bench.errors import ParamError
+from rim_bench.errors import require_choice
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
@@ -23,8 +23,7 @@ class CosineMatcher:
     """
 
     def __init__(self, aggregation: str) -> None:
-        if aggregation not in AGGREGATIONS:
-            raise ParamError("aggregation", f"unknown '{aggregation}' (choose {', '.join(AGGREGATIONS)})")
+        require_choice("aggregation", aggregation, AGGREGATIONS)
         self.aggregation = aggregation
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:

@@ -64,7 +64,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from rim_bench.errors import ParamError
+from rim_bench.errors import ParamError, require_choice
 from rim_bench.io import atomic_path, set_aside
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
@@ -502,14 +502,11 @@ class RIMMatcher:
                 raise ParamError(name, f"must be a positive number or '{AUTO}', got {value!r}")
         if temperature_scale <= 0:
             raise ParamError("temperature_scale", f"must be positive, got {temperature_scale}")
-        if divergence not in DIVERGENCES:
-            raise ParamError("divergence", f"unknown '{divergence}' (choose {', '.join(DIVERGENCES)})")
+        require_choice("divergence", divergence, DIVERGENCES)
         if not 0.0 <= alpha <= 1.0:
             raise ParamError("alpha", f"must be in [0, 1], got {alpha}")
-        if aggregation not in AGGREGATIONS:
-            raise ParamError("aggregation", f"unknown '{aggregation}' (choose {', '.join(AGGREGATIONS)})")
-        if ranking not in RANKINGS:
-            raise ParamError("ranking", f"unknown '{ranking}' (choose {', '.join(RANKINGS)})")
+        require_choice("aggregation", aggregation, AGGREGATIONS)
+        require_choice("ranking", ranking, RANKINGS)
         if ranking == "class" and exclude_self:
             raise ParamError("exclude_self", "applies to ranking=reference only (a class signature is a mean over "
                              "the class's references)")

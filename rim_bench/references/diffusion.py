@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rim_bench.config import config_hash, drop_unused_tiny
-from rim_bench.errors import ParamError
+from rim_bench.errors import ParamError, require_choice
 from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.references.attention import binarize, class_word, sam_prompt
 from rim_bench.references.bank import load_shard, save_shard, shard_info, shard_or_none, shard_path
@@ -78,10 +78,8 @@ class DiffusionReferences:
             raise ParamError("prompt", f"'{prompt}' has no {{subcategory}} placeholder")
         if not 0.0 <= attn_threshold <= 1.0:
             raise ParamError("attn_threshold", f"must be in [0, 1] (the map is normalized), got {attn_threshold}")
-        if mask not in MASK_SOURCES:
-            raise ParamError("mask", f"unknown '{mask}' (choose {', '.join(MASK_SOURCES)})")
-        if sam_prompt not in SAM_PROMPTS:
-            raise ParamError("sam_prompt", f"unknown '{sam_prompt}' (choose {', '.join(SAM_PROMPTS)})")
+        require_choice("mask", mask, MASK_SOURCES)
+        require_choice("sam_prompt", sam_prompt, SAM_PROMPTS)
         if images_per_subcategory < 1:
             raise ParamError("images_per_subcategory", f"must be at least 1, got {images_per_subcategory}")
         if num_points < 1:
