@@ -38,3 +38,20 @@ def test_framework_and_models_shares_count_top_level_stages_once():
     text = timer.table(total=10.0, images=4, loop_seconds=2.0)
     assert "throughput 2.00 images/s" in text
     assert "framework (data, region map, painting, scoring, writing) 3.00 s" in text
+
+
+def test_the_timer_never_asks_whether_cuda_is_available(monkeypatch):
+    """With Lightning imported, each `torch.cuda.is_available()` asks NVML again (~0.1 ms without a
+    GPU); the timer runs at every stage boundary, so it asks only whether CUDA was initialized."""
+    import torch
+
+    def asked():
+        raise AssertionError("torch.cuda.is_available() called")
+
+    monkeypatch.setattr(torch.cuda, "is_available", asked)
+    timer = StageTimer()
+    with timer("a"):
+        pass
+    assert timer.calls["a"] == 1 and timer.started is not None
+    timer.reset()
+    assert not timer.seconds and timer.started is None
