@@ -6,8 +6,9 @@ those files (other experiments, or shared pieces like ``method/rim``) are merged
 A later layer may only set keys that exist, with a value of the same
 type as the default (an int where a float is expected is fine), a key with a null default
 takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
-`RANGES`: all checked when the config is loaded, before any model. Errors are one line
-naming the key and the layer (file path and line, "command line", or a sweep file).
+`RANGES` and are finite (NaN passes any range comparison): all checked when the config
+is loaded, before any model. Errors are one line naming the key and the layer (file path
+and line, "command line", or a sweep file).
 
 ``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
 evaluation protocol (input size, sliding window, background rule, class names). Its
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -170,6 +173,8 @@ _OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
 def _check_resolved(cfg: DictConfig) -> None:
     """Resolve a copy: a bad interpolation fails now, and values that came from one are checked."""
     resolved = resolve(cfg.copy())
+    for key, value in _leaves(to_dict(resolved)):  # values that came from an interpolation too
+        _check_finite(key, value, "resolved config")
     for key in (*NULL_DEFAULT_TYPES, *RANGES):
         value = OmegaConf.select(resolved, key, default=_MISSING)
         if value is not _MISSING:
@@ -177,6 +182,15 @@ def _check_resolved(cfg: DictConfig) -> None:
 
 
 _MISSING = object()
+
+
+def _leaves(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every non-mapping value in `tree`."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -295,6 +309,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
     """A null-default key's type and a numeric key's range (interpolations are checked resolved)."""
     if value is None or _is_interp(value) or (key in AUTO_KEYS and value == "auto"):
         return
+    _check_finite(key, value, source)
     types = NULL_DEFAULT_TYPES.get(key)
     if types and (not isinstance(value, types) or isinstance(value, bool)):
         wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
@@ -305,6 +320,15 @@ def _check_value(key: str, value: Any, source: str) -> None:
         bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
             if low is not None else f"at most {high}"
         raise ConfigError(f"{source}: '{key}' must be {bounds}, got {value!r}")
+
+
+def _check_finite(key: str, value: Any, source: str) -> None:
+    """NaN and infinity pass every range comparison (NaN < 0 is False), so they are refused
+    outright, for every number in the config (list items too)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {item!r}; give a number like 0.1")
 
 
 def _same_type(default: Any, value: Any) -> bool:
