@@ -62,7 +62,8 @@ class RIMModule(L.LightningModule):
         self.metrics_json: dict[str, Any] | None = None  # and its metrics.json (`run_metrics`)
         self._scored: set[str] = set()
         self.skipped: dict[str, str] = {}  # image id → why it could not be read (`BadSample`, data.skip_bad)
-        self._step_end = 0.0  # when the last step ended: the wait until the next is the data's time
+        self._step_end = 0.0  # when the last step ended: the wait until the next is the data's time,
+        self._timed_at_step_end = 0.0  # less what other stages timed meanwhile (the ResultWriter's writing)
 
     @classmethod
     def from_config(cls, config: str | Path | DictConfig = "smoke", **overrides: Any) -> RIMModule:
@@ -144,10 +145,12 @@ class RIMModule(L.LightningModule):
         self._confmat = torch.zeros(len(self.classes), len(self.classes) + 1, dtype=torch.long, device=self.device)
         self._scored, self.skipped = set(), {}
         self.results = None
-        self._step_end = time.perf_counter()
+        self._mark_step_end()
 
     def _score(self, batch: list[Sample | BadSample]) -> list[tuple[Sample, Prediction]]:
-        self.timer.add("data", time.perf_counter() - self._step_end)  # loading and Lightning's loop
+        # Loading and Lightning's loop; "writing" (the ResultWriter, between two steps) is not counted twice.
+        waited = time.perf_counter() - self._step_end - (self.timer.timed() - self._timed_at_step_end)
+        self.timer.add("data", max(waited, 0.0))
         done = []
         for sample in batch:
             if sample.image_id in self._scored:  # a sampler that repeats an image on this process
@@ -165,8 +168,11 @@ class RIMModule(L.LightningModule):
                 except ValueError as e:
                     raise DataError(f"image '{sample.image_id}': {e}") from None
             done.append((sample, pred))
-        self._step_end = time.perf_counter()
+        self._mark_step_end()
         return done
+
+    def _mark_step_end(self) -> None:
+        self._step_end, self._timed_at_step_end = time.perf_counter(), self.timer.timed()
 
     def _finish_scoring(self) -> None:
         # The metric objects themselves, logged once: Lightning computes them (synced across processes)

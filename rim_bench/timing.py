@@ -69,11 +69,14 @@ class StageTimer:
         self.seconds[stage] += seconds
         self.calls[stage] += 1
 
+    def timed(self) -> float:
+        """Seconds timed so far in top-level stages (a nested stage's time is in its parent's)."""
+        return sum(v for k, v in self.seconds.items() if k not in self.nested)
+
     def shares(self) -> dict[str, float]:
         """Seconds of the framework's stages and of the models' (top-level stages only)."""
-        top = {k: v for k, v in self.seconds.items() if k not in self.nested}
-        framework = sum(v for k, v in top.items() if k in FRAMEWORK_STAGES)
-        return {"framework": round(framework, 4), "models": round(sum(top.values()) - framework, 4)}
+        framework = sum(v for k, v in self.seconds.items() if k in FRAMEWORK_STAGES and k not in self.nested)
+        return {"framework": round(framework, 4), "models": round(self.timed() - framework, 4)}
 
     def table(self, total: float, images: int | None = None, loop_seconds: float | None = None) -> str:
         """A text table: stage, seconds, share of `total`, calls, peak host RSS (and CUDA) in MB;

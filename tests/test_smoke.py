@@ -54,6 +54,23 @@ def test_metrics_report_time_memory_and_throughput(smoke_run):
     assert split["framework"] + split["models"] <= seconds["total"]
 
 
+def test_writing_between_steps_is_not_counted_as_data_too(tmp_path: Path, monkeypatch):
+    """The ResultWriter writes between two steps: that time is "writing", not also the wait for data
+    (counted twice, the stages' sum came out above the wall time on a loaded machine)."""
+    import time
+
+    from rim_bench import lit_module
+
+    slow_write = 0.05
+    save = lit_module.save_label_png
+    monkeypatch.setattr(lit_module, "save_label_png", lambda *a: (time.sleep(slow_write), save(*a)))
+    metrics = _run(tmp_path, "slow-writes", "save_predictions=true", "data.max_images=6")
+    seconds = metrics["seconds"]
+    assert seconds["writing"] >= 6 * slow_write
+    assert seconds["data"] < 5 * slow_write  # it held every write before
+    assert sum(metrics["seconds_split"].values()) <= seconds["total"]
+
+
 def test_smoke_is_far_above_random_region_labels(smoke_run, tmp_path: Path):
     _, rim = smoke_run
     chance = _run(tmp_path, "random", "matcher.name=random")
