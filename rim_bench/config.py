@@ -44,6 +44,8 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
 # Numeric keys that also take the string "auto" (set from the data when the stage runs).
 AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
+# The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
+TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
 
@@ -113,6 +115,7 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
         )
     cfg = _read_yaml(default_file)
     OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_struct(cfg.trainer, False)  # takes any lightning.Trainer argument (`trainer_arguments`)
 
     experiment, rest = _split_experiment(overrides)
     protocol, rest = _split_key("protocol", rest)
@@ -284,6 +287,9 @@ def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
     for key, value in layer.items():
         full = f"{prefix}{key}"
+        if key not in base and full.startswith("trainer."):  # another lightning.Trainer argument: checked by it
+            _check_value(full, value, source)
+            continue
         if key not in base:
             raise ConfigError(f"{source}: unknown config key '{full}' (the keys are in configs/default.yaml)")
         default = base[key]
@@ -387,6 +393,10 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
         spec[key] = key_spec(cfg[key], key)
     spec["references"] = references_spec(cfg.references)
     spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
+    # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
+    extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
+    if extra:
+        spec["trainer"] = extra
     return spec
 
 

@@ -14,13 +14,13 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.assembly import Assembly, prepare
-from rim_bench.config import config_hash, result_spec
+from rim_bench.config import config_hash, result_spec, to_dict
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset, class_list
 from rim_bench.errors import ConfigError, DataError
@@ -46,6 +46,7 @@ def run_test(cfg: DictConfig) -> dict:
         raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
+    trainer_args = trainer_arguments(cfg)  # a misspelt trainer.NAME fails before the data is read
     started = datetime.now()
     # A folder the user names is checked (and made) now; a new default one only when there is
     # something to write, so a run that fails on its input leaves no empty folder.
@@ -67,12 +68,8 @@ def run_test(cfg: DictConfig) -> dict:
     output_dir = given or output_folder(cfg, started=started)
     os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
     with lightning_settings():
-        trainer = L.Trainer(
-            accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-            strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-            logger=_loggers(cfg, output_dir), default_root_dir=str(output_dir),
-            enable_checkpointing=False, enable_model_summary=False,
-        )
+        trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
+                               "logger": _loggers(cfg, output_dir), "default_root_dir": str(output_dir)})
     datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
@@ -188,6 +185,22 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
             mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),
         ))
     return loggers
+
+
+def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The config's ``trainer`` block as `lightning.Trainer` arguments: default.yaml's keys and any
+    other ``trainer.NAME=VALUE``; a name the Trainer does not take is a one-line error."""
+    import difflib
+    import inspect
+
+    args = to_dict(cfg.trainer)
+    known = list(inspect.signature(L.Trainer.__init__).parameters)
+    for name in args:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"trainer.{name}: not an argument of lightning.Trainer"
+                              + (f"; did you mean trainer.{close[0]}?" if close else ""))
+    return args
 
 
 def launched_rank() -> tuple[int, int]:

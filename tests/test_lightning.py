@@ -73,9 +73,9 @@ def lightning_main(monkeypatch):
 
 
 def test_the_lightning_cli_gives_what_rim_bench_test_gives(cli_metrics: dict, tmp_path: Path, capsys, lightning_main):
-    lightning_main(["test", "--config", str(REPO / "configs/lightning/smoke.yaml"),
-                    "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
-    [run] = (tmp_path / "smoke").iterdir()
+    lightning_main(["test", "--config", "smoke", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                    "--trainer.enable_progress_bar", "false"])
+    [run] = (tmp_path / "smoke").iterdir()  # the default logger's runs are grouped by experiment
     written = json.loads((run / "metrics.json").read_text())
     for key in SCORES:
         assert written[key] == cli_metrics[key], key
@@ -83,34 +83,54 @@ def test_the_lightning_cli_gives_what_rim_bench_test_gives(cli_metrics: dict, tm
     assert (run / "lightning_config.yaml").is_file() and (run / "config.yaml").is_file()
 
 
-def test_the_lightning_cli_prints_its_config_and_has_no_fit(capsys, lightning_main):
+def test_the_lightning_cli_takes_experiments_and_trainer_files_by_name(capsys, lightning_main):
+    """`--config NAME` is an experiment or a shipped Trainer file, so a wheel install needs no paths;
+    the experiment names the data (no --data); there is no `fit`."""
     with pytest.raises(SystemExit) as exit_info:
-        lightning_main(["test", "--config", str(REPO / "configs/lightning/rim_voc21.yaml"), "--print_config"])
+        lightning_main(["test", "--config", "rim_voc21", "--config", "ddp", "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "experiment: rim_voc21" in printed and "BenchmarkDataModule" in printed and "devices: 1" in printed
+    assert "experiment: rim_voc21" in printed and "ExperimentDataModule" in printed
+    assert "strategy: ddp" in printed and "accelerator: gpu" in printed
     with pytest.raises(SystemExit) as exit_info:
-        lightning_main(["fit", "--config", str(REPO / "configs/lightning/smoke.yaml")])
+        lightning_main(["test", "--model.experiment", "voc21", "--print_config"])
+    assert exit_info.value.code == 0 and "experiment: voc21" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(["fit", "--config", "smoke"])
     assert exit_info.value.code != 0
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--config", "nosuch"], "--config nosuch: no such file, experiment (ade20k, "),
+    (["--model.experiment", "nosuch"], "experiment 'nosuch' not found"),
+    (["--config", "smoke", "--model.overrides", '{"matcher.name": "foo"}'], "matcher.name: unknown matcher 'foo'"),
+])
+def test_the_lightning_cli_reports_bad_input_in_one_line(args, message, capsys, lightning_main):
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(["test", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("rim-bench-lightning: error: ")]
+    assert message in line
+
+
 def test_validate_scores_as_test_does(cli_metrics: dict, tmp_path: Path, lightning_main):
-    lightning_main(["validate", "--config", str(REPO / "configs/lightning/smoke.yaml"),
-                    "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    lightning_main(["validate", "--config", "smoke", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                    "--trainer.enable_progress_bar", "false"])
     [run] = (tmp_path / "smoke").iterdir()
     assert json.loads((run / "metrics.json").read_text())["mIoU"] == cli_metrics["mIoU"]
     assert "val/mIoU" in (run / "metrics.csv").read_text()
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs/lightning").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_lightning_config_names_a_real_experiment_and_benchmark(config: Path):
+def test_every_lightning_config_holds_trainer_settings_only(config: Path, capsys, lightning_main):
     import yaml
 
-    from rim_bench.assembly import experiment_config
-
-    spec = yaml.safe_load(config.read_text())
-    cfg = experiment_config(spec["model"]["experiment"], spec["model"]["overrides"])
-    assert spec["data"]["init_args"]["name"] == cfg.data.name
+    assert set(yaml.safe_load(config.read_text())) == {"trainer"}  # the experiment names model and data
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(["test", "--config", "smoke", "--config", config.stem, "--print_config"])
+    assert exit_info.value.code == 0 and "trainer:" in capsys.readouterr().out
 
 
 def test_predict_writes_label_maps_for_an_image_folder(smoke_root: Path, tmp_path: Path):
@@ -266,11 +286,10 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
     runs = {}
     for devices in (1, 2):
         result = subprocess.run(
-            [sys.executable, "-m", "rim_bench.lightning", "test",
-             "--config", str(REPO / "configs/lightning/smoke.yaml"),
+            [sys.executable, "-m", "rim_bench.lightning", "test", "--config", "smoke",
              "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
              "--trainer.logger.init_args.save_dir", str(tmp_path / str(devices)),
-             "--data.init_args.max_images", "5"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+             "--model.overrides", '{"data.max_images": 5}'], capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "sync_dist" not in result.stderr
@@ -278,3 +297,22 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
         runs[devices] = json.loads((run / "metrics.json").read_text())
     for key in SCORES:
         assert runs[2][key] == runs[1][key], key
+
+
+def test_any_trainer_argument_is_a_trainer_key(tmp_path: Path, capsys):
+    """`trainer.NAME=VALUE` passes any lightning.Trainer argument; it counts in the result hash
+    (fewer batches, another result), and a name the Trainer does not take is one line."""
+    from rim_bench.config import config_hash, load_config, result_spec
+
+    out = tmp_path / "two"
+    assert main(["test", "experiment=smoke", "trainer.limit_test_batches=2", f"output_dir={out}"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 2
+    full, limited = (config_hash(result_spec(load_config(["experiment=smoke", *extra])))
+                     for extra in ([], ["trainer.limit_test_batches=2"]))
+    assert full != limited
+    capsys.readouterr()
+    assert main(["test", "experiment=smoke", "trainer.limit_test_batchs=2", f"output_dir={tmp_path / 'typo'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("rim-bench: error: trainer.limit_test_batchs: not an argument of lightning.Trainer; "
+                           "did you mean trainer.limit_test_batches?")
+    assert not (tmp_path / "typo").exists()

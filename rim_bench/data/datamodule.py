@@ -172,6 +172,26 @@ class BenchmarkDataModule(SegmentationDataModule):
         super().setup(stage)
 
 
+class ExperimentDataModule(SegmentationDataModule):
+    """The benchmark that the model's own config names (its ``data`` block): the data for a
+    Trainer given a `RIMModule` alone, e.g. ``rim-bench-lightning test --model.experiment voc21``.
+    Opened in `setup`, which Lightning calls before the module's, so the module builds its bank
+    for this data set's vocabulary."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            cfg = getattr(self.trainer.lightning_module, "cfg", None) if self.trainer else None
+            if not isinstance(cfg, DictConfig):
+                raise ConfigError("ExperimentDataModule: give it to a Trainer together with a RIMModule")
+            data = cfg.data
+            self.dataset, self.classes = build_dataset(data)
+            self.batch_size, self.num_workers = int(data.batch_size), int(data.num_workers)
+        super().setup(stage)
+
+
 class ImageFolderDataModule(SegmentationDataModule):
     """Your own images with your class names, for ``predict`` (label maps, no scores).
 
