@@ -104,7 +104,7 @@ def _take(lock: Path, me: Holder, option: str) -> bool:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"{option}: cannot create '{lock.parent}' ({e.strerror}); choose a writable folder") from None
-    for _ in range(3):  # a stale lock moved away may be taken by another run first
+    for _ in range(3):  # once a stale lock is removed, another run may take the place first
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -145,21 +145,24 @@ def _release(lock: Path, me: Holder) -> None:
 
 
 def _remove_stale(lock: Path, holder: Holder) -> None:
-    """Move the lock of `holder` (gone) away; if another run took it over meanwhile, put its lock back."""
-    aside = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
-    try:
-        os.replace(lock, aside)
-    except FileNotFoundError:  # another run removed it first
-        return
-    if _read(aside, wait_s=0) == holder:
-        warnings.warn(f"{lock.parent}: taking over the lock of a run that is gone ({holder.describe()})",
-                      stacklevel=4)
-    else:  # a lock another run has just taken: give it back, unless a third run took the place
-        try:
-            os.link(aside, lock)
-        except OSError:
-            pass
-    aside.unlink(missing_ok=True)
+    """Remove the lock of `holder` (gone), unless another run has replaced it meanwhile."""
+    with _takeover_guard(lock):
+        if _read(lock, wait_s=0) != holder:  # removed and taken by another run first
+            return
+        lock.unlink()
+    warnings.warn(f"{lock.parent}: taking over the lock of a run that is gone ({holder.describe()})", stacklevel=4)
+
+
+@contextmanager
+def _takeover_guard(lock: Path) -> Iterator[None]:
+    """One takeover of `lock` at a time: between reading a stale lock and removing it, no other run
+    may remove it and create its own (which would then be removed). An advisory lock on a file
+    beside it, which the kernel releases if its process dies; that file stays (only after a crash)."""
+    import fcntl  # POSIX
+
+    with open(lock.with_name(f"{lock.name}.takeover"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
 
 
 def _read(lock: Path, wait_s: float = 1.0) -> Holder | None:

@@ -207,6 +207,27 @@ def test_case2_only_a_provably_gone_holder_is_taken_over(tmp_path: Path):
         sleeper.wait()
 
 
+@pytest.mark.parametrize("left", ["nothing", "a killed run's lock"])
+def test_case2_of_runs_started_together_exactly_one_writes(left: str, tmp_path: Path):
+    folder, go = tmp_path / "out", tmp_path / "go"
+    if left != "nothing":
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        _write_lock(folder, Holder(socket.gethostname(), dead.pid, None, "rim-bench test"))
+    code = ("import os, sys, time, warnings\nfrom rim_bench import output_lock\n"
+            "from rim_bench.errors import ConfigError\noutput_lock._further_rank = lambda: False\n"
+            "warnings.simplefilter('ignore')\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "try:\n    with output_lock.hold_output(sys.argv[1]):\n        print('held', flush=True)\n"
+            "        time.sleep(3)\nexcept ConfigError:\n    print('refused', flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder), str(go)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(4)]
+    go.touch()  # all at once
+    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outcomes == ["held", "refused", "refused", "refused"]
+    assert not (folder / LOCK_FILE).exists()  # released by the one that held it
+
+
 def test_case2_the_lock_is_released_on_errors_and_interrupts_and_reentrant(tmp_path: Path):
     lock = tmp_path / "out" / LOCK_FILE
     for error in (KeyboardInterrupt, RuntimeError):
