@@ -24,6 +24,7 @@ from rim_bench.background import describe_background
 from rim_bench.config import CONFIG_DIR, load_config, stage_spec
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text, safe_name
+from rim_bench.output_lock import hold_output
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.sweep import run_or_reuse, runs_hash
 
@@ -61,16 +62,17 @@ def run_compare(overrides: list[str]) -> list[dict]:
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
                                    f"{runs_hash(list(configs.values()))}")
     rows = []
-    for method, cfg in configs.items():
-        metrics = run_or_reuse(cfg, out / method, method)
-        rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
-                     "protocol": cfg.protocol or "-",
-                     "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
-                     **run_cost(metrics)})
-    benchmark = first.data.name
-    text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
-    atomic_write_text(out / "compare.md", text)
-    atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
+    with hold_output(out):  # each method's run holds its own sub-folder too
+        for method, cfg in configs.items():
+            metrics = run_or_reuse(cfg, out / method, method)
+            rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
+                         "protocol": cfg.protocol or "-",
+                         "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
+                         **run_cost(metrics)})
+        benchmark = first.data.name
+        text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
+        atomic_write_text(out / "compare.md", text)
+        atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
     print(f"\n{text}\ncomparison: {out}/compare.md")
     return rows
 

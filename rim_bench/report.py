@@ -5,6 +5,8 @@ and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
 ``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept
 apart). The pictures are copied into ``<out>/images/``, so the report folder can be moved or
 shared alone. Every string from results (run and class names, ids, configs) is HTML-escaped.
+Both files carry `WRITTEN_BY`: a report.md or report.html without it (one rim-bench did not
+write) is never overwritten.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from rim_bench.errors import DataError
+from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
+from rim_bench.output_lock import refuse_inputs_inside
 
 MAX_OVERLAYS = 4
 COST_HEADERS = ("seconds", "images/s", "peak RSS (MB)", "peak CUDA (MB)")
+WRITTEN_BY = "<!-- written by rim-bench -->"  # in the first lines of each page it writes
 
 
 def run_cost(metrics: dict) -> dict:
@@ -45,6 +49,9 @@ def cost_cells(cost: dict) -> list[str]:
 
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into `out` for `folders`; returns their paths."""
+    md_path, html_path = out / "report.md", out / "report.html"
+    refuse_foreign(md_path, html_path)
+    refuse_inputs_inside(out / "images", folders, "--out")  # where pictures are copied
     out.mkdir(parents=True, exist_ok=True)
     runs = [f for f in folders if (f / "metrics.json").is_file()]
     sweeps = [f for f in folders if (f / "sweep.md").is_file()]
@@ -54,7 +61,7 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     if unknown:
         raise DataError("not a result folder (no metrics.json, sweep.md, compare.md or suite.md): "
                         f"{', '.join(unknown)}")
-    md, body = ["# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
+    md, body = [WRITTEN_BY, "# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
         md += ["## Runs", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -79,10 +86,24 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
         md += [f"## {folder.name}", "", text] + [_md_picture(link, stem) for link, stem in plots]
         body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
         body += [_html_picture(link, stem) for link, stem in plots]
-    md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md) + "\n")
     atomic_write_text(html_path, _page("\n".join(body)))
     return md_path, html_path
+
+
+def refuse_foreign(*paths: Path) -> None:
+    """Raise `ConfigError` if one of `paths` exists without `WRITTEN_BY` near its start: a user's file."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                ours = WRITTEN_BY.encode() in f.read(256)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            ours = False
+        if not ours:
+            raise ConfigError(f"--out: '{path}' exists and was not written by rim-bench; choose another --out "
+                              "or move that file away")
 
 
 def _run_section(run: Path, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
@@ -160,6 +181,7 @@ def _markdown_tables_to_html(text: str) -> str:
 
 def _page(body: str) -> str:
     return f"""<!doctype html>
+{WRITTEN_BY}
 <html><head><meta charset="utf-8"><title>rim-bench report</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}

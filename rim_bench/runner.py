@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset, class_
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import safe_name
 from rim_bench.lit_module import RIMModule, quiet_lightning, rank_zero_print
+from rim_bench.output_lock import hold_output
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -38,7 +39,13 @@ OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
 
 
 def run_test(cfg: DictConfig) -> dict:
-    """Evaluate `cfg`; returns the content of the metrics.json it writes."""
+    """Evaluate `cfg`; returns the content of the metrics.json it writes. The output folder is
+    held (`hold_output`: no other run writes there) from when it is chosen to the end."""
+    with ExitStack() as held:
+        return _run_test(cfg, held)
+
+
+def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
     quiet_lightning()
     cfg = prepare(cfg)
     _, world_size = launched_rank()
@@ -50,7 +57,7 @@ def run_test(cfg: DictConfig) -> dict:
     started = datetime.now()
     # A folder the user names is checked (and made) now; a new default one only when there is
     # something to write, so a run that fails on its input leaves no empty folder.
-    given = output_folder(cfg, inherited) if cfg.output_dir or inherited else None
+    given = output_folder(cfg, inherited, held=held) if cfg.output_dir or inherited else None
 
     # Data first, so a wrong path or a bad sample fails before minutes of model loading
     # (the module loads its models in `setup`, under the Trainer).
@@ -65,7 +72,7 @@ def run_test(cfg: DictConfig) -> dict:
     if not len(dataset):
         raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
                         "`rim-bench check-data` lists why")
-    output_dir = given or output_folder(cfg, started=started)
+    output_dir = given or output_folder(cfg, started=started, held=held)
     os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
     with lightning_settings():
         trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
@@ -122,8 +129,10 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
     return 0
 
 
-def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None) -> Path:
-    """The run's output folder, created.
+def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None,
+                  held: ExitStack | None = None) -> Path:
+    """The run's output folder, created, and with `held` held until `held` closes (before it is
+    checked, so that no other run can finish there between the check and this run's writes).
 
     ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
     another config's metrics.json (the same config resumes or overwrites); by default a new
@@ -132,13 +141,17 @@ def output_folder(cfg: DictConfig, inherited: str | None = None, started: dateti
     """
     if cfg.output_dir or inherited:
         folder = Path(str(cfg.output_dir or inherited)).expanduser()
-        _check_not_another_run(folder, cfg)
         _make_folder(folder, exist_ok=True)
+        if held is not None:
+            held.enter_context(hold_output(folder))
+        _check_not_another_run(folder, cfg)
         return folder
     base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
     for n in range(1, 10_000):
         folder = Path(base if n == 1 else f"{base}-{n}")
         if _make_folder(folder, exist_ok=False):
+            if held is not None:
+                held.enter_context(hold_output(folder))
             return folder
     raise ConfigError(f"output_dir: {base}-* all exist; set output_dir=PATH")
 

@@ -2,7 +2,8 @@
 
 For each image, ``<out>/<name>.png`` is the label map (a palette PNG, pixel = class id,
 255 = none) and ``<out>/<name>_overlay.png`` the picture; ``<out>/classes.txt`` lists the
-label ids, and ``<out>/config.yaml`` the resolved config.
+label ids, and ``<out>/config.yaml`` the resolved config. The output folder may hold none of
+the input images (it would replace them), and is held by one run at a time (`rim_bench.output_lock`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from rim_bench.config import load_config, save_config
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
+from rim_bench.output_lock import hold_output, refuse_inputs_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -66,24 +68,35 @@ def segment_images(inputs: list[str], classes: str, out: Path, overrides: list[s
     images = find_images(inputs)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' is a file: give a folder (it is created if missing)")
-    vocabulary = parse_vocabulary([c for c in classes.split(",")] if classes.strip() else [])
+    refuse_inputs_inside(out, images, "--out")
+    names = classes.split(",") if classes.strip() else []
+    check_printable(names)
+    vocabulary = parse_vocabulary(names)
     if not any(o.startswith("experiment=") for o in overrides):
         raise ConfigError("rim-bench segment: give experiment=NAME (rim_voc21 for RIM with real weights, "
                           "smoke or tiny to try it without any)")
     rim = RIM(load_config(overrides))
     rim.set_vocabulary(vocabulary)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot create '{out}' ({e.strerror}); give a writable folder") from None
-    save_config(rim.cfg, out / "config.yaml")
-    atomic_write_text(out / "classes.txt", "".join(f"{i} {name}\n" for i, name in enumerate(rim.class_names)))
-    for image, name in zip(tqdm(images, desc="segment", unit="img"), output_names(images)):
-        result = rim.segment(image)
-        save_label_png(result.label_map, file_in(out, name, ".png"))
-        picture = result.overlay(image.name)
-        with atomic_path(file_in(out, name, "_overlay.png")) as tmp:
-            picture.save(tmp, format="PNG")
-        shares = ", ".join(f"{c} {s:.0%}" for c, s in result.area_shares().items()) or "no class"
-        tqdm.write(f"{image}: {shares}")
+    with hold_output(out, "--out"):
+        save_config(rim.cfg, out / "config.yaml")
+        atomic_write_text(out / "classes.txt", "".join(f"{i} {name}\n" for i, name in enumerate(rim.class_names)))
+        for image, name in zip(tqdm(images, desc="segment", unit="img"), output_names(images)):
+            result = rim.segment(image)
+            save_label_png(result.label_map, file_in(out, name, ".png"))
+            picture = result.overlay(image.name)
+            with atomic_path(file_in(out, name, "_overlay.png")) as tmp:
+                picture.save(tmp, format="PNG")
+            shares = ", ".join(f"{c} {s:.0%}" for c, s in result.area_shares().items()) or "no class"
+            tqdm.write(f"{image}: {shares}")
     print(f"label maps and overlays: {out}/ (label ids in {out}/classes.txt)")
+
+
+def check_printable(names: list[str]) -> None:
+    """Refuse a class name holding a line break or another control character: classes.txt gives
+    class id i on line i + 1, and such a name would break that line in two (or hide in it)."""
+    import unicodedata
+
+    for name in names:
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+            raise ConfigError(f"--classes: the class name {name!r} holds a line break or control character; "
+                              "give printable names separated by commas")

@@ -43,6 +43,7 @@ from rim_bench.compare import check_methods, published_numbers
 from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
 from rim_bench.errors import ConfigError, RimBenchError
 from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text
+from rim_bench.output_lock import hold_output
 from rim_bench.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
 
 SUITE_DIR = CONFIG_DIR / "suite"
@@ -128,6 +129,13 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     write the tables, and return the cells (failed ones have ``error`` set)."""
     cells, sweeps, out = plan_cells(spec, overrides)
     check_data(cells + sweeps)
+    with hold_output(out):  # each cell's run and each sweep holds its own sub-folder too
+        _run_cells(spec, cells, sweeps, out)
+    return cells + sweeps
+
+
+def _run_cells(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Path) -> None:
+    """Run the cells and sweeps not failed yet, then write the tables."""
     todo = [c for c in cells + sweeps if c.error is None]
     for index, cell in enumerate(todo):
         label = f"[{index + 1}/{len(todo)}] {cell.label}"
@@ -159,7 +167,6 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
             run_dir = log_summary(resolve(cells[0].cfg.copy()), out, rows, [], kind="suite", summary=summary)
             print(f"W&B: the cells and {run_dir.name} (the table) in group {cells[0].cfg.wandb.group}")
         print(f"\n{(out / 'suite.md').read_text()}\nsuite: {out}/suite.md, suite.csv, suite.html")
-    return cells + sweeps
 
 
 def failure_summary(results: list[Cell]) -> str | None:

@@ -14,7 +14,8 @@ it reuses every cache: each image's regions are computed once for the whole swee
 generated references once per generation setting (banks over fewer subcategories are
 assembled from them). A point whose metrics.json exists is not run again, so an
 interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
-parameter, mIoU against it with one line per value of the other (the paper's Figure 5).
+parameter (``mIoU_vs_<full key>.png``), mIoU against it with one line per value of the other
+(the paper's Figure 5). It holds its folder while it runs (`rim_bench.output_lock`).
 Without ``output_dir`` the sweep's folder is ``outputs/sweep-<experiment>-<sweep>-<hash of the
 points' configs>``: the same command run again resumes there.
 """
@@ -33,7 +34,8 @@ import yaml
 
 from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.errors import ConfigError
-from rim_bench.io import atomic_path, atomic_write_text, safe_name
+from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
+from rim_bench.output_lock import hold_output
 
 METHODS = ("grid", "random")
 METRICS = ("mIoU", "mAcc", "aAcc")
@@ -102,20 +104,21 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     experiment = safe_name(root_cfg.experiment or "default")
     out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
     rows = []
-    for index, (point, cfg) in enumerate(zip(points, configs)):
-        point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
-        if cfg.wandb.group is None:
-            cfg.wandb.group = out.name  # the points of one sweep are one W&B group
-        metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
-        rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
-    write_tables(rows, list(spec.parameters), out)
-    plots = plot_sweep(rows, list(spec.parameters), out)
-    if root_cfg.logger == "wandb":
-        from rim_bench.config import resolve
-        from rim_bench.tracking import log_summary
+    with hold_output(out):  # each point holds its own sub-folder too
+        for index, (point, cfg) in enumerate(zip(points, configs)):
+            point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
+            if cfg.wandb.group is None:
+                cfg.wandb.group = out.name  # the points of one sweep are one W&B group
+            metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
+            rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
+        write_tables(rows, list(spec.parameters), out)
+        plots = plot_sweep(rows, list(spec.parameters), out)
+        if root_cfg.logger == "wandb":
+            from rim_bench.config import resolve
+            from rim_bench.tracking import log_summary
 
-        run_dir = log_summary(resolve(root_cfg.copy()), out, rows, plots)
-        print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
+            run_dir = log_summary(resolve(root_cfg.copy()), out, rows, plots)
+            print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
     print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
 
@@ -198,7 +201,7 @@ def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> list[Path]:
         if others:
             ax.legend(fontsize=7)
         fig.tight_layout()
-        files.append(out / f"mIoU_vs_{key.split('.')[-1]}.png")
+        files.append(file_in(out, f"mIoU_vs_{key}", ".png"))  # the full key: two keys may end in one name
         with atomic_path(files[-1]) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)

@@ -57,5 +57,5 @@ def test_report_pages_link_runs_sweeps_and_comparisons(tmp_path: Path):
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "| run | smoke | smoke | rim |" in md and "images/00-run/smoke_0000.png" in md
     assert "| images/s | peak RSS (MB) | peak CUDA (MB) |" in md and "<th>peak RSS (MB)</th>" in page
-    assert "mIoU_vs_temperature.png" in page and 'class="fill"' in page and "<pre>" in page
+    assert "mIoU_vs_matcher.rim.temperature.png" in page and 'class="fill"' in page and "<pre>" in page
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "rep")]) == 2

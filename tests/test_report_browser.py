@@ -48,7 +48,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     assert main(["report", str(run), str(tmp_path / "sweep"), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert 'class="fill"' in page and "<pre>" in page  # IoU bars and configs
-    assert "mIoU_vs_n_subcategories.png" in page and "mIoU_vs_attn_threshold.png" in page  # Figure 5
+    assert "mIoU_vs_references.diffusion.n_subcategories.png" in page  # Figure 5
+    assert "mIoU_vs_references.diffusion.attn_threshold.png" in page
 
     probe = out / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))

@@ -161,7 +161,7 @@ def test_sweeps_in_a_suite_and_one_wandb_group_with_a_summary_table(tmp_path: Pa
     best = max(json.loads(p.read_text())["mIoU"] for p in sweep_dir.glob("point-*/metrics.json"))
     md = (out / "suite.md").read_text()
     assert f"| smoke | rim | temperature | 2 | {best:.2f} |" in md
-    assert 'src="smoke/sweep-temperature-rim/mIoU_vs_temperature.png"' in (out / "suite.html").read_text()
+    assert 'src="smoke/sweep-temperature-rim/mIoU_vs_matcher.rim.temperature.png"' in (out / "suite.html").read_text()
     # W&B: every cell and sweep point in the suite's group, and a summary run with the table.
     configs = [yaml.safe_load(p.read_text()) for p in out.glob("smoke/**/config.yaml")]
     assert len(configs) == 6 and {c["wandb"]["group"] for c in configs} == {"out"}

@@ -80,7 +80,8 @@ def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path
         [("0.05", "kl"), ("0.05", "js"), ("0.2", "kl"), ("0.2", "js")]
     assert len({r["mIoU"] for r in rows}) > 1  # the points really differ
     assert (tmp_path / "out" / "sweep.md").read_text().count("\n") == 6
-    assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"mIoU_vs_temperature.png", "mIoU_vs_divergence.png"}
+    assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"mIoU_vs_matcher.rim.temperature.png",
+                                                                 "mIoU_vs_matcher.rim.divergence.png"}
     # Resume: nothing runs again.
     import rim_bench.runner
 
@@ -139,7 +140,7 @@ def test_sweep_points_are_wandb_runs_in_one_group(tmp_path: Path):
     # The summary run holds the plots as images and the table.
     (summary,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
     images = sorted(p.name for p in summary.glob("files/media/images/plots/*.png"))
-    assert [name.split("_")[0:3] for name in images] == [["mIoU", "vs", "temperature"]]
+    assert [name.split("_")[0:3] for name in images] == [["mIoU", "vs", "matcher.rim.temperature"]]
     assert list(summary.glob("files/media/table/*.table.json")) and list(summary.glob("*.wandb"))
 
 
