@@ -24,7 +24,15 @@ from typing import Any
 
 import torch
 
-from rim_bench.cache_files import DamagedCacheError, load_json, load_tensors, save_json, save_tensors, tensors_metadata
+from rim_bench.cache_files import (
+    DamagedCacheError,
+    all_finite,
+    check_file,
+    file_checksum,
+    load_tensors,
+    save_tensors,
+    tensors_metadata,
+)
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
 from rim_bench.io import atomic_write_json, atomic_write_text, safe_name, set_aside
@@ -37,15 +45,16 @@ BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark
 
 
 def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:
-    """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically
-    and with its checksum (`rim_bench.cache_files`)."""
+    """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically;
+    the tensors carry their checksum and the JSON's (`rim_bench.cache_files`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / TENSORS, {"features": bank.features, "class_ids": bank.class_ids,
-                                       "subcategory_ids": bank.subcategory_ids})
-    save_json(directory / METADATA, {
+    atomic_write_json(directory / METADATA, {
         "class_names": bank.class_names, "subcategory_names": bank.subcategory_names, "meta": bank.meta,
         **(extra or {}),
     })
+    save_tensors(directory / TENSORS, {"features": bank.features, "class_ids": bank.class_ids,
+                                       "subcategory_ids": bank.subcategory_ids},
+                 {METADATA: file_checksum(directory / METADATA)})
 
 
 def load_bank(directory: Path) -> ReferenceBank:
@@ -55,8 +64,9 @@ def load_bank(directory: Path) -> ReferenceBank:
         DamagedCacheError: a file cannot be read, does not match its checksum, or the bank is malformed.
     """
     try:
-        tensors, _ = load_tensors(directory / TENSORS)
-        info = load_json(directory / METADATA)
+        tensors, metadata = load_tensors(directory / TENSORS)
+        check_file(directory / METADATA, metadata.get(METADATA))
+        info = json.loads((directory / METADATA).read_text())
         return ReferenceBank(
             features=tensors["features"], class_ids=tensors["class_ids"], subcategory_ids=tensors["subcategory_ids"],
             class_names=info["class_names"], subcategory_names=info["subcategory_names"], meta=info["meta"],
@@ -102,7 +112,7 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         if len(bank) == 0:
             raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
                             "references.diffusion.attn_threshold or check the reference images")
-        if not torch.isfinite(bank.features).all():  # never published: a cached bank is finite
+        if not all_finite(bank.features):  # never published: a cached bank is finite
             raise DataError(f"the reference bank built in {work} has non-finite features (NaN or inf): check the "
                             "featurizer's weights (featurizer.dinov2.model) and the reference images")
         if rank == 0:
