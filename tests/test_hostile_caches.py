@@ -132,6 +132,23 @@ def test_case10_a_cached_bank_holding_inf_is_set_aside_and_rebuilt(cache, smoke_
 # ------------------------------------------- every store: checksum, old files, values
 
 
+def test_case10_a_bank_whose_json_was_edited_is_set_aside_and_rebuilt(tmp_path: Path):
+    from rim_bench.references.bank import cached_bank
+    from rim_bench.types import ReferenceBank
+
+    def build(work: Path) -> ReferenceBank:
+        return ReferenceBank(torch.randn(3, 4), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]),
+                             ["cat", "dog"], ["cat/x", "dog/y", "dog/z"], [{}, {}, {}])
+
+    _, folder, _ = cached_bank(tmp_path, {"k": 1}, build)
+    names = folder / "bank.json"
+    names.write_text(names.read_text().replace('"cat"', '"tmp"').replace('"dog"', '"cat"').replace('"tmp"', '"dog"'))
+    with pytest.warns(UserWarning, match=f"{DAMAGED} '{folder}'.*bank.json' does not match its checksum") as caught:
+        bank, _, hit = cached_bank(tmp_path, {"k": 1}, build)  # the classes swapped: every label wrong before
+    assert not hit and bank.class_names == ["cat", "dog"] and len(caught) == 1
+
+
+
 def _unverified(path: Path) -> None:
     """Rewrite a safetensors file as an older rim-bench wrote it: the same tensors, no checksum."""
     with safe_open(str(path), framework="pt") as f:
