@@ -226,3 +226,17 @@ def test_case10_altered_generated_images_and_contact_sheet_strips_are_made_again
     assert any(f"'{generated}'" in m and "checksum" in m for m in damaged)
     assert torch.equal(first.features, second.features)
     assert load_shard(reference)[1]["meta"]  # made again, with its strip's checksum
+
+
+def test_case10_a_freshly_built_bank_holding_nan_is_never_published(tmp_path: Path):
+    from rim_bench.errors import DataError
+    from rim_bench.references.bank import cached_bank
+    from rim_bench.types import ReferenceBank
+
+    def build(work: Path) -> ReferenceBank:
+        return ReferenceBank(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), torch.tensor([0, 1]),
+                             torch.tensor([0, 1]), ["cat", "dog"], ["cat/x", "dog/y"], [{}, {}])
+
+    with pytest.raises(DataError, match=r"built in .*\.partial has non-finite features \(NaN or inf\): check"):
+        cached_bank(tmp_path, {"k": 1}, build)
+    assert not list((tmp_path / "banks").rglob("bank.json"))  # before: published, refused by every run after
