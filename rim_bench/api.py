@@ -156,13 +156,12 @@ class RIM:
 
     def _subcategory_file(self, cfg: DictConfig, vocabulary: list[list[str]],
                           given: dict[str, list[str]] | None) -> Path:
-        """Write this vocabulary's subcategory table (a YAML file named by its content)."""
+        """Write this vocabulary's subcategory table (a YAML file named by its content), every
+        time: a copy left from before, perhaps altered, is never read."""
         table = subcategory_table([line[0] for line in vocabulary], given, cfg.references.diffusion.subcategories)
         text = yaml.safe_dump(table, allow_unicode=True, sort_keys=False)
         path = Path(cfg.cache_dir).expanduser() / "vocabularies" / f"{config_hash(table, 16)}.yaml"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, text)
+        atomic_write_text(path, text)  # atomic: processes writing the same table at once are safe
         return path
 
 

@@ -22,8 +22,9 @@ from rim_bench.types import Prediction, ReferenceBank
 
 # Bumped when the content of a cached region map or its features changes for the same config
 # (2: equal-area overlapping masks go to the higher index; region maps from grid proposals;
-# 3: entries named by image content, shared by every entry point).
-REGION_CACHE_VERSION = 3
+# 3: entries named by image content, shared by every entry point; 4: entries carry a checksum,
+# so that a cache from before is left alone rather than set aside one warning per image).
+REGION_CACHE_VERSION = 4
 
 
 class SegmentationPipeline(nn.Module):
@@ -57,7 +58,8 @@ class SegmentationPipeline(nn.Module):
                 f"{self.featurizer.feature_dim}: rebuild the bank with this featurizer"
             )
         if not torch.isfinite(bank.features).all():
-            raise ConfigError("the reference bank has non-finite features: delete its cache folder and rebuild it")
+            raise ConfigError("the reference bank has non-finite features (NaN or inf): check the featurizer's "
+                              "weights and the reference images")
         self.bank = bank
 
     @torch.no_grad()
@@ -71,7 +73,7 @@ class SegmentationPipeline(nn.Module):
             raise RuntimeError("set_bank() (and a segmenter for the vocabulary) must come before segmenting")
         cache = self.region_cache
         key = image_digest(image) if cache else None
-        cached = cache.get(key) if cache and key else None
+        cached = cache.get(key, (image.shape[-2], image.shape[-1])) if cache and key else None
         if cached is None:
             region_map, regions = self.regions(image, image_id)
             if cache and key:

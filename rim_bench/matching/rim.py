@@ -60,12 +60,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from rim_bench.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.errors import ParamError, require_choice
-from rim_bench.io import atomic_path, set_aside
+from rim_bench.io import set_aside
 from rim_bench.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
 from rim_bench.registry import MATCHERS
 from rim_bench.types import ReferenceBank
@@ -267,19 +267,19 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
         path = Path(bank.directory) / f"rim_normalizers_T{temperature!r}.safetensors"
     if path is not None and path.is_file():
         try:
-            stored = load_file(str(path))
-            if stored["log_norm"].shape == stored["log_norm_others"].shape == (len(bank),):
-                unit, self_cosine = _unit_vectors(bank.features)
-                return BankNormalizers(unit, unit.to(_matmul_dtype(bank.features)), self_cosine,
-                                       stored["log_norm"].to(unit), stored["log_norm_others"].to(unit), temperature)
-        except Exception as e:  # a damaged file: set aside with a warning, like every cache entry, and computed again
+            stored, _ = load_tensors(path)  # checksum and finite values checked
+            shapes = {name: tuple(t.shape) for name, t in stored.items()}
+            if shapes != {"log_norm": (len(bank),), "log_norm_others": (len(bank),)}:
+                raise DamagedCacheError(f"cached normalizers '{path}' hold {shapes}, not {len(bank)} of each")
+            unit, self_cosine = _unit_vectors(bank.features)
+            return BankNormalizers(unit, unit.to(_matmul_dtype(bank.features)), self_cosine,
+                                   stored["log_norm"].to(unit), stored["log_norm_others"].to(unit), temperature)
+        except DamagedCacheError as e:  # set aside with a warning, like every cache entry, and computed again
             set_aside(path, e)
     normalizers = bank_normalizers(bank.features, temperature, progress=len(bank) >= STORE_NORMALIZERS_FROM)
     if path is not None:
         try:
-            with atomic_path(path) as tmp:
-                save_file({"log_norm": normalizers.log_norm.cpu(),
-                           "log_norm_others": normalizers.log_norm_others.cpu()}, str(tmp))
+            save_tensors(path, {"log_norm": normalizers.log_norm, "log_norm_others": normalizers.log_norm_others})
         except OSError:  # a read-only cache: keep them in memory only
             pass
     return normalizers

@@ -18,18 +18,24 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from rim_bench.cache_files import (
+    DamagedCacheError,
+    all_finite,
+    check_file,
+    file_checksum,
+    load_tensors,
+    save_tensors,
+    tensors_metadata,
+)
 from rim_bench.config import config_hash
 from rim_bench.errors import DataError
-from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, safe_name, set_aside
+from rim_bench.io import atomic_write_json, atomic_write_text, safe_name, set_aside
 from rim_bench.types import ReferenceBank
 
 TENSORS = "bank.safetensors"
@@ -39,34 +45,35 @@ BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark
 
 
 def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:
-    """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically."""
+    """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically;
+    the tensors carry their checksum and the JSON's (`rim_bench.cache_files`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / TENSORS) as tmp:
-        save_file({"features": bank.features.contiguous(), "class_ids": bank.class_ids,
-                   "subcategory_ids": bank.subcategory_ids}, str(tmp))
     atomic_write_json(directory / METADATA, {
         "class_names": bank.class_names, "subcategory_names": bank.subcategory_names, "meta": bank.meta,
         **(extra or {}),
     })
+    save_tensors(directory / TENSORS, {"features": bank.features, "class_ids": bank.class_ids,
+                                       "subcategory_ids": bank.subcategory_ids},
+                 {METADATA: file_checksum(directory / METADATA)})
 
 
 def load_bank(directory: Path) -> ReferenceBank:
-    """Read a bank written by `write_bank` (`DataError` if its files are damaged)."""
+    """Read a bank written by `write_bank`, its checksums and finite features checked.
+
+    Raises:
+        DamagedCacheError: a file cannot be read, does not match its checksum, or the bank is malformed.
+    """
     try:
-        with safe_open(str(directory / TENSORS), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, metadata = load_tensors(directory / TENSORS)
+        check_file(directory / METADATA, metadata.get(METADATA))
         info = json.loads((directory / METADATA).read_text())
         return ReferenceBank(
             features=tensors["features"], class_ids=tensors["class_ids"], subcategory_ids=tensors["subcategory_ids"],
             class_names=info["class_names"], subcategory_names=info["subcategory_names"], meta=info["meta"],
         )
-    except Exception as e:  # safetensors, JSON and shape errors alike
-        raise DamagedCacheError(f"the cached bank in '{directory}' cannot be read ({type(e).__name__}: {e}); "
-                                "delete that folder and it is rebuilt") from None
-
-
-class DamagedCacheError(DataError):
-    """A cache entry exists but cannot be read; `cached_bank` sets it aside and builds it again."""
+    except Exception as e:  # checksum, JSON and shape errors alike
+        reason = str(e) if isinstance(e, DamagedCacheError) else f"{type(e).__name__}: {e}"
+        raise DamagedCacheError(f"the cached bank in '{directory}' cannot be read ({reason})") from None
 
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
@@ -105,6 +112,9 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         if len(bank) == 0:
             raise DataError(f"the reference bank is empty (see {work}): no reference survived; lower "
                             "references.diffusion.attn_threshold or check the reference images")
+        if not all_finite(bank.features):  # never published: a cached bank is finite
+            raise DataError(f"the reference bank built in {work} has non-finite features (NaN or inf): check the "
+                            "featurizer's weights (featurizer.dinov2.model) and the reference images")
         if rank == 0:
             write_bank(bank, work)
             atomic_write_json(work / KEY, key_spec)
@@ -190,31 +200,23 @@ def bank_summary(bank: ReferenceBank) -> str:
 
 
 def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-    """One finished piece of a resumable build: tensors plus JSON metadata in one file, atomically."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(info)})
-
-
-@contextmanager
-def _open_shard(path: Path) -> Iterator[Any]:
-    """A shard written by `save_shard`, open for reading; any failure is a `DamagedCacheError` naming it."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            yield f
-    except Exception as e:  # safetensors' own errors name no file
-        raise DamagedCacheError(f"cached shard '{path}' cannot be read ({type(e).__name__}: {e})") from None
+    """One finished piece of a resumable build: tensors plus JSON metadata in one file,
+    atomically, with their checksum."""
+    save_tensors(path, tensors, {"json": json.dumps(info)})
 
 
 def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A shard's tensors and metadata."""
-    with _open_shard(path) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["json"])
+    """A shard's tensors and metadata, checked (`DamagedCacheError` naming it if damaged)."""
+    tensors, metadata = load_tensors(path)
+    return tensors, json.loads(metadata["json"])
 
 
 def shard_info(path: Path) -> dict[str, Any]:
-    """A shard's metadata alone, without reading its tensors."""
-    with _open_shard(path) as f:
-        return json.loads(f.metadata()["json"])
+    """A shard's metadata alone, without reading (or checking) its tensors: for estimates."""
+    try:
+        return json.loads(tensors_metadata(path)["json"])
+    except (KeyError, ValueError) as e:
+        raise DamagedCacheError(f"cached shard '{path}' has no readable metadata ({type(e).__name__}: {e})") from None
 
 
 def shard_or_none(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

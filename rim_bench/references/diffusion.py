@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from rim_bench.cache_files import DamagedCacheError, check_file, file_checksum
 from rim_bench.config import config_hash, drop_unused_tiny
 from rim_bench.errors import ParamError, require_choice
 from rim_bench.io import atomic_path, atomic_write_json, safe_name, set_aside
@@ -178,11 +179,13 @@ class DiffusionReferences:
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
         path = shard_path(store, names, sub)
-        if shard_or_none(path) is not None:
-            try:
+        shard = shard_or_none(path)
+        if shard is not None:
+            try:  # a shard records its strip's checksum
+                check_file(path.with_suffix(".png"), shard[1].get("strip"))
                 with Image.open(path.with_suffix(".png")) as strip:
                     return strip.convert("RGB")
-            except OSError as e:  # a shard implies its strip: both are made again
+            except (OSError, DamagedCacheError) as e:  # a shard implies its strip: both are made again
                 set_aside(path.with_suffix(".png"), e)
                 set_aside(path, "its contact-sheet strip is damaged")
         word = class_word(sub, names)
@@ -209,7 +212,8 @@ class DiffusionReferences:
         with atomic_path(path.with_suffix(".png")) as tmp:  # the strip first: a shard implies its strip
             strip.save(tmp, format="PNG")
         features_t = torch.stack(features) if features else torch.zeros(0, ctx.featurizer.feature_dim)
-        save_shard(path, {"features": features_t}, {"meta": meta, "dropped": dropped})
+        save_shard(path, {"features": features_t},
+                   {"meta": meta, "dropped": dropped, "strip": file_checksum(path.with_suffix(".png"))})
         return strip
 
     def _generated(self, ctx: BuildContext, names: list[str], sub: str, prompt: str, word: str,
