@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_path, file_in, set_aside
 
 
@@ -44,6 +45,10 @@ class RegionCache:
             return None
 
     def put(self, image_id: str, region_map: Tensor, features: Tensor) -> None:
-        with atomic_path(self._path(image_id)) as tmp:
-            save_file({"region_map": region_map.to(torch.int32).contiguous().cpu(),
-                       "features": features.float().contiguous().cpu()}, str(tmp))
+        try:
+            with atomic_path(self._path(image_id)) as tmp:
+                save_file({"region_map": region_map.to(torch.int32).contiguous().cpu(),
+                           "features": features.float().contiguous().cpu()}, str(tmp))
+        except OSError as e:  # a read-only or full cache folder
+            raise ConfigError(f"cache_dir: cannot write the region cache '{self.directory}' ({e.strerror or e}): "
+                              "make it writable, or set cache_regions=false") from None
