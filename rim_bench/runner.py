@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +66,15 @@ def run_test(cfg: DictConfig) -> dict:
                         "`rim-bench check-data` lists why")
     output_dir = given or output_folder(cfg, started=started)
     os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
+    try:
+        return _test(cfg, module, datamodule, output_dir)
+    except BaseException:
+        remove_empty_folders(output_dir, keep_root=given is not None)  # a failed run leaves no empty csv/
+        raise
+
+
+def _test(cfg: DictConfig, module: RIMModule, datamodule: BenchmarkDataModule, output_dir: Path) -> dict:
+    """`run_test`'s Trainer part: run the test loop writing into `output_dir`; returns metrics.json's content."""
     with lightning_settings():
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
@@ -78,6 +87,18 @@ def run_test(cfg: DictConfig) -> dict:
     _finish_wandb(trainer)
     assert module.metrics_json is not None  # written at the end of the test loop, on every rank
     return module.metrics_json
+
+
+def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
+    """Remove the empty folders under `folder` (deepest first), and `folder` itself if it ends
+    empty unless `keep_root`; files, and the folders holding them, stay."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: len(p.parts), reverse=True):
+        with suppress(OSError):  # not empty
+            sub.rmdir()
+    if not keep_root:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:
@@ -183,6 +204,9 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     if cfg.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
+        from rim_bench.tracking import set_wandb_mode
+
+        set_wandb_mode(cfg.wandb.mode)
         loggers.append(WandbLogger(
             project=cfg.wandb.project, group=cfg.wandb.group, name=output_dir.name, save_dir=str(output_dir),
             mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),
