@@ -150,6 +150,9 @@ class RIM:
             raise ConfigError("no vocabulary: call set_vocabulary([...class names...]) before segment()")
         pixels = to_image_tensor(image)
         name = str(image) if isinstance(image, (str, Path)) else None  # for error messages
+        if not pixels[0].numel():
+            raise DataError(f"{name or 'the image'} is empty ({pixels.shape[1]}x{pixels.shape[2]} pixels): "
+                            "give an image with at least one pixel")
         prediction = self.pipeline(pixels.to(self.device), image_id=name)
         return SegmentationResult(pixels, prediction.label_map.cpu(), prediction.region_map.cpu(),
                                   prediction.scores.cpu(), prediction.region_labels.cpu(), self.class_names)
@@ -173,6 +176,10 @@ def parse_vocabulary(classes: list[str] | list[list[str]]) -> list[list[str]]:
     """
     if isinstance(classes, str):
         classes = [classes]
+    for i, c in enumerate(classes):
+        if not isinstance(c, str) and not (isinstance(c, (list, tuple)) and all(isinstance(n, str) for n in c)):
+            raise ConfigError(f"class {i + 1} ({c!r}) is a {type(c).__name__}: give class names as text, "
+                              "e.g. ['cat', 'dog'] (or ['cat', 'kitty'] for a name with a synonym)")
     vocabulary = [[n.strip() for n in (c.split(",") if isinstance(c, str) else c)] for c in classes]
     if not vocabulary:
         raise ConfigError("the vocabulary is empty: give at least one class name (e.g. --classes cat,dog)")

@@ -47,7 +47,7 @@ AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
 # The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored.
-_DATA_RUNTIME_KEYS = ("num_workers", "batch_size")
+_DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
 
 # The types of keys whose default is null (any other key keeps its default's type).
 _PATH = (str,)
@@ -131,7 +131,10 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     for source, items in [("command line", rest), extra or ("", [])]:
         if items:
             cfg = _merge_layer(cfg, _dotlist(items, source), source)
-    _check_resolved(cfg)
+    resolved = _check_resolved(cfg)
+    _check_stage_names(resolved)
+    if _at_default_smoke_root(resolved):
+        cfg.data.generate = True
     return cfg
 
 
@@ -173,8 +176,9 @@ def error_text(error: BaseException) -> str:
 _OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
 
 
-def _check_resolved(cfg: DictConfig) -> None:
-    """Resolve a copy: a bad interpolation fails now, and values that came from one are checked."""
+def _check_resolved(cfg: DictConfig) -> DictConfig:
+    """Resolve a copy: a bad interpolation fails now, and values that came from one are checked.
+    Returns the resolved copy."""
     resolved = resolve(cfg.copy())
     for key, value in _leaves(to_dict(resolved)):  # values that came from an interpolation too
         _check_finite(key, value, "resolved config")
@@ -182,6 +186,32 @@ def _check_resolved(cfg: DictConfig) -> None:
         value = OmegaConf.select(resolved, key, default=_MISSING)
         if value is not _MISSING:
             _check_value(key, value, "resolved config")
+    return resolved
+
+
+# The stage blocks whose `name` selects a variant: every variant has its parameter block in default.yaml.
+STAGE_KEYS = ("proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+
+
+def _check_stage_names(cfg: DictConfig) -> None:
+    """Each stage's `name` is one of its variant blocks: checked with the config, so that a typo
+    fails at once (`rim-bench config` included), not after the models' libraries load."""
+    from rim_bench.registry import STAGE_REGISTRIES
+
+    for key in STAGE_KEYS:
+        block = cfg[key]
+        known = sorted(k for k, v in block.items() if isinstance(v, DictConfig))
+        if block.name not in known:
+            raise ConfigError(f"{key}.name: unknown {STAGE_REGISTRIES[key].kind} '{block.name}' "
+                              f"(known: {', '.join(known)})")
+
+
+def _at_default_smoke_root(cfg: DictConfig) -> bool:
+    """Whether `cfg` reads the smoke set at its default root, ``${cache_dir}/smoke``: the one place
+    it is generated without ``data.generate=true`` (another missing data.root is a typo)."""
+    if cfg.data.name != "smoke" or cfg.data.root is None:
+        return False
+    return Path(str(cfg.data.root)).expanduser() == Path(str(cfg.cache_dir)).expanduser() / "smoke"
 
 
 _MISSING = object()

@@ -182,9 +182,12 @@ class RIMModule(L.LightningModule):
         leader = self.scores["mIoU"]  # holds the collection's one confusion matrix
         assert isinstance(leader, SegmentationScore)
         scores = leader.all_scores()
+        skipped = self._all_skipped()
+        if not int(scores["confmat"].sum()):  # every process's counts: each raises alike
+            raise DataError(nothing_scored(self.cfg.data.root, int(scores["num_images"]), len(skipped)))
         # torchmetrics squeezes one-element outputs: a one-class vocabulary's (1,) IoU comes back 0-d.
         self.results = {k: (v.reshape(-1) if k in ("iou", "acc") else v).cpu() for k, v in scores.items()}
-        self.results["skipped"] = self._all_skipped()
+        self.results["skipped"] = skipped
 
     def _all_skipped(self) -> dict[str, str]:
         """The skipped samples of every process."""
@@ -193,6 +196,13 @@ class RIMModule(L.LightningModule):
         gathered: list = [None] * self.trainer.world_size
         torch.distributed.all_gather_object(gathered, self.skipped)
         return {k: v for part in gathered for k, v in part.items()}
+
+
+def nothing_scored(root: str, images: int, skipped: int) -> str:
+    """Why a run has no score: no labelled pixel in the `images` read, `skipped` unreadable ones."""
+    unread = f" ({skipped} unreadable skipped)" if skipped else ""
+    return (f"data.root '{root}': nothing to score: the {images} images read{unread} have no labelled pixel (every "
+            "label is 255 or the images could not be read); `rim-bench check-data` lists the problems")
 
 
 class ResultWriter(L.Callback):

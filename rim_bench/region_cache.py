@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from rim_bench.cache_files import DamagedCacheError, load_tensors, save_tensors
+from rim_bench.errors import ConfigError
 from rim_bench.io import file_in, set_aside
 from rim_bench.segmenter import NO_REGION
 
@@ -45,7 +46,11 @@ class RegionCache:
             return None
 
     def put(self, image_id: str, region_map: Tensor, features: Tensor) -> None:
-        save_tensors(self._path(image_id), {"region_map": region_map.to(torch.int32), "features": features.float()})
+        try:
+            save_tensors(self._path(image_id), {"region_map": region_map.to(torch.int32), "features": features.float()})
+        except OSError as e:  # a read-only or full cache folder
+            raise ConfigError(f"cache_dir: cannot write the region cache '{self.directory}' ({e.strerror or e}): "
+                              "make it writable, or set cache_regions=false") from None
 
 
 def _read(path: Path, size: tuple[int, int] | None) -> tuple[Tensor, Tensor]:

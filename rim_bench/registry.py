@@ -89,6 +89,10 @@ REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.reference
 MATCHERS: Registry = Registry("matcher", ("rim_bench.matching",))
 SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.segmenter",))
 DATASETS: Registry[type[BenchmarkDataset]] = Registry("dataset", ("rim_bench.data",))
+# The registry of each stage block of the config (its `name` picks the variant).
+STAGE_REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
+                                         "references": REFERENCE_SOURCES, "matcher": MATCHERS,
+                                         "segmenter": SEGMENTERS}
 
 
 def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:

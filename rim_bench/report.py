@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import yaml
 
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
+from rim_bench.io import atomic_path, atomic_write_text, file_in, one_line, safe_name
 from rim_bench.output_lock import refuse_inputs_inside
 
 MAX_OVERLAYS = 4
@@ -53,29 +55,32 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     refuse_foreign(md_path, html_path)
     refuse_inputs_inside(out / "images", folders, "--out")  # where pictures are copied
     out.mkdir(parents=True, exist_ok=True)
-    runs = [f for f in folders if (f / "metrics.json").is_file()]
+    found = [f for f in folders if (f / "metrics.json").is_file()]
     sweeps = [f for f in folders if (f / "sweep.md").is_file()]
     comparisons = [f for f in folders if (f / "compare.md").is_file()]
     suites = [f for f in folders if (f / "suite.md").is_file()]
-    unknown = [str(f) for f in folders if f not in runs + sweeps + comparisons + suites]
+    unknown = [str(f) for f in folders if f not in found + sweeps + comparisons + suites]
     if unknown:
         raise DataError("not a result folder (no metrics.json, sweep.md, compare.md or suite.md): "
                         f"{', '.join(unknown)}")
+    runs = readable_runs(found)
+    if not runs and not sweeps + comparisons + suites:
+        raise DataError(f"nothing to report: every run folder is damaged (see the warnings): "
+                        f"{', '.join(map(str, found))}")
     md, body = [WRITTEN_BY, "# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
         md += ["## Runs", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         body.append("<h2>Runs</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
-        for run in runs:
-            m, cfg = _metrics(run), _config(run)
+        for run, (m, cfg) in runs.items():
             cells = [run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
                      f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"]),
                      *cost_cells(run_cost(m))]
-            md.append("| " + " | ".join(cells) + " |")
+            md.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
             body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         body.append("</table>")
-        for run in runs:
-            md_run, html_run = _run_section(run, out, _picture_dir(folders, run, out))
+        for run, (m, _) in runs.items():
+            md_run, html_run = _run_section(run, m, out, _picture_dir(folders, run, out))
             md += md_run
             body += html_run
     tables = [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons] + [
@@ -106,10 +111,10 @@ def refuse_foreign(*paths: Path) -> None:
                               "or move that file away")
 
 
-def _run_section(run: Path, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
-    m = _metrics(run)
+def _run_section(run: Path, m: dict, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
     ious = {k: v for k, v in m["per_class_iou"].items() if v is not None}
-    md = [f"### {run.name}", "", "| class | IoU |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ious.items()]
+    md = [f"### {md_escape(run.name)}", "", "| class | IoU |", "|---|---|"] + [
+        f"| {md_escape(k)} | {v:.2f} |" for k, v in ious.items()]
     bars = "".join(
         f'<div class="bar"><span class="name">{html.escape(k)}</span>'
         f'<span class="fill" style="width:{v:.1f}%"></span><span class="value">{v:.1f}</span></div>'
@@ -125,12 +130,46 @@ def _run_section(run: Path, out: Path, pictures: Path) -> tuple[list[str], list[
     return md, body
 
 
-def _metrics(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
+def readable_runs(folders: list[Path]) -> dict[Path, tuple[dict, dict]]:
+    """Each run folder's metrics and config; a damaged folder is left out with a one-line warning."""
+    runs = {}
+    for run in folders:
+        try:
+            runs[run] = read_run(run)
+        except DataError as e:
+            warnings.warn(f"report: skipping '{run}': {e}", stacklevel=2)
+    return runs
 
 
-def _config(run: Path) -> dict:
-    return yaml.safe_load((run / "config.yaml").read_text())
+def read_run(run: Path) -> tuple[dict, dict]:
+    """A run folder's metrics.json and config.yaml, checked for what the report shows.
+
+    Raises:
+        DataError: a file is missing, truncated or lacks a score, naming it.
+    """
+    metrics_file, config_file = run / "metrics.json", run / "config.yaml"
+    try:
+        metrics, config = json.loads(metrics_file.read_text()), yaml.safe_load(config_file.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"'{e.filename}' not found (the run did not finish)") from None
+    except (OSError, ValueError, yaml.YAMLError) as e:  # truncated or not text: JSONDecodeError, UnicodeError
+        raise DataError(f"cannot read {metrics_file} or {config_file} ({one_line(str(e))}): rerun it") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("per_class_iou"), dict) or not all(
+            isinstance(metrics.get(k), (int, float)) for k in SCORES):
+        raise DataError(f"{metrics_file} holds no scores ({', '.join(SCORES)}, per_class_iou): nothing was scored")
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "matcher")):
+        raise DataError(f"{config_file} is not a rim-bench run's config")
+    return metrics, config
+
+
+SCORES = ("mIoU", "mAcc", "aAcc", "num_images")
+
+
+def md_escape(text: str) -> str:
+    """`text` (a run or class name) as literal Markdown, table cells included: its Markdown-significant
+    characters backslash-escaped, ``<`` and ``>`` as entities (a raw tag would pass through), newlines as spaces."""
+    text = html.escape(" ".join(str(text).splitlines()), quote=False)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
 
 
 def _picture_dir(folders: list[Path], folder: Path, out: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +41,17 @@ OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
 def run_test(cfg: DictConfig) -> dict:
     """Evaluate `cfg`; returns the content of the metrics.json it writes. The output folder is
     held (`hold_output`: no other run writes there) from when it is chosen to the end."""
-    with ExitStack() as held:
-        return _run_test(cfg, held)
+    chosen: list[tuple[Path, bool]] = []  # the output folder once chosen, and whether the user named it
+    try:
+        with ExitStack() as held:
+            return _run_test(cfg, held, chosen)
+    except BaseException:
+        for folder, named in chosen:  # once the lock is gone: a failed run leaves no empty folders (csv/)
+            remove_empty_folders(folder, keep_root=named)
+        raise
 
 
-def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
+def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]]) -> dict:
     quiet_lightning()
     cfg = prepare(cfg)
     _, world_size = launched_rank()
@@ -74,6 +80,7 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
                         "`rim-bench check-data` lists why")
     output_dir = given or output_folder(cfg, started=started, held=held)
     os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
+    chosen.append((output_dir, given is not None))
     with lightning_settings():
         trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
                                "logger": _loggers(cfg, output_dir), "default_root_dir": str(output_dir)})
@@ -82,6 +89,18 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
     _finish_wandb(trainer)
     assert module.metrics_json is not None  # written at the end of the test loop, on every rank
     return module.metrics_json
+
+
+def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
+    """Remove the empty folders under `folder` (deepest first), and `folder` itself if it ends
+    empty unless `keep_root`; files, and the folders holding them, stay."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: len(p.parts), reverse=True):
+        with suppress(OSError):  # not empty
+            sub.rmdir()
+    if not keep_root:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:
@@ -193,6 +212,9 @@ def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     if cfg.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
+        from rim_bench.tracking import set_wandb_mode
+
+        set_wandb_mode(cfg.wandb.mode)
         loggers.append(WandbLogger(
             project=cfg.wandb.project, group=cfg.wandb.group, name=output_dir.name, save_dir=str(output_dir),
             mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),

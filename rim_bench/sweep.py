@@ -34,7 +34,7 @@ import yaml
 
 from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.errors import ConfigError
-from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name
+from rim_bench.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
 from rim_bench.output_lock import hold_output
 
 METHODS = ("grid", "random")
@@ -79,7 +79,10 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (a sweep file has method, "
                           "parameters, num_samples and seed)")
-    return SweepSpec(path.stem, method, parameters, num_samples, int(raw.get("seed", 0)), str(path))
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    return SweepSpec(path.stem, method, parameters, num_samples, seed, str(path))
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -136,9 +139,8 @@ def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
     Sweeps, comparisons and suites resume through this one check."""
     from rim_bench.runner import run_test
 
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file() and same_result(metrics_file, cfg):
-        metrics = json.loads(metrics_file.read_text())
+    metrics = finished_metrics(run_dir / "metrics.json")
+    if metrics is not None and metrics.get("result_hash") == result_hash(cfg):
         print(f"{label}: done before, mIoU {metrics['mIoU']:.2f}")
         return metrics
     print(label)
@@ -146,9 +148,19 @@ def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
     return run_test(cfg)
 
 
-def same_result(metrics_file: Path, cfg) -> bool:
-    """Whether a finished run's metrics were made with `cfg`'s result-affecting settings."""
-    return json.loads(metrics_file.read_text()).get("result_hash") == result_hash(cfg)
+def finished_metrics(metrics_file: Path) -> dict | None:
+    """A finished run's metrics, or None: no file, or a damaged one (truncated, no mIoU), which is
+    set aside with a warning so that the run is made again."""
+    if not metrics_file.is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("mIoU"), (int, float)):
+            raise ValueError("no mIoU")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        set_aside(metrics_file, e)
+        return None
+    return metrics
 
 
 def result_hash(cfg) -> str:

@@ -14,12 +14,22 @@ from omegaconf import DictConfig
 from rim_bench.config import to_dict
 
 
+def set_wandb_mode(mode: str) -> None:
+    """Give W&B's process-wide settings the runs' mode (offline by default). ``wandb.init(mode=...)``
+    sets it for the run alone: W&B's own telemetry still read the process-wide settings, and
+    at exit queried a server's address (a DNS lookup) in offline mode too."""
+    import wandb
+
+    wandb.setup(wandb.Settings(mode=mode))  # type: ignore[arg-type]  # the config's value, checked by W&B
+
+
 def log_summary(cfg: DictConfig, out: Path, rows: list[dict], plots: list[Path], kind: str = "sweep",
                 summary: dict | None = None) -> Path:
     """Log `rows` as the table `kind` ("sweep", "suite") and `plots` as images, with `summary` as the
     run's summary values (by default the best mIoU and its point); returns the run's local folder."""
     import wandb
 
+    set_wandb_mode(cfg.wandb.mode)
     run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group or out.name, name=f"{out.name}-summary",
                      job_type=f"{kind}-summary", dir=str(out), mode=cfg.wandb.mode,
                      config=to_dict(cfg), reinit="finish_previous")

@@ -89,21 +89,25 @@ class BenchmarkDataset(Dataset):
             entries = entries[:max_images]
         if not entries:
             raise DataError(f"{self.dir}: no '{split}' images found; {self.prepare}")
-        self.problems: dict[str, str] = {}  # image id → what is wrong
+        self.problems: dict[str, str] = {}  # image id (a repeat: "<id> (again at <place>)") → what is wrong
         first: dict[str, str] = {}  # image id → where it is listed first
-        for entry in tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000):
+        left_out: set[int] = set()  # the indices of the problem entries
+        for index, entry in enumerate(tqdm(entries, desc="checking files", unit="img", disable=len(entries) < 1000)):
             problem: str | None
-            if entry.image_id in first:  # it would be scored twice and its outputs written twice
+            key = entry.image_id
+            if entry.image_id in first:  # it would be scored twice: the first is kept, the repeat left out
+                key = f"{entry.image_id} (again at {entry.source or index + 1})"
                 problem = (f"{entry.source or self.dir}: id '{entry.image_id}' is listed twice "
                            f"(first at {first[entry.image_id]})")
             else:
                 problem = self._entry_problem(entry)
             first.setdefault(entry.image_id, entry.source or str(entry.image))
             if problem:
-                self.problems.setdefault(entry.image_id, problem)
+                self.problems.setdefault(key, problem)
+                left_out.add(index)
         if self.problems and not skip_bad:
             raise DataError(problem_summary(self.problems, len(entries), str(self.dir)))
-        self.entries = [e for e in entries if e.image_id not in self.problems]  # may be none: check-data lists why
+        self.entries = [e for i, e in enumerate(entries) if i not in left_out]  # may be none: check-data lists why
         self._lut = label_lut(self.reduce_zero_label)
 
     def _entry_problem(self, entry: Entry) -> str | None:
@@ -113,7 +117,12 @@ class BenchmarkDataset(Dataset):
             where = entry.source or str(self.dir)
             return (f"{where}: id {entry.image_id!r} {unsafe}: ids must be relative names inside the data set; "
                     "fix that line")
-        if not entry.image.is_file():
+        try:
+            found = entry.image.is_file()
+        except OSError as e:  # e.g. a name over the file system's 255 bytes
+            return (f"{entry.source or self.dir}: id '{entry.image_id[:40]}...' cannot name a file ({e.strerror}); "
+                    "fix that line")
+        if not found:
             return f"image '{entry.image}' of id '{entry.image_id}' not found; {self.prepare}"
         if not entry.label.is_file():
             return f"image '{entry.image.name}' has no label: '{entry.label}' not found; {self.prepare}"
@@ -249,8 +258,15 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as img:
             return img.mode, img.size
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"'{path}' cannot be read as an image ({e}): re-download or re-convert it") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise unreadable(path, e) from None
+
+
+def unreadable(path: Path, error: Exception) -> DataError:
+    """The error for an image file PIL cannot open or decode, with the fix."""
+    if isinstance(error, Image.DecompressionBombError):  # more pixels than PIL opens (Image.MAX_IMAGE_PIXELS)
+        return DataError(f"'{path}' is too large to read ({error}): resize it")
+    return DataError(f"'{path}' cannot be read as an image ({error}): re-download or re-convert it")
 
 
 def read_image(path: Path, mode: str | None) -> np.ndarray:
@@ -270,8 +286,8 @@ def read_image(path: Path, mode: str | None) -> np.ndarray:
                     grey = Image.fromarray((wide // 257).astype(np.uint8))
                     return np.array(grey.convert(mode))
             raise DataError(f"image '{path}' has mode {img.mode}: {_MODE_FIX}")
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"'{path}' cannot be read as an image ({e}): re-download or re-convert it") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise unreadable(path, e) from None
 
 
 def load_rgb(path: Path) -> torch.Tensor:

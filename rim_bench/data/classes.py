@@ -24,7 +24,14 @@ def read_classes(name_or_path: str) -> list[list[str]]:
     path = class_file(name_or_path)
     classes: list[list[str]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{bad_line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                        "save the file as UTF-8") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         names = [n.strip() for n in line.split(SEPARATOR)]
         if not line.strip() or any(not n for n in names):
             raise DataError(f"{path}:{lineno}: empty class name in {line!r}; one class a line, 'name, synonym, ...'")

@@ -40,14 +40,28 @@ def class_list(data: DictConfig) -> list[list[str]]:
 def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
     """The data set that ``data.name`` selects, and its classes (with synonyms).
 
-    Runs the cheap layout checks, so that a wrong path fails before any model loads.
+    Runs the cheap layout checks, so that a wrong path fails before any model loads. A
+    missing root is an error, but for the smoke set with ``data.generate`` (set at its default
+    root): it is generated there.
     """
     classes = class_list(data)
     if data.root is None:
         raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
+    if data.get("generate"):
+        generate_missing(data.name, Path(str(data.root)).expanduser())
     dataset = DATASETS.get(data.name, "data")(data.root, data.split, data.max_images, num_classes=len(classes),
                                               skip_bad=data.get("skip_bad", False))
     return dataset, classes
+
+
+def generate_missing(name: str, root: Path) -> None:
+    """Generate the smoke set at `root` unless it exists (`data.generate=true`)."""
+    from rim_bench.data.smoke import generate_smoke
+
+    if name != "smoke":
+        raise ConfigError(f"data.generate: only the smoke set is generated, not '{name}'; set data.generate=false")
+    if not root.exists():
+        generate_smoke(root)
 
 
 class ShardSampler(DistributedSampler):
@@ -132,34 +146,36 @@ class BenchmarkDataModule(SegmentationDataModule):
     Args:
         name: a benchmark (``voc21``, ``context59``, ``smoke``, ...; see configs/default.yaml ``data.name``).
         root: the folder holding the benchmark's folder (or that folder); for ``smoke``, null is
-            its folder in the cache (generated on first use).
+            its folder in the cache (generated on first use). A root that does not exist is an error.
         split: the split file's name.
         classes: a class file (shipped name or path); null is the benchmark's own.
         max_images: the first N images only.
         batch_size, num_workers: as for the DataLoader.
         skip_bad: leave out images whose files are damaged (each is reported) instead of stopping.
+        generate: ``smoke`` only: generate the set at `root` if it is missing (always at the default root).
     """
 
     dataset: BenchmarkDataset | None
 
     def __init__(self, name: str = "smoke", root: str | None = None, split: str = "val", classes: str | None = None,
                  max_images: int | None = None, batch_size: int = 1, num_workers: int = 0,
-                 skip_bad: bool = False) -> None:
+                 skip_bad: bool = False, generate: bool = False) -> None:
         super().__init__(None, batch_size, num_workers)
         if root is None and name == "smoke":
             from rim_bench.config import load_config, resolve
 
-            root = resolve(load_config(["experiment=smoke"])).data.root
+            root, generate = resolve(load_config(["experiment=smoke"])).data.root, True
         self.data = OmegaConf.create({"name": name, "root": None if root is None else str(root), "split": split,
                                       "classes": classes, "max_images": max_images,
-                                      "batch_size": batch_size, "num_workers": num_workers, "skip_bad": skip_bad})
+                                      "batch_size": batch_size, "num_workers": num_workers, "skip_bad": skip_bad,
+                                      "generate": generate})
         self.classes = class_list(self.data)  # cheap: a fixed vocabulary file; a bad name fails here
 
     @classmethod
     def from_config(cls, data: DictConfig) -> BenchmarkDataModule:
         """From a config's ``data`` block."""
         return cls(data.name, data.root, data.split, data.classes, data.max_images, data.batch_size, data.num_workers,
-                   data.get("skip_bad", False))
+                   data.get("skip_bad", False), data.get("generate", False))
 
     def data_config(self) -> dict[str, Any]:
         """The ``data`` block this module serves, for the model's saved config."""
