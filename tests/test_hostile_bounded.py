@@ -67,6 +67,17 @@ def test_case7_api_segments_a_2x5000_array_at_its_own_size():
     assert shapes and result.label_map.shape == result.region_map.shape == (2, 5000)  # scored at full size
 
 
+@pytest.mark.parametrize("size", [(2, 3000), (3000, 2), (1, 5000)])
+def test_case7_sam_proposes_regions_for_a_sliver_image(size):
+    """SAM's own resize (long side to 256 for the tiny model, 1024 for real ones) left a 0-pixel side."""
+    from rim_bench.proposals.sam_automatic import SamProposer
+
+    proposer = SamProposer("tiny", None, {"seed": 0}, points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
+                           stability_score_thresh=0.0, box_nms_thresh=0.7, crop_n_layers=0, min_area=0)
+    masks = proposer(torch.randint(0, 256, (3, *size), dtype=torch.uint8))
+    assert masks.shape[1:] == size and masks.flatten(1).any(1).all()  # no mask of the padding alone
+
+
 def test_case7_check_data_warns_about_extreme_sizes(data: Path, capsys):  # noqa: F811 - the fixture
     first, second = _ids(data)[:2]
     Image.fromarray(np.zeros((2, 300, 3), dtype=np.uint8)).save(data / "JPEGImages" / f"{first}.jpg")
