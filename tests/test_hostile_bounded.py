@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 MAX_LONG_SIDE = 2048  # mmseg's Resize(scale=(2048, short side), keep_ratio=True)
 
 
-def _capture_model_inputs(featurizer: torch.nn.Module) -> list[tuple[int, ...]]:
-    """The shapes of what `featurizer`'s backbone is given; a pixel count beyond the cap fails
-    before the model runs (uncapped, these inputs take minutes)."""
+@contextmanager
+def _model_inputs(featurizer: torch.nn.Module) -> Iterator[list[tuple[int, ...]]]:
+    """The shapes of what `featurizer`'s backbone is given meanwhile; a side beyond the cap
+    fails before the model runs (uncapped, these inputs take minutes)."""
     shapes: list[tuple[int, ...]] = []
 
     def record(module, args, kwargs):
@@ -39,8 +42,11 @@ def _capture_model_inputs(featurizer: torch.nn.Module) -> list[tuple[int, ...]]:
         shapes.append(shape)
         assert max(shape[-2:]) <= MAX_LONG_SIDE, f"the model is given {shape}"
 
-    featurizer.backbone.register_forward_pre_hook(record, with_kwargs=True)
-    return shapes
+    hook = featurizer.backbone.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield shapes
+    finally:
+        hook.remove()
 
 
 def test_case7_model_input_caps_the_long_side_as_mmseg():
@@ -51,8 +57,8 @@ def test_case7_model_input_caps_the_long_side_as_mmseg():
 
 
 def test_case7_featurizer_input_of_a_sliver_image_is_capped(tiny_featurizer):
-    shapes = _capture_model_inputs(tiny_featurizer)
-    feats = tiny_featurizer(torch.randint(0, 256, (3, 2, 300), dtype=torch.uint8))
+    with _model_inputs(tiny_featurizer) as shapes:
+        feats = tiny_featurizer(torch.randint(0, 256, (3, 2, 300), dtype=torch.uint8))
     (shape,) = shapes
     assert shape[-2:] == (16, MAX_LONG_SIDE) and feats.shape == (32, 2, MAX_LONG_SIDE // 8)
 
@@ -62,8 +68,8 @@ def test_case7_api_segments_a_2x5000_array_at_its_own_size():
 
     rim = RIM.from_config("smoke")
     rim.set_vocabulary(["background", "sun", "leaf"])
-    shapes = _capture_model_inputs(rim.pipeline.featurizer)
-    result = rim.segment(np.random.default_rng(0).integers(0, 256, (2, 5000, 3), dtype=np.uint8))
+    with _model_inputs(rim.pipeline.featurizer) as shapes:
+        result = rim.segment(np.random.default_rng(0).integers(0, 256, (2, 5000, 3), dtype=np.uint8))
     assert shapes and result.label_map.shape == result.region_map.shape == (2, 5000)  # scored at full size
 
 
