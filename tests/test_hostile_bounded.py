@@ -209,15 +209,34 @@ def test_case8_a_waiting_rank_stops_when_rank_0_dies(tmp_path: Path):
     assert f"rank 0 (pid {rank0.pid}) has ended before it published" in str(outcome["error"])
 
 
-def test_case8_a_silent_heartbeat_of_another_host_is_stale(tmp_path: Path):
+def _heartbeat(cache: Path, host: str, pid: int) -> Path:
+    """Rank 0's heartbeat file as `cached_bank` names it, for this test's job ("local")."""
     from rim_bench.config import config_hash
 
-    heartbeat = tmp_path / "banks" / f"{config_hash({'k': 1})}.alive-local"
+    heartbeat = cache / "banks" / f"{config_hash({'k': 1})}.alive-local"
     heartbeat.parent.mkdir()
-    heartbeat.write_text(json.dumps({"host": "another-node", "pid": 1}))
+    heartbeat.write_text(json.dumps({"host": host, "pid": pid}))
+    return heartbeat
+
+
+def test_case8_a_silent_heartbeat_of_another_host_is_stale(tmp_path: Path):
+    _heartbeat(tmp_path, "another-node", 1)
     thread, outcome = _wait_in_thread(tmp_path, timeout_s=20, stale_s=0.5)
     thread.join(30)
     assert "rank 0 has given no sign of life for" in str(outcome["error"])
+
+
+def test_case8_a_waiting_rank_stops_when_rank_0_stops_without_a_bank(tmp_path: Path):
+    """Rank 0 interrupted (SIGTERM now stops it) removes its heartbeat and writes no bank."""
+    import socket
+
+    heartbeat = _heartbeat(tmp_path, socket.gethostname(), os.getpid())  # alive, on this host
+    thread, outcome = _wait_in_thread(tmp_path, timeout_s=20)
+    time.sleep(0.3)
+    assert thread.is_alive()
+    heartbeat.unlink()
+    thread.join(30)
+    assert "rank 0 has stopped (its heartbeat is gone) before it published" in str(outcome["error"])
 
 
 def test_case9_random_sweep_draws_from_a_huge_grid_without_listing_it(monkeypatch):

@@ -144,13 +144,13 @@ def job_id() -> str:
 def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float,
               alive: Path, stale_s: float) -> None:
     """Wait until `directory` holds a published bank; fail at once if this job's rank 0
-    reports an error (its `failed` marker), within `stale_s` if it is gone (`_rank0_gone`),
+    reports an error (its `failed` marker), within `stale_s` if it is gone (`_Rank0Heartbeat`),
     or after `timeout_s`."""
     print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
     start = reminded = time.monotonic()
-    since = time.time()  # a heartbeat older than this may be another job's (a shared cache)
+    heartbeat = _Rank0Heartbeat(alive, stale_s)
     while not (directory / METADATA).is_file():
-        gone = _rank0_gone(alive, since, stale_s)  # before its `failed` marker: rank 0 writes that first
+        gone = heartbeat.gone()  # before reading `failed`: rank 0 writes that before removing its heartbeat
         try:
             error = failed.read_text().strip()
         except OSError:
@@ -194,23 +194,37 @@ def _start_heartbeat(alive: Path) -> Callable[[], None]:
     return stop_beating
 
 
-def _rank0_gone(alive: Path, since: float, stale_s: float) -> str | None:
-    """How rank 0 is known to be gone, or None: its heartbeat `alive` names a process of this
-    host that has ended, or it has not been touched for `stale_s`. Silence counts from `since`
-    (the wait's start) while the file is missing or older: rank 0 may not have begun, and an
-    old file may be another job's."""
-    try:
-        beat = json.loads(alive.read_text())
-        touched = alive.stat().st_mtime
-    except (OSError, ValueError):  # not written yet, or finished
-        beat, touched = None, since
-    silent = time.time() - max(touched, since)
-    if (time.time() - touched < stale_s and isinstance(beat, dict) and beat.get("host") == socket.gethostname()
-            and not _running(beat.get("pid"))):
-        return f"(pid {beat['pid']}) has ended"
-    if silent > stale_s:
-        return f"has given no sign of life for {silent:.0f} s (heartbeat {alive})"
-    return None
+class _Rank0Heartbeat:
+    """What a waiting rank reads of rank 0's heartbeat file (`_start_heartbeat`)."""
+
+    def __init__(self, alive: Path, stale_s: float) -> None:
+        self.alive = alive
+        self.stale_s = stale_s
+        # When rank 0 last showed life: at first the wait's start, as rank 0 may not have begun
+        # and an older file may be another job's (a shared cache).
+        self.last = time.time()
+        self.seen = False  # once seen, its removal means that rank 0 has stopped
+
+    def gone(self) -> str | None:
+        """How rank 0 is known to be gone, or None: its heartbeat names a process of this host
+        that has ended, or was removed, or has not been touched for `stale_s`."""
+        try:
+            beat = json.loads(self.alive.read_text())
+            touched = self.alive.stat().st_mtime
+        except (OSError, ValueError):  # not written yet, or removed
+            if self.seen:
+                return "has stopped (its heartbeat is gone)"
+            beat, touched = None, 0.0
+        else:
+            self.seen = True
+        now = time.time()
+        if (now - touched < self.stale_s and isinstance(beat, dict) and beat.get("host") == socket.gethostname()
+                and not _running(beat.get("pid"))):
+            return f"(pid {beat['pid']}) has ended"
+        self.last = max(self.last, touched)
+        if now - self.last > self.stale_s:
+            return f"has given no sign of life for {now - self.last:.0f} s (heartbeat {self.alive})"
+        return None
 
 
 def _running(pid: Any) -> bool:
