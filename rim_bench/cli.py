@@ -14,13 +14,18 @@
 
 protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
 Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
-where some cells failed (each reported in its table) ends with exit code 1.
+where some cells failed (each reported in its table) ends with exit code 1; SIGTERM and
+SIGINT end any command within seconds, in one line, with exit code 143 and 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from rim_bench.config_index import help_listing
@@ -80,6 +85,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT, raised where the main thread is. Not a KeyboardInterrupt, which
+    Lightning's Trainer turns into exit(1); not an Exception, which stages may catch. Files
+    being written are cleaned up on the way out (`rim_bench.io.atomic_path`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """Make SIGTERM stop a command as SIGINT does; returns what restores the previous handlers.
+    Lightning's own SIGTERM handler only sets a flag (`timeout` could not stop a run); it
+    calls the handler that was set before it, this one."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return lambda: None
+    main_pid = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked DataLoader worker: it exits quietly on Ctrl-C
+            raise KeyboardInterrupt
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -87,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # segment's images and overrides may come on both sides of --classes
         args.inputs += extra
+    restore_signals = _stop_on_signals()
     try:
         if args.command == "convert":
             return _convert(args)
@@ -139,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     except RimBenchError as e:
         print(f"rim-bench: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Interrupted as e:
+        print(f"rim-bench: interrupted by {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("rim-bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_signals()
     return 0
 
 

@@ -142,6 +142,11 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
         print(f"... and {len(problems) - max_listed} more problems")
     total = len(dataset) + len(dataset.problems)
     summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
+    warnings = list(dataset.size_warnings())
+    for message in warnings[:max_listed]:
+        print(f"warning: {message}")
+    if warnings:
+        summary += f" ({len(warnings)} of extreme size or shape, warned about above)"
     if problems:
         raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
     print(f"ok: {summary}")

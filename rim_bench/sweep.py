@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,32 @@ def load_sweep(name_or_path: str) -> SweepSpec:
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
     keys = list(spec.parameters)
-    grid = [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
     if spec.method == "grid":
-        return grid
+        return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
     assert spec.num_samples is not None  # load_sweep requires it for a random sweep
-    return random.Random(spec.seed).sample(grid, min(spec.num_samples, len(grid)))
+    return [grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed)]
+
+
+def draw_indices(parameters: dict[str, list], n: int, seed: int) -> list[int]:
+    """`n` distinct grid indices (all of them if the grid is smaller), drawn with `seed` without
+    listing the grid: 5 keys of 60 values are 7.8e8 points, 10 keys of 100 overflow `len(range)`."""
+    total = math.prod(len(values) for values in parameters.values())
+    rng = random.Random(seed)
+    if 2 * n > total:  # most of a small grid: a shuffle of its indices
+        return rng.sample(range(total), min(n, total))
+    drawn: dict[int, None] = {}  # ordered: the points run in the order drawn
+    while len(drawn) < n:
+        drawn[rng.randrange(total)] = None
+    return list(drawn)
+
+
+def grid_point(parameters: dict[str, list], index: int) -> dict[str, Any]:
+    """The grid's point at `index` in `itertools.product` order (the last key varies fastest)."""
+    point = {}
+    for key, values in reversed(parameters.items()):
+        index, i = divmod(index, len(values))
+        point[key] = values[i]
+    return {key: point[key] for key in parameters}
 
 
 def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:

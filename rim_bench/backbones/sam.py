@@ -11,6 +11,7 @@ released file a checkpoint is, by its size (and, on request, its MD5).
 from __future__ import annotations
 
 import hashlib
+import math
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,23 @@ class AutomaticSegmenter:
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` → ``(N, H, W) bool`` masks (N may be 0)."""
-        records = [r for r in self.generator.generate(image) if r["area"] >= self.min_area]
-        if not records:
-            return np.zeros((0, *image.shape[:2]), dtype=bool)
-        return np.stack([r["segmentation"] for r in records]).astype(bool)
+        height, width = image.shape[:2]
+        padded = pad_for_resize(image, self.generator.predictor.model.image_encoder.img_size)
+        records = [r for r in self.generator.generate(padded) if r["area"] >= self.min_area]
+        masks = [r["segmentation"][:height, :width] for r in records]
+        if padded is not image:
+            masks = [m for m in masks if m.any()]  # not a mask of the padding alone
+        if not masks:
+            return np.zeros((0, height, width), dtype=bool)
+        return np.stack(masks).astype(bool)
+
+
+def pad_for_resize(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``(H, W, 3)`` padded with black below or to the right, if needed, so that SAM's resize of
+    the long side to `long_side` keeps a short side of a pixel or more (a 1 x 5000 image
+    would become 0 x 1024 and fail inside PIL)."""
+    height, width = image.shape[:2]
+    short = math.ceil(max(height, width) / long_side)
+    if min(height, width) >= short:
+        return image
+    return np.pad(image, ((0, max(0, short - height)), (0, max(0, short - width)), (0, 0)))

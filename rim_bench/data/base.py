@@ -58,6 +58,8 @@ IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 LABEL_MODES = ("L", "P", *WIDE_MODES)
 MAX_LISTED = 20  # skipped samples named in `test`'s output
+# Image sizes `check-data` warns about (`size_warning`).
+MIN_SIDE, MAX_SIDE, MAX_ASPECT = 16, 8192, 10
 
 
 class BenchmarkDataset(Dataset):
@@ -201,6 +203,13 @@ class BenchmarkDataset(Dataset):
             raise DataError(f"label '{path}' has values outside 0..255 ({raw.min()}..{raw.max()}); {self.prepare}")
         return self._lut[raw.astype(np.uint8)]
 
+    def size_warnings(self) -> Iterator[str]:
+        """A line for each image of an extreme size or shape (`size_warning`), from the headers."""
+        for entry in self.entries:
+            warning = size_warning(entry.image, _header(entry.image)[1])
+            if warning:
+                yield warning
+
     def check_all(self) -> Iterator[str]:
         """Every problem of the data set, one message each: those found at construction
         (with ``skip_bad``), then those of reading every sample (with a progress bar)."""
@@ -210,6 +219,22 @@ class BenchmarkDataset(Dataset):
                 self._read(entry)
             except DataError as e:
                 yield str(e)
+
+
+def size_warning(path: Path, size: tuple[int, int]) -> str | None:
+    """Why an image of ``(W, H)`` `size` deserves a look, or None. Any size is scored (the
+    model sees it resized, the long side capped: `rim_bench.features.dense.model_input_size`),
+    but a sliver or a huge side is most often a damaged or wrongly converted file."""
+    width, height = size
+    if min(size) < MIN_SIDE:
+        why = f"a side under {MIN_SIDE} px"
+    elif max(size) > MAX_SIDE:
+        why = f"a side over {MAX_SIDE} px"
+    elif max(size) > MAX_ASPECT * min(size):
+        why = f"an aspect ratio over {MAX_ASPECT}:1"
+    else:
+        return None
+    return f"image '{path}' is {height}x{width}, {why}: it is scored, but is it a damaged or wrongly converted file?"
 
 
 def problem_summary(problems: dict[str, str], total: int, where: str) -> str:

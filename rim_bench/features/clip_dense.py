@@ -21,8 +21,9 @@ class ClipDenseFeaturizer(nn.Module):
 
     Args:
         model: hub id, local directory or ``"tiny"``.
-        input_size: the short side, in pixels, that images are resized to (position
-            embeddings are interpolated to the new grid).
+        input_size: the short side, in pixels, that images are resized to (the long side
+            capped, see `rim_bench.features.dense.model_input_size`; position embeddings are
+            interpolated to the new grid).
         attention: the last block's token mixing, ``value`` (MaskCLIP) or ``vv``.
         residual: keep the last block's residual and MLP.
         tiny: the ``"tiny"`` model's vision config, projection size and seed.

@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,8 @@ TENSORS = "bank.safetensors"
 METADATA = "bank.json"
 KEY = "key.json"
 BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark's bank should take
+HEARTBEAT_S = 5.0  # rank 0 touches its heartbeat file this often while it builds
+HEARTBEAT_STALE_S = 60.0  # waiting ranks give up on a rank 0 whose heartbeat is older than this
 
 
 def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:
@@ -78,8 +82,8 @@ def load_bank(directory: Path) -> ReferenceBank:
 
 def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
                 rank: int = 0, barrier: Callable[[], None] = lambda: None,
-                wait: bool = False, poll_seconds: float = 2.0,
-                timeout_s: float = BANK_WAIT_TIMEOUT_S) -> tuple[ReferenceBank, Path, bool]:
+                wait: bool = False, poll_seconds: float = 2.0, timeout_s: float = BANK_WAIT_TIMEOUT_S,
+                stale_s: float = HEARTBEAT_STALE_S) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank for `key_spec` from the cache, or build it in its work folder and publish it.
 
     Args:
@@ -87,15 +91,17 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         rank, barrier: the first rank publishes the bank; the others wait for it.
         wait: build nothing; wait until another process (rank 0 of a job whose ranks start
             together, e.g. under srun) has published the bank, checking every `poll_seconds`;
-            an error if rank 0 reports a failure or after `timeout_s`.
+            an error if rank 0 reports a failure, if it is gone (its process, on this host, or
+            its heartbeat, silent for `stale_s`), or after `timeout_s`.
     Returns:
         The bank, its cache folder, and whether it was a cache hit.
     """
     directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
     # Rank 0's error, for the ranks of the same job waiting on it (other jobs may share the cache).
     failed = directory.with_name(f"{directory.name}.failed-{safe_name(job_id())}")
+    alive = directory.with_name(f"{directory.name}.alive-{safe_name(job_id())}")  # rank 0's heartbeat
     if wait and not (directory / METADATA).is_file():
-        _wait_for(directory, failed, rank, poll_seconds, timeout_s)
+        _wait_for(directory, failed, rank, poll_seconds, timeout_s, alive, stale_s)
     if (directory / METADATA).is_file():
         try:
             bank = load_bank(directory)
@@ -106,6 +112,7 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         except DamagedCacheError as e:
             set_aside(directory, e)
     work = directory.with_name(directory.name + ".partial")
+    stop_heartbeat = _start_heartbeat(alive) if rank == 0 else lambda: None
     try:
         work.mkdir(parents=True, exist_ok=True)
         bank = build(work)
@@ -124,6 +131,8 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
         if rank == 0:
             atomic_write_text(failed, f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
+    finally:
+        stop_heartbeat()
     barrier()
     bank.directory = directory
     return bank, directory, False
@@ -142,18 +151,25 @@ def job_id() -> str:
     return "local"
 
 
-def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float) -> None:
+def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, timeout_s: float,
+              alive: Path, stale_s: float) -> None:
     """Wait until `directory` holds a published bank; fail at once if this job's rank 0
-    reports an error (its `failed` marker), or after `timeout_s`."""
+    reports an error (its `failed` marker), within `stale_s` if it is gone (`_Rank0Heartbeat`),
+    or after `timeout_s`."""
     print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
     start = reminded = time.monotonic()
+    heartbeat = _Rank0Heartbeat(alive, stale_s)
     while not (directory / METADATA).is_file():
+        gone = heartbeat.gone()  # before reading `failed`: rank 0 writes that before removing its heartbeat
         try:
             error = failed.read_text().strip()
         except OSError:
             error = None
         if error is not None:
             raise DataError(f"rank 0 failed to build the reference bank {directory}: {error}")
+        if gone is not None and not (directory / METADATA).is_file():  # not published meanwhile
+            raise DataError(f"rank {rank}: rank 0 {gone} before it published the reference bank {directory}; "
+                            "run the job again (the bank's finished parts are kept)")
         if time.monotonic() - start > timeout_s:
             raise DataError(f"rank {rank}: no reference bank in {directory} after {timeout_s / 3600:.1f} h; does "
                             "every node see the same cache_dir? Build it first with `rim-bench build-bank`")
@@ -162,6 +178,74 @@ def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, tim
             print(f"rank {rank}: still waiting for {directory} (cache_dir must be shared by every node)",
                   file=sys.stderr)
         time.sleep(poll_seconds)
+
+
+def _start_heartbeat(alive: Path) -> Callable[[], None]:
+    """Write rank 0's host and pid to `alive` and touch it every `HEARTBEAT_S` until the
+    returned function is called, which removes it."""
+    atomic_write_json(alive, {"host": socket.gethostname(), "pid": os.getpid()})
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(alive)
+            except OSError:  # removed, or the cache is gone: waiting ranks will say so
+                pass
+
+    thread = threading.Thread(target=beat, name="bank-heartbeat", daemon=True)
+    thread.start()
+
+    def stop_beating() -> None:
+        stop.set()
+        thread.join()
+        alive.unlink(missing_ok=True)
+
+    return stop_beating
+
+
+class _Rank0Heartbeat:
+    """What a waiting rank reads of rank 0's heartbeat file (`_start_heartbeat`)."""
+
+    def __init__(self, alive: Path, stale_s: float) -> None:
+        self.alive = alive
+        self.stale_s = stale_s
+        # When rank 0 last showed life: at first the wait's start, as rank 0 may not have begun
+        # and an older file may be another job's (a shared cache).
+        self.last = time.time()
+        self.seen = False  # once seen, its removal means that rank 0 has stopped
+
+    def gone(self) -> str | None:
+        """How rank 0 is known to be gone, or None: its heartbeat names a process of this host
+        that has ended, or was removed, or has not been touched for `stale_s`."""
+        try:
+            beat = json.loads(self.alive.read_text())
+            touched = self.alive.stat().st_mtime
+        except (OSError, ValueError):  # not written yet, or removed
+            if self.seen:
+                return "has stopped (its heartbeat is gone)"
+            beat, touched = None, 0.0
+        else:
+            self.seen = True
+        now = time.time()
+        if (now - touched < self.stale_s and isinstance(beat, dict) and beat.get("host") == socket.gethostname()
+                and not _running(beat.get("pid"))):
+            return f"(pid {beat['pid']}) has ended"
+        self.last = max(self.last, touched)
+        if now - self.last > self.stale_s:
+            return f"has given no sign of life for {now - self.last:.0f} s (heartbeat {self.alive})"
+        return None
+
+
+def _running(pid: Any) -> bool:
+    """Whether process `pid` exists on this host (true for what is not a pid: nothing is known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, TypeError):  # another user's process, or not a pid
+        return True
+    return True
 
 
 def _publish(work: Path, directory: Path) -> None:
