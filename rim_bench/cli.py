@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rim_bench.config_index import help_listing
-from rim_bench.errors import RimBenchError
+from rim_bench.errors import RimBenchError, error_line
 
 EXIT_USER_ERROR = 2
 EXIT_CELLS_FAILED = 1
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_test(cfg)
     except RimBenchError as e:
-        print(f"rim-bench: error: {_one_line(e)}", file=sys.stderr)
+        print(f"rim-bench: error: {error_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Interrupted as e:
         print(f"rim-bench: interrupted by {e}", file=sys.stderr)
@@ -229,17 +229,6 @@ def _convert(args: argparse.Namespace) -> int:
           f"of {report.total} → {report.out_dir}")
     return 0
 
-
-def _one_line(error: Exception) -> str:
-    """The error's message on one line: its lines joined. An error raised in a DataLoader
-    worker comes back wrapped in the worker's traceback; its own message is the last line."""
-    from rim_bench.io import one_line
-
-    text = str(error).strip()
-    if "Traceback (most recent call last)" in text:
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
-    return one_line(text)
 
 
 if __name__ == "__main__":

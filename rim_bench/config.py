@@ -35,7 +35,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rim_bench.config_index import CONFIG_DIR
-from rim_bench.errors import ConfigError
+from rim_bench.errors import ConfigError, one_line
+from rim_bench.io import atomic_write_text
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
@@ -161,8 +162,6 @@ def _parses(item: str) -> bool:
 def error_text(error: BaseException) -> str:
     """A YAML or OmegaConf error's whole message on one line (their `str` spans several
     lines; the last alone says nothing, e.g. ``object_type=dict``)."""
-    from rim_bench.io import one_line
-
     if isinstance(error, yaml.MarkedYAMLError):
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -462,8 +461,6 @@ def resolve(cfg: DictConfig) -> DictConfig:
 
 def save_config(cfg: DictConfig, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from rim_bench.io import atomic_write_text
-
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 

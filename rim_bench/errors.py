@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 
@@ -30,3 +31,19 @@ def require_choice(param: str, value: object, choices: Collection[str]) -> None:
     """Raise `ParamError` for `param` unless `value` is one of `choices`, listing them."""
     if value not in choices:
         raise ParamError(param, f"unknown '{value}' (choose {', '.join(choices)})")
+
+
+def one_line(text: str) -> str:
+    """A message on one line: its lines joined with " | ", runs of spaces collapsed."""
+    lines = [re.sub(r"\s+", " ", line).strip() for line in str(text).strip().splitlines()]
+    return " | ".join(line for line in lines if line)
+
+
+def error_line(error: Exception) -> str:
+    """The error's message on one line: its lines joined. An error raised in a DataLoader
+    worker comes back wrapped in the worker's traceback; its own message is the last line."""
+    text = str(error).strip()
+    if "Traceback (most recent call last)" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("rim_bench.errors.", "DataError", "ConfigError")) else last
+    return one_line(text)

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rim_bench.errors import DataError, one_line
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -55,8 +57,6 @@ def shipped_or_path(package: str, folder: str, suffix: str, name_or_path: str, w
     """
     from importlib import resources
 
-    from rim_bench.errors import DataError
-
     shipped_dir = resources.files(package) / folder
     shipped = shipped_dir / f"{name_or_path}{suffix}"
     if shipped.is_file():
@@ -97,8 +97,6 @@ def file_in(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     Raises:
         DataError: the path would leave `folder`.
     """
-    from rim_bench.errors import DataError
-
     folder = Path(folder)
     path = folder / f"{safe_name(name)}{suffix}"
     root = folder.resolve()
@@ -141,11 +139,3 @@ def remove_stale(folder: str | os.PathLike, pattern: str, older_than_s: float = 
         except OSError:  # removed by another process meanwhile, or not ours to remove
             continue
     return removed
-
-
-def one_line(text: str) -> str:
-    """A message on one line: its lines joined with " | ", runs of spaces collapsed."""
-    import re
-
-    lines = [re.sub(r"\s+", " ", line).strip() for line in str(text).strip().splitlines()]
-    return " | ".join(line for line in lines if line)

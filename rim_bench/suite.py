@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 
 from rim_bench.compare import check_methods, published_numbers
 from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
-from rim_bench.errors import ConfigError, RimBenchError
+from rim_bench.errors import ConfigError, RimBenchError, error_line
 from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text
 from rim_bench.output_lock import hold_output
 from rim_bench.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
@@ -148,7 +148,7 @@ def _run_cells(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Path
                 rows = run_sweep(cell.overrides, cell.sweep, layers=(f"baseline/{cell.method}",))
                 cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)  # the best point
         except RimBenchError as e:
-            cell.error = _one_line(e)
+            cell.error = error_line(e)
         except Exception as e:  # noqa: BLE001 - one cell's crash (a CUDA OOM, say) must not lose the others
             first_line = (str(e).strip().splitlines() or [""])[0]
             cell.error = f"{type(e).__name__}: {first_line} (traceback in {cell.dir}/error.txt)"
@@ -229,7 +229,7 @@ def check_data(cells: list[Cell]) -> None:
                 build_dataset(data)
                 reasons[key] = None
             except RimBenchError as e:
-                reasons[key] = _one_line(e)
+                reasons[key] = error_line(e)
         cell.error = reasons[key]
         if cell.error and cell.benchmark not in reported:
             reported.add(cell.benchmark)
@@ -371,8 +371,3 @@ def _rank_zero() -> bool:
 
     return getattr(rank_zero_only, "rank", 0) == 0  # set by Lightning from the launcher's environment
 
-
-def _one_line(error: Exception) -> str:
-    from rim_bench.cli import _one_line
-
-    return _one_line(error)
