@@ -92,7 +92,7 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
         body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
         body += [_html_picture(link, stem) for link, stem in plots]
     atomic_write_text(md_path, "\n".join(md) + "\n")
-    atomic_write_text(html_path, _page("\n".join(body)))
+    atomic_write_text(html_path, html_page("\n".join(body)))
     return md_path, html_path
 
 
@@ -218,7 +218,8 @@ def _markdown_tables_to_html(text: str) -> str:
     return "\n".join(parts)
 
 
-def _page(body: str) -> str:
+def html_page(body: str) -> str:
+    """A whole HTML page around `body`, in the report's style (the suite page uses it too)."""
     return f"""<!doctype html>
 {WRITTEN_BY}
 <html><head><meta charset="utf-8"><title>rim-bench report</title>

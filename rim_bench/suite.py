@@ -44,6 +44,7 @@ from rim_bench.config import CONFIG_DIR, as_overrides, config_hash, load_config,
 from rim_bench.errors import ConfigError, RimBenchError, error_line
 from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text
 from rim_bench.output_lock import hold_output
+from rim_bench.report import html_page
 from rim_bench.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
 
 SUITE_DIR = CONFIG_DIR / "suite"
@@ -333,8 +334,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes: list[str],
           sweeps: list[Cell], sweep_rows: list[list[str]], reported: list[list[str]], out: Path) -> str:
     """The page: the same tables as suite.md, every string escaped, a sweep's plots inline."""
-    from rim_bench.report import _page
-
     esc = html.escape
     body = [f"<h1>Suite {esc(spec.name)}</h1>", "<h2>mIoU (%) measured by rim-bench</h2>",
             _html_table(["method", *columns, "mean"], rows),
@@ -352,7 +351,7 @@ def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes:
         body += ["<h2>Published (not measured here; from experiments/published.yaml)</h2>",
                  _html_table(["method", *columns, "mean", "source", "protocol"], reported),
                  f"<p>{html.escape(PUBLISHED_NOTE)}</p>"]
-    return _page("\n".join(body))
+    return html_page("\n".join(body))
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
