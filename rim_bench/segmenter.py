@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
-from torch.nn import functional as F
 
 from rim_bench.background import BackgroundRule
 from rim_bench.errors import require_choice
@@ -68,14 +67,6 @@ def mask_areas(masks: Tensor) -> Tensor:
     if masks.device.type == "cpu":
         return torch.from_numpy(np.count_nonzero(masks.flatten(1).numpy(), axis=1).astype(np.int64))
     return masks.flatten(1).sum(1)
-
-
-def paint_labels(region_map: Tensor, labels: Tensor) -> Tensor:
-    """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
-    # One gather over the pixels: region -1 (none) picks the 255 appended to the labels
-    # (`take` reads a negative index from the end, at half the cost of advanced indexing).
-    lookup = F.pad(labels.to(region_map.device, torch.long), (0, 1), value=IGNORE_INDEX)
-    return lookup.take(region_map.long())
 
 
 def fill_uncovered(region_map: Tensor) -> Tensor:

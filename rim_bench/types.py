@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from rim_bench.timing import StageTimer
 
@@ -88,6 +89,14 @@ class ReferenceBank:
         )
 
 
+def paint_labels(region_map: Tensor, labels: Tensor) -> Tensor:
+    """``(H, W)`` region map, ``(N,)`` region labels → ``(H, W) int64`` label map (255 = unassigned)."""
+    # One gather over the pixels: region -1 (none) picks the 255 appended to the labels
+    # (`take` reads a negative index from the end, at half the cost of advanced indexing).
+    lookup = F.pad(labels.to(region_map.device, torch.long), (0, 1), value=IGNORE_INDEX)
+    return lookup.take(region_map.long())
+
+
 @dataclass
 class Prediction:
     """The result of segmenting one image: its regions and their labels; the label map is
@@ -119,8 +128,6 @@ class Prediction:
     @cached_property
     def label_map(self) -> Tensor:
         """``(H, W) int64`` class ids, 255 = unassigned."""
-        from rim_bench.segmenter import paint_labels
-
         return paint_labels(self.painted_regions, self.region_labels)
 
 

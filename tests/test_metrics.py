@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from rim_bench.metrics import SegmentationMetrics, confusion_matrix, region_confusion_matrix, scores_from_confusion
-from rim_bench.segmenter import paint_labels
-from rim_bench.types import Prediction
+from rim_bench.types import Prediction, paint_labels
 
 
 def _numpy_reference(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> dict:

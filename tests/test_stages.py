@@ -18,8 +18,8 @@ from rim_bench.proposals.superpixels import SuperpixelProposer
 from rim_bench.references.bank import cached_bank
 from rim_bench.references.exemplars import ExemplarReferences
 from rim_bench.registry import MATCHERS, build_stage
-from rim_bench.segmenter import PaintSegmenter, fill_uncovered, paint_labels, resolve_regions
-from rim_bench.types import BuildContext, ReferenceBank
+from rim_bench.segmenter import PaintSegmenter, fill_uncovered, resolve_regions
+from rim_bench.types import BuildContext, ReferenceBank, paint_labels
 
 
 def _image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
