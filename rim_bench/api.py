@@ -31,6 +31,7 @@ from torch import Tensor
 from rim_bench.assembly import Assembly, build_device, experiment_config
 from rim_bench.config import config_hash, generates_references
 from rim_bench.data.base import load_rgb
+from rim_bench.data.classes import parse_vocabulary
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import atomic_write_text
 from rim_bench.references.subcategory_lists import subcategory_file
@@ -90,7 +91,7 @@ class RIM:
         self.assembly = Assembly(cfg)
         self.cfg, self.timer = self.assembly.cfg, self.assembly.timer
         if self.cfg.data.name == "smoke":  # its exemplar references are generated with the data set
-            from rim_bench.data.datamodule import build_dataset
+            from rim_bench.data.datamodule import build_dataset  # lazily: it loads Lightning
 
             build_dataset(self.cfg.data)
         self.device = build_device(self.cfg)
@@ -168,32 +169,6 @@ class RIM:
         return path
 
 
-def parse_vocabulary(classes: list[str] | list[list[str]]) -> list[list[str]]:
-    """Class names (with synonyms) as ``[[name, synonym, ...], ...]``, checked.
-
-    Raises:
-        ConfigError: no classes, an empty name, or a name given twice.
-    """
-    if isinstance(classes, str):
-        classes = [classes]
-    for i, c in enumerate(classes):
-        if not isinstance(c, str) and not (isinstance(c, (list, tuple)) and all(isinstance(n, str) for n in c)):
-            raise ConfigError(f"class {i + 1} ({c!r}) is a {type(c).__name__}: give class names as text, "
-                              "e.g. ['cat', 'dog'] (or ['cat', 'kitty'] for a name with a synonym)")
-    vocabulary = [[n.strip() for n in (c.split(",") if isinstance(c, str) else c)] for c in classes]
-    if not vocabulary:
-        raise ConfigError("the vocabulary is empty: give at least one class name (e.g. --classes cat,dog)")
-    seen: dict[str, int] = {}
-    for i, line in enumerate(vocabulary):
-        if not line or any(not n for n in line):
-            raise ConfigError(f"class {i + 1} ({classes[i]!r}) has an empty name")
-        key = line[0].casefold()
-        if key in seen:
-            raise ConfigError(f"class '{line[0]}' is given twice (entries {seen[key] + 1} and {i + 1}); "
-                              "give each class once, with synonyms after a comma")
-        seen[key] = i
-    return vocabulary
-
 
 def subcategory_table(names: list[str], given: dict[str, list[str]] | None,
                       configured: str | None) -> dict[str, list[str]]:
@@ -235,4 +210,3 @@ def to_image_tensor(image: ImageLike) -> Tensor:
             return (image.cpu() * 255).round().to(torch.uint8)
         raise DataError("a float image tensor must hold values in [0, 1]; other tensors must be uint8")
     raise DataError(f"cannot segment a {type(image).__name__}: give a path, a PIL image, an array or a tensor")
-

@@ -30,14 +30,16 @@ from torch.utils.data import DistributedSampler
 from rim_bench.assembly import Assembly, BankBuild, experiment_config
 from rim_bench.config import config_hash, result_spec, save_config
 from rim_bench.data.base import MAX_LISTED, BadSample
+from rim_bench.data.datamodule import BenchmarkDataModule, ShardSampler, class_list
 from rim_bench.data.palette import voc_palette
 from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import atomic_write_json, file_in
+from rim_bench.io import atomic_path, atomic_write_json, atomic_write_text, file_in
 from rim_bench.metrics import SegmentationScore, most_confused, region_confusion_matrix, score_collection
 from rim_bench.pipeline import SegmentationPipeline
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer, process_peak_bytes
 from rim_bench.types import Prediction, Sample
+from rim_bench.visualize import save_overlay
 
 
 class RIMModule(L.LightningModule):
@@ -92,8 +94,6 @@ class RIMModule(L.LightningModule):
         """
         if self.pipeline is not None:
             return
-        from rim_bench.data.datamodule import BenchmarkDataModule, class_list
-
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(datamodule, BenchmarkDataModule):  # the benchmark tested is the datamodule's: config.yaml says so
             self.cfg.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())
@@ -251,8 +251,6 @@ class ResultWriter(L.Callback):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module = _rim(pl_module)
         if trainer.is_global_zero:
-            from rim_bench.io import atomic_write_text
-
             atomic_write_text(self.output_dir / "classes.txt",
                               "".join(f"{i} {name}\n" for i, name in enumerate(module.class_names)))
             save_config(module.cfg, self.output_dir / "config.yaml")
@@ -268,8 +266,6 @@ class ResultWriter(L.Callback):
                 if predictions:
                     save_label_png(pred.label_map, file_in(self.output_dir / "predictions", sample.image_id, ".png"))
                 if index < max_overlays:
-                    from rim_bench.visualize import save_overlay
-
                     save_overlay(
                         file_in(self.output_dir / "overlays", sample.image_id, ".png"),
                         image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
@@ -357,8 +353,6 @@ def format_results(metrics: dict, class_names: list[str]) -> str:
 
 def save_label_png(label_map: torch.Tensor, path: Path) -> None:
     """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
-    from rim_bench.io import atomic_path
-
     img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
     img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
     with atomic_path(path) as tmp:
@@ -377,8 +371,6 @@ def quiet_lightning() -> None:
 
 def _refuse_padding_samplers(trainer: L.Trainer) -> None:
     """A sampler that pads (or drops) images would score some twice (or never): refuse it in one line."""
-    from rim_bench.data.datamodule import ShardSampler
-
     loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
     for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
         sampler, dataset = getattr(loader, "sampler", None), getattr(loader, "dataset", None)

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from rim_bench import RIM
-from rim_bench.api import parse_vocabulary, subcategory_table
+from rim_bench.api import subcategory_table
 from rim_bench.cli import main
+from rim_bench.data.classes import parse_vocabulary
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import safe_name
 
@@ -161,7 +162,7 @@ def test_segment_command_missing_and_unreadable_images(tmp_path: Path, capsys):
 
 
 def test_output_names_never_share_a_file():
-    from rim_bench.segment_images import output_names
+    from rim_bench.data.images import output_names
 
     names = output_names([Path("p/a.png"), Path("p/a_overlay.png"), Path("q/a.jpg"), Path("r/a b.png"),
                           Path("Cat.png"), Path("cat.png"), Path("CAT_overlay.png")])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rim_bench.errors import DataError
+from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import shipped_or_path
 
 SEPARATOR = ","
@@ -42,3 +42,30 @@ def read_classes(name_or_path: str) -> list[list[str]]:
     if not classes:
         raise DataError(f"{path}: no classes")
     return classes
+
+
+def parse_vocabulary(classes: list[str] | list[list[str]]) -> list[list[str]]:
+    """Class names (with synonyms) as ``[[name, synonym, ...], ...]``, checked.
+
+    Raises:
+        ConfigError: no classes, an empty name, or a name given twice.
+    """
+    if isinstance(classes, str):
+        classes = [classes]
+    for i, c in enumerate(classes):
+        if not isinstance(c, str) and not (isinstance(c, (list, tuple)) and all(isinstance(n, str) for n in c)):
+            raise ConfigError(f"class {i + 1} ({c!r}) is a {type(c).__name__}: give class names as text, "
+                              "e.g. ['cat', 'dog'] (or ['cat', 'kitty'] for a name with a synonym)")
+    vocabulary = [[n.strip() for n in (c.split(",") if isinstance(c, str) else c)] for c in classes]
+    if not vocabulary:
+        raise ConfigError("the vocabulary is empty: give at least one class name (e.g. --classes cat,dog)")
+    seen: dict[str, int] = {}
+    for i, line in enumerate(vocabulary):
+        if not line or any(not n for n in line):
+            raise ConfigError(f"class {i + 1} ({classes[i]!r}) has an empty name")
+        key = line[0].casefold()
+        if key in seen:
+            raise ConfigError(f"class '{line[0]}' is given twice (entries {seen[key] + 1} and {i + 1}); "
+                              "give each class once, with synonyms after a comma")
+        seen[key] = i
+    return vocabulary

@@ -21,9 +21,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from rim_bench.config import to_dict
-from rim_bench.data.base import BenchmarkDataset
-from rim_bench.data.classes import read_classes
+from rim_bench.config import load_config, resolve, to_dict
+from rim_bench.data.base import BenchmarkDataset, load_rgb  # load_rgb: a DataError naming the file if it cannot be read
+from rim_bench.data.classes import parse_vocabulary, read_classes
+from rim_bench.data.images import find_images, output_names
 from rim_bench.errors import ConfigError
 from rim_bench.registry import DATASETS
 from rim_bench.types import Sample
@@ -162,8 +163,6 @@ class BenchmarkDataModule(SegmentationDataModule):
                  skip_bad: bool = False, generate: bool = False) -> None:
         super().__init__(None, batch_size, num_workers)
         if root is None and name == "smoke":
-            from rim_bench.config import load_config, resolve
-
             root, generate = resolve(load_config(["experiment=smoke"])).data.root, True
         self.data = OmegaConf.create({"name": name, "root": None if root is None else str(root), "split": split,
                                       "classes": classes, "max_images": max_images,
@@ -217,9 +216,6 @@ class ImageFolderDataModule(SegmentationDataModule):
     """
 
     def __init__(self, images: list[str], classes: str, batch_size: int = 1, num_workers: int = 0) -> None:
-        from rim_bench.api import parse_vocabulary
-        from rim_bench.segment_images import find_images, output_names
-
         paths = find_images(list(images))
         super().__init__(ImageFiles(paths, output_names(paths)), batch_size, num_workers)
         self.classes = parse_vocabulary(classes.split(",") if classes.strip() else [])
@@ -235,6 +231,4 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Sample:
-        from rim_bench.data.base import load_rgb  # a DataError naming the file if it cannot be read
-
         return Sample(load_rgb(self.paths[index]), torch.zeros(0, 0, dtype=torch.uint8), self.names[index])
