@@ -14,15 +14,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from omegaconf import DictConfig
 
 from rim_bench.config import stage_spec
 from rim_bench.errors import ConfigError, ParamError
-
-if TYPE_CHECKING:
-    from rim_bench.data.base import BenchmarkDataset
 
 # The builder type: a class or a function; registering returns it unchanged.
 B = TypeVar("B", bound=Callable[..., Any])
@@ -88,7 +85,7 @@ ENCODERS: Registry = Registry("region encoder", ("rim_bench.features",))
 REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.references",))
 MATCHERS: Registry = Registry("matcher", ("rim_bench.matching",))
 SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.segmenter",))
-DATASETS: Registry[type[BenchmarkDataset]] = Registry("dataset", ("rim_bench.data",))
+DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
 # The registry of each stage block of the config (its `name` picks the variant).
 STAGE_REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
                                          "references": REFERENCE_SOURCES, "matcher": MATCHERS,
