@@ -22,13 +22,14 @@ import yaml
 
 from rim_bench.background import describe_background
 from rim_bench.config import CONFIG_DIR, load_config, stage_spec
+from rim_bench.config_index import PACKAGE_DIR
 from rim_bench.errors import ConfigError
 from rim_bench.io import atomic_write_text, safe_name
 from rim_bench.output_lock import hold_output
 from rim_bench.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.sweep import run_or_reuse, runs_hash
 
-PUBLISHED = Path(__file__).resolve().parent / "data" / "published.yaml"
+PUBLISHED = PACKAGE_DIR / "data" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
 
 

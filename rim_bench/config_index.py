@@ -10,7 +10,9 @@ import re
 import textwrap
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# rim_bench/, however deep this module sits in it (importlib.resources would cost --help 12 ms)
+PACKAGE_DIR = Path(__file__).resolve().parents[__name__.count(".") - 1]
+CONFIG_DIR = PACKAGE_DIR / "configs"
 
 
 def shipped(kind: str) -> list[str]:
