@@ -20,7 +20,8 @@ What it does, idempotently (a second run changes nothing):
      dotted names (``rim_bench.runner`` in imports, monkeypatch targets, ``python -m``, entry
      points, package-data keys, registry package lists, class paths in YAML),
      ``from rim_bench import runner`` forms, and paths (``rim_bench/segmenter.py``);
-  3. sorts the imports it changed (``ruff check --select I --fix``).
+  3. sorts the imports it changed (``ruff check --select I --fix``) and lists the lines the
+     longer names made too long (E501), to wrap by hand.
 It refuses to start when rim_bench/ holds a top-level module that `LAYOUT` does not place
 (a module added since): add it to `LAYOUT` first.
 """
@@ -252,6 +253,10 @@ def main() -> int:
     if py and not args.check:
         if shutil.which("ruff"):
             subprocess.run(["ruff", "check", "--select", "I", "--fix", "--quiet", *py], cwd=root, check=False)
+            long = subprocess.run(["ruff", "check", "--select", "E501", "--output-format", "concise", "--quiet", *py],
+                                  cwd=root, check=False, capture_output=True, text=True).stdout
+            if long.strip():
+                print("relayer: longer names made these lines too long; wrap them by hand:\n" + long, file=sys.stderr)
         else:
             print("relayer: ruff not found; sort the imports: ruff check --select I --fix .", file=sys.stderr)
     print(f"relayer: {len(moves)} moves, {len(changed)} files rewritten" + (" (--check: nothing changed)" if args.check
