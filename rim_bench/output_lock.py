@@ -216,6 +216,13 @@ def _this_process() -> Holder:
 
 def _further_rank() -> bool:
     """Whether this process is a DDP rank other than its run's rank 0 (see the module doc)."""
-    from rim_bench.runner import launched_rank
-
     return launched_rank()[0] > 0 or any(int(os.environ.get(v) or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def launched_rank() -> tuple[int, int]:
+    """This process's global rank and the world size when a launcher started every process
+    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise."""
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in os.environ and size_var in os.environ:
+            return int(os.environ[rank_var]), int(os.environ[size_var])
+    return 0, 1

@@ -26,7 +26,7 @@ from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset, class_
 from rim_bench.errors import ConfigError, DataError
 from rim_bench.io import safe_name
 from rim_bench.lit_module import RIMModule, quiet_lightning, rank_zero_print
-from rim_bench.output_lock import hold_output
+from rim_bench.output_lock import hold_output, launched_rank
 from rim_bench.references.bank import bank_summary
 from rim_bench.timing import StageTimer
 from rim_bench.types import ReferenceBank
@@ -241,15 +241,6 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"trainer.{name}: not an argument of lightning.Trainer"
                               + (f"; did you mean trainer.{close[0]}?" if close else ""))
     return args
-
-
-def launched_rank() -> tuple[int, int]:
-    """This process's global rank and the world size when a launcher started every process
-    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise."""
-    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        if rank_var in os.environ and size_var in os.environ:
-            return int(os.environ[rank_var]), int(os.environ[size_var])
-    return 0, 1
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:

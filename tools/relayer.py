@@ -49,6 +49,8 @@ LAYOUT: dict[str, str] = {
     "threads": "core.threads",
     "timing": "core.timing",
     "types": "core.types",
+    "cache_files": "core.cache_files",
+    "output_lock": "core.output_lock",
     # data stays where it is (rim_bench/data: data sets, class lists, converters), but for its Lightning module
     "data.datamodule": "run.datamodule",
     # stages: one folder each; the segmenter takes its background rules along
