@@ -4,7 +4,7 @@
                                         [--dir /tmp] [--json benchmarks/results/cache-checksum.json]
 
 A bank of random features with one metadata record per reference (as a generated bank has)
-is written and read the way `rim_bench.references.bank` did before checksums (safetensors
+is written and read the way `rim_bench.stages.references.bank` did before checksums (safetensors
 and JSON, nothing checked) and the way it does now (`write_bank` / `load_bank`: a SHA-256 of
 the tensors and one of the JSON file, written with the tensors, both checked on read, and
 the features checked to be finite). It prints the median and the best seconds of each over
@@ -31,9 +31,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rim_bench.io import atomic_path, atomic_write_json
-from rim_bench.references.bank import METADATA, TENSORS, load_bank, write_bank
-from rim_bench.types import ReferenceBank
+from rim_bench.core.io import atomic_path, atomic_write_json
+from rim_bench.core.types import ReferenceBank
+from rim_bench.stages.references.bank import METADATA, TENSORS, load_bank, write_bank
 
 MB = 2**20
 

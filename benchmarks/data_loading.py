@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from rim_bench.config import load_config, resolve
-from rim_bench.data.datamodule import SegmentationDataModule, build_dataset
-from rim_bench.registry import FEATURIZERS, build_stage
+from rim_bench.core.config import load_config, resolve
+from rim_bench.core.registry import FEATURIZERS, build_stage
+from rim_bench.run.datamodule import SegmentationDataModule, build_dataset
 
 
 def main(argv: list[str]) -> None:

@@ -30,7 +30,8 @@ STAGES = ("matching", "painting", "scoring")
 
 def run_once(cache: Path, out: Path, overrides: list[str]) -> dict:
     """One `rim-bench test` in its own process; its metrics.json."""
-    command = [sys.executable, "-c", "import sys; from rim_bench.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c",
+               "import sys; from rim_bench.commands.cli import main; sys.exit(main(sys.argv[1:]))",
                "test", "experiment=smoke", f"cache_dir={cache}", f"output_dir={out}", *overrides]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:

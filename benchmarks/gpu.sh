@@ -29,7 +29,7 @@ python benchmarks/matching.py --device cuda --dtype float32
 python benchmarks/matching.py --device cuda --dtype float16
 
 work="$(mktemp -d -t rim-bench-gpu-XXXXXX)"
-python -m rim_bench.cli test experiment=smoke trainer.accelerator=gpu trainer.devices=1 \
+python -m rim_bench.commands.cli test experiment=smoke trainer.accelerator=gpu trainer.devices=1 \
     cache_dir="$work/cache" output_dir="$work/smoke"
 python - "$work/smoke/metrics.json" <<'PY'
 import json

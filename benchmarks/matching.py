@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from rim_bench.matching.baselines import CosineMatcher
-from rim_bench.matching.rim import RIMMatcher, bank_normalizers
-from rim_bench.timing import host_peak_bytes, restart_host_peak
-from rim_bench.types import ReferenceBank
+from rim_bench.core.timing import host_peak_bytes, restart_host_peak
+from rim_bench.core.types import ReferenceBank
+from rim_bench.stages.matching.baselines import CosineMatcher
+from rim_bench.stages.matching.rim import RIMMatcher, bank_normalizers
 
 TEMPERATURE = 0.05
 SLOW = 5.0  # seconds

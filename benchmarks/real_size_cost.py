@@ -58,8 +58,8 @@ def stand_in(root: Path, experiment: str) -> Path:
 
 
 def main() -> None:
-    from rim_bench.config import load_config
-    from rim_bench.plan import format_projection, project, run_plan
+    from rim_bench.commands.plan import format_projection, project, run_plan
+    from rim_bench.core.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sam", default="vit_h", choices=("vit_h", "vit_b"))

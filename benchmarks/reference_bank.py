@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from rim_bench.assembly import Assembly
-from rim_bench.config import load_config
-from rim_bench.timing import StageTimer
+from rim_bench.core.config import load_config
+from rim_bench.core.timing import StageTimer
+from rim_bench.run.assembly import Assembly
 
 SMOKE_SUBCATEGORIES = """\
 background: [background, grey wall, brown floor]

@@ -43,7 +43,7 @@ def smoke_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_featurizer():
-    from rim_bench.features.dense import DinoV2Featurizer
+    from rim_bench.stages.features.dense import DinoV2Featurizer
 
     tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                 patch_size=8, image_size=64, seed=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rim_bench.features.dense import DinoV2Featurizer
+from rim_bench.stages.features.dense import DinoV2Featurizer
 
 
 def test_dinov2_with_registers_from_a_local_directory(tmp_path: Path):
@@ -35,8 +35,8 @@ def test_dinov2_with_registers_from_a_local_directory(tmp_path: Path):
 
 
 def test_stable_diffusion_from_a_local_directory(tmp_path: Path):
-    from rim_bench.backbones.stable_diffusion import load_stable_diffusion
-    from rim_bench.references.diffusion import generate_with_attention
+    from rim_bench.stages.backbones.stable_diffusion import load_stable_diffusion
+    from rim_bench.stages.references.diffusion import generate_with_attention
 
     tiny = load_stable_diffusion("tiny", "cpu", {"seed": 0, "sample_size": 32})
     tiny.save_pretrained(tmp_path / "sd")
@@ -51,8 +51,8 @@ def test_sam_is_shared_while_in_use_and_checked_against_the_checkpoint(tmp_path:
     import gc
     import weakref
 
-    from rim_bench.backbones.sam import load_sam
-    from rim_bench.errors import ConfigError
+    from rim_bench.core.errors import ConfigError
+    from rim_bench.stages.backbones.sam import load_sam
 
     a = load_sam("tiny", None, 0, "cpu", key="proposer.sam")
     assert load_sam("tiny", None, 0, "cpu", key="references.diffusion.sam") is a  # the proposer's and the references'

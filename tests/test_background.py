@@ -1,4 +1,5 @@
-"""Background rules (rim_bench/background.py) on hand-made scores, each against a value worked out by hand."""
+"""Background rules (rim_bench/stages/segmenter/background.py) on hand-made scores, each against
+a value worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 import pytest
 import torch
 
-from rim_bench.background import (
+from rim_bench.core.errors import ConfigError, ParamError
+from rim_bench.stages.segmenter.background import (
     RULES,
     BackgroundRule,
     background_config,
@@ -16,7 +18,6 @@ from rim_bench.background import (
     describe_background,
     region_area_fraction,
 )
-from rim_bench.errors import ConfigError, ParamError
 
 # Class 0 is background. Region 0: class 1 clearly best; region 1: classes 1 and 2 nearly tied;
 # region 2: background's own references win.
@@ -101,7 +102,7 @@ def test_no_background_class_leaves_labels_alone():
 def test_bad_values_name_the_key():
     from omegaconf import OmegaConf
 
-    from rim_bench.registry import SEGMENTERS, build_stage
+    from rim_bench.core.registry import SEGMENTERS, build_stage
 
     block = OmegaConf.create({"name": "paint", "paint": {"min_score": None, "uncovered": "none",
                                                          "background": background_config("nearest")}})
@@ -123,8 +124,8 @@ def test_describe_names_the_rule_and_its_values():
 
 
 def test_background_sweep_covers_every_rule_with_valid_configs():
-    from rim_bench.config import as_overrides, load_config
-    from rim_bench.sweep import expand, load_sweep
+    from rim_bench.commands.sweep import expand, load_sweep
+    from rim_bench.core.config import as_overrides, load_config
 
     points = expand(load_sweep("background"))
     assert {p["segmenter.paint.background.rule"] for p in points} == set(RULES)
@@ -135,7 +136,7 @@ def test_background_sweep_covers_every_rule_with_valid_configs():
 
 @pytest.mark.slow
 def test_background_sweep_runs_on_smoke_and_writes_the_table(tmp_path):
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     small = ["data.max_images=2", "references.exemplars.n_subcategories=1",
              "references.exemplars.images_per_subcategory=1"]

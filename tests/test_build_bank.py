@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rim_bench.references.bank import load_bank
+from rim_bench.stages.references.bank import load_bank
 
 SUBCATEGORIES = "background: [background, wall]\nsun: [sun]\nleaf: [leaf]\nsea: [sea]\nberry: [berry]\ngrape: [grape]\n"
 
@@ -19,7 +19,8 @@ def _build(tmp_path: Path, cache: str, *overrides: str) -> tuple[Path, str]:
     subs = tmp_path / "subs.yaml"
     subs.write_text(SUBCATEGORIES)
     result = subprocess.run(
-        [sys.executable, "-m", "rim_bench.cli", "build-bank", "experiment=smoke", f"cache_dir={tmp_path / cache}",
+        [sys.executable, "-m", "rim_bench.commands.cli", "build-bank", "experiment=smoke",
+         f"cache_dir={tmp_path / cache}",
          "references.name=diffusion", "references.diffusion.model=tiny", f"references.diffusion.subcategories={subs}",
          "references.diffusion.image_size=64", "references.diffusion.num_inference_steps=2",
          "references.diffusion.sam.model_type=tiny", "trainer.accelerator=cpu", *overrides],

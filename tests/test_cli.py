@@ -10,7 +10,7 @@ import pytest
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rim_bench.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "rim_bench.commands.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -47,7 +47,7 @@ def test_config_command_prints_resolved_config():
     ("trainer.devices=-1", "should be an int > 0"),  # -1 (all GPUs) passes our check; Lightning refuses it on CPU
 ])
 def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, override: str, fragment: str):
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     assert main(["test", "experiment=smoke", "data.max_images=2", "trainer.accelerator=cpu", override,
                  f"output_dir={tmp_path}"]) == 2
@@ -63,7 +63,8 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
     ("suite", ["suites (NAME): paper_fig5, paper_table1, smoke", "data.*"]),
 ])
 def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
-    code = (f"import sys\nfrom rim_bench.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n"
+    code = (f"import sys\nfrom rim_bench.commands.cli import main\n"
+            f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n"
             "    pass\nprint('torch loaded' if 'torch' in sys.modules else 'no torch')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     text = " ".join(result.stdout.split())  # the listing is wrapped
@@ -75,7 +76,8 @@ def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(co
 @pytest.mark.parametrize("args", [["--help"], ["config", "experiment=smoke"], ["test", "matcher.rim.temprature=1"]])
 def test_help_config_and_config_errors_load_no_heavy_library(args: list[str]):
     # Start-up is what a user waits for on every typo: these answer before torch is imported.
-    code = ("import sys\nfrom rim_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom rim_bench.commands.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "heavy = ('torch', 'lightning', 'transformers', 'diffusers', 'segment_anything')\n"
             "print('HEAVY', [m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)

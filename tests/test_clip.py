@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rim_bench.backbones.clip import dense_clip_tokens, load_clip
-from rim_bench.cli import main
-from rim_bench.features.clip_dense import ClipDenseFeaturizer
-from rim_bench.proposals.grid import GridProposer
-from rim_bench.references.clip_text import ClipTextReferences
-from rim_bench.types import BuildContext
+from rim_bench.commands.cli import main
+from rim_bench.core.types import BuildContext
+from rim_bench.stages.backbones.clip import dense_clip_tokens, load_clip
+from rim_bench.stages.features.clip_dense import ClipDenseFeaturizer
+from rim_bench.stages.proposals.grid import GridProposer
+from rim_bench.stages.references.clip_text import ClipTextReferences
 
 TINY = dict(seed=0, projection_dim=16, image_size=64, patch_size=8, hidden_size=32, intermediate_size=37,
             num_attention_heads=4, num_hidden_layers=2)
@@ -84,7 +84,7 @@ def test_grid_cells_tile_the_image_and_pool_like_their_masks():
 
     # Pooling a region map (sparse area weights, O(H W)) equals pooling its masks (dense area
     # interpolation), also with chunked masks, sides that do not divide, -1 and unused ids.
-    from rim_bench.features import pooling
+    from rim_bench.stages.features import pooling
 
     g = torch.Generator().manual_seed(0)
     for maps, grid in ((region_map, (5, 6)), (torch.randint(-1, 9, (37, 53), generator=g), (7, 9))):

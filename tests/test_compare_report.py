@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rim_bench.cli import main
-from rim_bench.compare import comparison_markdown, parse_methods, published
-from rim_bench.errors import ConfigError
+from rim_bench.commands.cli import main
+from rim_bench.commands.compare import comparison_markdown, parse_methods, published
+from rim_bench.core.errors import ConfigError
 
 
 def test_compare_runs_methods_on_shared_caches_and_tables_them(tmp_path: Path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rim_bench.config import CONFIG_DIR, config_hash, load_config, resolve, result_spec, stage_spec
-from rim_bench.errors import ConfigError
+from rim_bench.core.config import CONFIG_DIR, config_hash, load_config, resolve, result_spec, stage_spec
+from rim_bench.core.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -128,11 +128,11 @@ SHIPPED = (
 @pytest.mark.parametrize("name, overrides, layers", SHIPPED, ids=[s[0] for s in SHIPPED])
 def test_every_shipped_config_builds(name: str, overrides: list[str], layers: list[str], tmp_path: Path):
     """Every stage and the reference source of each shipped config build (weights: tiny stand-ins)."""
-    from rim_bench.assembly import Assembly
-    from rim_bench.config import as_overrides
-    from rim_bench.data.datamodule import class_list
-    from rim_bench.references.sources import build_references
-    from rim_bench.sweep import expand, load_sweep
+    from rim_bench.commands.sweep import expand, load_sweep
+    from rim_bench.core.config import as_overrides
+    from rim_bench.run.assembly import Assembly
+    from rim_bench.run.datamodule import class_list
+    from rim_bench.stages.references.sources import build_references
 
     configs = []
     if name.startswith("sweep/"):
@@ -151,7 +151,7 @@ def test_every_shipped_config_builds(name: str, overrides: list[str], layers: li
 
 
 def test_tiny_model_settings_stay_out_of_keys_for_real_models():
-    from rim_bench.pipeline import region_cache_key
+    from rim_bench.run.pipeline import region_cache_key
 
     def keys(*overrides: str) -> tuple[str, str]:
         cfg = resolve(load_config(["experiment=smoke", *overrides]))

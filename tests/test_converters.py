@@ -10,10 +10,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.data.converters import CONVERTERS
 from rim_bench.data.converters.coco import THING_IDS, USED_IDS
 from rim_bench.data.converters.context import CONTEXT59_IDS
-from rim_bench.errors import ConfigError, DataError
 
 
 def save_png(path: Path, values: np.ndarray) -> Path:
@@ -230,7 +230,7 @@ def _image(path: Path, shape: tuple[int, int]) -> None:
 
 
 def _cli(*args: str) -> None:
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     assert main(list(args)) == 0
 
@@ -238,7 +238,7 @@ def _cli(*args: str) -> None:
 def _read(name: str, root: Path) -> list:
     from omegaconf import OmegaConf
 
-    from rim_bench.data.datamodule import build_dataset
+    from rim_bench.run.datamodule import build_dataset
 
     dataset, _ = build_dataset(OmegaConf.create(
         {"name": name, "root": str(root), "split": "val", "classes": None, "max_images": None}))

@@ -18,8 +18,8 @@ from helpers import BENCHMARKS, benchmark_paths, save_image, write_benchmark
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rim_bench.data.datamodule import ShardSampler, build_dataset
-from rim_bench.errors import DataError
+from rim_bench.core.errors import DataError
+from rim_bench.run.datamodule import ShardSampler, build_dataset
 
 
 def _dataset(name: str, root: Path, **data):
@@ -100,7 +100,7 @@ def test_corrupt_image_label_out_of_range_and_size_mismatch(tmp_path: Path):
 def test_check_data_command(tmp_path: Path):
     write_benchmark("ade20k", tmp_path, n=3)
     run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "rim_bench.cli", "check-data", "data.name=ade20k", f"data.root={tmp_path}"],
+        [sys.executable, "-m", "rim_bench.commands.cli", "check-data", "data.name=ade20k", f"data.root={tmp_path}"],
         capture_output=True, text=True, timeout=300,
     )
     ok = run()
@@ -125,7 +125,7 @@ def test_shard_sampler_covers_every_sample_once(length: int, world: int):
 
 def test_voc_benchmark_end_to_end_scores_at_label_size(tmp_path: Path):
     """`rim-bench test` on a VOC-layout fixture: one prediction per image, at the label's size."""
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     ids = write_benchmark("voc21", tmp_path / "data", n=3, size=(37, 53))
     exemplars = tmp_path / "exemplars"

@@ -12,7 +12,7 @@ import pytest
 
 def _run(out: Path, *overrides: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "rim_bench.cli", "test", "experiment=smoke", "data.max_images=5",
+        [sys.executable, "-m", "rim_bench.commands.cli", "test", "experiment=smoke", "data.max_images=5",
          "trainer.accelerator=cpu", f"output_dir={out}", "save_predictions=true", *overrides],
         capture_output=True, text=True, timeout=600,
     )
@@ -41,7 +41,8 @@ def test_ranks_started_together_share_one_bank_build(tmp_path: Path):
     # bank; rank 1 waits for it instead of building its own; the numbers equal one process's.
     single = _run(tmp_path / "one", f"cache_dir={tmp_path / 'cache-one'}")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rim_bench.cli",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "rim_bench.commands.cli",
          "test", "experiment=smoke", "data.max_images=5", "trainer.accelerator=cpu", "trainer.devices=2",
          "trainer.strategy=ddp", f"output_dir={tmp_path / 'two'}", f"cache_dir={tmp_path / 'cache-two'}"],
         capture_output=True, text=True, timeout=600,
@@ -56,7 +57,7 @@ def test_ranks_started_together_share_one_bank_build(tmp_path: Path):
 
 
 def test_launched_ranks_need_one_output_folder(monkeypatch, capsys):
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "2")
@@ -68,7 +69,7 @@ def test_slurm_examples_name_only_real_config_keys():
     # The sbatch files' key=value arguments, with their shell variables filled in, must load.
     import re
 
-    from rim_bench.config import load_config
+    from rim_bench.core.config import load_config
 
     repo = Path(__file__).resolve().parent.parent
     for script in sorted((repo / "experiments" / "slurm").glob("*.sbatch")):
@@ -83,7 +84,7 @@ def test_slurm_examples_name_only_real_config_keys():
 def _tiny_bank():
     import torch
 
-    from rim_bench.types import ReferenceBank
+    from rim_bench.core.types import ReferenceBank
 
     return ReferenceBank(torch.ones(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1]), ["a", "b"], ["a/a", "b/b"])
 
@@ -92,7 +93,7 @@ def _wait_in_thread(cache: Path, **kwargs):
     """Start a waiting rank 1 in a thread; returns (thread, outcome dict)."""
     import threading
 
-    from rim_bench.references.bank import cached_bank
+    from rim_bench.stages.references.bank import cached_bank
 
     outcome: dict = {}
 
@@ -111,9 +112,9 @@ def _wait_in_thread(cache: Path, **kwargs):
 def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
     import time
 
-    from rim_bench.config import config_hash
-    from rim_bench.errors import DataError
-    from rim_bench.references.bank import cached_bank
+    from rim_bench.core.config import config_hash
+    from rim_bench.core.errors import DataError
+    from rim_bench.stages.references.bank import cached_bank
 
     # Another job's failure on the same bank (a shared cache) does not stop this job's wait.
     other_job = tmp_path / "banks" / f"{config_hash({'k': 1})}.failed-slurm-7-0-0"
@@ -144,7 +145,7 @@ def test_waiting_ranks_get_rank_zeros_bank_or_its_error(tmp_path: Path):
     assert "rank 0 failed" in str(outcome["error"])
 
     # Rank 0 fails while publishing (e.g. a full disk): still reported.
-    import rim_bench.references.bank as bank_module
+    import rim_bench.stages.references.bank as bank_module
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from test_hostile_inputs import _args, _ids, data  # noqa: F401 - `data` is a fixture
 
-from rim_bench.cli import main
-from rim_bench.errors import DataError
-from rim_bench.features.dense import model_input_size
-from rim_bench.references.bank import cached_bank
-from rim_bench.sweep import SweepSpec, expand
+from rim_bench.commands.cli import main
+from rim_bench.commands.sweep import SweepSpec, expand
+from rim_bench.core.errors import DataError
+from rim_bench.stages.features.dense import model_input_size
+from rim_bench.stages.references.bank import cached_bank
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_LONG_SIDE = 2048  # mmseg's Resize(scale=(2048, short side), keep_ratio=True)
@@ -76,7 +76,7 @@ def test_case7_api_segments_a_2x5000_array_at_its_own_size():
 @pytest.mark.parametrize("size", [(2, 3000), (3000, 2), (1, 5000)])
 def test_case7_sam_proposes_regions_for_a_sliver_image(size):
     """SAM's own resize (long side to 256 for the tiny model, 1024 for real ones) left a 0-pixel side."""
-    from rim_bench.proposals.sam_automatic import SamProposer
+    from rim_bench.stages.proposals.sam_automatic import SamProposer
 
     proposer = SamProposer("tiny", None, {"seed": 0}, points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
                            stability_score_thresh=0.0, box_nms_thresh=0.7, crop_n_layers=0, min_area=0)
@@ -103,8 +103,8 @@ def test_case7_check_data_warns_about_extreme_sizes(data: Path, capsys):  # noqa
 # test loop, where its own SIGTERM handler used to swallow the signal.
 STALLED_RUN = """
 import pathlib, sys, time
-from rim_bench.cli import main
-from rim_bench.proposals.superpixels import SuperpixelProposer
+from rim_bench.commands.cli import main
+from rim_bench.stages.proposals.superpixels import SuperpixelProposer
 propose, calls = SuperpixelProposer.__call__, []
 def stall(self, image):
     calls.append(1)
@@ -144,7 +144,7 @@ def test_case7_sigterm_stops_a_run_in_seconds_in_one_line(smoke_root: Path, tmp_
 def test_case7_a_signal_inside_the_test_loop_ends_the_command(smoke_root: Path, tmp_path: Path, capsys,
                                                                monkeypatch, signum):
     """The same in this process (no start-up cost): SIGINT used to end in Lightning's exit(1)."""
-    from rim_bench.proposals.superpixels import SuperpixelProposer
+    from rim_bench.stages.proposals.superpixels import SuperpixelProposer
 
     propose, calls = SuperpixelProposer.__call__, []
 
@@ -170,7 +170,7 @@ def test_case7_a_signal_inside_the_test_loop_ends_the_command(smoke_root: Path, 
 RANK0 = """
 import sys, time
 from pathlib import Path
-from rim_bench.references.bank import cached_bank
+from rim_bench.stages.references.bank import cached_bank
 cached_bank(Path(sys.argv[1]), {"k": 1}, lambda work: time.sleep(3600), rank=0)
 """
 
@@ -211,7 +211,7 @@ def test_case8_a_waiting_rank_stops_when_rank_0_dies(tmp_path: Path):
 
 def _heartbeat(cache: Path, host: str, pid: int) -> Path:
     """Rank 0's heartbeat file as `cached_bank` names it, for this test's job ("local")."""
-    from rim_bench.config import config_hash
+    from rim_bench.core.config import config_hash
 
     heartbeat = cache / "banks" / f"{config_hash({'k': 1})}.alive-local"
     heartbeat.parent.mkdir()

@@ -21,9 +21,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rim_bench.cli import main
-from rim_bench.references.bank import load_bank, load_shard, save_shard, shard_or_none, write_bank
-from rim_bench.region_cache import RegionCache
+from rim_bench.commands.cli import main
+from rim_bench.run.region_cache import RegionCache
+from rim_bench.stages.references.bank import load_bank, load_shard, save_shard, shard_or_none, write_bank
 
 DAMAGED = "damaged cache entry"
 
@@ -133,8 +133,8 @@ def test_case10_a_cached_bank_holding_inf_is_set_aside_and_rebuilt(cache, smoke_
 
 
 def test_case10_a_bank_whose_json_was_edited_is_set_aside_and_rebuilt(tmp_path: Path):
-    from rim_bench.references.bank import cached_bank
-    from rim_bench.types import ReferenceBank
+    from rim_bench.core.types import ReferenceBank
+    from rim_bench.stages.references.bank import cached_bank
 
     def build(work: Path) -> ReferenceBank:
         return ReferenceBank(torch.randn(3, 4), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]),
@@ -183,8 +183,8 @@ def test_case10_region_ids_out_of_range_and_a_map_of_another_size_are_set_aside(
 
 
 def test_case10_altered_stored_normalizers_are_set_aside_and_recomputed(tmp_path: Path, monkeypatch):
-    from rim_bench.matching import rim
-    from rim_bench.types import ReferenceBank
+    from rim_bench.core.types import ReferenceBank
+    from rim_bench.stages.matching import rim
 
     monkeypatch.setattr(rim, "STORE_NORMALIZERS_FROM", 4)
     g = torch.Generator().manual_seed(0)
@@ -204,7 +204,7 @@ def test_case10_altered_stored_normalizers_are_set_aside_and_recomputed(tmp_path
 
 
 def test_case10_altered_generated_images_and_contact_sheet_strips_are_made_again(tmp_path: Path):
-    from rim_bench.api import RIM
+    from rim_bench.commands.api import RIM
 
     first = RIM.from_config("tiny", cache_dir=str(tmp_path)).set_vocabulary(["background", "sun"])
     reference = sorted((tmp_path / "references").rglob("*.safetensors"))[0]
@@ -229,9 +229,9 @@ def test_case10_altered_generated_images_and_contact_sheet_strips_are_made_again
 
 
 def test_case10_a_freshly_built_bank_holding_nan_is_never_published(tmp_path: Path):
-    from rim_bench.errors import DataError
-    from rim_bench.references.bank import cached_bank
-    from rim_bench.types import ReferenceBank
+    from rim_bench.core.errors import DataError
+    from rim_bench.core.types import ReferenceBank
+    from rim_bench.stages.references.bank import cached_bank
 
     def build(work: Path) -> ReferenceBank:
         return ReferenceBank(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), torch.tensor([0, 1]),

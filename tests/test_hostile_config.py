@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from rim_bench.cli import main
-from rim_bench.config import load_config
-from rim_bench.errors import ConfigError
+from rim_bench.commands.cli import main
+from rim_bench.core.config import load_config
+from rim_bench.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("override", [
@@ -48,7 +48,7 @@ def test_case4_finite_numbers_still_load():
 
 
 def test_case4_api_overrides_refuse_nan_too():
-    from rim_bench.assembly import experiment_config
+    from rim_bench.run.assembly import experiment_config
 
     with pytest.raises(ConfigError, match="'matcher.rim.temperature' must be a finite number, got nan"):
         experiment_config("smoke", {"matcher.rim.temperature": float("nan")})

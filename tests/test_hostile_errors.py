@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rim_bench import runner
-from rim_bench.assembly import Assembly
-from rim_bench.cli import main
-from rim_bench.config import config_hash, load_config, resolve, result_spec
-from rim_bench.data.datamodule import BenchmarkDataModule, build_dataset
-from rim_bench.errors import ConfigError, DataError
+from rim_bench.commands import runner
+from rim_bench.commands.cli import main
+from rim_bench.core.config import config_hash, load_config, resolve, result_spec
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.run.assembly import Assembly
+from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset
 from tests.test_hostile_inputs import SPLIT, _args, _error, _ids, _label_out_of_range
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def test_case3_a_missing_data_root_is_an_error_and_is_not_created(tmp_path: Path
 
 
 def test_case3_the_api_and_the_datamodule_refuse_a_missing_root(tmp_path: Path):
-    from rim_bench.api import RIM
+    from rim_bench.commands.api import RIM
 
     missing = tmp_path / "typo"
     with pytest.raises(DataError, match="does not exist"):
@@ -142,7 +142,7 @@ def _run_folder(folder: Path, miou: float | None = 50.0, classes: tuple[str, ...
 
 
 def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_path: Path, capsys):
-    from rim_bench.report import build_report
+    from rim_bench.commands.report import build_report
 
     good = _run_folder(tmp_path / "good")
     truncated = _run_folder(tmp_path / "truncated")
@@ -165,7 +165,7 @@ def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_pat
 
 
 def test_case11_a_resumed_sweep_recomputes_a_point_whose_metrics_are_truncated(tmp_path: Path, monkeypatch):
-    from rim_bench.sweep import load_sweep, run_sweep
+    from rim_bench.commands.sweep import load_sweep, run_sweep
 
     runs = []
 
@@ -200,8 +200,8 @@ def test_case11_a_sweep_seed_that_is_not_an_integer_is_one_line(tmp_path: Path, 
 def test_case11_a_read_only_region_cache_is_one_line(tmp_path: Path, monkeypatch):
     import torch
 
-    from rim_bench import io
-    from rim_bench.region_cache import RegionCache
+    from rim_bench.core import io
+    from rim_bench.run.region_cache import RegionCache
 
     regions = tmp_path / "regions"
     regions.mkdir()
@@ -225,7 +225,7 @@ def test_case11_a_class_file_that_is_not_utf8_is_one_line(data: Path, capsys, no
 
 
 def test_case11_the_api_refuses_classes_that_are_not_text_and_an_empty_image():
-    from rim_bench.api import RIM
+    from rim_bench.commands.api import RIM
     from rim_bench.data.classes import read_classes
 
     rim = RIM.from_config("smoke")
@@ -262,7 +262,7 @@ def test_case12_an_offline_wandb_run_makes_no_dns_query(tmp_path: Path, smoke_ro
         "    calls.append(a[:2]); raise socket.gaierror('no DNS in offline mode')\n"
         "socket.getaddrinfo = refuse\n"
         "atexit.register(lambda: print('DNS queries:', calls))  # registered first: runs last\n"
-        "from rim_bench.cli import main\n"
+        "from rim_bench.commands.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}  # the config alone says offline
@@ -274,7 +274,7 @@ def test_case12_an_offline_wandb_run_makes_no_dns_query(tmp_path: Path, smoke_ro
 
 
 def test_case12_report_md_escapes_class_and_run_names(tmp_path: Path):
-    from rim_bench.report import build_report
+    from rim_bench.commands.report import build_report
 
     hostile = ("a|b", "<b>bold</b>", "`code`", "[link](http://x)", "*star*_under_")
     run = _run_folder(tmp_path / "run|<i>_*x*_", classes=hostile)
@@ -299,7 +299,7 @@ def test_case12_skip_bad_keeps_the_first_of_a_duplicated_id(data: Path):
 
 @pytest.mark.parametrize("command", ["config", "test"])
 def test_case12_stage_names_are_checked_with_the_config_before_lightning_loads(command: str, tmp_path: Path):
-    script = ("import sys\nfrom rim_bench.cli import main\nrc = main(sys.argv[1:])\n"
+    script = ("import sys\nfrom rim_bench.commands.cli import main\nrc = main(sys.argv[1:])\n"
               "print('lightning loaded:', 'lightning' in sys.modules)\nsys.exit(rc)\n")
     done = subprocess.run([sys.executable, "-c", script, command, "experiment=smoke", "matcher.name=nosuch"],
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},

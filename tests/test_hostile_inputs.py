@@ -20,14 +20,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rim_bench import runner
-from rim_bench.assembly import Assembly
-from rim_bench.cli import main
-from rim_bench.config import config_hash, load_config, resolve, result_spec
+from rim_bench.commands import runner
+from rim_bench.commands.cli import main
+from rim_bench.core.config import config_hash, load_config, resolve, result_spec
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.core.io import file_in, remove_stale, safe_name, set_aside
 from rim_bench.data.base import read_image
-from rim_bench.data.datamodule import build_dataset
-from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import file_in, remove_stale, safe_name, set_aside
+from rim_bench.run.assembly import Assembly
+from rim_bench.run.datamodule import build_dataset
 
 SPLIT = "ImageSets/Segmentation/val.txt"
 
@@ -140,8 +140,8 @@ def test_a_folder_with_another_configs_results_is_refused(tmp_path: Path):
 
 
 def test_sweep_and_compare_rerun_resume_in_a_folder_named_by_what_they_run(tmp_path: Path, monkeypatch):
-    from rim_bench.compare import run_compare
-    from rim_bench.sweep import load_sweep, run_sweep
+    from rim_bench.commands.compare import run_compare
+    from rim_bench.commands.sweep import load_sweep, run_sweep
 
     runs = []
 
@@ -171,7 +171,7 @@ def test_sweep_and_compare_rerun_resume_in_a_folder_named_by_what_they_run(tmp_p
 
 
 def test_report_escapes_every_string_and_holds_its_pictures(tmp_path: Path):
-    from rim_bench.report import build_report
+    from rim_bench.commands.report import build_report
 
     hostile = 'x" onerror="alert(1)'
     run = tmp_path / "results" / "<b>run"
@@ -223,7 +223,7 @@ def test_segment_into_an_existing_file(tmp_path: Path, smoke_root: Path, capsys)
 
 
 def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path: Path, smoke_root: Path, capsys):
-    from rim_bench.references.bank import shard_path
+    from rim_bench.stages.references.bank import shard_path
 
     name = "猫" * 300
     shard = shard_path(tmp_path, [name], f"fat {name}")  # where its references would be stored
@@ -243,8 +243,8 @@ def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path
 
 
 def test_damaged_shards_and_region_files_are_set_aside_and_named(tmp_path: Path):
-    from rim_bench.references.bank import save_shard, shard_or_none
-    from rim_bench.region_cache import RegionCache
+    from rim_bench.run.region_cache import RegionCache
+    from rim_bench.stages.references.bank import save_shard, shard_or_none
 
     shard = tmp_path / "generated" / "k" / "cat" / "0123.safetensors"
     save_shard(shard, {"images": torch.zeros(1, 2, 2, 3, dtype=torch.uint8)}, {"seeds": [1]})
@@ -263,7 +263,7 @@ def test_damaged_shards_and_region_files_are_set_aside_and_named(tmp_path: Path)
 
 
 def test_a_damaged_generated_image_shard_is_generated_again(tmp_path: Path):
-    from rim_bench.api import RIM
+    from rim_bench.commands.api import RIM
 
     rim = RIM.from_config("tiny", cache_dir=str(tmp_path))
     first = rim.set_vocabulary(["background", "sun"])
@@ -283,7 +283,7 @@ def test_a_damaged_generated_image_shard_is_generated_again(tmp_path: Path):
 
 
 def test_bad_sweep_files_are_blamed_with_their_line(tmp_path: Path, capsys):
-    from rim_bench.sweep import load_sweep, run_sweep
+    from rim_bench.commands.sweep import load_sweep, run_sweep
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("parameters:\n  matcher.rim.temperature: [0.1, 0.2\nmethod: grid\n")
@@ -390,8 +390,8 @@ def test_test_fails_before_scoring_with_the_list_and_skip_bad_scores_the_rest(da
 def test_stale_temporary_folders_are_removed(tmp_path: Path, monkeypatch):
     import tempfile
 
-    from rim_bench.backbones.clip import tiny_clip_tokenizer
     from rim_bench.data.smoke import generate_smoke
+    from rim_bench.stages.backbones.clip import tiny_clip_tokenizer
 
     old, young = tmp_path / ".smoke.abc.tmp", tmp_path / ".smoke.def.tmp"  # left by killed generations
     for folder in (old, young):
@@ -415,7 +415,7 @@ def test_set_aside_moves_and_warns_once(tmp_path: Path):
 
 def test_every_key_has_a_type_and_every_number_a_range():
     """default.yaml is the schema: a key with a null default needs a type, a number a range."""
-    from rim_bench.config import DEFAULT_FILE, NULL_DEFAULT_TYPES, RANGES
+    from rim_bench.core.config import DEFAULT_FILE, NULL_DEFAULT_TYPES, RANGES
 
     def leaves(node, prefix=""):
         for key, value in node.items():

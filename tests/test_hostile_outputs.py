@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rim_bench import runner
-from rim_bench.api import RIM
-from rim_bench.assembly import Assembly
-from rim_bench.cli import main
-from rim_bench.config import load_config, resolve
-from rim_bench.errors import ConfigError
-from rim_bench.output_lock import LOCK_FILE, Holder, _process_state, hold_output
+from rim_bench.commands import runner
+from rim_bench.commands.api import RIM
+from rim_bench.commands.cli import main
+from rim_bench.core.config import load_config, resolve
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.output_lock import LOCK_FILE, Holder, _process_state, hold_output
+from rim_bench.run.assembly import Assembly
 from tests.test_hostile_inputs import _error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def test_case2_of_runs_started_together_exactly_one_writes(left: str, tmp_path: 
         dead.wait()
         _write_lock(folder, Holder(socket.gethostname(), dead.pid, None, "rim-bench test"))
     code = ("import os, sys, time, warnings\nfrom rim_bench import output_lock\n"
-            "from rim_bench.errors import ConfigError\noutput_lock._further_rank = lambda: False\n"
+            "from rim_bench.core.errors import ConfigError\noutput_lock._further_rank = lambda: False\n"
             "warnings.simplefilter('ignore')\n"
             "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
             "try:\n    with output_lock.hold_output(sys.argv[1]):\n        print('held', flush=True)\n"
@@ -265,7 +265,7 @@ def test_case6_segment_refuses_class_names_with_line_breaks(photos: Path, tmp_pa
 
 
 def test_case6_two_keys_ending_in_one_name_get_two_plots(tmp_path: Path):
-    from rim_bench.sweep import plot_sweep
+    from rim_bench.commands.sweep import plot_sweep
 
     keys = ["matcher.rim.temperature", "segmenter.paint.background.probability.temperature"]
     rows = [{keys[0]: a, keys[1]: b, "mIoU": a + b} for a in (0.1, 0.2) for b in (1.0, 2.0)]

@@ -13,10 +13,10 @@ import lightning as L
 import pytest
 from torch.utils.data import DataLoader, DistributedSampler
 
-from rim_bench.cli import main
-from rim_bench.data.datamodule import BenchmarkDataModule, ShardSampler, collate_samples
-from rim_bench.errors import ConfigError
-from rim_bench.lit_module import RIMModule
+from rim_bench.commands.cli import main
+from rim_bench.core.errors import ConfigError
+from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler, collate_samples
+from rim_bench.run.lit_module import RIMModule
 
 REPO = Path(__file__).resolve().parent.parent
 SCORES = ("mIoU", "mAcc", "aAcc", "per_class_iou", "per_class_acc", "num_images")
@@ -66,7 +66,7 @@ def test_a_module_run_twice_reports_each_run_alone(tmp_path: Path):
 @pytest.fixture
 def lightning_main(monkeypatch):
     """The LightningCLI entry, called as the `rim-bench-lightning` command would be."""
-    from rim_bench.lightning import main as cli
+    from rim_bench.commands.lightning import main as cli
 
     monkeypatch.setattr(sys, "argv", ["rim-bench-lightning"])
     return cli
@@ -134,7 +134,7 @@ def test_every_lightning_config_holds_trainer_settings_only(config: Path, capsys
 
 
 def test_predict_writes_label_maps_for_an_image_folder(smoke_root: Path, tmp_path: Path):
-    from rim_bench.data.datamodule import ImageFolderDataModule
+    from rim_bench.run.datamodule import ImageFolderDataModule
 
     images = tmp_path / "photos"
     images.mkdir()
@@ -160,7 +160,7 @@ def test_an_image_a_sampler_repeats_is_scored_once(smoke_root: Path, tmp_path: P
 def test_a_padding_sampler_is_refused_in_one_line():
     from types import SimpleNamespace
 
-    from rim_bench.lit_module import _refuse_padding_samplers
+    from rim_bench.run.lit_module import _refuse_padding_samplers
 
     data = list(range(5))
     padded = DataLoader(data, sampler=DistributedSampler(data, num_replicas=2, rank=0, shuffle=False))
@@ -172,8 +172,8 @@ def test_a_padding_sampler_is_refused_in_one_line():
 
 
 def test_segment_after_test_reuses_the_bank_and_the_regions(smoke_root: Path, tmp_path: Path, monkeypatch):
-    from rim_bench.pipeline import SegmentationPipeline
-    from rim_bench.references.exemplars import ExemplarReferences
+    from rim_bench.run.pipeline import SegmentationPipeline
+    from rim_bench.stages.references.exemplars import ExemplarReferences
 
     common = ["experiment=smoke", f"cache_dir={tmp_path / 'cache'}", f"data.root={smoke_root}"]
     assert main(["test", *common, "data.max_images=2", f"output_dir={tmp_path / 'run'}"]) == 0
@@ -196,10 +196,10 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
 
     from omegaconf import OmegaConf
 
-    import rim_bench.matching
-    from rim_bench.config import CONFIG_DIR, load_config
-    from rim_bench.registry import MATCHERS
-    from rim_bench.runner import run_test
+    import rim_bench.stages.matching
+    from rim_bench.commands.runner import run_test
+    from rim_bench.core.config import CONFIG_DIR, load_config
+    from rim_bench.core.registry import MATCHERS
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -207,7 +207,7 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
         """Sums each region's cosine similarity to every reference of a class."""
         import torch.nn.functional as F
 
-        from rim_bench.registry import MATCHERS
+        from rim_bench.core.registry import MATCHERS
 
 
         @MATCHERS.register("class_sum")
@@ -227,7 +227,7 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
     # Every built-in matcher registered before the registry is copied (and before the plugin is on
     # the path): a module the copy imports stays imported, its matchers gone from the restored registry.
     MATCHERS.names()
-    monkeypatch.setattr(rim_bench.matching, "__path__", [*rim_bench.matching.__path__, str(plugins)])
+    monkeypatch.setattr(rim_bench.stages.matching, "__path__", [*rim_bench.stages.matching.__path__, str(plugins)])
     monkeypatch.setattr(MATCHERS, "_builders", dict(MATCHERS._builders))  # the registry as it was, after the test
     monkeypatch.setattr(MATCHERS, "_imported", set(MATCHERS._imported))
 
@@ -245,8 +245,8 @@ import sys
 
 import lightning as L
 
-from rim_bench.data.datamodule import BenchmarkDataModule
-from rim_bench.lit_module import RIMModule
+from rim_bench.run.datamodule import BenchmarkDataModule
+from rim_bench.run.lit_module import RIMModule
 
 if __name__ == "__main__":
     strategy, devices, out, distributed_sampler = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
@@ -286,7 +286,7 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
     runs = {}
     for devices in (1, 2):
         result = subprocess.run(
-            [sys.executable, "-m", "rim_bench.lightning", "test", "--config", "smoke",
+            [sys.executable, "-m", "rim_bench.commands.lightning", "test", "--config", "smoke",
              "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
              "--trainer.logger.init_args.save_dir", str(tmp_path / str(devices)),
              "--model.overrides", '{"data.max_images": 5}'], capture_output=True, text=True, timeout=600, cwd=tmp_path,
@@ -302,7 +302,7 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
 def test_any_trainer_argument_is_a_trainer_key(tmp_path: Path, capsys):
     """`trainer.NAME=VALUE` passes any lightning.Trainer argument; it counts in the result hash
     (fewer batches, another result), and a name the Trainer does not take is one line."""
-    from rim_bench.config import config_hash, load_config, result_spec
+    from rim_bench.core.config import config_hash, load_config, result_spec
 
     out = tmp_path / "two"
     assert main(["test", "experiment=smoke", "trainer.limit_test_batches=2", f"output_dir={out}"]) == 0

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from rim_bench.errors import ConfigError
-from rim_bench.matching.rim import (
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.types import ReferenceBank
+from rim_bench.stages.matching.rim import (
     RIMMatcher,
     bank_cosine_spread,
     class_signatures,
@@ -17,7 +18,6 @@ from rim_bench.matching.rim import (
     pooled_class_logits,
     rim_reference_scores,
 )
-from rim_bench.types import ReferenceBank
 
 
 def _bank(features: torch.Tensor, class_ids: list[int], num_classes: int) -> ReferenceBank:
@@ -186,14 +186,14 @@ def test_temperature_auto_follows_the_bank_and_means_the_same_for_a_scaled_sprea
     (dict(temperature_scale=0.0), "temperature_scale: must be positive"),
 ])
 def test_bad_variant_values_name_the_parameter(kwargs, fragment):
-    from rim_bench.errors import ParamError
+    from rim_bench.core.errors import ParamError
 
     with pytest.raises(ParamError, match=fragment):
         RIMMatcher(**{"temperature": 0.1, "divergence": "kl", "alpha": 0.0, "aggregation": "max", **kwargs})
 
 
 def test_config_accepts_auto_for_the_temperature_only():
-    from rim_bench.config import load_config
+    from rim_bench.core.config import load_config
 
     cfg = load_config(["experiment=smoke", "matcher.rim.temperature=auto", "matcher.rim.ref_temperature=auto",
                        "matcher.rim.ranking=class"])
@@ -203,9 +203,9 @@ def test_config_accepts_auto_for_the_temperature_only():
 
 
 def test_variants_sweep_points_build_matchers():
-    from rim_bench.config import as_overrides, load_config
-    from rim_bench.registry import MATCHERS, build_stage
-    from rim_bench.sweep import expand, load_sweep
+    from rim_bench.commands.sweep import expand, load_sweep
+    from rim_bench.core.config import as_overrides, load_config
+    from rim_bench.core.registry import MATCHERS, build_stage
 
     points = expand(load_sweep("rim_variants"))
     assert {p["matcher.rim.ranking"] for p in points} == {"reference", "class"}

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rim_bench.matching.baselines import CosineMatcher
-from rim_bench.matching.rim import (
+from rim_bench.core.types import ReferenceBank
+from rim_bench.stages.matching.baselines import CosineMatcher
+from rim_bench.stages.matching.rim import (
     RIMMatcher,
     bank_normalizers,
     kl_reference_scores,
@@ -16,8 +17,7 @@ from rim_bench.matching.rim import (
     pairwise_divergence,
     rim_reference_scores,
 )
-from rim_bench.matching.scores import aggregate_by_class
-from rim_bench.types import ReferenceBank
+from rim_bench.stages.matching.scores import aggregate_by_class
 
 
 def _np_kl(p, q):
@@ -126,7 +126,7 @@ def test_cosine_matcher_by_hand():
     (dict(temperature=0.1, divergence="kl", alpha=0.0, aggregation="median"), "aggregation"),
 ])
 def test_rim_parameter_errors(kwargs, param):
-    from rim_bench.errors import ParamError
+    from rim_bench.core.errors import ParamError
 
     with pytest.raises(ParamError) as info:
         RIMMatcher(**kwargs)
@@ -134,7 +134,7 @@ def test_rim_parameter_errors(kwargs, param):
 
 
 def test_random_matcher_depends_on_the_image_and_seed_not_on_call_order():
-    from rim_bench.matching.baselines import RandomMatcher
+    from rim_bench.stages.matching.baselines import RandomMatcher
 
     bank = _bank()
     a, b = torch.randn(4, 2), torch.randn(3, 2)

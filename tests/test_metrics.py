@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rim_bench.metrics import SegmentationMetrics, confusion_matrix, region_confusion_matrix, scores_from_confusion
-from rim_bench.types import Prediction, paint_labels
+from rim_bench.core.types import Prediction, paint_labels
+from rim_bench.run.metrics import SegmentationMetrics, confusion_matrix, region_confusion_matrix, scores_from_confusion
 
 
 def _numpy_reference(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> dict:
@@ -157,7 +157,7 @@ def test_counting_by_region_equals_counting_the_painted_map(seed: int):
 
 def test_the_torch_path_of_a_gpu_counts_the_same(monkeypatch):
     """On a GPU the counting runs in torch (on a CPU in numpy): the torch path, run here on CPU tensors."""
-    import rim_bench.metrics as metrics
+    import rim_bench.run.metrics as metrics
 
     g = torch.Generator().manual_seed(5)
     region_map = torch.randint(-1, 6, (13, 17), generator=g)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from rim_bench import plan
-from rim_bench.backbones.sam import RELEASES, released_checkpoint
-from rim_bench.cli import main
-from rim_bench.config import load_config
+from rim_bench.commands import plan
+from rim_bench.commands.cli import main
+from rim_bench.core.config import load_config
+from rim_bench.stages.backbones.sam import RELEASES, released_checkpoint
 
 SAM = ["proposer.name=sam", "proposer.sam.model_type=vit_b"]
 
@@ -77,9 +77,9 @@ def test_local_folder_that_is_not_a_model(capsys, tmp_path):
 
 
 def test_gpu_too_small(capsys, tmp_path, monkeypatch):
-    import rim_bench.assembly
+    import rim_bench.run.assembly
 
-    monkeypatch.setattr(rim_bench.assembly, "build_device", lambda cfg: torch.device("cuda"))
+    monkeypatch.setattr(rim_bench.run.assembly, "build_device", lambda cfg: torch.device("cuda"))
     monkeypatch.setattr(plan, "gpu_memory_bytes", lambda: 1_000_000_000)
     err = _plan_errors(capsys)
     assert "trainer: the GPU has 1.0 GB but these settings need about 2.1 GB" in err[0]
@@ -120,7 +120,7 @@ def test_plan_on_smoke(capsys, smoke_root, tmp_path):
 
 def test_plan_counts_cached_work(capsys, tmp_path, smoke_root):
     """After a run, plan sees the regions and the bank cached (tiny generated references)."""
-    from rim_bench.runner import run_test
+    from rim_bench.commands.runner import run_test
 
     overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}",
                  f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]

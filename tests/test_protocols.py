@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rim_bench.cli import main
-from rim_bench.compare import PUBLISHED, comparison_markdown, published
-from rim_bench.config import CONFIG_DIR, load_config
-from rim_bench.errors import ConfigError
+from rim_bench.commands.cli import main
+from rim_bench.commands.compare import PUBLISHED, comparison_markdown, published
+from rim_bench.core.config import CONFIG_DIR, load_config
+from rim_bench.core.errors import ConfigError
 
 
 def test_sclip_protocol_sets_its_values_and_per_benchmark_ones():

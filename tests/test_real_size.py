@@ -27,8 +27,8 @@ import pytest
 from make_real_size_fixtures import FIXTURES_ENV, fixture_path, make
 from PIL import Image
 
-from rim_bench.references import attention, diffusion, generation
-from rim_bench.references.bank import load_bank, load_shard
+from rim_bench.stages.references import attention, diffusion, generation
+from rim_bench.stages.references.bank import load_bank, load_shard
 
 BUILD_ENV = "RIM_BENCH_FIXTURES_BUILD"
 GB = 1e9
@@ -89,7 +89,7 @@ def check_token_positions(tokenizer, prompt: str, word: str, positions: list[int
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from rim_bench.backbones.stable_diffusion import load_stable_diffusion
+    from rim_bench.stages.backbones.stable_diffusion import load_stable_diffusion
 
     return load_stable_diffusion("tiny", "cpu", {"seed": 0, "sample_size": 32})
 
@@ -171,8 +171,8 @@ def voc_root(tmp_path_factory) -> Path:
 def test_one_class_vocabulary_runs(tmp_path):
     """Found by the slow tier (one class, to keep Stable Diffusion to one image): torchmetrics
     squeezed the one-class IoU to a 0-d tensor and `rim-bench test` failed at the end."""
-    from rim_bench.config import load_config
-    from rim_bench.runner import run_test
+    from rim_bench.commands.runner import run_test
+    from rim_bench.core.config import load_config
 
     root = write_voc(tmp_path / "voc", [(40, 48), (48, 40)])
     (root / "classes.txt").write_text("background, backdrop\n")
@@ -199,7 +199,7 @@ def _overrides(fixtures: dict[str, Path], voc_root: Path, cache: Path) -> list[s
 
 
 # `rim-bench ARGS`, then the process's own peak resident memory on stderr.
-_CLI_WITH_PEAK = ("import resource, sys; from rim_bench.cli import main; rc = main(sys.argv[1:]); "
+_CLI_WITH_PEAK = ("import resource, sys; from rim_bench.commands.cli import main; rc = main(sys.argv[1:]); "
                   "print(f'peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr); "
                   "sys.exit(rc)")
 
@@ -259,7 +259,7 @@ def test_real_size_class_words_under_the_real_tokenizer(fixtures):
     from transformers import CLIPTokenizer
 
     from rim_bench.data.classes import read_classes
-    from rim_bench.references.subcategory_lists import load_subcategories
+    from rim_bench.stages.references.subcategory_lists import load_subcategories
 
     tokenizer = CLIPTokenizer.from_pretrained(fixtures["sd15"] / "tokenizer")
     # Positions counted with the start token; sub-tokens from CLIP's BPE ("tvmonitor" is "tv" + "monitor").
@@ -281,9 +281,9 @@ def test_real_size_class_words_under_the_real_tokenizer(fixtures):
 
 @pytest.mark.slow
 def test_real_size_plan(fixtures, voc_root, tmp_path, capsys):
-    from rim_bench.config import load_config
-    from rim_bench.errors import ConfigError
-    from rim_bench.plan import run_plan
+    from rim_bench.commands.plan import run_plan
+    from rim_bench.core.config import load_config
+    from rim_bench.core.errors import ConfigError
 
     overrides = _overrides(fixtures, voc_root, tmp_path / "cache")
     report = run_plan(load_config(overrides))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from rim_bench.assembly import Assembly
-from rim_bench.backbones.stable_diffusion import load_stable_diffusion
-from rim_bench.config import load_config, resolve
-from rim_bench.errors import ConfigError, DataError
-from rim_bench.references import diffusion
-from rim_bench.references.attention import (
+from rim_bench.core.config import load_config, resolve
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.run.assembly import Assembly
+from rim_bench.stages.backbones.stable_diffusion import load_stable_diffusion
+from rim_bench.stages.references import diffusion
+from rim_bench.stages.references.attention import (
     AttentionStore,
     binarize,
     capture_cross_attention,
@@ -22,7 +22,7 @@ from rim_bench.references.attention import (
     sam_prompt,
     word_token_indices,
 )
-from rim_bench.references.diffusion import generate_with_attention, reference_seed
+from rim_bench.stages.references.diffusion import generate_with_attention, reference_seed
 
 SUBCATEGORIES = """\
 background: [background, grey wall, brown floor]
@@ -216,7 +216,7 @@ def test_banks_for_fewer_or_more_subcategories_reuse_the_generated_references(tm
     assert (folder / "sheets" / "0001_sun.png").is_file()  # sheets come back from the stored strips
     _bank(_cfg(tmp_path, "references.diffusion.n_subcategories=3"))
     assert count_generations[12:] == ["a photo of a brown floor"] * 2  # only background has a third
-    import rim_bench.backbones.stable_diffusion as sd
+    import rim_bench.stages.backbones.stable_diffusion as sd
 
     def no_generator(*args, **kwargs):
         raise AssertionError("Stable Diffusion loaded although every image is stored")
@@ -310,7 +310,7 @@ def test_missing_local_stable_diffusion(tmp_path: Path):
 
 
 def test_rim_bench_test_uses_the_diffusion_bank(tmp_path: Path):
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     subs = tmp_path / "subs.yaml"
     subs.write_text(SUBCATEGORIES + "sea: [sea]\nberry: [berry]\ngrape: [grape]\n")

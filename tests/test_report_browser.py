@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rim_bench.cli import main
+from rim_bench.commands.cli import main
 
 pytestmark = pytest.mark.slow
 

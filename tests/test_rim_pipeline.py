@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from helpers import write_benchmark
 
-from rim_bench.cli import main
-from rim_bench.errors import ConfigError, DataError
-from rim_bench.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
-from rim_bench.metrics import confusion_matrix, most_confused, scores_from_confusion
-from rim_bench.types import ReferenceBank
+from rim_bench.commands.cli import main
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.core.types import ReferenceBank
+from rim_bench.run.metrics import confusion_matrix, most_confused, scores_from_confusion
+from rim_bench.stages.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
 
 TINY_RIM = [
     "featurizer.dinov2.model=tiny", "featurizer.dinov2.input_size=64", "featurizer.dinov2.window=48",
@@ -102,7 +102,7 @@ def test_zero_norm_region_gets_finite_scores():
 
 
 def test_sam_automatic_masks_are_boolean():
-    from rim_bench.proposals.sam_automatic import SamProposer
+    from rim_bench.stages.proposals.sam_automatic import SamProposer
 
     proposer = SamProposer("tiny", None, {"seed": 0}, points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0,
                            stability_score_thresh=0.0, box_nms_thresh=0.7, crop_n_layers=0, min_area=0)
@@ -112,14 +112,14 @@ def test_sam_automatic_masks_are_boolean():
 
 
 def test_missing_sam_checkpoint_for_proposals(tmp_path: Path):
-    from rim_bench.proposals.sam_automatic import SamProposer
+    from rim_bench.stages.proposals.sam_automatic import SamProposer
 
     with pytest.raises(ConfigError, match=r"proposer\.sam\.checkpoint: SAM checkpoint .* not found"):
         SamProposer("vit_h", str(tmp_path / "sam.pth"), {"seed": 0}, 32, 64, 0.88, 0.95, 0.7, 0, 100)
 
 
 def test_second_run_reads_regions_from_the_cache(tmp_path: Path, monkeypatch):
-    from rim_bench.proposals.superpixels import SuperpixelProposer
+    from rim_bench.stages.proposals.superpixels import SuperpixelProposer
 
     calls = []
     real = SuperpixelProposer.__call__
@@ -147,8 +147,8 @@ def test_scores_counted_by_region_equal_the_written_label_maps_scored_by_pixel(t
     uncovered, so `nearest` fills some; the min_score leaves some regions unassigned."""
     from PIL import Image
 
-    from rim_bench.config import load_config
-    from rim_bench.data.datamodule import build_dataset
+    from rim_bench.core.config import load_config
+    from rim_bench.run.datamodule import build_dataset
 
     out = tmp_path / "out"
     args = ["experiment=smoke", "proposer.name=sam", *TINY_RIM, "data.max_images=3", "cache_regions=false",
@@ -164,7 +164,7 @@ def test_scores_counted_by_region_equal_the_written_label_maps_scored_by_pixel(t
 
 
 def test_image_with_no_regions_is_all_unassigned(tmp_path: Path, monkeypatch):
-    from rim_bench.proposals.superpixels import SuperpixelProposer
+    from rim_bench.stages.proposals.superpixels import SuperpixelProposer
 
     monkeypatch.setattr(SuperpixelProposer, "__call__", lambda self, image: torch.zeros(0, *image.shape[1:],
                                                                                          dtype=torch.bool))
@@ -176,9 +176,9 @@ def test_image_with_no_regions_is_all_unassigned(tmp_path: Path, monkeypatch):
 
 
 def test_nan_features_name_the_image(tmp_path: Path, monkeypatch):
-    from rim_bench.config import load_config
-    from rim_bench.features.pooling import MaskedAveragePooling
-    from rim_bench.runner import run_test
+    from rim_bench.commands.runner import run_test
+    from rim_bench.core.config import load_config
+    from rim_bench.stages.features.pooling import MaskedAveragePooling
 
     overrides = ["experiment=smoke", "data.max_images=1", "cache_regions=false", f"output_dir={tmp_path}",
                  f"cache_dir={tmp_path / 'cache'}"]
@@ -190,8 +190,8 @@ def test_nan_features_name_the_image(tmp_path: Path, monkeypatch):
 
 
 def test_bank_problems_are_config_errors(smoke_root: Path):
-    from rim_bench.assembly import Assembly
-    from rim_bench.config import load_config
+    from rim_bench.core.config import load_config
+    from rim_bench.run.assembly import Assembly
 
     pipeline = Assembly(load_config(["experiment=smoke"])).pipeline(["background", "sun"])
     with pytest.raises(ConfigError, match="have 5 dims but the featurizer gives 64: rebuild the bank"):
@@ -227,7 +227,7 @@ def test_rim_experiments_run_end_to_end(name: str, tmp_path: Path):
 
 
 def test_large_banks_keep_their_normalizers_next_to_them_on_disk(tmp_path: Path, monkeypatch):
-    import rim_bench.matching.rim as rim
+    import rim_bench.stages.matching.rim as rim
 
     monkeypatch.setattr(rim, "STORE_NORMALIZERS_FROM", 5)  # "large" = 5 references here
     g = torch.Generator().manual_seed(5)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from rim_bench.cli import main
+from rim_bench.commands.cli import main
 
 
 def _run(tmp_path: Path, name: str, *overrides: str) -> dict:
@@ -59,7 +59,7 @@ def test_writing_between_steps_is_not_counted_as_data_too(tmp_path: Path, monkey
     (counted twice, the stages' sum came out above the wall time on a loaded machine)."""
     import time
 
-    from rim_bench import lit_module
+    from rim_bench.run import lit_module
 
     slow_write = 0.05
     save = lit_module.save_label_png
@@ -106,7 +106,7 @@ def test_wall_time_covers_opening_the_data(tmp_path: Path, monkeypatch):
     """`rim-bench test` opens the data before the Trainer starts: the total still covers it."""
     import time
 
-    from rim_bench.data.datamodule import BenchmarkDataModule
+    from rim_bench.run.datamodule import BenchmarkDataModule
 
     opened = BenchmarkDataModule.setup
     monkeypatch.setattr(BenchmarkDataModule, "setup", lambda self, stage=None: (time.sleep(1.0), opened(self, stage)))

@@ -9,17 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from rim_bench.background import background_config
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.core.registry import MATCHERS, build_stage
+from rim_bench.core.types import BuildContext, ReferenceBank, paint_labels
 from rim_bench.data.classes import read_classes
-from rim_bench.errors import ConfigError, DataError
-from rim_bench.features.dense import model_input_size
-from rim_bench.features.pooling import masked_average_pool
-from rim_bench.proposals.superpixels import SuperpixelProposer
-from rim_bench.references.bank import cached_bank
-from rim_bench.references.exemplars import ExemplarReferences
-from rim_bench.registry import MATCHERS, build_stage
-from rim_bench.segmenter import PaintSegmenter, fill_uncovered, resolve_regions
-from rim_bench.types import BuildContext, ReferenceBank, paint_labels
+from rim_bench.stages.features.dense import model_input_size
+from rim_bench.stages.features.pooling import masked_average_pool
+from rim_bench.stages.proposals.superpixels import SuperpixelProposer
+from rim_bench.stages.references.bank import cached_bank
+from rim_bench.stages.references.exemplars import ExemplarReferences
+from rim_bench.stages.segmenter import PaintSegmenter, fill_uncovered, resolve_regions
+from rim_bench.stages.segmenter.background import background_config
 
 
 def _image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_featurizer_shapes_and_determinism(tiny_featurizer):
 
 
 def test_tiny_model_init_is_seeded(tiny_featurizer):
-    from rim_bench.features.dense import DinoV2Featurizer
+    from rim_bench.stages.features.dense import DinoV2Featurizer
 
     tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                 patch_size=8, image_size=64)
@@ -62,7 +62,7 @@ def test_tiny_model_init_is_seeded(tiny_featurizer):
 
 
 def test_missing_local_weights_is_a_clear_error(tmp_path: Path):
-    from rim_bench.backbones.dinov2 import load_dinov2
+    from rim_bench.stages.backbones.dinov2 import load_dinov2
 
     with pytest.raises(ConfigError, match=r"featurizer\.dinov2\.model: no directory"):
         load_dinov2(str(tmp_path / "no-such-model"), {})
@@ -102,7 +102,7 @@ def test_regions_small_on_top_and_uncovered_unassigned():
 
 @pytest.mark.parametrize("n, max_pixels", [(7, 2**26), (300, 2**26), (300, 1300)])  # 1 byte keys; int32 keys; chunks
 def test_resolve_regions_equals_painting_masks_one_by_one(n, max_pixels, monkeypatch):
-    import rim_bench.segmenter as segmenter
+    import rim_bench.stages.segmenter as segmenter
 
     monkeypatch.setattr(segmenter, "MAX_MASK_PIXELS", max_pixels)
     g = torch.Generator().manual_seed(n)
@@ -140,7 +140,7 @@ def test_segmenter_background_rule():
 
 
 def test_exemplar_bank_shapes(smoke_root: Path, tiny_featurizer):
-    from rim_bench.features.pooling import MaskedAveragePooling
+    from rim_bench.stages.features.pooling import MaskedAveragePooling
 
     classes = read_classes("smoke")
     names = [n[0] for n in classes]
@@ -220,7 +220,7 @@ def test_voc_layout_reads_sizes_and_labels(smoke_root: Path):
 def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path):
     import os
 
-    from rim_bench.io import atomic_write_text
+    from rim_bench.core.io import atomic_write_text
 
     old = os.umask(0o022)
     try:
@@ -241,8 +241,8 @@ def test_smoke_never_deletes_a_folder_that_is_not_its_own(tmp_path: Path):
 
 
 def test_window_stride_larger_than_window_is_an_error():
-    from rim_bench.errors import ParamError
-    from rim_bench.features.dense import DinoV2Featurizer
+    from rim_bench.core.errors import ParamError
+    from rim_bench.stages.features.dense import DinoV2Featurizer
 
     tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                 patch_size=8, image_size=64, seed=0)
@@ -251,7 +251,7 @@ def test_window_stride_larger_than_window_is_an_error():
 
 
 def test_region_cache_names_ids_apart_and_recomputes_damaged_files(tmp_path):
-    from rim_bench.region_cache import RegionCache
+    from rim_bench.run.region_cache import RegionCache
 
     cache = RegionCache(tmp_path)
     region_map, feats = torch.zeros(4, 5, dtype=torch.long), torch.ones(1, 3)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rim_bench.data.classes import read_classes
-from rim_bench.references.subcategory_lists import load_subcategories, subcategory_file
+from rim_bench.stages.references.subcategory_lists import load_subcategories, subcategory_file
 
 # subcategory list → the class files whose canonical names it must cover, in order.
 LISTS = {"voc": ["voc21", "voc20"], "context": ["context60", "context59"], "coco_object": ["coco_object"]}

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import rim_bench.runner
-from rim_bench.cli import main
-from rim_bench.config import load_config
-from rim_bench.errors import ConfigError
-from rim_bench.suite import SUITE_DIR, load_suite, plan_cells
+import rim_bench.commands.runner
+from rim_bench.commands.cli import main
+from rim_bench.commands.suite import SUITE_DIR, load_suite, plan_cells
+from rim_bench.core.config import load_config
+from rim_bench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,13 +44,13 @@ def _assert_tables_equal_cells(folder: Path, benchmarks: list[str], methods: lis
 
 def _counting_runs(monkeypatch) -> list[str]:
     """Record every test run a suite starts (the real run goes on)."""
-    runs, real = [], rim_bench.runner.run_test
+    runs, real = [], rim_bench.commands.runner.run_test
 
     def counted(cfg):
         runs.append(cfg.output_dir)
         return real(cfg)
 
-    monkeypatch.setattr(rim_bench.runner, "run_test", counted)
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test", counted)
     return runs
 
 
@@ -94,7 +94,7 @@ def test_the_default_folder_is_named_by_what_the_cells_compute():
 
 
 def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
     out = tmp_path / "table1"
     assert main(["suite", "paper_table1", "data.root=MISSING", f"output_dir={out}"]) == 1
     captured = capsys.readouterr()
@@ -127,14 +127,14 @@ def test_a_failed_cell_is_footnoted_and_the_others_still_run(tmp_path: Path, mon
     broken.write_text(f"extends: [smoke]\ndata:\n  name: voc21\n  root: '{tmp_path}/<b>none</b>'\n")
     suite = _suite_file(tmp_path, f"benchmarks: {{smoke: smoke, broken: '{broken}'}}\nmethods: [rim, cosine, random]\n"
                                   "overrides: [data.max_images=2]\n")
-    real = rim_bench.runner.run_test
+    real = rim_bench.commands.runner.run_test
 
     def crash_cosine(cfg):
         if cfg.matcher.name == "cosine":
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
         return real(cfg)
 
-    monkeypatch.setattr(rim_bench.runner, "run_test", crash_cosine)
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test", crash_cosine)
     out = tmp_path / "out"
     assert main(["suite", suite, f"output_dir={out}"]) == 1
     assert "4 of 6 cells failed" in capsys.readouterr().err
@@ -186,7 +186,8 @@ def test_bad_suite_files(tmp_path: Path, text: str, fragment: str):
 
 
 def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.runner, "run_test", lambda cfg: pytest.fail("ran before the configs were checked"))
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test",
+                        lambda cfg: pytest.fail("ran before the configs were checked"))
     assert main(["suite", "smoke", "matcher.rim.temprature=0.1", f"output_dir={tmp_path}"]) == 2
     assert "unknown config key 'matcher.rim.temprature'" in capsys.readouterr().err
     assert main(["suite", "nope"]) == 2
@@ -208,7 +209,7 @@ def test_shipped_suites_load_with_every_cell_config():
 
 
 def test_published_numbers_are_read_tolerantly_with_their_protocols(tmp_path: Path, monkeypatch):
-    from rim_bench import compare
+    from rim_bench.commands import compare
 
     path = tmp_path / "published.yaml"
     path.write_text("""
@@ -232,7 +233,7 @@ methods:
 def test_the_full_smoke_suite_from_the_command_line_twice(tmp_path: Path):
     # As a new user: `rim-bench suite smoke`, then again; the second run reruns no cell.
     def run() -> str:
-        result = subprocess.run([sys.executable, "-m", "rim_bench.cli", "suite", "smoke"], cwd=tmp_path,
+        result = subprocess.run([sys.executable, "-m", "rim_bench.commands.cli", "suite", "smoke"], cwd=tmp_path,
                                 check=False, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stdout
@@ -254,7 +255,8 @@ def test_a_suite_under_ddp_equals_one_process(tmp_path: Path):
     suite = _suite_file(tmp_path, "benchmarks: [smoke]\nmethods: [rim, random]\noverrides: [data.max_images=5]\n")
 
     def run(out: Path, *extra: str) -> dict:
-        result = subprocess.run([sys.executable, "-m", "rim_bench.cli", "suite", suite, "trainer.accelerator=cpu",
+        result = subprocess.run([sys.executable, "-m", "rim_bench.commands.cli", "suite", suite,
+                                 "trainer.accelerator=cpu",
                                  f"output_dir={out}", *extra], check=False, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.count("# Suite suite") == 1  # the spawned rank shares stdout and prints no table

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rim_bench.cli import main
-from rim_bench.config import as_overrides
-from rim_bench.errors import ConfigError
-from rim_bench.references import diffusion
-from rim_bench.sweep import SweepSpec, expand, load_sweep
+from rim_bench.commands.cli import main
+from rim_bench.commands.sweep import SweepSpec, expand, load_sweep
+from rim_bench.core.config import as_overrides
+from rim_bench.core.errors import ConfigError
+from rim_bench.stages.references import diffusion
 
 
 def test_grid_expands_every_combination_in_file_order():
@@ -63,7 +63,7 @@ def test_a_key_that_does_not_exist_fails_before_any_point_runs(tmp_path: Path, c
 
 
 def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path, monkeypatch):
-    from rim_bench.proposals.superpixels import SuperpixelProposer
+    from rim_bench.stages.proposals.superpixels import SuperpixelProposer
 
     calls = []
     real = SuperpixelProposer.__call__
@@ -83,9 +83,9 @@ def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path
     assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"mIoU_vs_matcher.rim.temperature.png",
                                                                  "mIoU_vs_matcher.rim.divergence.png"}
     # Resume: nothing runs again.
-    import rim_bench.runner
+    import rim_bench.commands.runner
 
-    monkeypatch.setattr(rim_bench.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
     assert main(args) == 0
 
 
@@ -113,7 +113,7 @@ def test_tau_by_subcategory_sweep_generates_each_image_once(tmp_path: Path, monk
 def test_wandb_sweep_definitions_name_real_keys_and_call_rim_bench():
     import yaml
 
-    from rim_bench.config import load_config
+    from rim_bench.core.config import load_config
 
     for path in (Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"):
         spec = yaml.safe_load(path.read_text())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rim_bench.errors import ConfigError
-from rim_bench.threads import THREADS_ENV, cpu_threads
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.threads import THREADS_ENV, cpu_threads
 
 
 def test_threads_shared_among_processes(monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rim_bench.timing import StageTimer, process_peak_bytes
+from rim_bench.core.timing import StageTimer, process_peak_bytes
 
 
 def test_a_stage_peak_covers_its_nested_stages_and_not_the_next_stage():

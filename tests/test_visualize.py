@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rim_bench.data.palette import voc_palette
-from rim_bench.visualize import CLASS_ALPHA, GAP, legend_classes, overlay_panel, region_boundaries, save_overlay
+from rim_bench.run.visualize import CLASS_ALPHA, GAP, legend_classes, overlay_panel, region_boundaries, save_overlay
 
 NAMES = ["background", "cat", "dog", "sofa"]
 GREY = (100, 100, 100)  # the synthetic image's colour, absent from every drawn colour below
@@ -129,7 +129,7 @@ def test_save_overlay_is_atomic(tmp_path: Path):
 
 
 def test_run_writes_n_overlays(tmp_path: Path):
-    from rim_bench.cli import main
+    from rim_bench.commands.cli import main
 
     out = tmp_path / "out"
     assert main(["test", "experiment=smoke", "data.max_images=4", "save_overlays=2", f"output_dir={out}"]) == 0

@@ -21,7 +21,7 @@ neighbouring points of a curve differ by the swept value only.
 Three more tables, at the moderate σ: RIM (reference- and class-level) across the
 temperature T in a balanced, an imbalanced and a shifted world; every matcher against a
 domain shift (test regions moved by one shared vector, as generated references differ from
-photos); and the background rules of rim_bench/background.py on worlds with background regions.
+photos); and the background rules of rim_bench/stages/segmenter/background.py on worlds with background regions.
 
 Run ``python experiments/simulation/simulate.py [--out DIR] [--quick]``; it writes
 ``simulation.csv``, ``temperature.csv``, ``domain_shift.csv``, ``background.csv``,
@@ -45,10 +45,10 @@ import torch
 import yaml
 from torch import Tensor
 
-from rim_bench.background import BackgroundRule, background_config
-from rim_bench.matching.baselines import CosineMatcher, PrototypeMatcher
-from rim_bench.matching.rim import RIMMatcher
-from rim_bench.types import ReferenceBank
+from rim_bench.core.types import ReferenceBank
+from rim_bench.stages.matching.baselines import CosineMatcher, PrototypeMatcher
+from rim_bench.stages.matching.rim import RIMMatcher
+from rim_bench.stages.segmenter.background import BackgroundRule, background_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -412,7 +412,7 @@ def shift_sweep(sweep: dict, base: SimConfig, matchers: dict[str, Matcher]) -> l
 
 
 def background_rules(temperature: float, thresholds: list[float]) -> dict[str, tuple[dict, dict]]:
-    """The background rules of rim_bench/background.py to simulate, by label: (rule config for
+    """The background rules of rim_bench/stages/segmenter/background.py to simulate, by label: (rule config for
     cosine scores, rule config for RIM's −KL scores). The probability rule's temperature is in
     score units: SCLIP's 0.01 on cosines, 0.01 / T on RIM's scores; the score rule's 0.4 has no
     counterpart on RIM's scale. The area rule needs region sizes, which the simulation has not."""

@@ -8,8 +8,8 @@ ADEChallengeData2016/annotations/validation/<id>.png    0 = other (not scored), 
 
 from __future__ import annotations
 
+from rim_bench.core.registry import DATASETS
 from rim_bench.data.base import BenchmarkDataset, Entry
-from rim_bench.registry import DATASETS
 
 SPLIT_FOLDERS = {"val": "validation", "train": "training"}
 

@@ -33,8 +33,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from rim_bench.errors import DataError
-from rim_bench.types import IGNORE_INDEX, Sample
+from rim_bench.core.errors import DataError
+from rim_bench.core.types import IGNORE_INDEX, Sample
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class BenchmarkDataset(Dataset):
 
 def size_warning(path: Path, size: tuple[int, int]) -> str | None:
     """Why an image of ``(W, H)`` `size` deserves a look, or None. Any size is scored (the
-    model sees it resized, the long side capped: `rim_bench.features.dense.model_input_size`),
+    model sees it resized, the long side capped: `rim_bench.stages.features.dense.model_input_size`),
     but a sliver or a huge side is most often a damaged or wrongly converted file."""
     width, height = size
     if min(size) < MIN_SIDE:

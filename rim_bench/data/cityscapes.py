@@ -9,8 +9,8 @@ Not `_instanceTrainIds` or `_labelIds`: those hold other ids and give near-zero 
 
 from __future__ import annotations
 
+from rim_bench.core.registry import DATASETS
 from rim_bench.data.base import BenchmarkDataset, Entry
-from rim_bench.registry import DATASETS
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelTrainIds.png"

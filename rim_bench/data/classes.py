@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rim_bench.errors import ConfigError, DataError
-from rim_bench.io import shipped_or_path
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.core.io import shipped_or_path
 
 SEPARATOR = ","
 

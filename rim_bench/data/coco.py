@@ -10,8 +10,8 @@ There is no split file: every image of the split folder is used (5,000 for val20
 
 from __future__ import annotations
 
+from rim_bench.core.registry import DATASETS
 from rim_bench.data.base import BenchmarkDataset, Entry
-from rim_bench.registry import DATASETS
 
 
 class COCOStuffLayout(BenchmarkDataset):

@@ -9,8 +9,8 @@ VOCdevkit/VOC2010/ImageSets/SegmentationContext/val.txt   5,105 ids
 
 from __future__ import annotations
 
+from rim_bench.core.registry import DATASETS
 from rim_bench.data.voc import VOCLayout
-from rim_bench.registry import DATASETS
 
 
 @DATASETS.register("context60")

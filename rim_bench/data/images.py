@@ -6,8 +6,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from rim_bench.errors import DataError
-from rim_bench.io import safe_name
+from rim_bench.core.errors import DataError
+from rim_bench.core.io import safe_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rim_bench.core.io import remove_stale
 from rim_bench.data.palette import voc_palette
-from rim_bench.io import remove_stale
 
 SMOKE_VERSION: int = 1
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.data.converters.common import (
     IGNORE,
     ConvertReport,
@@ -26,7 +27,6 @@ from rim_bench.data.converters.common import (
     read_png,
     require_dir,
 )
-from rim_bench.errors import ConfigError, DataError
 
 # The 11 COCO-Stuff ids that no COCO 2017 class uses (0-based). Source: open-mmlab/mmsegmentation,
 # tools/dataset_converters/coco_stuff164k.py, `clsID_to_trID`: it lists every id 0..181 except

@@ -1,7 +1,7 @@
 """The loop every converter shares: list items, skip finished ones, read → map → write atomically.
 
 An output file that exists is complete, because every file is written to a temporary name
-and renamed into place (`rim_bench.io.atomic_path`). A rerun after an interruption therefore
+and renamed into place (`rim_bench.core.io.atomic_path`). A rerun after an interruption therefore
 skips what exists and writes only what is missing.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rim_bench.errors import DataError
-from rim_bench.io import atomic_path
+from rim_bench.core.errors import DataError
+from rim_bench.core.io import atomic_path
 
 IGNORE = 255
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from rim_bench.core.errors import DataError
+from rim_bench.core.io import atomic_write_text
 from rim_bench.data.converters.common import ConvertReport, Item, LabelMap, convert_all, require_dir
-from rim_bench.errors import DataError
-from rim_bench.io import atomic_write_text
 
 NUM_FULL_CLASSES = 459
 

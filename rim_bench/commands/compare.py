@@ -1,0 +1,146 @@
+"""`rim-bench compare`: several methods on one benchmark, with shared caches, in one table.
+
+    rim-bench compare experiment=rim_voc21 methods=[rim,cosine,prototype] data.root=DATA ...
+
+A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
+each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
+ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
+regions and references are computed once for all. Without ``output_dir`` the folder is
+``outputs/compare-<experiment>-<hash of the methods' configs>``, so a rerun resumes. Each
+measured row names its protocol (``protocol=NAME``, configs/protocol/) and background rule.
+Published numbers for the benchmark (``experiments/published.yaml``) are shown in a separate,
+labelled table, never mixed with what was measured, with the protocol each was measured
+under; those under the run's protocol are marked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from rim_bench.commands.report import COST_HEADERS, cost_cells, run_cost
+from rim_bench.commands.sweep import run_or_reuse, runs_hash
+from rim_bench.core.config import CONFIG_DIR, load_config, stage_spec
+from rim_bench.core.config_index import PACKAGE_DIR
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.io import atomic_write_text, safe_name
+from rim_bench.core.output_lock import hold_output
+from rim_bench.stages.segmenter.background import describe_background
+
+PUBLISHED = PACKAGE_DIR / "data" / "published.yaml"
+COLUMNS = ("mIoU", "mAcc", "aAcc")
+
+
+def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``methods=[a,b]`` from the other overrides; check each method has a file."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("methods=")]
+    if len(given) != 1:
+        raise ConfigError("compare: give methods=[name,...] once (files in configs/baseline/)")
+    methods = yaml.safe_load(given[0])
+    return check_methods(methods, "methods", given[0]), [o for o in overrides if not o.startswith("methods=")]
+
+
+def check_methods(methods, where: str, given: str) -> list[str]:
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/baseline/."""
+    methods = [methods] if isinstance(methods, str) else methods
+    known = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
+    if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
+    for method in methods:
+        if method not in known:
+            raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)})")
+    return methods
+
+
+def run_compare(overrides: list[str]) -> list[dict]:
+    """Run every method and write ``compare.md`` (measured, then published) and ``compare.json``."""
+    methods, base = parse_methods(overrides)
+    configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
+    first = next(iter(configs.values()))
+    # Named by what it runs, so the same command run again resumes in the same folder.
+    out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
+                                   f"{runs_hash(list(configs.values()))}")
+    rows = []
+    with hold_output(out):  # each method's run holds its own sub-folder too
+        for method, cfg in configs.items():
+            metrics = run_or_reuse(cfg, out / method, method)
+            rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
+                         "protocol": cfg.protocol or "-",
+                         "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
+                         **run_cost(metrics)})
+        benchmark = first.data.name
+        text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
+        atomic_write_text(out / "compare.md", text)
+        atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
+    print(f"\n{text}\ncomparison: {out}/compare.md")
+    return rows
+
+
+def published(benchmark: str) -> list[dict]:
+    """Published mIoU on `benchmark` with each number's source and protocol (may be empty), and
+    ``preset``: the name of the rim-bench protocol (configs/protocol/) it was measured under, if any."""
+    methods = (yaml.safe_load(PUBLISHED.read_text()) or {}).get("methods") or {}
+    presets = {name: entry.get("protocol") for name, entry in methods.items()}
+    return [{**n, "preset": presets[n["method"]] if _is_preset(presets[n["method"]]) else None}
+            for n in published_numbers() if n["benchmark"] == benchmark]
+
+
+def _is_preset(protocol) -> bool:
+    return isinstance(protocol, str) and (CONFIG_DIR / "protocol" / f"{protocol}.yaml").is_file()
+
+
+def published_numbers() -> list[dict]:
+    """Every number in ``experiments/published.yaml`` as
+    ``{"method", "benchmark", "mIoU", "source", "protocol"}``, in file order.
+
+    Read tolerantly, as the file grows: a number is plain or a mapping with ``miou`` (or
+    ``value``) and its own ``source`` / ``protocol``; a method's ``protocol`` is a text, the
+    name of an entry of a top-level ``protocols:`` mapping, a mapping per benchmark, or a
+    mapping of settings. Protocols come back as one line of text ("" when not recorded).
+    """
+    raw = yaml.safe_load(PUBLISHED.read_text()) or {}
+    protocols = raw.get("protocols") or {}
+    numbers = []
+    for method, entry in (raw.get("methods") or {}).items():
+        for benchmark, value in (entry.get("miou") or {}).items():
+            cell = value if isinstance(value, dict) else {"miou": value}
+            miou = cell.get("miou", cell.get("value"))
+            if miou is None:
+                continue
+            protocol = cell.get("protocol", entry.get("protocol"))
+            if isinstance(protocol, dict) and benchmark in protocol:
+                protocol = protocol[benchmark]
+            numbers.append({"method": method, "benchmark": benchmark, "mIoU": float(miou),
+                            "source": str(cell.get("source", entry.get("source", ""))),
+                            "protocol": _protocol_text(protocol, protocols)})
+    return numbers
+
+
+def _protocol_text(protocol, named: dict) -> str:
+    if isinstance(protocol, str) and protocol in named:
+        return f"{protocol}: {_protocol_text(named[protocol], {})}"
+    if isinstance(protocol, dict):
+        return ", ".join(f"{k} ({_protocol_text(v, named)})" if isinstance(v, dict)
+                         else f"{k}={_protocol_text(v, named)}" for k, v in protocol.items())
+    if isinstance(protocol, list):
+        return ", ".join(_protocol_text(p, named) for p in protocol)
+    return "" if protocol is None else str(protocol)
+
+
+def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], protocol: str | None = None) -> str:
+    """The measured table (with each run's cost, protocol and background rule), then the
+    published one; published rows under `protocol` are marked."""
+    headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
+    lines = [f"## Measured by rim-bench on {benchmark}", "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} | "
+              + " | ".join(cost_cells(r)) + f" | {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
+    if reported:
+        lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
+                  "| method | mIoU | protocol | same protocol as this run | source |", "|---|---|---|---|---|"]
+        for r in reported:
+            same = "yes" if protocol and r.get("preset") == protocol else "no"
+            lines.append(f"| {r['method']} | {r['mIoU']:.1f} | {r.get('protocol') or '-'} | {same} | {r['source']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,363 @@
+"""`rim-bench plan`: what a run will compute, what is cached, and what it will cost, before it starts.
+
+Steps:
+1. check the weights in seconds, before any model loads: SAM checkpoints (path, released
+   size, ``model_type`` against the file), hub ids against the local hub cache when offline,
+   local model folders, and the GPU's memory against the weights' size; every problem is
+   one line, and the plan stops there;
+2. count the work: images to score and whose regions are cached, references to generate
+   per class, and whether the bank is cached;
+3. load each model once and run one test image and one reference image end to end
+   (the reference in a scratch folder, so the caches are left as they were), timing each
+   stage and its peak memory (`StageTimer`'s: resident memory on the CPU, allocated memory on CUDA);
+4. project the whole run: each stage's cost times the items it still has to process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from rim_bench.core.config import config_hash, generates_references
+from rim_bench.core.errors import ConfigError, RimBenchError
+from rim_bench.core.timing import StageTimer
+
+GB = 1e9
+# Working memory beyond the weights on a GPU (activations, SAM's 1024 px masks, the UNet's
+# attention at 512 px in fp16): our rough allowance for the check before loading; the dry run
+# then measures the real peak.
+GPU_HEADROOM_BYTES = 2 * 1024**3
+# Files that mark a loadable folder, per model key.
+MARKERS = {
+    "featurizer.dinov2.model": "config.json",
+    "featurizer.clip.model": "config.json",
+    "references.diffusion.model": "model_index.json",
+}
+# The dry run denoises this many steps and adds the rest at the measured cost of a UNet step.
+PROBE_STEPS = 2
+
+
+@dataclass
+class Work:
+    """What a run still has to do."""
+
+    images: int = 0
+    regions_cached: int = 0
+    bank_dir: Path | None = None
+    bank_cached: bool = False
+    references: dict[str, dict[str, int]] = field(default_factory=dict)  # class → subcategories, shards, images
+
+    @property
+    def images_to_score(self) -> int:
+        return self.images - self.regions_cached
+
+    def total(self, what: str) -> int:
+        return 0 if self.bank_cached else sum(c[what] for c in self.references.values())
+
+
+def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
+    """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
+    from rim_bench.run.assembly import build_device, prepare
+    from rim_bench.run.datamodule import build_dataset
+
+    cfg = prepare(cfg)
+    dataset, classes = build_dataset(cfg.data)  # a wrong data path fails first, as in `test`
+    device = build_device(cfg)
+
+    # 1. Weights, in seconds.
+    notes, problems = check_weights(cfg, device)
+    for line in notes:
+        print(f"  {line}")
+    if problems:
+        for line in problems:
+            print(f"rim-bench: error: {line}", file=sys.stderr)
+        raise ConfigError(f"{len(problems)} problem(s) with the weights (above); nothing was loaded")
+
+    # 2. The work.
+    work = count_work(cfg, dataset, classes, device)
+    print(describe_work(work, dataset.dir))
+    report: dict[str, Any] = {"notes": notes, "work": work, "device": describe_device(device)}
+    if not measure:
+        return report
+
+    # 3. One image and one reference image, end to end.
+    timer = StageTimer()  # seconds and peak memory per stage
+    wall = time.perf_counter()
+    try:
+        measure_stages(cfg, dataset, classes, device, timer, work)
+    except torch.cuda.OutOfMemoryError as e:
+        raise ConfigError(
+            f"the GPU ran out of memory on one image ({str(e).splitlines()[0]}): lower "
+            "references.diffusion.image_size, proposer.sam.points_per_batch or the models' sizes"
+        ) from None
+
+    # 4. The projection.
+    report["timer"] = timer
+    report["projection"] = project(timer, work, cfg.references.diffusion.num_inference_steps)
+    report["dry_run_seconds"] = time.perf_counter() - wall
+    print(format_projection(report["projection"], report["device"]))
+    return report
+
+
+# 1. Weights ------------------------------------------------------------------------------------
+
+def check_weights(cfg: DictConfig, device: torch.device) -> tuple[list[str], list[str]]:
+    """Notes and one-line problems about every model the config uses, without loading one."""
+    from rim_bench.stages.backbones.sam import check_checkpoint, released_checkpoint
+
+    notes: list[str] = []
+    problems: list[str] = []
+    weights: dict[str, int] = {}  # model → bytes on the device
+
+    for key, block in sam_blocks(cfg):
+        if block.model_type == "tiny":
+            continue
+        try:
+            path = check_checkpoint(block.model_type, block.checkpoint, key)
+        except RimBenchError as e:
+            problems.append(str(e))
+            continue
+        _, verdict = released_checkpoint(path)
+        notes.append(f"{key}.checkpoint: {path} ({block.model_type}): {verdict}")
+        weights[f"SAM {block.model_type}"] = path.stat().st_size
+
+    half = device.type == "cuda"  # Stable Diffusion runs in fp16 on CUDA
+    for key, model in hub_models(cfg):
+        problem, note, size = check_hub_model(key, model)
+        if problem:
+            problems.append(problem)
+        else:
+            notes.append(note)
+            if size:
+                weights[model] = size // 2 if half and key.startswith("references.") else size
+
+    if device.type == "cuda" and not problems:
+        problem = check_gpu_memory(weights, gpu_memory_bytes())
+        if problem:
+            problems.append(problem)
+    return notes, problems
+
+
+def sam_blocks(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The config blocks of every SAM the run loads (the proposer's, the references')."""
+    blocks = []
+    if cfg.proposer.name == "sam":
+        blocks.append(("proposer.sam", cfg.proposer.sam))
+    if generates_references(cfg) and cfg.references.diffusion.mask == "sam":
+        blocks.append(("references.diffusion.sam", cfg.references.diffusion.sam))
+    return blocks
+
+
+def hub_models(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(config key, model)`` of every transformers / diffusers model the run loads, except tiny ones."""
+    models = [(f"featurizer.{cfg.featurizer.name}.model", cfg.featurizer[cfg.featurizer.name].model)]
+    if generates_references(cfg):
+        models.append(("references.diffusion.model", cfg.references.diffusion.model))
+    return [(key, str(model)) for key, model in models if key in MARKERS and str(model) != "tiny"]
+
+
+
+def check_hub_model(key: str, model: str) -> tuple[str | None, str, int]:
+    """A problem (or None), a note, and the weights' size in bytes (0 when unknown) of one model."""
+    from rim_bench.stages.backbones.hub import cached_snapshot, hub_offline, is_local
+
+    marker = MARKERS[key]
+    if is_local(model):
+        folder = Path(model).expanduser()
+        if not (folder / marker).is_file():
+            return (f"{key}: '{model}' is not a model folder (no {marker} in it); give a hub id or a folder "
+                    "saved with save_pretrained / downloaded with `hf download ID --local-dir DIR`"), "", 0
+        size = weights_size(folder)
+        return None, f"{key}: {folder} (local folder, {size / GB:.2f} GB)", size
+    snapshot = cached_snapshot(model, marker)
+    if snapshot is None:
+        if hub_offline():
+            return (f"{key}: '{model}' is not in the local hub cache and HF_HUB_OFFLINE is set: run "
+                    f"`hf download {model}` where there is a network (see docs/weights.md), or pass a local "
+                    "folder"), "", 0
+        return None, f"{key}: '{model}' is not in the local hub cache: it downloads on first load", 0
+    size = weights_size(snapshot)
+    return None, f"{key}: '{model}' (hub cache, {size / GB:.2f} GB)", size
+
+
+def weights_size(folder: Path) -> int:
+    """Bytes of a model folder's weight files (safetensors preferred, as the loaders do)."""
+    files = list(folder.rglob("*.safetensors")) or list(folder.rglob("*.bin"))
+    return sum(f.stat().st_size for f in files)
+
+
+def gpu_memory_bytes() -> int:
+    """The first CUDA device's total memory."""
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def check_gpu_memory(weights: dict[str, int], total: int) -> str | None:
+    """A problem line when the weights plus working memory exceed the GPU, else None."""
+    need = sum(weights.values()) + GPU_HEADROOM_BYTES
+    if need <= total:
+        return None
+    parts = " + ".join(f"{name} {size / GB:.1f}" for name, size in weights.items())
+    return (f"trainer: the GPU has {total / GB:.1f} GB but these settings need about {need / GB:.1f} GB "
+            f"({parts} + {GPU_HEADROOM_BYTES / GB:.1f} working, GB): use smaller models "
+            "(proposer.sam.model_type=vit_b, featurizer.dinov2.model=facebook/dinov2-small) or a larger GPU")
+
+
+# 2. Work ----------------------------------------------------------------------------------------
+
+def count_work(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device) -> Work:
+    """Images to score, regions cached, references to make per class, bank cached."""
+    from rim_bench.core.config import key_spec
+    from rim_bench.data.base import load_rgb
+    from rim_bench.run.pipeline import image_digest, region_cache_key
+    from rim_bench.run.region_cache import RegionCache
+    from rim_bench.stages.references.bank import METADATA
+    from rim_bench.stages.references.sources import bank_key, build_references
+
+    work = Work(images=len(dataset))
+    if cfg.cache_regions:
+        cache = RegionCache(Path(cfg.cache_dir).expanduser() / "regions" / region_cache_key(cfg))
+        # Entries are named by image content (shared with `segment`): each image is read once to name it.
+        work.regions_cached = sum(image_digest(load_rgb(entry.image)) in cache for entry in dataset.entries)
+    source, spec = build_references(cfg.references)
+    work.bank_dir = Path(cfg.cache_dir).expanduser() / "banks" / config_hash(bank_key(cfg, source, spec, classes))
+    work.bank_cached = (work.bank_dir / METADATA).is_file()
+    diffusion = diffusion_source(source)
+    if diffusion is not None and not work.bank_cached:
+        feature_spec = {k: key_spec(cfg[k], k) for k in ("featurizer", "pooling")}
+        work.references = diffusion.pending(Path(cfg.cache_dir).expanduser(), feature_spec, classes, device.type)
+    return work
+
+
+def diffusion_source(source):
+    """The Stable Diffusion source of a (possibly mixed) reference source, or None."""
+    from rim_bench.stages.references.diffusion import DiffusionReferences
+
+    parts = getattr(source, "sources", [source])
+    return next((s for s in parts if isinstance(s, DiffusionReferences)), None)
+
+
+def describe_work(work: Work, data_dir: Path) -> str:
+    lines = [f"images: {work.images} in {data_dir}; regions cached for {work.regions_cached}, "
+             f"{work.images_to_score} to compute (SAM/superpixels + features)"]
+    if work.bank_cached:
+        lines.append(f"reference bank: cached ({work.bank_dir})")
+    else:
+        lines.append(f"reference bank: to build ({work.bank_dir})")
+        if work.references:
+            lines.append(f"references to generate: {work.total('images')} images, {work.total('shards')} "
+                         f"(class, subcategory) shards to segment and pool")
+            width = max(len(name) for name in work.references) + 2
+            for name, c in work.references.items():
+                lines.append(f"  {name:<{width}}{c['images']:>5} images to generate, {c['shards']:>3} of "
+                             f"{c['subcategories']} subcategories to make")
+    return "\n".join(lines)
+
+
+# 3. One image and one reference image -----------------------------------------------------------
+
+def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device,
+                   timer: StageTimer, work: Work) -> None:
+    """Run each stage once on real inputs, loading each model once; `timer` records the costs."""
+    from rim_bench.core.types import BuildContext, ReferenceBank
+    from rim_bench.run.assembly import Assembly
+    from rim_bench.stages.references.sources import build_references
+
+    class_names = [names[0] for names in classes]
+    with timer("load models (test)"):
+        pipeline = Assembly(cfg, timer).pipeline(class_names).to(device)
+        pipeline.region_cache = None  # measure the stages, not the cache
+    diffusion = diffusion_source(build_references(cfg.references)[0])
+    if diffusion is not None:
+        with timer("load models (references)"):
+            unet = diffusion.load_models(device).unet
+        hooks = time_calls(unet, timer, "unet step")
+        with tempfile.TemporaryDirectory(prefix="rim-bench-plan-") as scratch:
+            ctx = BuildContext(pipeline.featurizer, pipeline.encoder, classes, device, Path(scratch), 0, 1,
+                               lambda: None, timer, store_root=Path(scratch), feature_spec={})
+            diffusion.probe(ctx, steps=min(diffusion.steps, PROBE_STEPS))
+        for hook in hooks:
+            hook.remove()
+        del diffusion, unet  # Stable Diffusion's memory back before the test side runs
+    sample = dataset[0]
+    _, regions = pipeline.regions(sample.image, sample.image_id)
+    # Matching against a random bank of the size a generated bank will have (one per class otherwise).
+    size = sum(c["subcategories"] for c in work.references.values()) * cfg.references.diffusion.images_per_subcategory
+    size = max(size, len(classes))
+    bank = ReferenceBank(torch.nn.functional.normalize(torch.randn(size, regions.shape[1]), dim=1).to(device),
+                         torch.arange(size) % len(classes), torch.arange(size), class_names,
+                         [f"{n}/{n}" for n in class_names], [{}] * size)
+    with timer("matching"):
+        pipeline.matcher(regions.to(device), bank)
+
+
+def time_calls(module: torch.nn.Module, timer: StageTimer, stage: str) -> list:
+    """Time every forward call of `module` as `stage` of `timer`; returns the hooks to remove."""
+    open_stage = []
+
+    def start(*_) -> None:
+        open_stage.append(timer(stage))
+        open_stage[-1].__enter__()
+
+    def stop(*_) -> None:
+        open_stage.pop().__exit__(None, None, None)
+
+    return [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+
+
+# 4. Projection ----------------------------------------------------------------------------------
+
+def project(timer: StageTimer, work: Work, steps: int = PROBE_STEPS) -> list[dict]:
+    """Rows ``stage, seconds per item, items, projected seconds, peak bytes``: the test stages
+    per image still to compute (matching: every image), the reference stages per image to
+    generate, model loading once. A generated image costs what the dry run's did plus
+    ``steps - PROBE_STEPS`` UNet steps at their measured cost."""
+    items = {"proposals": work.images_to_score, "features": work.images_to_score, "pooling": work.images_to_score,
+             "region map": work.images_to_score, "painting": work.images, "matching": work.images,
+             "generation": work.total("images"), "sam": work.total("images"), "dinov2": work.total("images")}
+    unet_step = timer.seconds.get("unet step", 0.0) / max(1, timer.calls.get("unet step", 0))
+    rows = []
+    for stage, seconds in timer.seconds.items():
+        if stage == "unet step":  # inside "generation"
+            continue
+        per_item = seconds / max(1, timer.calls[stage])
+        if stage == "generation":
+            per_item += max(0, steps - PROBE_STEPS) * unet_step
+        count = 1 if stage.startswith("load models") else items.get(stage, 1)
+        peak = timer.peak_cuda.get(stage) if timer.peak_cuda else timer.peak_rss.get(stage, 0)
+        rows.append({"stage": stage, "seconds": per_item, "items": count, "projected": per_item * count,
+                     "peak_bytes": peak or 0})
+    return rows
+
+
+def format_projection(rows: list[dict], device: str) -> str:
+    lines = [f"\nprojected cost of the whole run on this machine ({device}), from one image and one reference image:",
+             f"{'stage':<28}{'per item':>10}{'items':>8}{'projected':>12}{'peak memory':>13}"]
+    for r in rows:
+        lines.append(f"{r['stage']:<28}{_duration(r['seconds']):>10}{r['items']:>8}{_duration(r['projected']):>12}"
+                     f"{r['peak_bytes'] / GB:>10.2f} GB")
+    total = sum(r["projected"] for r in rows)
+    peak = max((r["peak_bytes"] for r in rows), default=0)
+    lines.append(f"{'total':<28}{'':>10}{'':>8}{_duration(total):>12}{peak / GB:>10.2f} GB")
+    return "\n".join(lines)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {gpu_memory_bytes() / GB:.0f} GB"
+    return f"CPU, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

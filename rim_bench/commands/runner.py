@@ -1,0 +1,264 @@
+"""`rim-bench test`, `rim-bench build-bank` and `rim-bench check-data`: thin fronts over
+`RIMModule` and `BenchmarkDataModule` (`rim_bench.run.lit_module`) and `Assembly`.
+
+`run_test`: (1) resolve the config and pick the output folder; (2) open the data set
+(a wrong path fails before any model loads) and build the module, which builds its stages
+and bank in `setup`; (3) run `Trainer.test`; `ResultWriter` writes metrics.json and
+config.yaml and prints the tables.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from rim_bench.core.config import config_hash, result_spec, to_dict
+from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.core.io import safe_name
+from rim_bench.core.output_lock import hold_output, launched_rank
+from rim_bench.core.timing import StageTimer
+from rim_bench.core.types import ReferenceBank
+from rim_bench.data.base import MAX_LISTED
+from rim_bench.run.assembly import Assembly, prepare
+from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset, class_list
+from rim_bench.run.lit_module import RIMModule, quiet_lightning, rank_zero_print
+from rim_bench.stages.references.bank import bank_summary
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+# DDP launches each further rank by re-running the command; they must write where rank 0 does.
+OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
+
+
+def run_test(cfg: DictConfig) -> dict:
+    """Evaluate `cfg`; returns the content of the metrics.json it writes. The output folder is
+    held (`hold_output`: no other run writes there) from when it is chosen to the end."""
+    chosen: list[tuple[Path, bool]] = []  # the output folder once chosen, and whether the user named it
+    try:
+        with ExitStack() as held:
+            return _run_test(cfg, held, chosen)
+    except BaseException:
+        for folder, named in chosen:  # once the lock is gone: a failed run leaves no empty folders (csv/)
+            remove_empty_folders(folder, keep_root=named)
+        raise
+
+
+def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]]) -> dict:
+    quiet_lightning()
+    cfg = prepare(cfg)
+    _, world_size = launched_rank()
+    if world_size > 1 and cfg.output_dir is None:
+        raise ConfigError(f"output_dir: set it when a launcher (srun, torchrun) starts the {world_size} processes, "
+                          "so that every rank writes into the same folder (see docs/scaling.md)")
+    inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
+    trainer_args = trainer_arguments(cfg)  # a misspelt trainer.NAME fails before the data is read
+    started = datetime.now()
+    # A folder the user names is checked (and made) now; a new default one only when there is
+    # something to write, so a run that fails on its input leaves no empty folder.
+    given = output_folder(cfg, inherited, held=held) if cfg.output_dir or inherited else None
+
+    # Data first, so a wrong path or a bad sample fails before minutes of model loading
+    # (the module loads its models in `setup`, under the Trainer).
+    module = RIMModule(config=cfg)
+    datamodule = BenchmarkDataModule.from_config(cfg.data)
+    with module.timer("data setup"):
+        datamodule.setup("test")  # here, before the Trainer starts other processes
+    dataset = datamodule.dataset
+    assert dataset is not None  # `setup` opened it
+    for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
+        rank_zero_print(f"skipped: {problem}")
+    if not len(dataset):
+        raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
+                        "`rim-bench check-data` lists why")
+    output_dir = given or output_folder(cfg, started=started, held=held)
+    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
+    chosen.append((output_dir, given is not None))
+    with lightning_settings():
+        trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
+                               "logger": _loggers(cfg, output_dir), "default_root_dir": str(output_dir)})
+    datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    _finish_wandb(trainer)
+    assert module.metrics_json is not None  # written at the end of the test loop, on every rank
+    return module.metrics_json
+
+
+def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
+    """Remove the empty folders under `folder` (deepest first), and `folder` itself if it ends
+    empty unless `keep_root`; files, and the folders holding them, stay."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: len(p.parts), reverse=True):
+        with suppress(OSError):  # not empty
+            sub.rmdir()
+    if not keep_root:
+        with suppress(OSError):
+            folder.rmdir()
+
+
+def build_bank(cfg: DictConfig) -> ReferenceBank:
+    """`rim-bench build-bank`: build (or find) the bank for the benchmark's vocabulary.
+
+    With ``trainer.devices=N`` (and ``trainer.strategy=ddp``) the classes are shared among
+    N processes, which store one shard per (class, subcategory); the first process assembles the bank once.
+    """
+    wall_start = time.perf_counter()
+    quiet_lightning()
+    timer = StageTimer()
+    assembly = Assembly(cfg, timer)
+    cfg = assembly.cfg
+    with lightning_settings():
+        fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+                          num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)
+    fabric.launch()
+    build = assembly.bank(class_list(cfg.data), fabric.device, rank=fabric.global_rank,
+                          world_size=fabric.world_size, barrier=fabric.barrier)
+    if fabric.is_global_zero:
+        print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}) in {build.path}")
+        print(bank_summary(build.bank))
+        if (build.path / "sheets").is_dir():
+            print(f"contact sheets: {build.path / 'sheets'}")
+        print(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")  # shares of the wall time
+    return build.bank
+
+
+def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
+    """Read every sample of the configured data set and print its problems (the first
+    `max_listed`, then their count); a `DataError` if there is any."""
+    cfg = prepare(cfg)
+    cfg.data.skip_bad = True  # list every problem instead of stopping at the first
+    dataset, classes = build_dataset(cfg.data)
+    problems = list(dataset.check_all())
+    for message in problems[:max_listed]:
+        print(message)
+    if len(problems) > max_listed:
+        print(f"... and {len(problems) - max_listed} more problems")
+    total = len(dataset) + len(dataset.problems)
+    summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
+    warnings = list(dataset.size_warnings())
+    for message in warnings[:max_listed]:
+        print(f"warning: {message}")
+    if warnings:
+        summary += f" ({len(warnings)} of extreme size or shape, warned about above)"
+    if problems:
+        raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
+    print(f"ok: {summary}")
+    return 0
+
+
+def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None,
+                  held: ExitStack | None = None) -> Path:
+    """The run's output folder, created, and with `held` held until `held` closes (before it is
+    checked, so that no other run can finish there between the check and this run's writes).
+
+    ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
+    another config's metrics.json (the same config resumes or overwrites); by default a new
+    ``outputs/<experiment>-<time started>`` folder, with ``-2``, ``-3``, ... if a run started in
+    the same second took that name (created atomically, so two runs never share one).
+    """
+    if cfg.output_dir or inherited:
+        folder = Path(str(cfg.output_dir or inherited)).expanduser()
+        _make_folder(folder, exist_ok=True)
+        if held is not None:
+            held.enter_context(hold_output(folder))
+        _check_not_another_run(folder, cfg)
+        return folder
+    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 10_000):
+        folder = Path(base if n == 1 else f"{base}-{n}")
+        if _make_folder(folder, exist_ok=False):
+            if held is not None:
+                held.enter_context(hold_output(folder))
+            return folder
+    raise ConfigError(f"output_dir: {base}-* all exist; set output_dir=PATH")
+
+
+def _make_folder(folder: Path, exist_ok: bool) -> bool:
+    """Create `folder` (and its parents); False if it exists and not `exist_ok`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if exist_ok:  # a file, not a folder
+            raise ConfigError(f"output_dir: '{folder}' is a file; give a folder") from None
+        return False
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
+    return True
+
+
+def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
+    """Refuse to write into a folder holding another config's results."""
+    import json
+
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        return
+    try:
+        done = json.loads(metrics_file.read_text()).get("result_hash")
+    except (OSError, ValueError, AttributeError):
+        done = None
+    mine = config_hash(result_spec(cfg))
+    if done != mine:
+        raise ConfigError(f"output_dir: '{folder}' holds the results of another config (result hash {done}, this "
+                          f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
+
+
+def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if cfg.logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        from rim_bench.run.tracking import set_wandb_mode
+
+        set_wandb_mode(cfg.wandb.mode)
+        loggers.append(WandbLogger(
+            project=cfg.wandb.project, group=cfg.wandb.group, name=output_dir.name, save_dir=str(output_dir),
+            mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True),
+        ))
+    return loggers
+
+
+def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The config's ``trainer`` block as `lightning.Trainer` arguments: default.yaml's keys and any
+    other ``trainer.NAME=VALUE``; a name the Trainer does not take is a one-line error."""
+    import difflib
+    import inspect
+
+    args = to_dict(cfg.trainer)
+    known = list(inspect.signature(L.Trainer.__init__).parameters)
+    for name in args:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"trainer.{name}: not an argument of lightning.Trainer"
+                              + (f"; did you mean trainer.{close[0]}?" if close else ""))
+    return args
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """End this run's W&B run, so that the next run in this process (a sweep point) gets its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+@contextmanager
+def lightning_settings():
+    """Turn Lightning's complaints about ``trainer.*`` values into one-line config errors."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:  # ImportError: TPUs without torch_xla
+        raise ConfigError(f"trainer: {str(e).strip().splitlines()[0]} (check trainer.accelerator, "
+                          "trainer.devices, trainer.strategy and trainer.precision)") from None

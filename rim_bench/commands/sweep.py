@@ -1,0 +1,246 @@
+"""`rim-bench sweep`: one experiment over a grid (or a random sample) of config values.
+
+A sweep file (``configs/sweep/<name>.yaml`` or a path) names the values to try::
+
+    method: grid              # grid (every combination) | random (num_samples of them)
+    num_samples: null         # random only
+    seed: 0                   # random only
+    parameters:
+      references.diffusion.n_subcategories: [1, 2, 4, 6, 8, 10]
+      references.diffusion.attn_threshold: [0.2, 0.3, 0.4, 0.5, 0.6]
+
+Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash of its config>/``, so
+it reuses every cache: each image's regions are computed once for the whole sweep, and
+generated references once per generation setting (banks over fewer subcategories are
+assembled from them). A point whose metrics.json exists is not run again, so an
+interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
+parameter (``mIoU_vs_<full key>.png``), mIoU against it with one line per value of the other
+(the paper's Figure 5). It holds its folder while it runs (`rim_bench.core.output_lock`).
+Without ``output_dir`` the sweep's folder is ``outputs/sweep-<experiment>-<sweep>-<hash of the
+points' configs>``: the same command run again resumes there.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
+from rim_bench.core.output_lock import hold_output
+
+METHODS = ("grid", "random")
+METRICS = ("mIoU", "mAcc", "aAcc")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    method: str
+    parameters: dict[str, list]
+    num_samples: int | None = None
+    seed: int = 0
+    path: str = "sweep"  # the sweep file, named in errors about its keys and values
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    """Read and check a sweep file (a name in configs/sweep/ or a path)."""
+    is_path = name_or_path.endswith((".yaml", ".yml"))
+    path = Path(name_or_path) if is_path else CONFIG_DIR / "sweep" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
+        raise ConfigError(f"sweep '{name_or_path}' not found: no file {path}; known sweeps: {', '.join(known)}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {error_text(e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'parameters:' (and 'method:', 'num_samples:'), "
+                          f"got a {type(raw).__name__}")
+    method = raw.get("method", "grid")
+    parameters = raw.get("parameters") or {}
+    if method not in METHODS:
+        raise ConfigError(f"{path}: method '{method}' unknown (choose {', '.join(METHODS)})")
+    if not isinstance(parameters, dict) or not parameters or any(
+            not isinstance(v, list) or not v for v in parameters.values()):
+        raise ConfigError(f"{path}: 'parameters' must map config keys to non-empty lists of values (the grid is empty)")
+    num_samples = raw.get("num_samples")
+    if method == "random" and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ConfigError(f"{path}: a random sweep needs num_samples, a positive integer (got {num_samples!r})")
+    unknown = set(raw) - {"method", "parameters", "num_samples", "seed"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (a sweep file has method, "
+                          "parameters, num_samples and seed)")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    return SweepSpec(path.stem, method, parameters, num_samples, seed, str(path))
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+    keys = list(spec.parameters)
+    if spec.method == "grid":
+        return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+    assert spec.num_samples is not None  # load_sweep requires it for a random sweep
+    return [grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed)]
+
+
+def draw_indices(parameters: dict[str, list], n: int, seed: int) -> list[int]:
+    """`n` distinct grid indices (all of them if the grid is smaller), drawn with `seed` without
+    listing the grid: 5 keys of 60 values are 7.8e8 points, 10 keys of 100 overflow `len(range)`."""
+    total = math.prod(len(values) for values in parameters.values())
+    rng = random.Random(seed)
+    if 2 * n > total:  # most of a small grid: a shuffle of its indices
+        return rng.sample(range(total), min(n, total))
+    drawn: dict[int, None] = {}  # ordered: the points run in the order drawn
+    while len(drawn) < n:
+        drawn[rng.randrange(total)] = None
+    return list(drawn)
+
+
+def grid_point(parameters: dict[str, list], index: int) -> dict[str, Any]:
+    """The grid's point at `index` in `itertools.product` order (the last key varies fastest)."""
+    point = {}
+    for key, values in reversed(parameters.items()):
+        index, i = divmod(index, len(values))
+        point[key] = values[i]
+    return {key: point[key] for key in parameters}
+
+
+def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:
+    """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
+    ``baseline/cosine``) make; returns the table rows."""
+    points = expand(spec)
+    # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
+    configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
+               for i, point in enumerate(points)]
+    root_cfg = configs[0]
+    # Named by what it runs, so the same command run again resumes in the same folder.
+    experiment = safe_name(root_cfg.experiment or "default")
+    out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
+    rows = []
+    with hold_output(out):  # each point holds its own sub-folder too
+        for index, (point, cfg) in enumerate(zip(points, configs)):
+            point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
+            if cfg.wandb.group is None:
+                cfg.wandb.group = out.name  # the points of one sweep are one W&B group
+            metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
+            rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
+        write_tables(rows, list(spec.parameters), out)
+        plots = plot_sweep(rows, list(spec.parameters), out)
+        if root_cfg.logger == "wandb":
+            from rim_bench.core.config import resolve
+            from rim_bench.run.tracking import log_summary
+
+            run_dir = log_summary(resolve(root_cfg.copy()), out, rows, plots)
+            print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
+    print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
+    return rows
+
+
+def runs_hash(configs: list) -> str:
+    """A short hash of what a list of configs computes (their result specs), for folder names."""
+    from rim_bench.core.config import resolve, result_spec
+
+    return config_hash([result_spec(resolve(cfg.copy())) for cfg in configs], 8)
+
+
+def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
+    """The metrics of `cfg` run as an ordinary test run in `run_dir`: read back when a finished
+    run there was made with the same result-affecting settings, else run now (and printed as `label`).
+    Sweeps, comparisons and suites resume through this one check."""
+    from rim_bench.commands.runner import run_test
+
+    metrics = finished_metrics(run_dir / "metrics.json")
+    if metrics is not None and metrics.get("result_hash") == result_hash(cfg):
+        print(f"{label}: done before, mIoU {metrics['mIoU']:.2f}")
+        return metrics
+    print(label)
+    cfg.output_dir = str(run_dir)
+    return run_test(cfg)
+
+
+def finished_metrics(metrics_file: Path) -> dict | None:
+    """A finished run's metrics, or None: no file, or a damaged one (truncated, no mIoU), which is
+    set aside with a warning so that the run is made again."""
+    if not metrics_file.is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("mIoU"), (int, float)):
+            raise ValueError("no mIoU")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        set_aside(metrics_file, e)
+        return None
+    return metrics
+
+
+def result_hash(cfg) -> str:
+    """The hash of `cfg`'s result-affecting settings, as a run writes it into metrics.json."""
+    from rim_bench.core.config import resolve, result_spec
+
+    return config_hash(result_spec(resolve(cfg.copy())))
+
+
+def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
+    """``sweep.csv`` and ``sweep.md``: one row per point, best mIoU in bold."""
+    columns = [*keys, *METRICS, "dir"]
+    with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    best = max(r["mIoU"] for r in rows)
+    lines = ["| " + " | ".join(columns[:-1]) + " |", "|" + "---|" * (len(columns) - 1)]
+    for r in rows:
+        cells = [str(r[k]) for k in keys] + [
+            (f"**{r[m]:.2f}**" if m == "mIoU" and r[m] == best else f"{r[m]:.2f}") for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+
+
+def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> list[Path]:
+    """One PNG per parameter: mIoU against it, one line per value of the other parameter
+    (with two parameters), else one line of the mean over the others. Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for key in keys:
+        others = [k for k in keys if k != key]
+        groups: dict[Any, dict[Any, list[float]]] = {}
+        for r in rows:
+            line = f"{others[0]} = {r[others[0]]}" if len(others) == 1 else "mean over the others"
+            groups.setdefault(line, {}).setdefault(r[key], []).append(r["mIoU"])
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+        for line, points in groups.items():
+            xs = list(points)
+            ax.plot([str(x) for x in xs] if not _numeric(xs) else xs,
+                    [sum(v) / len(v) for v in points.values()], marker="o", label=line if others else None)
+        ax.set_xlabel(key)
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"mIoU vs {key.split('.')[-1]}")
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        files.append(file_in(out, f"mIoU_vs_{key}", ".png"))  # the full key: two keys may end in one name
+        with atomic_path(files[-1]) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+    return files
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)

@@ -1,0 +1,470 @@
+"""Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
+
+`configs/default.yaml` is the schema: every key that exists is there, with its default
+and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
+those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
+A later layer may only set keys that exist, with a value of the same
+type as the default (an int where a float is expected is fine), a key with a null default
+takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
+`RANGES` and are finite (NaN passes any range comparison): all checked when the config
+is loaded, before any model. Errors are one line naming the key and the layer (file path
+and line, "command line", or a sweep file).
+
+``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
+evaluation protocol (input size, sliding window, background rule, class names). Its
+``benchmarks:`` block holds per-benchmark values, merged for the experiment's ``data.name``.
+The name is kept as ``protocol`` in the saved config.
+
+Stage blocks select a variant by name and keep each variant's parameters under its
+own key, e.g. ``proposer.name: superpixels`` with ``proposer.superpixels.n_segments``.
+`stage_spec` returns the selected variant's parameters, which is also what a cache
+hashes, so that changing an unused variant's parameters changes no hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rim_bench.core.config_index import CONFIG_DIR
+from rim_bench.core.errors import ConfigError, one_line
+from rim_bench.core.io import atomic_write_text
+
+DEFAULT_FILE = CONFIG_DIR / "default.yaml"
+
+# Keys whose value changes a result; everything else (output paths, loggers, devices,
+# workers) does not, so it stays out of the result hash.
+RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Numeric keys that also take the string "auto" (set from the data when the stage runs).
+AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
+# The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
+TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+# Data keys that change how data is read but not what is scored.
+_DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
+
+# The types of keys whose default is null (any other key keeps its default's type).
+_PATH = (str,)
+NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
+    "experiment": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
+    "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
+    "proposer.sam.checkpoint": _PATH, "featurizer.dinov2.window": (int,),
+    "references.diffusion.subcategories": _PATH, "references.exemplars.root": _PATH,
+    "references.exemplars.n_subcategories": (int,), "references.exemplars.images_per_subcategory": (int,),
+    "matcher.rim.ref_temperature": (float, int),
+    "segmenter.paint.min_score": (float, int),
+}
+# Inclusive ranges of numeric keys (None: unbounded on that side); the tiny test models' sizes are not listed.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, 2**32 - 1), "save_overlays": (0, None),
+    "data.max_images": (1, None), "data.batch_size": (1, None), "data.num_workers": (0, None),
+    "proposer.superpixels.n_segments": (1, None), "proposer.superpixels.compactness": (0, None),
+    "proposer.superpixels.sigma": (0, None),
+    "proposer.sam.points_per_side": (1, None), "proposer.sam.points_per_batch": (1, None),
+    "proposer.sam.pred_iou_thresh": (0, 1), "proposer.sam.stability_score_thresh": (0, 1),
+    "proposer.sam.box_nms_thresh": (0, 1), "proposer.sam.crop_n_layers": (0, None), "proposer.sam.min_area": (0, None),
+    "proposer.grid.cell_size": (1, None),
+    "featurizer.dinov2.input_size": (1, None), "featurizer.dinov2.window": (1, None),
+    "featurizer.dinov2.stride": (1, None), "featurizer.clip.input_size": (1, None),
+    "references.diffusion.n_subcategories": (1, None), "references.diffusion.images_per_subcategory": (1, None),
+    "references.diffusion.image_size": (8, None), "references.diffusion.num_inference_steps": (1, None),
+    "references.diffusion.guidance_scale": (0, None), "references.diffusion.attn_threshold": (0, 1),
+    "references.diffusion.min_attention_area": (0, 1), "references.diffusion.num_points": (1, None),
+    "references.exemplars.n_subcategories": (1, None), "references.exemplars.images_per_subcategory": (1, None),
+    "matcher.rim.temperature": (1e-6, None), "matcher.rim.ref_temperature": (1e-6, None),
+    "matcher.rim.temperature_scale": (1e-6, None), "matcher.rim.alpha": (0, 1),
+    "segmenter.paint.background.probability.temperature": (1e-6, None),
+    "segmenter.paint.background.probability.threshold": (0, 1),
+    "segmenter.paint.background.calibrated.threshold": (0, 1),
+    "segmenter.paint.background.score.threshold": (None, None),  # in the matcher's units: any number
+    "segmenter.paint.background.area.min_fraction": (0, 1),
+    "trainer.num_nodes": (1, None), "trainer.devices": (-1, None),
+}
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
+                layers: list[str] | tuple[str, ...] = (),
+                extra: tuple[str, list[str]] | None = None) -> DictConfig:
+    """Merge default → `experiment=NAME` file → `protocol=NAME` file → extra `layers` → `key=value`
+    overrides → `extra`, and validate.
+
+    Args:
+        overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
+            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file), ``protocol=NAME``
+            ``configs/protocol/NAME.yaml`` (or a path).
+        config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
+        layers: more config files merged after the experiment, named like experiments
+            (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
+        extra: ``(source, overrides)``: more ``key=value`` overrides, merged last, whose errors
+            name `source` (a sweep file's point) instead of the command line.
+    Returns:
+        The merged config, struct mode on, interpolations unresolved (but checked to resolve).
+    """
+    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+    default_file = config_dir / "default.yaml"
+    if not default_file.is_file():
+        raise ConfigError(
+            f"{default_file} not found: the configs ship inside the rim_bench package; "
+            "reinstall it (`pip install .`, or `pip install -e .` from a clone)"
+        )
+    cfg = _read_yaml(default_file)
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_struct(cfg.trainer, False)  # takes any lightning.Trainer argument (`trainer_arguments`)
+
+    experiment, rest = _split_experiment(overrides)
+    protocol, rest = _split_key("protocol", rest)
+    if experiment is not None:
+        for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
+            cfg = _merge_layer(cfg, layer, str(exp_file))
+        cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
+    if protocol is not None:
+        cfg = _merge_protocol(cfg, protocol, config_dir)
+    for name in layers:
+        for path, layer in _experiment_layers(name, config_dir, chain=()):
+            cfg = _merge_layer(cfg, layer, str(path))
+    for source, items in [("command line", rest), extra or ("", [])]:
+        if items:
+            cfg = _merge_layer(cfg, _dotlist(items, source), source)
+    resolved = _check_resolved(cfg)
+    _check_stage_names(resolved)
+    if _at_default_smoke_root(resolved):
+        cfg.data.generate = True
+    return cfg
+
+
+def _dotlist(items: list[str], source: str) -> DictConfig:
+    """``key=value`` strings as a config layer (values parsed as YAML, as OmegaConf does)."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{source}: '{item}' is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(items))
+    except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
+        bad = next((i for i in items if not _parses(i)), items)
+        raise ConfigError(f"{source}: cannot parse {bad!r}: {error_text(e)}") from None
+
+
+def _parses(item: str) -> bool:
+    try:
+        OmegaConf.from_dotlist([item])
+        return True
+    except Exception:
+        return False
+
+
+def error_text(error: BaseException) -> str:
+    """A YAML or OmegaConf error's whole message on one line (their `str` spans several
+    lines; the last alone says nothing, e.g. ``object_type=dict``)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return where + one_line(" ".join(t for t in (error.context, error.problem) if t))
+    text = getattr(error, "msg", None) or str(error)
+    # OmegaConf appends its context lines (full_key: ..., object_type=...): the key is named by the caller.
+    lines = [line for line in text.splitlines() if not line.strip().startswith(_OMEGACONF_CONTEXT)]
+    return one_line("\n".join(lines))
+
+
+_OMEGACONF_CONTEXT = ("full_key:", "object_type=", "reference_type=")
+
+
+def _check_resolved(cfg: DictConfig) -> DictConfig:
+    """Resolve a copy: a bad interpolation fails now, and values that came from one are checked.
+    Returns the resolved copy."""
+    resolved = resolve(cfg.copy())
+    for key, value in _leaves(to_dict(resolved)):  # values that came from an interpolation too
+        _check_finite(key, value, "resolved config")
+    for key in (*NULL_DEFAULT_TYPES, *RANGES):
+        value = OmegaConf.select(resolved, key, default=_MISSING)
+        if value is not _MISSING:
+            _check_value(key, value, "resolved config")
+    return resolved
+
+
+# The stage blocks whose `name` selects a variant: every variant has its parameter block in default.yaml.
+STAGE_KEYS = ("proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+
+
+def _check_stage_names(cfg: DictConfig) -> None:
+    """Each stage's `name` is one of its variant blocks: checked with the config, so that a typo
+    fails at once (`rim-bench config` included), not after the models' libraries load."""
+    from rim_bench.core.registry import STAGE_REGISTRIES
+
+    for key in STAGE_KEYS:
+        block = cfg[key]
+        known = sorted(k for k, v in block.items() if isinstance(v, DictConfig))
+        if block.name not in known:
+            raise ConfigError(f"{key}.name: unknown {STAGE_REGISTRIES[key].kind} '{block.name}' "
+                              f"(known: {', '.join(known)})")
+
+
+def _at_default_smoke_root(cfg: DictConfig) -> bool:
+    """Whether `cfg` reads the smoke set at its default root, ``${cache_dir}/smoke``: the one place
+    it is generated without ``data.generate=true`` (another missing data.root is a typo)."""
+    if cfg.data.name != "smoke" or cfg.data.root is None:
+        return False
+    return Path(str(cfg.data.root)).expanduser() == Path(str(cfg.cache_dir)).expanduser() / "smoke"
+
+
+_MISSING = object()
+
+
+def _leaves(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every non-mapping value in `tree`."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _split_experiment(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    return _split_key("experiment", overrides)
+
+
+def _split_key(key: str, overrides: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """``key=VALUE`` (the last one given) and the other overrides."""
+    value, rest = None, []
+    for item in overrides:
+        if item.startswith(f"{key}="):
+            value = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return value, rest
+
+
+def _merge_protocol(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """Merge a protocol file: its general values, then its ``benchmarks.<data.name>`` block."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / "protocol" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "protocol").glob("*.yaml"))
+        raise ConfigError(f"protocol '{name}' not found: no file {path}; known protocols: {', '.join(known) or 'none'}")
+    layer = _read_yaml(path)
+    per_benchmark = layer.pop("benchmarks", None) or {}
+    cfg = _merge_layer(cfg, layer, str(path))
+    if cfg.data.name in per_benchmark:
+        cfg = _merge_layer(cfg, per_benchmark[cfg.data.name], f"{path} (benchmarks.{cfg.data.name})")
+    cfg.protocol = path.stem
+    return cfg
+
+
+def _experiment_layers(name: str, config_dir: Path, chain: tuple[str, ...]) -> list[tuple[Path, DictConfig]]:
+    """An experiment file and the files it `extends` (a name or a list, merged first, in order)."""
+    if name in chain:
+        raise ConfigError(f"experiment '{name}' extends itself: {' → '.join((*chain, name))}")
+    path = _experiment_file(name, config_dir)
+    layer = _read_yaml(path)
+    parents = layer.pop("extends", None) if "extends" in layer else None
+    parents = [parents] if isinstance(parents, str) else list(parents or [])
+    layers = []
+    for parent in parents:
+        layers += _experiment_layers(str(parent), config_dir, (*chain, name))
+    return layers + [(path, layer)]
+
+
+def _experiment_file(name: str, config_dir: Path) -> Path:
+    """``NAME`` → ``configs/experiment/NAME.yaml``; ``DIR/NAME`` → ``configs/DIR/NAME.yaml``
+    (shared pieces such as ``method/rim``); a ``.yaml`` path as it is."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    elif "/" in name:
+        path = config_dir / f"{name}.yaml"
+    else:
+        path = config_dir / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+        raise ConfigError(
+            f"experiment '{name}' not found: no file {path}; known experiments: {', '.join(known) or 'none'}"
+        )
+    return path
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
+        raise ConfigError(f"{path}: not valid YAML: {error_text(e)}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return cfg
+
+
+def to_dict(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """``OmegaConf.to_container`` of a mapping: a dict (omegaconf's stubs type it as any container)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=resolve))
+
+
+def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    """Merge one layer into `base` after checking its keys and value types against it."""
+    # resolve=False: interpolations stay "${...}"
+    _check_types(to_dict(base, resolve=False), to_dict(layer, resolve=False), source, prefix="")
+    try:
+        merged = OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
+    assert isinstance(merged, DictConfig)  # a mapping merged into a mapping
+    return merged
+
+
+def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        if key not in base and full.startswith("trainer."):  # another lightning.Trainer argument: checked by it
+            _check_value(full, value, source)
+            continue
+        if key not in base:
+            raise ConfigError(f"{source}: unknown config key '{full}' (the keys are in configs/default.yaml)")
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
+            _check_types(default, value, source, prefix=f"{full}.")
+            continue
+        if full in AUTO_KEYS and value == "auto":
+            continue
+        if value is None and default is not None and not _is_interp(default):
+            raise ConfigError(f"{source}: '{full}' cannot be null; give a value of type {type(default).__name__} "
+                              f"like its default {default!r}")
+        if not _same_type(default, value):
+            raise ConfigError(
+                f"{source}: '{full}' must be {type(default).__name__} like its default {default!r}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        _check_value(full, value, source)
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    """A null-default key's type and a numeric key's range (interpolations are checked resolved)."""
+    if value is None or _is_interp(value) or (key in AUTO_KEYS and value == "auto"):
+        return
+    _check_finite(key, value, source)
+    types = NULL_DEFAULT_TYPES.get(key)
+    if types and (not isinstance(value, types) or isinstance(value, bool)):
+        wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
+        raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
+    low, high = RANGES.get(key, (None, None))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            (low is not None and value < low) or (high is not None and value > high)):
+        bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
+            if low is not None else f"at most {high}"
+        raise ConfigError(f"{source}: '{key}' must be {bounds}, got {value!r}")
+
+
+def _check_finite(key: str, value: Any, source: str) -> None:
+    """NaN and infinity pass every range comparison (NaN < 0 is False), so they are refused
+    outright, for every number in the config (list items too)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {item!r}; give a number like 0.1")
+
+
+def _same_type(default: Any, value: Any) -> bool:
+    """Whether `value` may replace `default` (null defaults: see `_check_value`)."""
+    if default is None or value is None or _is_interp(default) or _is_interp(value):
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _is_interp(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
+    """The selected variant of a stage block: ``{"name": ..., **its parameters}``.
+
+    Args:
+        stage: a block like ``cfg.proposer`` with a ``name`` and one sub-block per variant.
+        key: the block's key in the config, for error messages.
+        name: another variant of the block than ``stage.name``.
+    """
+    name = name or stage.get("name")
+    params = stage.get(name) if name in stage else None
+    if params is None:
+        params = {}
+    elif isinstance(params, DictConfig):
+        params = to_dict(params)
+    else:
+        raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
+    return {"name": name, **params}
+
+
+def key_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
+    """`stage_spec` as it goes into cache keys and result hashes (see `drop_unused_tiny`)."""
+    return drop_unused_tiny(stage_spec(stage, key, name))
+
+
+def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` without its ``tiny`` block (the random test model's settings and seed) when a real
+    model is selected: they cannot change what a real model computes, so changing ``seed``
+    must not throw away SAM proposals or banks made with real weights."""
+    model = spec.get("model", spec.get("model_type"))
+    return {k: v for k, v in spec.items() if k != "tiny" or model == "tiny"}
+
+
+def result_spec(cfg: DictConfig) -> dict[str, Any]:
+    """Everything in `cfg` that changes a result: selected stage variants, data, seed, precision."""
+    spec: dict[str, Any] = {"seed": cfg.seed}
+    data = to_dict(cfg.data)
+    spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
+    for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
+        spec[key] = key_spec(cfg[key], key)
+    spec["references"] = references_spec(cfg.references)
+    spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
+    # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
+    extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
+    if extra:
+        spec["trainer"] = extra
+    return spec
+
+
+def generates_references(cfg: DictConfig) -> bool:
+    """Whether the references include generated ones (Stable Diffusion; they need subcategory phrases)."""
+    refs = cfg.references
+    return bool(refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources))
+
+
+def references_spec(block: DictConfig) -> dict[str, Any]:
+    """The selected reference source's parameters (as in a key); for ``mixed``, each of its sources'."""
+    if block.name != "mixed":
+        return key_spec(block, "references")
+    return {"name": "mixed", "parts": [key_spec(block, "references", n) for n in block.mixed.sources]}
+
+
+def config_hash(spec: Any, length: int = 12) -> str:
+    """A stable short hash of a JSON-able spec (key order does not matter)."""
+    if isinstance(spec, (DictConfig, ListConfig)):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def resolve(cfg: DictConfig) -> DictConfig:
+    """Resolve interpolations in place, turning resolver errors into a ConfigError."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot resolve config value '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``{dotted.key: value}`` as ``key=value`` overrides (values in YAML, so lists and nulls survive)."""
+    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for key, value in values.items()]

@@ -1,0 +1,228 @@
+"""Output folders: a command never writes over its own inputs, and one run writes a folder at a time.
+
+`refuse_inputs_inside`: a command that reads files and writes into a folder refuses a folder
+that is, or holds, one of those files (``rim-bench segment photos --out photos`` would have
+replaced the images with label maps).
+
+`hold_output`: a run (`test`, `sweep`, `compare`, `suite`, `segment`) holds its output folder
+from its first write to its end through ``<folder>/.rim-bench.lock``, created atomically
+(``O_CREAT | O_EXCL``) with the holder's host, pid, process start time, command and start.
+A second run on the folder stops with one line naming the holder. The file is removed when
+the run ends, by an exception or Ctrl-C too. A lock left by a killed run is taken over only
+when its process is provably gone: on this host, its pid is not alive, or now belongs to a
+process started at another time (the pid was reused).
+
+Nesting: a sweep, comparison or suite holds its folder, and each run in it holds its own
+sub-folder (``point-*/``, ``<method>/``), so the same lock is never needed twice; a folder that
+this very process holds already is entered again without a second lock (re-entrant). DDP: the
+further ranks of a run (the re-runs of the command Lightning starts with ``LOCAL_RANK`` > 0,
+torchrun's and srun's ranks > 0) write under the lock of their rank 0, which took it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rim_bench.core.errors import ConfigError
+
+LOCK_FILE = ".rim-bench.lock"
+MAX_COMMAND = 160  # characters of the holder's command shown in an error
+
+
+def refuse_inputs_inside(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str) -> None:
+    """Raise `ConfigError` if output `folder` is, or holds, one of `inputs` (files or folders a
+    command reads). Links are followed, both the input's own name and where it points: writing
+    ``folder/x.png`` replaces a link there as surely as a file.
+
+    Args:
+        option: the option or key that named `folder` (``--out``, ``output_dir``), for the message.
+    """
+    out = Path(folder).expanduser().resolve()
+    for item in inputs:
+        path = Path(item).expanduser()
+        places = [path.resolve(), *([path.parent.resolve() / path.name] if path.is_symlink() else [])]
+        if any(place.is_relative_to(out) for place in places):
+            raise ConfigError(f"{option} '{folder}' holds the input '{item}': writing there could replace "
+                              f"inputs; choose an output folder that holds none of them")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an output folder: enough to tell whether that process is still running."""
+
+    host: str
+    pid: int
+    started: int | None  # the process's start (clock ticks after boot, Linux); None where unknown
+    command: str = ""
+    since: str = ""
+
+    def same_process(self, other: Holder) -> bool:
+        return (self.host, self.pid, self.started) == (other.host, other.pid, other.started)
+
+    def describe(self) -> str:
+        command = self.command if len(self.command) <= MAX_COMMAND else self.command[:MAX_COMMAND] + "..."
+        return f"pid {self.pid} on {self.host} since {self.since} ({command})"
+
+
+@contextmanager
+def hold_output(folder: str | os.PathLike, option: str = "output_dir") -> Iterator[None]:
+    """Hold `folder` (created if missing) as this run's output folder until the block ends.
+
+    Raises:
+        ConfigError: another running process holds it (the message names it), or the lock
+            file cannot be written.
+    """
+    folder = Path(folder)
+    if _further_rank():  # its rank 0 holds the folder for the whole run
+        yield
+        return
+    lock = folder / LOCK_FILE
+    me = _this_process()
+    if not _take(lock, me, option):  # this process holds it already (a nested run)
+        yield
+        return
+    try:
+        yield
+    finally:
+        _release(lock, me)
+
+
+def _take(lock: Path, me: Holder, option: str) -> bool:
+    """Create `lock` for `me`, taking it over from a process that is gone; False if `me` holds it."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot create '{lock.parent}' ({e.strerror}); choose a writable folder") from None
+    for _ in range(3):  # once a stale lock is removed, another run may take the place first
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read(lock)
+            if holder is not None and holder.same_process(me):
+                return False
+            if holder is None or not _gone(holder):
+                raise ConfigError(_held_message(lock, holder, option)) from None
+            _remove_stale(lock, holder)
+            continue
+        except OSError as e:
+            raise ConfigError(f"{option}: cannot write '{lock}' ({e.strerror}); choose a writable folder") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(asdict(me)))
+        except OSError as e:  # a full disk, say: leave no empty lock behind
+            lock.unlink(missing_ok=True)
+            raise ConfigError(f"{option}: cannot write '{lock}' ({e.strerror}); free space or choose another "
+                              "folder") from None
+        return True
+    raise ConfigError(_held_message(lock, _read(lock), option))
+
+
+def _held_message(lock: Path, holder: Holder | None, option: str) -> str:
+    folder = lock.parent
+    if holder is None:
+        return (f"{option} '{folder}': its lock file {lock} cannot be read (a run starting there?); "
+                "if no rim-bench run writes there, delete it")
+    elsewhere = f" (if that process is gone, delete {lock})" if holder.host != socket.gethostname() else ""
+    return (f"{option} '{folder}' is being written by another run: {holder.describe()}; wait for it to end or "
+            f"choose another {option}{elsewhere}")
+
+
+def _release(lock: Path, me: Holder) -> None:
+    holder = _read(lock, wait_s=0)
+    if holder is not None and holder.same_process(me):
+        lock.unlink(missing_ok=True)
+
+
+def _remove_stale(lock: Path, holder: Holder) -> None:
+    """Remove the lock of `holder` (gone), unless another run has replaced it meanwhile."""
+    with _takeover_guard(lock):
+        if _read(lock, wait_s=0) != holder:  # removed and taken by another run first
+            return
+        lock.unlink()
+    warnings.warn(f"{lock.parent}: taking over the lock of a run that is gone ({holder.describe()})", stacklevel=4)
+
+
+@contextmanager
+def _takeover_guard(lock: Path) -> Iterator[None]:
+    """One takeover of `lock` at a time: between reading a stale lock and removing it, no other run
+    may remove it and create its own (which would then be removed). An advisory lock on a file
+    beside it, which the kernel releases if its process dies; that file stays (only after a crash)."""
+    import fcntl  # POSIX
+
+    with open(lock.with_name(f"{lock.name}.takeover"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
+
+
+def _read(lock: Path, wait_s: float = 1.0) -> Holder | None:
+    """The holder named in `lock`; None if it cannot be read, after `wait_s` for a holder that
+    has created the file but not yet written it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Holder(**json.loads(lock.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+
+def _gone(holder: Holder) -> bool:
+    """Whether `holder`'s process has provably ended: on this host, its pid is free, a zombie, or
+    another process's (started at another time). A holder on another host may be running."""
+    if holder.host != socket.gethostname():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    state = _process_state(holder.pid)
+    if state is None:  # no /proc: the pid is alive, and whether it is the holder's cannot be told
+        return False
+    status, started = state
+    return status == "Z" or (holder.started is not None and started != holder.started)
+
+
+def _process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) from ``/proc/<pid>/stat``; None without it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    return fields[0], int(fields[19])
+
+
+def _this_process() -> Holder:
+    state = _process_state(os.getpid())
+    return Holder(host=socket.gethostname(), pid=os.getpid(), started=state[1] if state else None,
+                  command=shlex.join(sys.argv), since=datetime.now().isoformat(sep=" ", timespec="seconds"))
+
+
+def _further_rank() -> bool:
+    """Whether this process is a DDP rank other than its run's rank 0 (see the module doc)."""
+    return launched_rank()[0] > 0 or any(int(os.environ.get(v) or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def launched_rank() -> tuple[int, int]:
+    """This process's global rank and the world size when a launcher started every process
+    (torchrun's RANK / WORLD_SIZE, SLURM's SLURM_PROCID / SLURM_NTASKS); (0, 1) otherwise."""
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in os.environ and size_var in os.environ:
+            return int(os.environ[rank_var]), int(os.environ[size_var])
+    return 0, 1

@@ -1,0 +1,112 @@
+"""Name → constructor registries for every stage; names are config values.
+
+Modeled on segment-anything's `sam_model_registry`: a plain mapping, filled by a
+decorator in the module that defines each stage. Each registry knows the packages its
+stages live in and imports their modules on the first lookup (and again when a name is
+not found, so a module added later is seen): adding a stage is one module with a
+`@REGISTRY.register("name")` class plus its block in configs/default.yaml, with no import
+list to keep. `build_stage` turns a config block (``name`` + that variant's parameters)
+into an object, and turns a bad parameter into an error that names the config key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from omegaconf import DictConfig
+
+from rim_bench.core.config import stage_spec
+from rim_bench.core.errors import ConfigError, ParamError
+
+# The builder type: a class or a function; registering returns it unchanged.
+B = TypeVar("B", bound=Callable[..., Any])
+
+
+class Registry(Generic[B]):
+    """A named mapping from variant name to constructor, for one kind of stage.
+
+    Args:
+        kind: what the stages are, for error messages ("matcher").
+        packages: the modules or packages whose modules register these stages; a package's
+            modules are all imported (except those whose name starts with "_").
+    """
+
+    def __init__(self, kind: str, packages: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.packages = packages
+        self._builders: dict[str, B] = {}
+        self._imported: set[str] = set()
+
+    def register(self, name: str) -> Callable[[B], B]:
+        def decorator(builder: B) -> B:
+            if name in self._builders:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._builders[name] = builder
+            return builder
+
+        return decorator
+
+    def names(self) -> list[str]:
+        self._fill()
+        return sorted(self._builders)
+
+    def get(self, name: str, key: str) -> B:
+        if name not in self._builders:
+            self._fill()
+        if name not in self._builders:
+            raise ConfigError(f"{key}.name: unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
+        return self._builders[name]
+
+
+    def _fill(self) -> None:
+        """Import every not yet imported module of `packages` (their decorators register)."""
+        for package in self.packages:
+            for module in _modules(package):
+                if module not in self._imported:
+                    importlib.import_module(module)
+                    self._imported.add(module)
+
+
+def _modules(name: str) -> list[str]:
+    """`name` itself, and for a package each of its modules, found on its (possibly extended) path."""
+    module = importlib.import_module(name)
+    path = getattr(module, "__path__", None)
+    if path is None:
+        return [name]
+    return [name] + [f"{name}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+
+
+PROPOSERS: Registry = Registry("region proposer", ("rim_bench.stages.proposals",))
+FEATURIZERS: Registry = Registry("dense featurizer", ("rim_bench.stages.features",))
+ENCODERS: Registry = Registry("region encoder", ("rim_bench.stages.features",))
+REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.stages.references",))
+MATCHERS: Registry = Registry("matcher", ("rim_bench.stages.matching",))
+SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.stages.segmenter",))
+DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
+# The registry of each stage block of the config (its `name` picks the variant).
+STAGE_REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
+                                         "references": REFERENCE_SOURCES, "matcher": MATCHERS,
+                                         "segmenter": SEGMENTERS}
+
+
+def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:
+    """Build the variant that `block.name` (or `name`) selects with its parameters `block[name]`.
+
+    Args:
+        registry: the registry of that stage kind.
+        block: the config block, e.g. ``cfg.matcher``.
+        key: its dotted key, for error messages (``"matcher"``).
+        extra: objects the constructor needs beside its config (e.g. a class list).
+    A constructor reports a bad parameter with `ParamError(param, message)`; it reaches
+    the user as ``key.name.param: message``.
+    """
+    spec = stage_spec(block, key, name)
+    name = spec.pop("name")
+    builder = registry.get(name, key)
+    try:
+        return builder(**spec, **extra)
+    except ParamError as e:
+        raise ConfigError(f"{key}.{name}.{e.param}: {e.message}") from None
