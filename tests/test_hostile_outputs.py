@@ -96,7 +96,7 @@ def test_segment_into_a_folder_beside_its_images_is_fine(photos: Path, capsys):
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process that holds `folder` until it is killed (a run writing there); as rank 0,
     told so to spare it the import of Lightning that finding its rank takes."""
-    code = ("import sys, time\nfrom rim_bench import output_lock\noutput_lock._further_rank = lambda: False\n"
+    code = ("import sys, time\nfrom rim_bench.core import output_lock\noutput_lock._further_rank = lambda: False\n"
             "with output_lock.hold_output(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -214,7 +214,7 @@ def test_case2_of_runs_started_together_exactly_one_writes(left: str, tmp_path: 
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
         _write_lock(folder, Holder(socket.gethostname(), dead.pid, None, "rim-bench test"))
-    code = ("import os, sys, time, warnings\nfrom rim_bench import output_lock\n"
+    code = ("import os, sys, time, warnings\nfrom rim_bench.core import output_lock\n"
             "from rim_bench.core.errors import ConfigError\noutput_lock._further_rank = lambda: False\n"
             "warnings.simplefilter('ignore')\n"
             "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"

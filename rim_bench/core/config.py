@@ -189,19 +189,19 @@ def _check_resolved(cfg: DictConfig) -> DictConfig:
 
 
 # The stage blocks whose `name` selects a variant: every variant has its parameter block in default.yaml.
-STAGE_KEYS = ("proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+# Each stage block of the config (its `name` picks the variant) and what its variants are, for messages.
+STAGE_KINDS = {"proposer": "region proposer", "featurizer": "dense featurizer", "pooling": "region encoder",
+               "references": "reference source", "matcher": "matcher", "segmenter": "segmenter"}
 
 
 def _check_stage_names(cfg: DictConfig) -> None:
     """Each stage's `name` is one of its variant blocks: checked with the config, so that a typo
     fails at once (`rim-bench config` included), not after the models' libraries load."""
-    from rim_bench.core.registry import STAGE_REGISTRIES
-
-    for key in STAGE_KEYS:
+    for key, kind in STAGE_KINDS.items():
         block = cfg[key]
         known = sorted(k for k, v in block.items() if isinstance(v, DictConfig))
         if block.name not in known:
-            raise ConfigError(f"{key}.name: unknown {STAGE_REGISTRIES[key].kind} '{block.name}' "
+            raise ConfigError(f"{key}.name: unknown {kind} '{block.name}' "
                               f"(known: {', '.join(known)})")
 
 

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from omegaconf import DictConfig
 
-from rim_bench.core.config import stage_spec
+from rim_bench.core.config import STAGE_KINDS, stage_spec
 from rim_bench.core.errors import ConfigError, ParamError
 
 # The builder type: a class or a function; registering returns it unchanged.
@@ -79,17 +79,13 @@ def _modules(name: str) -> list[str]:
     return [name] + [f"{name}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
 
 
-PROPOSERS: Registry = Registry("region proposer", ("rim_bench.stages.proposals",))
-FEATURIZERS: Registry = Registry("dense featurizer", ("rim_bench.stages.features",))
-ENCODERS: Registry = Registry("region encoder", ("rim_bench.stages.features",))
-REFERENCE_SOURCES: Registry = Registry("reference source", ("rim_bench.stages.references",))
-MATCHERS: Registry = Registry("matcher", ("rim_bench.stages.matching",))
-SEGMENTERS: Registry = Registry("segmenter", ("rim_bench.stages.segmenter",))
+PROPOSERS: Registry = Registry(STAGE_KINDS["proposer"], ("rim_bench.stages.proposals",))
+FEATURIZERS: Registry = Registry(STAGE_KINDS["featurizer"], ("rim_bench.stages.features",))
+ENCODERS: Registry = Registry(STAGE_KINDS["pooling"], ("rim_bench.stages.features",))
+REFERENCE_SOURCES: Registry = Registry(STAGE_KINDS["references"], ("rim_bench.stages.references",))
+MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matching",))
+SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",))
 DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
-# The registry of each stage block of the config (its `name` picks the variant).
-STAGE_REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
-                                         "references": REFERENCE_SOURCES, "matcher": MATCHERS,
-                                         "segmenter": SEGMENTERS}
 
 
 def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:
