@@ -3,6 +3,12 @@
 Untrusted ids and names never become paths outside their folder or unescaped markup, no
 run overwrites another, and every bad input is one line naming the file or key. The data
 sets are copies of the session's smoke benchmark, damaged by each test.
+
+Issue 20's cases, each with a test that failed before its fix, are in the files beside this one:
+case 1, 2, 6 (inputs never outputs, one writer per folder, names that collide) in
+test_hostile_outputs.py; 3, 11, 12 (missing data, one line per error) in test_hostile_errors.py;
+4 (NaN and infinity) in test_hostile_config.py; 5, 10 (verified caches) in test_hostile_caches.py;
+7, 8, 9 (bounded work, signals, a dead rank 0, random sweeps) in test_hostile_bounded.py.
 """
 
 from __future__ import annotations
