@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import CONFIG_DIR, config_hash, load_config, resolve, result_spec, stage_spec
 from rim_bench.core.errors import ConfigError
 
@@ -146,16 +147,14 @@ def test_every_shipped_config_builds(name: str, overrides: list[str], layers: li
         assert OmegaConf.to_yaml(assembly.cfg)  # fully resolvable
         pipeline = assembly.pipeline([names[0] for names in class_list(assembly.cfg.data)])
         assert pipeline.featurizer.feature_dim > 0
-        source, spec = build_references(assembly.cfg.references)
-        assert spec["name"] == assembly.cfg.references.name
+        build_references(assembly.cfg.references)
+        assert CacheLayout.of(assembly.cfg).specs["references"]["name"] == assembly.cfg.references.name
 
 
 def test_tiny_model_settings_stay_out_of_keys_for_real_models():
-    from rim_bench.run.pipeline import region_cache_key
-
     def keys(*overrides: str) -> tuple[str, str]:
         cfg = resolve(load_config(["experiment=smoke", *overrides]))
-        return region_cache_key(cfg), config_hash(result_spec(cfg))
+        return CacheLayout.of(cfg).regions_key(), config_hash(result_spec(cfg))
 
     real = ("proposer.name=sam", "featurizer.dinov2.model=facebook/dinov2-small")
     # The seed initialises only the random tiny models: with real weights the regions stay valid...

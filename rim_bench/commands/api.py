@@ -28,7 +28,8 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from rim_bench.core.config import config_hash, generates_references
+from rim_bench.core.cache_layout import CacheLayout
+from rim_bench.core.config import generates_references
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import atomic_write_text
 from rim_bench.core.types import ReferenceBank
@@ -164,7 +165,7 @@ class RIM:
         time: a copy left from before, perhaps altered, is never read."""
         table = subcategory_table([line[0] for line in vocabulary], given, cfg.references.diffusion.subcategories)
         text = yaml.safe_dump(table, allow_unicode=True, sort_keys=False)
-        path = Path(cfg.cache_dir).expanduser() / "vocabularies" / f"{config_hash(table, 16)}.yaml"
+        path = CacheLayout.of(cfg).vocabulary_file(table)
         atomic_write_text(path, text)  # atomic: processes writing the same table at once are safe
         return path
 

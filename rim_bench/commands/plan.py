@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from rim_bench.core.config import config_hash, generates_references
+from rim_bench.core.cache_layout import CacheLayout
+from rim_bench.core.config import generates_references
 from rim_bench.core.errors import ConfigError, RimBenchError
 from rim_bench.core.timing import StageTimer
 
@@ -214,25 +215,24 @@ def check_gpu_memory(weights: dict[str, int], total: int) -> str | None:
 
 def count_work(cfg: DictConfig, dataset, classes: list[list[str]], device: torch.device) -> Work:
     """Images to score, regions cached, references to make per class, bank cached."""
-    from rim_bench.core.config import key_spec
     from rim_bench.data.base import load_rgb
-    from rim_bench.run.pipeline import image_digest, region_cache_key
+    from rim_bench.run.pipeline import image_digest
     from rim_bench.run.region_cache import RegionCache
     from rim_bench.stages.references.bank import METADATA
-    from rim_bench.stages.references.sources import bank_key, build_references
+    from rim_bench.stages.references.sources import build_references
 
     work = Work(images=len(dataset))
+    layout = CacheLayout.of(cfg)
     if cfg.cache_regions:
-        cache = RegionCache(Path(cfg.cache_dir).expanduser() / "regions" / region_cache_key(cfg))
+        cache = RegionCache(layout.regions_dir())
         # Entries are named by image content (shared with `segment`): each image is read once to name it.
         work.regions_cached = sum(image_digest(load_rgb(entry.image)) in cache for entry in dataset.entries)
-    source, spec = build_references(cfg.references)
-    work.bank_dir = Path(cfg.cache_dir).expanduser() / "banks" / config_hash(bank_key(cfg, source, spec, classes))
+    source = build_references(cfg.references)
+    work.bank_dir = layout.bank_dir(layout.bank_key(source, classes))
     work.bank_cached = (work.bank_dir / METADATA).is_file()
     diffusion = diffusion_source(source)
     if diffusion is not None and not work.bank_cached:
-        feature_spec = {k: key_spec(cfg[k], k) for k in ("featurizer", "pooling")}
-        work.references = diffusion.pending(Path(cfg.cache_dir).expanduser(), feature_spec, classes, device.type)
+        work.references = diffusion.pending(layout, classes, device.type)
     return work
 
 
@@ -274,14 +274,14 @@ def measure_stages(cfg: DictConfig, dataset, classes: list[list[str]], device: t
     with timer("load models (test)"):
         pipeline = Assembly(cfg, timer).pipeline(class_names).to(device)
         pipeline.region_cache = None  # measure the stages, not the cache
-    diffusion = diffusion_source(build_references(cfg.references)[0])
+    diffusion = diffusion_source(build_references(cfg.references))
     if diffusion is not None:
         with timer("load models (references)"):
             unet = diffusion.load_models(device).unet
         hooks = time_calls(unet, timer, "unet step")
         with tempfile.TemporaryDirectory(prefix="rim-bench-plan-") as scratch:
             ctx = BuildContext(pipeline.featurizer, pipeline.encoder, classes, device, Path(scratch), 0, 1,
-                               lambda: None, timer, store_root=Path(scratch), feature_spec={})
+                               lambda: None, timer, CacheLayout(Path(scratch)))
             diffusion.probe(ctx, steps=min(diffusion.steps, PROBE_STEPS))
         for hook in hooks:
             hook.remove()

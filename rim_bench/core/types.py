@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.timing import StageTimer
 
 if TYPE_CHECKING:  # the protocols name these types; at run time any object with the signatures will do
@@ -142,8 +143,8 @@ class BuildContext:
         work_dir: the bank's ``.partial`` folder (shards, contact sheets).
         rank, world_size, barrier: this process's share of a sharded build, and a sync point.
         timer: per-stage seconds.
-        store_root: where sources keep what outlives one bank (generated references).
-        feature_spec: the featurizer and pooling configs, part of every stored feature's key.
+        layout: where sources keep what outlives one bank (generated references), and its keys;
+            a bare layout in `work_dir` by default.
     """
 
     featurizer: DenseFeaturizer
@@ -155,12 +156,11 @@ class BuildContext:
     world_size: int = 1
     barrier: Callable[[], None] = lambda: None
     timer: StageTimer = field(default_factory=StageTimer)
-    store_root: Path | None = None
-    feature_spec: dict = field(default_factory=dict)
+    layout: CacheLayout | None = None
 
     def __post_init__(self) -> None:
-        if self.store_root is None:
-            self.store_root = self.work_dir
+        if self.layout is None:
+            self.layout = CacheLayout(self.work_dir)
 
     @property
     def class_names(self) -> list[str]:

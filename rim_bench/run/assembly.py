@@ -17,13 +17,14 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import as_overrides, load_config, resolve
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.protocols import DenseFeaturizer, RegionEncoder, Segmenter
 from rim_bench.core.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
-from rim_bench.run.pipeline import SegmentationPipeline, region_cache_key
+from rim_bench.run.pipeline import SegmentationPipeline
 from rim_bench.run.region_cache import RegionCache
 
 LOGGERS = ("csv", "wandb")
@@ -87,7 +88,7 @@ class Assembly:
         proposer = build_stage(PROPOSERS, self.cfg.proposer, "proposer")
         cache = None
         if self.cfg.cache_regions:
-            cache = RegionCache(Path(self.cfg.cache_dir).expanduser() / "regions" / region_cache_key(self.cfg))
+            cache = RegionCache(CacheLayout.of(self.cfg).regions_dir())
         return SegmentationPipeline(proposer, self.featurizer, encoder, matcher, segmenter, self.timer, cache)
 
     def bank(self, classes: list[list[str]], device: torch.device | str = "cpu", rank: int = 0,

@@ -9,22 +9,14 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from rim_bench.core.config import config_hash, key_spec
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import Prediction, ReferenceBank
 from rim_bench.run.region_cache import RegionCache
 from rim_bench.stages.segmenter import resolve_regions
-
-# Bumped when the content of a cached region map or its features changes for the same config
-# (2: equal-area overlapping masks go to the higher index; region maps from grid proposals;
-# 3: entries named by image content, shared by every entry point; 4: entries carry a checksum,
-# so that a cache from before is left alone rather than set aside one warning per image).
-REGION_CACHE_VERSION = 4
 
 
 class SegmentationPipeline(nn.Module):
@@ -115,11 +107,3 @@ def image_digest(image: Tensor) -> str:
     digest.update(str(tuple(image.shape)).encode())
     return "sha256-" + digest.hexdigest()[:32]
 
-
-def region_cache_key(cfg: DictConfig) -> str:
-    """The hash of what the regions and their features depend on besides the image: the test
-    side and the precision (left out at full precision)."""
-    spec = {**{k: key_spec(cfg[k], k) for k in ("proposer", "featurizer", "pooling")}, "version": REGION_CACHE_VERSION}
-    if str(cfg.trainer.precision) not in ("32-true", "32"):  # features differ in half precision
-        spec["precision"] = str(cfg.trainer.precision)
-    return config_hash(spec)

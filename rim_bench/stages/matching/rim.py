@@ -64,6 +64,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import ParamError, require_choice
 from rim_bench.core.io import set_aside
 from rim_bench.core.registry import MATCHERS
@@ -264,7 +265,7 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
     least `STORE_NORMALIZERS_FROM` references (a damaged or mismatched file is recomputed)."""
     path = None
     if bank.directory is not None and len(bank) >= STORE_NORMALIZERS_FROM:
-        path = Path(bank.directory) / f"rim_normalizers_T{temperature!r}.safetensors"
+        path = CacheLayout.normalizers_file(Path(bank.directory), temperature)
     if path is not None and path.is_file():
         try:
             stored, _ = load_tensors(path)  # checksum and finite values checked

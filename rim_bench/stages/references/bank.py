@@ -7,7 +7,8 @@ renamed to ``<key>/`` when complete, so a reader never sees a partial bank. What
 one bank lives beside it, in shards of one (class, subcategory) each (`shard_path`):
 generated references, reused by banks over other subcategory counts, in
 ``<cache_dir>/references/<key>/``, and the generated images and attention maps they come
-from in ``<cache_dir>/generated/<key>/``. This module is the one home of those stores.
+from in ``<cache_dir>/generated/<key>/``. `rim_bench.core.cache_layout` names the folders and
+their keys; this module reads and writes the stores.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rim_bench.core.cache_files import (
     save_tensors,
     tensors_metadata,
 )
-from rim_bench.core.config import config_hash
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import DataError
 from rim_bench.core.io import atomic_write_json, atomic_write_text, safe_name, set_aside
 from rim_bench.core.types import ReferenceBank
@@ -80,13 +81,14 @@ def load_bank(directory: Path) -> ReferenceBank:
         raise DamagedCacheError(f"the cached bank in '{directory}' cannot be read ({reason})") from None
 
 
-def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
+def cached_bank(cache: CacheLayout | Path, key_spec: dict, build: Callable[[Path], ReferenceBank],
                 rank: int = 0, barrier: Callable[[], None] = lambda: None,
                 wait: bool = False, poll_seconds: float = 2.0, timeout_s: float = BANK_WAIT_TIMEOUT_S,
                 stale_s: float = HEARTBEAT_STALE_S) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank for `key_spec` from the cache, or build it in its work folder and publish it.
 
     Args:
+        cache: the config's `CacheLayout`, or a ``cache_dir`` (a bare layout there).
         build: makes the bank, given its work folder (every rank calls it in a sharded build).
         rank, barrier: the first rank publishes the bank; the others wait for it.
         wait: build nothing; wait until another process (rank 0 of a job whose ranks start
@@ -96,7 +98,8 @@ def cached_bank(cache_dir: Path, key_spec: dict, build: Callable[[Path], Referen
     Returns:
         The bank, its cache folder, and whether it was a cache hit.
     """
-    directory = Path(cache_dir).expanduser() / "banks" / config_hash(key_spec)
+    layout = cache if isinstance(cache, CacheLayout) else CacheLayout(Path(cache).expanduser())
+    directory = layout.bank_dir(key_spec)
     # Rank 0's error, for the ranks of the same job waiting on it (other jobs may share the cache).
     failed = directory.with_name(f"{directory.name}.failed-{safe_name(job_id())}")
     alive = directory.with_name(f"{directory.name}.alive-{safe_name(job_id())}")  # rank 0's heartbeat

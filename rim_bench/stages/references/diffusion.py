@@ -35,7 +35,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, check_file, file_checksum
-from rim_bench.core.config import config_hash, drop_unused_tiny
+from rim_bench.core.cache_layout import CacheLayout
+from rim_bench.core.config import drop_unused_tiny
 from rim_bench.core.errors import ParamError, require_choice
 from rim_bench.core.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.core.registry import REFERENCE_SOURCES
@@ -123,19 +124,18 @@ class DiffusionReferences:
             atomic_write_json(ctx.work_dir / REPORT, report)
         return bank
 
-    def pending(self, store_root: Path, feature_spec: dict, classes: list[list[str]],
-                device_type: str) -> dict[str, dict[str, int]]:
+    def pending(self, layout: CacheLayout, classes: list[list[str]], device_type: str) -> dict[str, dict[str, int]]:
         """Per class, what a build would still make: ``images`` to generate and ``shards``
         ((class, subcategory) references to segment and pool) of its ``subcategories``."""
         table = load_subcategories(self.subcategories, [names[0] for names in classes], self.n_subcategories)
-        store = self._store_dir(store_root, feature_spec)
+        store = self._store_dir(layout)
         counts = {}
         for names in classes:
             subs = table[names[0]]
             missing = [sub for sub in subs if not shard_path(store, names, sub).is_file()]
             images = 0
             for sub in missing:
-                path = self._generated_path(store_root, device_type, names, sub)
+                path = self._generated_path(layout, device_type, names, sub)
                 stored = shard_info(path).get("seeds") or [] if path.is_file() else []
                 images += max(0, self.images_per_subcategory - len(stored))
             counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
@@ -149,7 +149,7 @@ class DiffusionReferences:
     def probe(self, ctx: BuildContext, steps: int) -> None:
         """Make one reference of the first class's first subcategory, from one image generated
         in `steps` denoising steps, through a build's own path (for `rim-bench plan`: give
-        `ctx` a scratch `store_root`, since these are not the configured settings)."""
+        `ctx` a scratch `layout`, since these are not the configured settings)."""
         names = ctx.classes[0]
         sub = load_subcategories(self.subcategories, ctx.class_names, 1)[names[0]][0]
         saved = self.images_per_subcategory, self.steps
@@ -160,21 +160,19 @@ class DiffusionReferences:
             self.images_per_subcategory, self.steps = saved
 
     def _store(self, ctx: BuildContext) -> Path:
-        assert ctx.store_root is not None  # BuildContext defaults it to work_dir
-        return self._store_dir(ctx.store_root, ctx.feature_spec)
+        assert ctx.layout is not None  # BuildContext defaults it to work_dir
+        return self._store_dir(ctx.layout)
 
-    def _store_dir(self, store_root: Path, feature_spec: dict) -> Path:
+    def _store_dir(self, layout: CacheLayout) -> Path:
         """Where this generator's shards live: keyed by all that makes a reference, except
         which and how many subcategories a bank takes."""
         spec = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _NOT_IN_STORE_KEY}
-        spec = drop_unused_tiny(spec)
-        return store_root / "references" / config_hash({**feature_spec, "generation": spec})
+        return layout.references_dir(drop_unused_tiny(spec))
 
-    def _generated_path(self, store_root: Path, device_type: str, names: list[str], sub: str) -> Path:
-        """The stored images and attention maps of one (class, subcategory); `device_type`
-        is part of the key since CUDA generates in fp16 and the CPU in fp32."""
+    def _generated_path(self, layout: CacheLayout, device_type: str, names: list[str], sub: str) -> Path:
+        """The stored images and attention maps of one (class, subcategory)."""
         spec = drop_unused_tiny({k: getattr(self, k) for k in GENERATION_KEY})
-        return shard_path(store_root / "generated" / config_hash({**spec, "device": device_type}), names, sub)
+        return shard_path(layout.generated_dir(spec, device_type), names, sub)
 
     def _subcategory(self, ctx: BuildContext, names: list[str], sub: str, store: Path) -> Image.Image:
         """Make the shard of one (class, subcategory) unless it exists; return its contact-sheet strip."""
@@ -225,8 +223,8 @@ class DiffusionReferences:
         does not depend on how many are asked for, so asking for more generates only the new
         ones and a bank never depends on what was generated before.
         """
-        assert ctx.store_root is not None  # BuildContext defaults it to work_dir
-        path = self._generated_path(ctx.store_root, torch.device(ctx.device).type, names, sub)
+        assert ctx.layout is not None  # BuildContext defaults it to work_dir
+        path = self._generated_path(ctx.layout, torch.device(ctx.device).type, names, sub)
 
         record: dict = {}  # what was captured (token indices, attention calls), stored for checks
 

@@ -2,7 +2,7 @@
 cross-attention map, each from a seed of its own, stored once.
 
 The images and maps of one (class, subcategory) are stored under
-``<cache_dir>/generated/<key>/`` (`rim_bench.stages.references.bank` keeps the layout) with a key of
+``<cache_dir>/generated/<key>/`` (`rim_bench.core.cache_layout` names it) with a key of
 what makes them alone (`GENERATION_KEY`, and the device type, since CUDA generates in fp16):
 a bank for another τ, mask source or featurizer thresholds and segments the same images
 again instead of generating them (about 1.3 MB per 512 px image with its map).

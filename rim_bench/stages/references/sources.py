@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from rim_bench.core.config import key_spec, references_spec
+from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
 from rim_bench.core.registry import REFERENCE_SOURCES, build_stage
@@ -36,29 +36,15 @@ class MixedReferences:
                              enumerate(self.sources)])
 
 
-def build_references(block: DictConfig) -> tuple[ReferenceSource, dict]:
-    """The source that ``references.name`` selects, and the config part of its cache key."""
+def build_references(block: DictConfig) -> ReferenceSource:
+    """The source that ``references.name`` selects."""
     if block.name != "mixed":
-        return build_stage(REFERENCE_SOURCES, block, "references"), references_spec(block)
+        return build_stage(REFERENCE_SOURCES, block, "references")
     names = list(block.mixed.sources)
     if not names or "mixed" in names:
         raise ConfigError(f"references.mixed.sources: give two or more of {', '.join(REFERENCE_SOURCES.names())}")
     sources = [build_stage(REFERENCE_SOURCES, block, "references", name=n) for n in names]
-    return MixedReferences(sources), references_spec(block)
-
-
-def bank_key(cfg: DictConfig, source: ReferenceSource, spec: dict, classes: list[list[str]]) -> dict:
-    """What a bank's cache folder is keyed by: the featurizer, the pooling, the reference source's
-    config (`spec`) and content (files, subcategory phrases), and the vocabulary (with its synonyms
-    where the source reads them: `rim-bench segment --classes a,b` then finds the bank `rim-bench test` built)."""
-    class_names = [names[0] for names in classes]
-    return {
-        "featurizer": key_spec(cfg.featurizer, "featurizer"),
-        "pooling": key_spec(cfg.pooling, "pooling"),
-        "references": spec,
-        "content": source.cache_spec(class_names),
-        "classes": classes if source.uses_synonyms else class_names,
-    }
+    return MixedReferences(sources)
 
 
 def bank_for_config(
@@ -68,16 +54,14 @@ def bank_for_config(
 ) -> tuple[ReferenceBank, Path, bool]:
     """Load the bank that `cfg` describes from the cache, or build (a share of) it.
 
-    The cache key is `bank_key`. With `wait`, another process builds it and this one waits
-    (see `cached_bank`).
+    The cache key is `CacheLayout.bank_key`. With `wait`, another process builds it and this one
+    waits (see `cached_bank`).
     """
-    source, spec = build_references(cfg.references)
-    key = bank_key(cfg, source, spec, classes)
+    layout = CacheLayout.of(cfg)
+    source = build_references(cfg.references)
 
     def build(work_dir: Path) -> ReferenceBank:
-        ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer,
-                           store_root=Path(cfg.cache_dir).expanduser(),
-                           feature_spec={k: key[k] for k in ("featurizer", "pooling")})
+        ctx = BuildContext(featurizer, encoder, classes, device, work_dir, rank, world_size, barrier, timer, layout)
         return source.build(ctx)
 
-    return cached_bank(Path(cfg.cache_dir), key, build, rank=rank, barrier=barrier, wait=wait)
+    return cached_bank(layout, layout.bank_key(source, classes), build, rank=rank, barrier=barrier, wait=wait)
