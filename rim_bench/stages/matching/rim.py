@@ -54,6 +54,7 @@ relations and the spread of subcategories count, where a single cosine does not.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ from rim_bench.core.io import set_aside
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
+
+log = logging.getLogger(__name__)
 
 DIVERGENCES = ("kl", "js", "l1")
 RANKINGS = ("reference", "class")
@@ -489,7 +492,7 @@ class RIMMatcher:
         temperature_scale: c in T = c × the std of the bank's off-diagonal cosines, for ``"auto"``.
         cache_limit: JS and L1 keep the bank's K × K signatures between calls (on a CPU) for
             banks of at most this many references; KL needs only K numbers per bank.
-        verbose: print the temperatures ``auto`` gives for each bank.
+        verbose: log the temperatures ``auto`` gives for each bank.
     """
 
     def __init__(self, temperature: float | str, divergence: str, alpha: float, aggregation: str,
@@ -530,7 +533,7 @@ class RIMMatcher:
                 if key not in bank.derived:
                     bank.derived[key] = bank_cosine_spread(bank.features)
                     if self.verbose:
-                        print(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
+                        log.info(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
                               f"{bank.derived[key]:.4g} (the std of the bank's off-diagonal cosines)")
                 if bank.derived[key] <= 0:
                     raise ValueError("temperature 'auto': the bank's references all have the same cosine to each other")
