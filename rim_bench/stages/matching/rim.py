@@ -65,7 +65,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
-from rim_bench.core.errors import ParamError, require_choice
+from rim_bench.core.errors import ConfigError, ParamError, require_choice
 from rim_bench.core.io import set_aside
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
@@ -394,7 +394,8 @@ def bank_cosine_spread(features: Tensor, block_elements: int = 2**24) -> float:
     unit, _ = _unit_vectors(features)
     k = unit.shape[0]
     if k < 2:
-        raise ValueError("temperature 'auto' needs at least 2 references in the bank")
+        raise ConfigError(f"matcher.rim.temperature: 'auto' needs at least 2 references in the bank, it has {k}; "
+                          "set a number")
     total = total_sq = 0.0
     block = max(1, block_elements // k)
     for start in range(0, k, block):
@@ -536,7 +537,8 @@ class RIMMatcher:
                         log.info(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
                               f"{bank.derived[key]:.4g} (the std of the bank's off-diagonal cosines)")
                 if bank.derived[key] <= 0:
-                    raise ValueError("temperature 'auto': the bank's references all have the same cosine to each other")
+                    raise ConfigError("matcher.rim.temperature: 'auto' needs references of different cosines to each "
+                                      "other, the bank's are all the same; set a number")
                 value = self.temperature_scale * bank.derived[key]
             resolved.append(float(value))
         return resolved[0], resolved[1]
@@ -566,7 +568,8 @@ class RIMMatcher:
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
-            raise ValueError("exclude_self needs at least 2 references in the bank")
+            raise ConfigError(f"matcher.rim.exclude_self: needs at least 2 references in the bank, it has {len(bank)}; "
+                              "set matcher.rim.exclude_self=false")
         t_p, t_q = self.temperatures(bank)
         state = self.prepare(bank)
         if self.ranking == "class":
