@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from rim_oracles import rim_reference_scores
 
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.types import ReferenceBank
@@ -16,7 +17,6 @@ from rim_bench.stages.matching.rim import (
     class_signatures,
     log_ranking_distribution,
     pooled_class_logits,
-    rim_reference_scores,
 )
 
 

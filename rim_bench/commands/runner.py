@@ -23,13 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from rim_bench.core.config import config_hash, result_spec, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
+from rim_bench.core.logs import quiet_lightning
 from rim_bench.core.output_lock import hold_output, launched_rank
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.assembly import Assembly, prepare
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset, class_list
-from rim_bench.core.logs import quiet_lightning
 from rim_bench.run.lit_module import RIMModule
 from rim_bench.stages.references.bank import bank_summary
 
