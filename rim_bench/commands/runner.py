@@ -76,8 +76,7 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
     dataset = datamodule.dataset
     assert dataset is not None  # `setup` opened it
     for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
-        if rank_zero_only.rank == 0:  # also before the Trainer exists: Lightning reads the rank from the env
-            print(f"skipped: {problem}")
+        _print_on_rank_zero(f"skipped: {problem}")
     if not len(dataset):
         raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
                         "`rim-bench check-data` lists why")
@@ -94,6 +93,12 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
     _finish_wandb(trainer)
     assert module.metrics_json is not None  # written at the end of the test loop, on every rank
     return module.metrics_json
+
+
+@rank_zero_only
+def _print_on_rank_zero(text: str) -> None:
+    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
+    print(text)
 
 
 def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
