@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rim_oracles import pairwise_divergence, rim_reference_scores
 
 from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.matching.baselines import CosineMatcher
@@ -14,8 +15,6 @@ from rim_bench.stages.matching.rim import (
     kl_reference_scores,
     log_ranking_distribution,
     log_relation_signatures,
-    pairwise_divergence,
-    rim_reference_scores,
 )
 from rim_bench.stages.matching.scores import aggregate_by_class
 

@@ -27,6 +27,7 @@ import pytest
 from make_real_size_fixtures import FIXTURES_ENV, fixture_path, make
 from PIL import Image
 
+from rim_bench.core.errors import ConfigError
 from rim_bench.stages.references import attention, diffusion, generation
 from rim_bench.stages.references.bank import load_bank, load_shard
 
@@ -114,7 +115,7 @@ def test_attention_check_fails_on_the_wrong_layers(tiny_pipe, monkeypatch):
         check_attention_calls(record, dict(tiny_pipe.unet.config), tiny_pipe.vae_scale_factor, 64, 2, [16])
     # Self-attention instead of cross-attention: nothing is captured at all.
     monkeypatch.setattr(attention, "is_cross_attention", lambda name: name.endswith("attn1.processor"))
-    with pytest.raises(ValueError, match="no cross-attention layer"):
+    with pytest.raises(ConfigError, match="no cross-attention layer"):
         _tiny_record(tiny_pipe)
 
 

@@ -65,7 +65,7 @@ def test_original_processors_are_restored_even_after_an_error(pipe):
 
 
 def test_missing_resolution_names_the_available_ones(pipe):
-    with pytest.raises(ValueError, match=r"no cross-attention layer at resolution \[3\]; this UNet has \[16\]"):
+    with pytest.raises(ConfigError, match=r"no cross-attention layer at resolution \[3\]; this UNet has \[16\]"):
         generate_with_attention(pipe, "a photo of a cat", "cat", [1], 64, 2, 7.5, (3,))
 
 
@@ -82,7 +82,7 @@ def test_multi_token_words(pipe):
     sphynx = word_token_indices(tok, prompt, "sphynx")
     assert len(sphynx) > 1 and sphynx == list(range(sphynx[0], sphynx[0] + len(sphynx)))
     assert tok.convert_ids_to_tokens(tok(prompt).input_ids[sphynx[0]:sphynx[-1] + 1])[-1] == "x</w>"
-    with pytest.raises(ValueError, match="'dog' is not in the prompt"):
+    with pytest.raises(ConfigError, match="'dog' is not in the prompt"):
         word_token_indices(tok, prompt, "dog")
     # A multi-token word's map is the mean of its tokens' maps (heads averaged too).
     probs = torch.rand(2 * 2, 16, 10)  # (batch 1 guided → 2, heads 2), 4x4 pixels, 10 tokens

@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import write_benchmark
+from rim_oracles import pairwise_divergence, rim_reference_scores
 
 from rim_bench.commands.cli import main
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.types import ReferenceBank
 from rim_bench.run.metrics import confusion_matrix, most_confused, scores_from_confusion
-from rim_bench.stages.matching.rim import RIMMatcher, pairwise_divergence, rim_reference_scores
+from rim_bench.stages.matching.rim import RIMMatcher
 
 TINY_RIM = [
     "featurizer.dinov2.model=tiny", "featurizer.dinov2.input_size=64", "featurizer.dinov2.window=48",

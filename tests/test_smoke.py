@@ -59,11 +59,11 @@ def test_writing_between_steps_is_not_counted_as_data_too(tmp_path: Path, monkey
     (counted twice, the stages' sum came out above the wall time on a loaded machine)."""
     import time
 
-    from rim_bench.run import lit_module
+    from rim_bench.run import results
 
     slow_write = 0.05
-    save = lit_module.save_label_png
-    monkeypatch.setattr(lit_module, "save_label_png", lambda *a: (time.sleep(slow_write), save(*a)))
+    save = results.save_label_png
+    monkeypatch.setattr(results, "save_label_png", lambda *a: (time.sleep(slow_write), save(*a)))
     metrics = _run(tmp_path, "slow-writes", "save_predictions=true", "data.max_images=6")
     seconds = metrics["seconds"]
     assert seconds["writing"] >= 6 * slow_write

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
@@ -128,6 +128,7 @@ class RIM:
         """
         vocabulary = parse_vocabulary(classes)
         cfg = self.cfg.copy()
+        OmegaConf.set_readonly(cfg, False)  # this vocabulary's own reference settings, on a copy
         if generates_references(cfg):
             cfg.references.diffusion.subcategories = str(self._subcategory_file(cfg, vocabulary, subcategories))
         elif subcategories:

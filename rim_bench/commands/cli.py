@@ -30,6 +30,7 @@ from pathlib import Path
 
 from rim_bench.core.config_index import help_listing
 from rim_bench.core.errors import RimBenchError, error_line
+from rim_bench.core.logs import console_logging
 
 EXIT_USER_ERROR = 2
 EXIT_CELLS_FAILED = 1
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # segment's images and overrides may come on both sides of --classes
         args.inputs += extra
+    console_logging()  # the library's lines (results tables, bank progress) on stdout / stderr
     restore_signals = _stop_on_signals()
     try:
         if args.command == "convert":

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rim_bench.core.config_index import CONFIG_DIR, shipped
 from rim_bench.core.errors import ConfigError, RimBenchError
 from rim_bench.core.io import one_line
+from rim_bench.core.logs import console_logging
 from rim_bench.run.datamodule import SegmentationDataModule
 from rim_bench.run.lit_module import RIMModule
 
@@ -88,6 +89,7 @@ def _config_arguments(value: str | None) -> list[str]:
 def main(args: list[str] | None = None) -> None:
     if args is None:  # from the command line: LightningCLI reads sys.argv (given args too, it warns)
         sys.argv[1:] = named_configs(sys.argv[1:])
+    console_logging()  # the results tables on stdout, as `rim-bench test` shows them
     try:
         RimBenchCLI(
             RIMModule, SegmentationDataModule, subclass_mode_data=True,

@@ -17,18 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.core.config import config_hash, result_spec, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
+from rim_bench.core.logs import quiet_lightning
 from rim_bench.core.output_lock import hold_output, launched_rank
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.assembly import Assembly, prepare
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset, class_list
-from rim_bench.run.lit_module import RIMModule, quiet_lightning, rank_zero_print
+from rim_bench.run.lit_module import RIMModule
 from rim_bench.stages.references.bank import bank_summary
 
 if TYPE_CHECKING:
@@ -67,28 +69,36 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
 
     # Data first, so a wrong path or a bad sample fails before minutes of model loading
     # (the module loads its models in `setup`, under the Trainer).
-    module = RIMModule(config=cfg)
+    module = RIMModule(config=cfg)  # `cfg` is prepared: the module's Assembly keeps it as it is
     datamodule = BenchmarkDataModule.from_config(cfg.data)
     with module.timer("data setup"):
         datamodule.setup("test")  # here, before the Trainer starts other processes
     dataset = datamodule.dataset
     assert dataset is not None  # `setup` opened it
     for problem in list(dataset.problems.values())[:MAX_LISTED]:  # with data.skip_bad: the ids left out
-        rank_zero_print(f"skipped: {problem}")
+        _print_on_rank_zero(f"skipped: {problem}")
     if not len(dataset):
         raise DataError(f"{dataset.dir}: none of its {len(dataset.problems)} images can be used; "
                         "`rim-bench check-data` lists why")
     output_dir = given or output_folder(cfg, started=started, held=held)
-    os.environ[OUTPUT_DIR_ENV] = cfg.output_dir = module.cfg.output_dir = str(output_dir)
+    os.environ[OUTPUT_DIR_ENV] = str(output_dir)
+    module.output_dir = output_dir  # beside the read-only config; config.yaml records it (`run_config`)
     chosen.append((output_dir, given is not None))
     with lightning_settings():
         trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
-                               "logger": _loggers(cfg, output_dir), "default_root_dir": str(output_dir)})
+                               "logger": _loggers(module.run_config(), output_dir),
+                               "default_root_dir": str(output_dir)})
     datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
     assert module.metrics_json is not None  # written at the end of the test loop, on every rank
     return module.metrics_json
+
+
+@rank_zero_only
+def _print_on_rank_zero(text: str) -> None:
+    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
+    print(text)
 
 
 def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
@@ -133,8 +143,8 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
     """Read every sample of the configured data set and print its problems (the first
     `max_listed`, then their count); a `DataError` if there is any."""
     cfg = prepare(cfg)
-    cfg.data.skip_bad = True  # list every problem instead of stopping at the first
-    dataset, classes = build_dataset(cfg.data)
+    data = OmegaConf.merge(cfg.data, {"skip_bad": True})  # list every problem instead of stopping at the first
+    dataset, classes = build_dataset(data)  # type: ignore[arg-type]
     problems = list(dataset.check_all())
     for message in problems[:max_listed]:
         print(message)

@@ -45,12 +45,13 @@ class Assembly:
 
     Args:
         cfg: a full config (`load_config`, or `experiment_config`); a resolved copy is kept
-            as ``.cfg``, checked and with every random draw seeded from it.
+            as ``.cfg``, checked, read-only, and with every random draw seeded from it. A config
+            `prepare` returned (read-only) is kept as it is: a run prepares its config once.
         timer: per-stage seconds, shared by the stages it builds.
     """
 
     def __init__(self, cfg: DictConfig, timer: StageTimer | None = None) -> None:
-        self.cfg = prepare(cfg)
+        self.cfg = cfg if OmegaConf.is_readonly(cfg) else prepare(cfg)
         self.timer = timer or StageTimer()
         self._featurizer: DenseFeaturizer | None = None
         self._encoder: RegionEncoder | None = None
@@ -122,6 +123,7 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
     if not dotted:
         return config
     merged = config.copy()
+    OmegaConf.set_readonly(merged, False)  # a prepared config, changed: prepared again
     OmegaConf.set_struct(merged, True)
     try:
         return cast(DictConfig, OmegaConf.merge(merged, OmegaConf.from_dotlist(dotted)))
@@ -130,7 +132,8 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """Resolve a copy of `cfg`, check its choices and its cache folder, and seed everything."""
+    """Resolve a copy of `cfg`, check its choices and its cache folder, and seed everything;
+    the copy is read-only (what a run decides later, it keeps beside it)."""
     from lightning.fabric.utilities.seed import seed_everything
 
     from rim_bench.core.threads import set_cpu_threads
@@ -141,6 +144,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
     devices = cfg.trainer.devices
     set_cpu_threads(devices if isinstance(devices, int) and devices > 0 else 1)  # the node's processes share its cores
     seed_everything(cfg.seed, verbose=False)
+    OmegaConf.set_readonly(cfg, True)
     return cfg
 
 

@@ -8,38 +8,38 @@ this same object. It builds its stages and loads (or builds) its bank in `setup`
 vocabulary of the datamodule (or of its config's ``data``); every image is scored exactly once
 under any sampler Lightning puts in (`ShardSampler` is kept; a sampler that pads or drops is
 refused). mIoU, mAcc, aAcc and each class's IoU are torchmetrics objects logged with `self.log`.
-`ResultWriter` (added by `configure_callbacks`) writes metrics.json, config.yaml, predictions
-and overlays into ``output_dir``.
+`ResultWriter` (`rim_bench.run.results`, added by `configure_callbacks`) writes metrics.json,
+config.yaml, predictions and overlays into ``output_dir``.
+
+The assembled config (``.cfg``) is read-only. What a run decides later is kept beside it: the
+``data`` block of the datamodule tested (``.data``) and the folder results go to
+(``.output_dir``); `run_config` is the config with both, as config.yaml records it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from rim_bench.core.config import config_hash, result_spec, save_config
 from rim_bench.core.errors import ConfigError, DataError
-from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in
-from rim_bench.core.timing import StageTimer, process_peak_bytes
+from rim_bench.core.logs import console_logging, quiet_lightning
 from rim_bench.core.types import Prediction, Sample
-from rim_bench.data.base import MAX_LISTED, BadSample
-from rim_bench.data.palette import voc_palette
+from rim_bench.data.base import BadSample
 from rim_bench.run.assembly import Assembly, BankBuild, experiment_config
 from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler, class_list
-from rim_bench.run.metrics import SegmentationScore, most_confused, region_confusion_matrix, score_collection
+from rim_bench.run.metrics import SegmentationScore, region_confusion_matrix, score_collection
 from rim_bench.run.pipeline import SegmentationPipeline
-from rim_bench.run.visualize import save_overlay
+from rim_bench.run.results import ResultWriter
 from rim_bench.stages.references.bank import bank_summary
+
+log = logging.getLogger(__name__)
 
 
 class RIMModule(L.LightningModule):
@@ -55,8 +55,11 @@ class RIMModule(L.LightningModule):
                  config: DictConfig | None = None) -> None:
         super().__init__()
         quiet_lightning()
+        console_logging(only_if_unconfigured=True)  # a user's own Trainer script sees the results tables
         self.assembly = Assembly(experiment_config(config if config is not None else experiment, overrides))
         self.timer = self.assembly.timer
+        self.data: DictConfig = self.cfg.data  # the datamodule's, once set up
+        self.output_dir: Path | None = None  # chosen by `rim-bench test` or the ResultWriter
         self.pipeline: SegmentationPipeline | None = None
         self.classes: list[list[str]] = []
         self.bank_build: BankBuild | None = None
@@ -77,8 +80,13 @@ class RIMModule(L.LightningModule):
 
     @property
     def cfg(self) -> DictConfig:
-        """The resolved config (its ``data`` block is the datamodule's once set up)."""
+        """The resolved config as assembled (read-only; `run_config` adds what the run decided)."""
         return self.assembly.cfg
+
+    def run_config(self) -> DictConfig:
+        """The config this run ran: `cfg` with the datamodule's ``data`` and the output folder."""
+        output_dir = str(self.output_dir) if self.output_dir is not None else self.cfg.output_dir
+        return OmegaConf.merge(self.cfg, {"data": self.data, "output_dir": output_dir})  # type: ignore[return-value]
 
     @property
     def class_names(self) -> list[str]:
@@ -96,8 +104,8 @@ class RIMModule(L.LightningModule):
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(datamodule, BenchmarkDataModule):  # the benchmark tested is the datamodule's: config.yaml says so
-            self.cfg.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())
-        self.classes = getattr(datamodule, "classes", None) or class_list(self.cfg.data)
+            self.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())  # type: ignore[assignment]
+        self.classes = getattr(datamodule, "classes", None) or class_list(self.data)
         with self.timer("load models"):
             pipeline = self.assembly.pipeline(self.class_names)
         with self.timer("reference bank"):
@@ -106,8 +114,9 @@ class RIMModule(L.LightningModule):
             pipeline.set_bank(self.bank_build.bank)
         self.pipeline = pipeline
         build = self.bank_build
-        rank_zero_print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
-                         f"{build.path}); {bank_summary(build.bank)}")
+        if self.global_rank == 0:
+            log.info(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
+                     f"{build.path}); {bank_summary(build.bank)}")
 
     def forward(self, sample: Sample) -> Prediction:
         if self.pipeline is None:
@@ -184,7 +193,7 @@ class RIMModule(L.LightningModule):
         scores = leader.all_scores()
         skipped = self._all_skipped()
         if not int(scores["confmat"].sum()):  # every process's counts: each raises alike
-            raise DataError(nothing_scored(self.cfg.data.root, int(scores["num_images"]), len(skipped)))
+            raise DataError(nothing_scored(self.data.root, int(scores["num_images"]), len(skipped)))
         # torchmetrics squeezes one-element outputs: a one-class vocabulary's (1,) IoU comes back 0-d.
         self.results = {k: (v.reshape(-1) if k in ("iou", "acc") else v).cpu() for k, v in scores.items()}
         self.results["skipped"] = skipped
@@ -205,170 +214,6 @@ def nothing_scored(root: str, images: int, skipped: int) -> str:
             "label is 255 or the images could not be read); `rim-bench check-data` lists the problems")
 
 
-class ResultWriter(L.Callback):
-    """Writes a run's results into the module's ``output_dir`` (null: the Trainer's log folder):
-    ``predictions/<id>.png`` (``save_predictions``, and always for ``predict``), ``overlays/<id>.png``
-    (the data set's first ``save_overlays`` images, whichever process scores them), and after a
-    test or validation ``metrics.json`` and ``config.yaml``, printing the per-class table and the
-    time breakdown (the module's timer then starts afresh: each run's metrics cover that run)."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.output_dir = Path(".")
-        self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
-        self._loop_start = self.started
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        cfg = _rim(pl_module).cfg
-        self.output_dir = Path(cfg.output_dir or trainer.log_dir or trainer.default_root_dir).expanduser()
-        cfg.output_dir = str(self.output_dir)
-
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._loop_start = time.perf_counter()
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._loop_start = time.perf_counter()
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._write(trainer, _rim(pl_module), outputs, predictions=_rim(pl_module).cfg.save_predictions)
-
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._write(trainer, _rim(pl_module), outputs, predictions=True)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, _rim(pl_module))
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._finish(trainer, _rim(pl_module))
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        module = _rim(pl_module)
-        if trainer.is_global_zero:
-            atomic_write_text(self.output_dir / "classes.txt",
-                              "".join(f"{i} {name}\n" for i, name in enumerate(module.class_names)))
-            save_config(module.cfg, self.output_dir / "config.yaml")
-            print(f"label maps: {self.output_dir / 'predictions'}/ (label ids in {self.output_dir}/classes.txt)")
-
-    def _write(self, trainer: L.Trainer, module: RIMModule, outputs: list[tuple[Sample, Prediction]],
-               predictions: bool) -> None:
-        max_overlays = module.cfg.save_overlays
-        for sample, pred in outputs:
-            index = trainer.global_rank + self._seen * trainer.world_size
-            self._seen += 1
-            with module.timer("writing"):
-                if predictions:
-                    save_label_png(pred.label_map, file_in(self.output_dir / "predictions", sample.image_id, ".png"))
-                if index < max_overlays:
-                    save_overlay(
-                        file_in(self.output_dir / "overlays", sample.image_id, ".png"),
-                        image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
-                        prediction=pred.label_map.cpu().numpy(),
-                        label=sample.label.numpy() if sample.label.numel() else None,  # predict: no label
-                        class_names=module.class_names, image_id=sample.image_id,
-                    )
-
-    def _finish(self, trainer: L.Trainer, module: RIMModule) -> None:
-        now = time.perf_counter()
-        loop_seconds = now - self._loop_start
-        # The wall time from the run's first timed stage: `rim-bench test` opens the data before the Trainer starts.
-        started = min(self.started, module.timer.started or self.started)
-        # Lightning attaches trainer.datamodule at run time without declaring it
-        metrics = run_metrics(module, now - started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
-        module.metrics_json = metrics
-        if trainer.is_global_zero:
-            atomic_write_json(self.output_dir / "metrics.json", metrics)
-            save_config(module.cfg, self.output_dir / "config.yaml")
-            print(format_results(metrics, module.class_names))
-            table = module.timer.table(metrics["seconds"]["total"], metrics["num_images"], loop_seconds)
-            print(f"\ntime breakdown\n{table}")
-            print(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
-        module.timer.reset()  # a next validate or test on this module times only itself
-
-
-def _rim(module: L.LightningModule) -> RIMModule:
-    if not isinstance(module, RIMModule):
-        raise TypeError(f"ResultWriter writes RIMModule results, not a {type(module).__name__}'s")
-    return module
-
-
-def run_metrics(module: RIMModule, wall: float, loop_seconds: float, datamodule: Any = None) -> dict[str, Any]:
-    """The content of metrics.json: scores in percent, the bank used, the images left out, and
-    the cost (seconds per stage, peak memory, throughput over the test loop)."""
-    res, names, build = module.results, module.class_names, module.bank_build
-    assert res is not None and build is not None, "run_metrics comes after a scored epoch"
-    dataset = getattr(datamodule, "dataset", None)
-    unread = dict(getattr(dataset, "problems", {}))  # left out when the data set was opened (data.skip_bad)
-    return {
-        "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
-        "per_class_iou": {n: _pct(v) for n, v in zip(names, res["iou"])},
-        "per_class_acc": {n: _pct(v) for n, v in zip(names, res["acc"])},
-        "num_images": int(res["num_images"]),
-        "most_confused": most_confused(res["confmat"], names),
-        "result_hash": config_hash(result_spec(module.cfg)),
-        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
-        "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
-        **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
-    }
-
-
-def cost_metrics(timer: StageTimer, wall: float, images: int, loop_seconds: float) -> dict:
-    """What a run cost: seconds per stage, the framework's and the models' shares, peak
-    memory per stage (MB) and throughput over the test loop (all processes' images)."""
-    memory = timer.memory_dict()
-    memory["host_rss"]["total"] = round(process_peak_bytes() / 2**20, 1)
-    return {
-        "seconds": {**timer.as_dict(), "total": round(wall, 3)},
-        "seconds_split": timer.shares(),
-        "peak_memory_mb": memory,
-        "throughput": {"images_per_second": round(images / max(loop_seconds, 1e-9), 3),
-                       "test_loop_seconds": round(loop_seconds, 3)},
-    }
-
-
-def format_results(metrics: dict, class_names: list[str]) -> str:
-    """The per-class IoU / accuracy table and the summary line."""
-    width = max(12, *(len(n) for n in class_names)) + 2
-    lines = [f"\n{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
-    for name in class_names:
-        iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
-        lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
-    if metrics["most_confused"]:
-        lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
-        lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
-    skipped = metrics.get("skipped") or {}
-    ids = ", ".join(list(skipped)[:MAX_LISTED]) + (", ..." if len(skipped) > MAX_LISTED else "")
-    lines.append(
-        f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
-        f"({metrics['num_images']} images" + (f"; {len(skipped)} unreadable skipped: {ids})" if skipped else ")")
-    )
-    return "\n".join(lines)
-
-
-def save_label_png(label_map: torch.Tensor, path: Path) -> None:
-    """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
-    img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
-    img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's start-up chatter out of the results; warnings that matter stay."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # One image per step by design; the loader worker count is the user's choice (data.num_workers).
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    # Raised inside Lightning 2.6 by torch 2.14's pytree; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-
-
 def _refuse_padding_samplers(trainer: L.Trainer) -> None:
     """A sampler that pads (or drops) images would score some twice (or never): refuse it in one line."""
     loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
@@ -382,18 +227,3 @@ def _refuse_padding_samplers(trainer: L.Trainer) -> None:
                 "rim_bench.run.datamodule.ShardSampler and Trainer(use_distributed_sampler=False)"
             )
 
-
-@rank_zero_only
-def rank_zero_print(text: str) -> None:
-    """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
-    print(text)
-
-
-def _pct(value) -> float | None:
-    """A [0, 1] tensor → percent rounded to 4 decimals; NaN (class absent) → None."""
-    v = float(value)
-    return None if v != v else round(100 * v, 4)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"

@@ -44,8 +44,8 @@ matchings) and a bank O(K² D) once, for its K log-normalizers L (`bank_normaliz
 streams the K × K similarities in blocks: O(K + block · K) memory). JS and L1 have no such
 form: they compare P_r with every Q_m, O(N K D + K² D + N K²) per image, streaming the
 signatures in chunks or keeping them per bank when K is small (`RIMMatcher.cache_limit`).
-`rim_reference_scores` is that pairwise definition for every divergence, KL included: the
-reference the closed form is tested against.
+`rim_reference_scores` is that pairwise definition for JS and L1; KL's, the reference the
+closed form is tested against, is in the tests (tests/rim_oracles.py).
 
 A region of class c should rank c's references (and the classes c is usually confused
 with) the way c's own references do; comparing whole distributions makes inter-class
@@ -54,6 +54,7 @@ relations and the spread of subcategories count, where a single cosine does not.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +66,13 @@ from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.errors import ParamError, require_choice
+from rim_bench.core.errors import ConfigError, ParamError, require_choice
 from rim_bench.core.io import set_aside
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
+
+log = logging.getLogger(__name__)
 
 DIVERGENCES = ("kl", "js", "l1")
 RANKINGS = ("reference", "class")
@@ -115,27 +118,22 @@ def _js(log_a: Tensor, log_b: Tensor) -> Tensor:
 
 
 def pairwise_divergence(log_p: Tensor, log_q: Tensor, kind: str, chunk: int = 256) -> Tensor:
-    """D(P_i ‖ Q_m) for every pair of rows.
+    """D(P_i ‖ Q_m) for every pair of rows (KL has its closed form, `kl_reference_scores`).
 
     Args:
         log_p: ``(N, K)`` log-distributions (each row's exp sums to 1).
         log_q: ``(M, K)`` log-distributions.
-        kind: ``kl`` (KL(P‖Q)), ``js`` (Jensen-Shannon, natural log) or ``l1`` (sum of |P − Q|).
+        kind: ``js`` (Jensen-Shannon, natural log) or ``l1`` (sum of |P − Q|).
         chunk: rows of `log_q` per step for ``js``, which needs an ``(N, chunk, K)`` buffer.
     Returns:
         ``(N, M)`` divergences, ≥ 0, zero where the rows are equal.
     """
-    if kind == "kl":
-        # Σ_j p log p − Σ_j p log q: the cross term is one matrix product.
-        p = log_p.exp()
-        neg_entropy = torch.where(p > 0, p * log_p, 0.0).sum(-1, keepdim=True)
-        return (neg_entropy - p @ log_q.T).clamp_min(0.0)  # the two terms cancel to ~1e-5 below 0 at tiny T
     if kind == "l1":
         return torch.cdist(log_p.exp(), log_q.exp(), p=1)
     if kind == "js":
         parts = [_js(log_p[:, None], log_q[None, start:start + chunk]) for start in range(0, log_q.shape[0], chunk)]
         return torch.cat(parts, dim=1) if parts else log_p.new_zeros(log_p.shape[0], 0)
-    raise ValueError(f"unknown divergence '{kind}' (choose {', '.join(DIVERGENCES)})")
+    raise ValueError(f"pairwise divergence '{kind}': js or l1 (kl is computed in closed form: kl_reference_scores)")
 
 
 def _log_rest(log_p: Tensor, self_index: Tensor, is_top: Tensor, log_others: Tensor) -> Tensor:
@@ -156,6 +154,7 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
         log_p: ``(N, K)`` log ranking distributions.
         log_q: ``(M, K)`` log signatures with ``log_q[i, self_index[i]] == -inf``.
         self_index: ``(M,)`` the reference each row of `log_q` belongs to.
+        kind: ``js`` or ``l1`` (as `pairwise_divergence`).
     Returns:
         ``(N, M)``.
     """
@@ -165,22 +164,6 @@ def excluding_self_divergence(log_p: Tensor, log_q: Tensor, self_index: Tensor, 
     is_top = self_index[None] == top  # (N, M)
     log_rest = _log_rest(log_p, self_index, is_top, log_others)  # (N, M)
     rows = torch.arange(len(self_index), device=log_q.device)
-    if kind == "kl":
-        # With p'_j = p_j / (1 − p_m) for j ≠ m:
-        # KL(p' ‖ q_m) = [Σ_{j≠m} p_j log p_j − Σ_{j≠m} p_j log q_mj] / (1 − p_m) − log(1 − p_m);
-        # the second sum is a matrix product once log q_mm is set to 0.
-        p = log_p.exp()
-        p_log_p = torch.where(p > 0, p * log_p, 0.0)
-        log_q = log_q.clone()
-        log_q[rows, self_index] = 0.0
-        own = p_log_p.sum(-1, keepdim=True) - p_log_p[:, self_index]
-        general = (own - p @ log_q.T) * torch.exp(-log_rest) - log_rest
-        # When m is the row's top reference, 1 − p_m can be far below float32's range and the
-        # p_j above underflow: renormalize without m in log space instead.
-        log_p_ex = log_p_ex - log_others
-        p_ex = log_p_ex.exp()
-        direct = torch.where(p_ex > 0, p_ex * log_p_ex, 0.0).sum(-1, keepdim=True) - p_ex @ log_q.T
-        return torch.where(is_top, direct, general).clamp_min(0.0)
     log_p_rest = log_p[:, None, :] - log_rest[..., None]  # (N, M, K)
     is_self = torch.zeros(len(self_index), log_p.shape[1], dtype=torch.bool, device=log_p.device)
     is_self[rows, self_index] = True
@@ -195,7 +178,8 @@ def rim_reference_scores(
     exclude_self: bool = False, max_elements: int = 2**24, signatures: Tensor | None = None,
     ref_temperature: float | None = None,
 ) -> Tensor:
-    """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc).
+    """``(N, D)`` regions, ``(K, D)`` references → ``(N, K)`` scores s(r, m) (see the module doc)
+    for the divergences without a closed form, ``js`` and ``l1``.
 
     The signatures Q_m are computed for a chunk of references at a time, so memory stays
     O(N K + chunk K); `max_elements` bounds a chunk's largest buffer. `signatures`, the
@@ -207,7 +191,7 @@ def rim_reference_scores(
     log_p = log_ranking_distribution(similarity, temperature)
     references = references.to(similarity.device)
     n, k = log_p.shape
-    elementwise = divergence == "js" or (exclude_self and divergence != "kl")
+    elementwise = divergence == "js" or exclude_self
     chunk = max(1, max_elements // max(1, (n if elementwise else 1) * k))
     relation = []
     for start in range(0, k, chunk):
@@ -392,7 +376,8 @@ def bank_cosine_spread(features: Tensor, block_elements: int = 2**24) -> float:
     unit, _ = _unit_vectors(features)
     k = unit.shape[0]
     if k < 2:
-        raise ValueError("temperature 'auto' needs at least 2 references in the bank")
+        raise ConfigError(f"matcher.rim.temperature: 'auto' needs at least 2 references in the bank, it has {k}; "
+                          "set a number")
     total = total_sq = 0.0
     block = max(1, block_elements // k)
     for start in range(0, k, block):
@@ -490,7 +475,7 @@ class RIMMatcher:
         temperature_scale: c in T = c × the std of the bank's off-diagonal cosines, for ``"auto"``.
         cache_limit: JS and L1 keep the bank's K × K signatures between calls (on a CPU) for
             banks of at most this many references; KL needs only K numbers per bank.
-        verbose: print the temperatures ``auto`` gives for each bank.
+        verbose: log the temperatures ``auto`` gives for each bank.
     """
 
     def __init__(self, temperature: float | str, divergence: str, alpha: float, aggregation: str,
@@ -531,10 +516,11 @@ class RIMMatcher:
                 if key not in bank.derived:
                     bank.derived[key] = bank_cosine_spread(bank.features)
                     if self.verbose:
-                        print(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
+                        log.info(f"matcher.rim: temperature auto = {self.temperature_scale:g} x "
                               f"{bank.derived[key]:.4g} (the std of the bank's off-diagonal cosines)")
                 if bank.derived[key] <= 0:
-                    raise ValueError("temperature 'auto': the bank's references all have the same cosine to each other")
+                    raise ConfigError("matcher.rim.temperature: 'auto' needs references of different cosines to each "
+                                      "other, the bank's are all the same; set a number")
                 value = self.temperature_scale * bank.derived[key]
             resolved.append(float(value))
         return resolved[0], resolved[1]
@@ -564,7 +550,8 @@ class RIMMatcher:
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` → ``(N, C)`` class scores."""
         if len(bank) < 2 and self.exclude_self:
-            raise ValueError("exclude_self needs at least 2 references in the bank")
+            raise ConfigError(f"matcher.rim.exclude_self: needs at least 2 references in the bank, it has {len(bank)}; "
+                              "set matcher.rim.exclude_self=false")
         t_p, t_q = self.temperatures(bank)
         state = self.prepare(bank)
         if self.ranking == "class":

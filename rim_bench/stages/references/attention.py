@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rim_bench.core.errors import ConfigError
+
 
 class AttentionStore:
     """Running sums of the class word's cross-attention per prompt, per resolution.
@@ -63,7 +65,7 @@ class AttentionStore:
     def maps(self, size: tuple[int, int]) -> Tensor:
         """``(B, H, W)`` in [0, 1]: the mean over layers and steps, upsampled to `size`, normalized."""
         if not self.sums:
-            raise ValueError(
+            raise ConfigError(
                 f"no cross-attention layer at resolution {sorted(self.resolutions)}; this UNet has "
                 f"{sorted(self.seen)} (set references.diffusion.attention_resolutions)"
             )
@@ -133,7 +135,8 @@ def word_token_indices(tokenizer: Any, prompt: str, word: str) -> list[int]:
     for start in range(len(ids) - len(target), -1, -1):
         if ids[start:start + len(target)] == target:
             return list(range(start, start + len(target)))
-    raise ValueError(f"the word '{word}' is not in the prompt '{prompt}' (or past the tokenizer's 77 tokens)")
+    raise ConfigError(f"references.diffusion.prompt: the word '{word}' is not in the prompt '{prompt}' (or past the "
+                      "tokenizer's 77 tokens); shorten the prompt or the subcategory phrase")
 
 
 def class_word(subcategory: str, names: list[str]) -> str:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +40,8 @@ from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import DataError
 from rim_bench.core.io import atomic_write_json, atomic_write_text, safe_name, set_aside
 from rim_bench.core.types import ReferenceBank
+
+log = logging.getLogger(__name__)
 
 TENSORS = "bank.safetensors"
 METADATA = "bank.json"
@@ -110,7 +112,7 @@ def cached_bank(cache: CacheLayout | Path, key_spec: dict, build: Callable[[Path
             bank = load_bank(directory)
             bank.directory = directory
             if wait:  # whether it waited or rank 0 had already published: this rank built nothing
-                print(f"rank {rank}: read the reference bank rank 0 built, {directory}", file=sys.stderr)
+                log.warning(f"rank {rank}: read the reference bank rank 0 built, {directory}")
             return bank, directory, True
         except DamagedCacheError as e:
             set_aside(directory, e)
@@ -159,7 +161,7 @@ def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, tim
     """Wait until `directory` holds a published bank; fail at once if this job's rank 0
     reports an error (its `failed` marker), within `stale_s` if it is gone (`_Rank0Heartbeat`),
     or after `timeout_s`."""
-    print(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}", file=sys.stderr)
+    log.warning(f"rank {rank}: waiting for rank 0 to build the reference bank {directory}")
     start = reminded = time.monotonic()
     heartbeat = _Rank0Heartbeat(alive, stale_s)
     while not (directory / METADATA).is_file():
@@ -178,8 +180,7 @@ def _wait_for(directory: Path, failed: Path, rank: int, poll_seconds: float, tim
                             "every node see the same cache_dir? Build it first with `rim-bench build-bank`")
         if time.monotonic() - reminded > 600:
             reminded = time.monotonic()
-            print(f"rank {rank}: still waiting for {directory} (cache_dir must be shared by every node)",
-                  file=sys.stderr)
+            log.warning(f"rank {rank}: still waiting for {directory} (cache_dir must be shared by every node)")
         time.sleep(poll_seconds)
 
 

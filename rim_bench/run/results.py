@@ -1,0 +1,211 @@
+"""A run's results, written: metrics.json, config.yaml, predictions, overlays and the tables.
+
+`ResultWriter` is the callback `RIMModule` adds; `run_metrics` is metrics.json's content,
+`cost_metrics` its cost part, `format_results` the per-class table logged after a run, and
+`save_label_png` a prediction's label PNG (also for `rim-bench segment`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from rim_bench.core.config import config_hash, result_spec, save_config
+from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in
+from rim_bench.core.timing import StageTimer, process_peak_bytes
+from rim_bench.core.types import Prediction, Sample
+from rim_bench.data.base import MAX_LISTED
+from rim_bench.data.palette import voc_palette
+from rim_bench.run.assembly import BankBuild
+from rim_bench.run.metrics import most_confused
+from rim_bench.run.visualize import save_overlay
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ScoredModule(Protocol):
+    """What the writer reads of the module it writes for (`RIMModule`)."""
+
+    cfg: DictConfig
+    timer: StageTimer
+    class_names: list[str]
+    results: dict[str, Any] | None
+    bank_build: BankBuild | None
+    metrics_json: dict[str, Any] | None
+    output_dir: Path | None
+
+    def run_config(self) -> DictConfig: ...
+
+
+class ResultWriter(L.Callback):
+    """Writes a run's results into the module's ``output_dir`` (null: the Trainer's log folder):
+    ``predictions/<id>.png`` (``save_predictions``, and always for ``predict``), ``overlays/<id>.png``
+    (the data set's first ``save_overlays`` images, whichever process scores them), and after a
+    test or validation ``metrics.json`` and ``config.yaml``, logging the per-class table and the
+    time breakdown (the module's timer then starts afresh: each run's metrics cover that run)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.output_dir = Path(".")
+        self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
+        self._loop_start = self.started
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        module = _rim(pl_module)
+        chosen = module.output_dir or module.cfg.output_dir or trainer.log_dir or trainer.default_root_dir
+        self.output_dir = module.output_dir = Path(chosen).expanduser()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loop_start = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loop_start = time.perf_counter()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._write(trainer, _rim(pl_module), outputs, predictions=_rim(pl_module).cfg.save_predictions)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._write(trainer, _rim(pl_module), outputs, predictions=True)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, _rim(pl_module))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish(trainer, _rim(pl_module))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module = _rim(pl_module)
+        if trainer.is_global_zero:
+            atomic_write_text(self.output_dir / "classes.txt",
+                              "".join(f"{i} {name}\n" for i, name in enumerate(module.class_names)))
+            save_config(module.run_config(), self.output_dir / "config.yaml")
+            log.info(f"label maps: {self.output_dir / 'predictions'}/ (label ids in {self.output_dir}/classes.txt)")
+
+    def _write(self, trainer: L.Trainer, module: ScoredModule, outputs: list[tuple[Sample, Prediction]],
+               predictions: bool) -> None:
+        max_overlays = module.cfg.save_overlays
+        for sample, pred in outputs:
+            index = trainer.global_rank + self._seen * trainer.world_size
+            self._seen += 1
+            with module.timer("writing"):
+                if predictions:
+                    save_label_png(pred.label_map, file_in(self.output_dir / "predictions", sample.image_id, ".png"))
+                if index < max_overlays:
+                    save_overlay(
+                        file_in(self.output_dir / "overlays", sample.image_id, ".png"),
+                        image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
+                        prediction=pred.label_map.cpu().numpy(),
+                        label=sample.label.numpy() if sample.label.numel() else None,  # predict: no label
+                        class_names=module.class_names, image_id=sample.image_id,
+                    )
+
+    def _finish(self, trainer: L.Trainer, module: ScoredModule) -> None:
+        now = time.perf_counter()
+        loop_seconds = now - self._loop_start
+        # The wall time from the run's first timed stage: `rim-bench test` opens the data before the Trainer starts.
+        started = min(self.started, module.timer.started or self.started)
+        # Lightning attaches trainer.datamodule at run time without declaring it
+        metrics = run_metrics(module, now - started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
+        module.metrics_json = metrics
+        if trainer.is_global_zero:
+            atomic_write_json(self.output_dir / "metrics.json", metrics)
+            save_config(module.run_config(), self.output_dir / "config.yaml")
+            log.info(format_results(metrics, module.class_names))
+            table = module.timer.table(metrics["seconds"]["total"], metrics["num_images"], loop_seconds)
+            log.info(f"\ntime breakdown\n{table}")
+            log.info(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
+        module.timer.reset()  # a next validate or test on this module times only itself
+
+
+def _rim(module: L.LightningModule) -> ScoredModule:
+    if not isinstance(module, ScoredModule):
+        raise TypeError(f"ResultWriter writes RIMModule results, not a {type(module).__name__}'s")
+    return module
+
+
+def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodule: Any = None) -> dict[str, Any]:
+    """The content of metrics.json: scores in percent, the bank used, the images left out, and
+    the cost (seconds per stage, peak memory, throughput over the test loop)."""
+    res, names, build = module.results, module.class_names, module.bank_build
+    assert res is not None and build is not None, "run_metrics comes after a scored epoch"
+    dataset = getattr(datamodule, "dataset", None)
+    unread = dict(getattr(dataset, "problems", {}))  # left out when the data set was opened (data.skip_bad)
+    return {
+        "mIoU": _pct(res["mIoU"]), "mAcc": _pct(res["mAcc"]), "aAcc": _pct(res["aAcc"]),
+        "per_class_iou": {n: _pct(v) for n, v in zip(names, res["iou"])},
+        "per_class_acc": {n: _pct(v) for n, v in zip(names, res["acc"])},
+        "num_images": int(res["num_images"]),
+        "most_confused": most_confused(res["confmat"], names),
+        "result_hash": config_hash(result_spec(module.run_config())),
+        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
+        "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
+        **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
+    }
+
+
+def cost_metrics(timer: StageTimer, wall: float, images: int, loop_seconds: float) -> dict:
+    """What a run cost: seconds per stage, the framework's and the models' shares, peak
+    memory per stage (MB) and throughput over the test loop (all processes' images)."""
+    memory = timer.memory_dict()
+    memory["host_rss"]["total"] = round(process_peak_bytes() / 2**20, 1)
+    return {
+        "seconds": {**timer.as_dict(), "total": round(wall, 3)},
+        "seconds_split": timer.shares(),
+        "peak_memory_mb": memory,
+        "throughput": {"images_per_second": round(images / max(loop_seconds, 1e-9), 3),
+                       "test_loop_seconds": round(loop_seconds, 3)},
+    }
+
+
+def format_results(metrics: dict, class_names: list[str]) -> str:
+    """The per-class IoU / accuracy table and the summary line."""
+    width = max(12, *(len(n) for n in class_names)) + 2
+    lines = [f"\n{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
+    for name in class_names:
+        iou, acc = metrics["per_class_iou"][name], metrics["per_class_acc"][name]
+        lines.append(f"{name:<{width}}{_fmt(iou):>8}{_fmt(acc):>8}")
+    if metrics["most_confused"]:
+        lines.append("\nmost confused (true → predicted: share of the true class's pixels)")
+        lines += [f"  {c['true']} → {c['predicted']}: {100 * c['share']:.1f}%" for c in metrics["most_confused"]]
+    skipped = metrics.get("skipped") or {}
+    ids = ", ".join(list(skipped)[:MAX_LISTED]) + (", ..." if len(skipped) > MAX_LISTED else "")
+    lines.append(
+        f"\nmIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
+        f"({metrics['num_images']} images" + (f"; {len(skipped)} unreadable skipped: {ids})" if skipped else ")")
+    )
+    return "\n".join(lines)
+
+
+def save_label_png(label_map: torch.Tensor, path: Path) -> None:
+    """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
+    img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
+    img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+
+
+def _pct(value) -> float | None:
+    """A [0, 1] tensor → percent rounded to 4 decimals; NaN (class absent) → None."""
+    v = float(value)
+    return None if v != v else round(100 * v, 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
