@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rim_bench.core.errors import ParamError
+from rim_bench.core.params import Annotated, Range
 from rim_bench.core.registry import PROPOSERS
 
 
@@ -22,9 +22,7 @@ class GridProposer:
         cell_size: the side of a cell in image pixels.
     """
 
-    def __init__(self, cell_size: int = 16) -> None:
-        if cell_size < 1:
-            raise ParamError("cell_size", f"must be at least 1 pixel, got {cell_size}")
+    def __init__(self, cell_size: Annotated[int, Range(1)] = 16) -> None:
         self.cell_size = cell_size
 
     def __call__(self, image: Tensor) -> Tensor:
