@@ -37,7 +37,7 @@ def test_config_command_prints_resolved_config():
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("trainer.devices=0", "trainer.devices: must be at least 1"),
+    ("trainer.devices=0", "'trainer.devices' must be at least 1"),
     ("trainer.precision=bogus", "Precision 'bogus' is invalid"),
     ("trainer.accelerator=tpu", "torch_xla"),
     ("data.batch_size=0", "'data.batch_size' must be at least 1"),

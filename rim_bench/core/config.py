@@ -26,6 +26,7 @@ hashes, so that changing an unused variant's parameters changes no hash.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Iterator
@@ -33,14 +34,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rim_bench.core.config_index import CONFIG_DIR
 from rim_bench.core.errors import ConfigError, one_line
 from rim_bench.core.io import atomic_write_text
-from rim_bench.core.params import Param, problem
-from rim_bench.core.registry import STAGE_KINDS, declarations, stage_spec
+from rim_bench.core.params import Param, declared, problem
+from rim_bench.core.registry import REGISTRIES, STAGE_KINDS, declarations, stage_spec
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
@@ -64,7 +65,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"logger": ("csv", "wandb"), "wandb.mode":
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, 2**32 - 1), "save_overlays": (0, None),
     "data.max_images": (1, None), "data.batch_size": (1, None), "data.num_workers": (0, None),
-    "trainer.num_nodes": (1, None), "trainer.devices": (-1, None),
+    "trainer.num_nodes": (1, None), "trainer.devices": (1, None),  # and -1: all devices (Lightning's)
 }
 
 
@@ -269,6 +270,7 @@ def to_dict(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
 
 def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     """Merge one layer into `base` after checking its keys and value types against it."""
+    _add_new_variants(base, layer)
     # resolve=False: interpolations stay "${...}"
     _check_types(to_dict(base, resolve=False), to_dict(layer, resolve=False), source, prefix="")
     try:
@@ -277,6 +279,21 @@ def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig
         raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
     assert isinstance(merged, DictConfig)  # a mapping merged into a mapping
     return merged
+
+
+def _add_new_variants(base: DictConfig, layer: DictConfig) -> None:
+    """Give `base` the block of each stage variant that `layer` names but default.yaml does not
+    have (a stage added in a module of its own): its declared defaults."""
+    for key in STAGE_KINDS:
+        part = layer.get(key)
+        if not isinstance(part, DictConfig):
+            continue
+        names = {part.get("name"), *(k for k, v in part.items() if isinstance(v, DictConfig))}
+        for name in names:
+            if isinstance(name, str) and name not in base[key] and name in REGISTRIES[key].names():
+                params = declared(REGISTRIES[key].get(name, key))
+                with open_dict(base):
+                    base[key][name] = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
@@ -315,7 +332,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
     if param is not None:
         wrong = problem(param, value)
         if wrong:
-            raise ConfigError(f"{source}: '{key}' {wrong}")
+            raise ConfigError(f"{source}: '{key}'{':' if wrong.startswith('unknown') else ''} {wrong}")
         if not (param.block or param.free):  # a block's members are checked one by one
             return
     if value is None or _is_interp(value):
@@ -328,7 +345,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
         wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
         raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
     low, high = RANGES.get(key, (None, None))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not (key, value) == ("trainer.devices", -1) and (
             (low is not None and value < low) or (high is not None and value > high)):
         bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
             if low is not None else f"at most {high}"
@@ -337,15 +354,9 @@ def _check_value(key: str, value: Any, source: str) -> None:
 
 def _declared(key: str) -> Param | None:
     """The declaration of the stage parameter at `key`, or None (another key, or a free block's member)."""
-    global _DECLARATIONS
     if not key.startswith(tuple(f"{k}." for k in STAGE_KINDS)):
         return None
-    if _DECLARATIONS is None:
-        _DECLARATIONS = declarations()
-    return _DECLARATIONS.get(key)
-
-
-_DECLARATIONS: dict[str, Param] | None = None  # filled on first use: it imports the stage modules
+    return declarations().get(key)  # the first call imports the stage modules
 
 
 def _check_finite(key: str, value: Any, source: str) -> None:

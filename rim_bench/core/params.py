@@ -78,17 +78,17 @@ class Param:
     free: bool = False  # a block of any keys
 
     def describe(self) -> str:
-        """What the parameter takes, for messages ("a number in [0, 1] or null")."""
+        """What the parameter takes, for messages ("float in [0, 1] or null")."""
         parts = []
         if self.types:
-            kind = "a number" if float in self.types else " or ".join(_TYPE_WORDS.get(t, t.__name__)
-                                                                        for t in self.types)
+            kind = "float" if float in self.types else " or ".join(t.__name__ for t in self.types)
             parts.append(f"{kind} {self.range.describe()}" if self.range else kind)
         parts += [repr(c) for c in self.choices]
         return " or ".join(parts + (["null"] if self.nullable else []))
 
 
-_TYPE_WORDS = {int: "an integer", str: "text", bool: "true or false", list: "a list", dict: "a block"}
+def _like(default: Any) -> str:
+    return "" if default is inspect.Parameter.empty or isinstance(default, dict) else f" like its default {default!r}"
 
 
 def declared(builder: Callable[..., Any]) -> dict[str, Param]:
@@ -152,9 +152,12 @@ def problem(param: Param, value: Any) -> str | None:
     if value in param.choices and not isinstance(value, bool):
         return None
     if not _of_type(value, param.types):
+        if param.default is None and param.types and not param.choices:  # "a number or null", as for other keys
+            wanted = "a number" if float in param.types else "a path (text)" if str in param.types else "int"
+            return f"must be {wanted} or null, got {type(value).__name__} {value!r}"
         if param.choices and not param.types:
             return f"unknown {value!r} (choose {', '.join(map(str, param.choices))})"
-        return f"must be {param.describe()}, got {type(value).__name__} {value!r}"
+        return f"must be {param.describe()}{_like(param.default)}, got {type(value).__name__} {value!r}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value!r}; give a number like 0.1"
     if param.range and isinstance(value, (int, float)) and not param.range.holds(value):

@@ -99,11 +99,20 @@ REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZ
 def declarations() -> dict[str, Param]:
     """Every registered stage's parameters by dotted config key (``matcher.rim.alpha``), nested
     blocks' members included (``segmenter.paint.background.rule``); imports the stage modules."""
-    found: dict[str, Param] = {}
-    for key, registry in REGISTRIES.items():
-        for name in registry.names():
-            _flatten(declared(registry.get(name, key)), f"{key}.{name}.", found)
-    return found
+    if not _declared_cache:
+        for registry in REGISTRIES.values():
+            registry._fill()
+    version = tuple((key, name, id(b)) for key, r in REGISTRIES.items() for name, b in r._builders.items())
+    if _declared_cache.get("version") != version:  # a stage registered (or removed) since
+        found: dict[str, Param] = {}
+        for key, registry in REGISTRIES.items():
+            for name, builder in registry._builders.items():
+                _flatten(declared(builder), f"{key}.{name}.", found)
+        _declared_cache.update(version=version, found=found)
+    return _declared_cache["found"]
+
+
+_declared_cache: dict[str, Any] = {}
 
 
 def _flatten(params: dict[str, Param], prefix: str, into: dict[str, Param]) -> None:
