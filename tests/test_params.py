@@ -16,7 +16,7 @@ from rim_bench.commands.cli import main
 from rim_bench.core.config import DEFAULT_FILE, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.params import declared
-from rim_bench.core.registry import REGISTRIES
+from rim_bench.core.registry import DATASETS, REGISTRIES
 
 # One module: a matcher and a featurizer with their parameters, choices, ranges and weights.
 NEW_STAGES = '''
@@ -130,6 +130,42 @@ def test_plan_checks_a_new_featurizers_weights(new_stages, tmp_path, capsys):
     assert f"featurizer.colour.model: '{folder}' is not a model folder (no config.json in it)" in err
 
 
-def test_readme_counts_files_per_extension():
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    assert "a matcher is one module" in text and "a featurizer one module (two with its backbone)" in text
+def test_readme_gives_the_counts_these_tests_show():
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    for count in ("a matcher is one module", "a featurizer one module (two with its backbone)",
+                  "a benchmark three files"):
+        assert count in text, count
+
+
+# A benchmark: a data module, a class file and an experiment file (here the smoke images in a new name).
+NEW_BENCHMARK = '''
+from pathlib import Path
+
+from rim_bench.core.registry import DATASETS
+from rim_bench.data.voc import VOCLayout
+
+
+@DATASETS.register("my_benchmark")
+class MyBenchmark(VOCLayout):
+    subdir = "."
+    default_classes = str(Path(__file__).with_name("my_benchmark.txt"))
+'''
+
+
+def test_a_new_benchmark_is_three_files(tmp_path, smoke_root, capsys):
+    from rim_bench.data.classes import class_file
+
+    (tmp_path / "my_benchmark.py").write_text(textwrap.dedent(NEW_BENCHMARK))
+    (tmp_path / "my_benchmark.txt").write_text(class_file("smoke").read_text())
+    experiment = tmp_path / "my_benchmark.yaml"
+    experiment.write_text(f"extends: smoke\ndata:\n  name: my_benchmark\n  root: {smoke_root}\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module("my_benchmark")
+        out = tmp_path / "run"
+        assert main(["test", f"experiment={experiment}", "data.max_images=2", f"output_dir={out}"]) == 0
+        assert (out / "metrics.json").is_file()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("my_benchmark", None)
+        DATASETS._builders.pop("my_benchmark", None)
