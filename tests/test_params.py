@@ -99,7 +99,7 @@ def _same(params, block: dict, where: str) -> None:
     ("matcher.rim.alpha=1.5", "'matcher.rim.alpha' must be in [0, 1], got 1.5"),
     ("matcher.rim.divergence=kl2", "'matcher.rim.divergence': unknown 'kl2' (choose kl, js, l1)"),
     ("proposer.sam.model_type=vit_x", "unknown 'vit_x'"),
-    ("segmenter.paint.background.probability.temperature=0", "must be at least 1e-06, got 0"),
+    ("segmenter.paint.background.probability.temperature=0", "must be positive, got 0"),
     ("logger=tensorboard", "'logger': unknown 'tensorboard' (choose csv, wandb)"),
 ])
 def test_config_checks_read_the_declarations(override, fragment):
@@ -132,7 +132,7 @@ def test_plan_checks_a_new_featurizers_weights(new_stages, tmp_path, capsys):
 
 def test_readme_gives_the_counts_these_tests_show():
     text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
-    for count in ("a matcher is one module", "a featurizer one module (two with its backbone)",
+    for count in ("a matcher is one module", "a featurizer one module (two with its backbone",
                   "a benchmark three files"):
         assert count in text, count
 

@@ -25,24 +25,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-__all__ = ["Annotated", "Literal", "Range", "Block", "GIVEN", "Param", "declared", "problem", "ref",
+__all__ = ["Annotated", "Literal", "Range", "POSITIVE", "Block", "GIVEN", "Param", "declared", "problem", "ref",
            "HubWeights", "SamWeights"]
 
 
 @dataclass(frozen=True)
 class Range:
-    """Inclusive bounds of a number; None leaves that side open."""
+    """Bounds of a number, inclusive unless `above` (then values must exceed `low`); None leaves that
+    side open."""
 
     low: float | None = None
     high: float | None = None
+    above: bool = False
 
     def describe(self) -> str:
+        if self.above:
+            return "positive" if self.low == 0 and self.high is None else f"above {self.low}"
         if self.low is not None and self.high is not None:
             return f"in [{self.low}, {self.high}]"
         return f"at least {self.low}" if self.low is not None else f"at most {self.high}"
 
     def holds(self, value: float) -> bool:
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        over = self.low is None or (value > self.low if self.above else value >= self.low)
+        return over and (self.high is None or value <= self.high)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class _Given:
 
 
 GIVEN = _Given()
+POSITIVE = Range(0, above=True)
 
 
 def ref(expression: str) -> Any:
@@ -82,7 +88,8 @@ class Param:
         parts = []
         if self.types:
             kind = "float" if float in self.types else " or ".join(t.__name__ for t in self.types)
-            parts.append(f"{kind} {self.range.describe()}" if self.range else kind)
+            bounds = self.range.describe() if self.range else ""
+            parts.append(f"a positive {kind}" if bounds == "positive" else f"{kind} {bounds}".strip())
         parts += [repr(c) for c in self.choices]
         return " or ".join(parts + (["null"] if self.nullable else []))
 

@@ -67,7 +67,7 @@ from tqdm import tqdm
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.core.errors import ParamError
 from rim_bench.core.io import set_aside
-from rim_bench.core.params import GIVEN, Annotated, Literal, Range
+from rim_bench.core.params import GIVEN, POSITIVE, Annotated, Literal, Range
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.matching.scores import Aggregation, aggregate_by_class, cosine_matrix
@@ -76,7 +76,7 @@ Divergence = Literal["kl", "js", "l1"]
 DIVERGENCES: tuple[str, ...] = typing.get_args(Divergence)
 AUTO = "auto"  # a temperature set from each bank's cosine spread
 # A softmax temperature: positive, or "auto".
-Temperature = Annotated[float, Range(1e-6)] | Literal["auto"]
+Temperature = Annotated[float, POSITIVE] | Literal["auto"]
 STORE_NORMALIZERS_FROM = 20_000  # references: ~4 s of precompute on one CPU core (100k: ~100 s)
 _LOG2 = math.log(2.0)
 
@@ -500,7 +500,7 @@ class RIMMatcher:
                  alpha: Annotated[float, Range(0, 1)] = 0.0, aggregation: Aggregation = "max",
                  exclude_self: bool = False, ranking: Literal["reference", "class"] = "reference",
                  ref_temperature: Temperature | None = None,
-                 temperature_scale: Annotated[float, Range(1e-6)] = 0.1,
+                 temperature_scale: Annotated[float, POSITIVE] = 0.1,
                  cache_limit: Annotated[int, GIVEN] = 8192, verbose: Annotated[bool, GIVEN] = True) -> None:
         if ranking == "class" and exclude_self:
             raise ParamError("exclude_self", "applies to ranking=reference only (a class signature is a mean over "

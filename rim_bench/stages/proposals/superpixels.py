@@ -7,7 +7,7 @@ import torch
 from skimage.segmentation import slic
 from torch import Tensor
 
-from rim_bench.core.params import Annotated, Range
+from rim_bench.core.params import POSITIVE, Annotated, Range
 from rim_bench.core.registry import PROPOSERS
 
 
@@ -21,7 +21,7 @@ class SuperpixelProposer:
         sigma: Gaussian smoothing before segmenting, in pixels.
     """
 
-    def __init__(self, n_segments: Annotated[int, Range(1)] = 64, compactness: Annotated[float, Range(1e-6)] = 10.0,
+    def __init__(self, n_segments: Annotated[int, Range(1)] = 64, compactness: Annotated[float, POSITIVE] = 10.0,
                  sigma: Annotated[float, Range(0)] = 1.0) -> None:
         self.n_segments = n_segments
         self.compactness = compactness

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import GIVEN, Annotated, Block, Literal, Range
+from rim_bench.core.params import GIVEN, POSITIVE, Annotated, Block, Literal, Range
 
 Rule = Literal["class", "probability", "calibrated", "score", "area"]
 RULES: tuple[str, ...] = get_args(Rule)
@@ -48,7 +48,7 @@ RULES: tuple[str, ...] = get_args(Rule)
 class Probability:
     """``softmax(scores / temperature)``; best class probability < threshold → background."""
 
-    temperature: Annotated[float, Range(1e-6)] = 0.01  # in the matcher's units: SCLIP's logit scale 100
+    temperature: Annotated[float, POSITIVE] = 0.01  # in the matcher's units: SCLIP's logit scale 100
     threshold: Annotated[float, Range(0, 1)] = 0.1  # SCLIP's and NACLIP's prob_thd
 
 
