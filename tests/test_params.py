@@ -22,11 +22,13 @@ from rim_bench.core.registry import DATASETS, REGISTRIES
 NEW_STAGES = '''
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rim_bench.core.params import Annotated, HubWeights, Literal, Range
+from rim_bench.core.params import HubWeights, Range
 from rim_bench.core.registry import FEATURIZERS, MATCHERS
 
 

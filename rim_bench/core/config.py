@@ -293,7 +293,8 @@ def _add_new_variants(base: DictConfig, layer: DictConfig) -> None:
             if isinstance(name, str) and name not in base[key] and name in REGISTRIES[key].names():
                 params = declared(REGISTRIES[key].get(name, key))
                 with open_dict(base):
-                    base[key][name] = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+                    base[key][name] = {n: p.default for n, p in params.items()
+                                       if p.default is not inspect.Parameter.empty}
 
 
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
@@ -345,7 +346,8 @@ def _check_value(key: str, value: Any, source: str) -> None:
         wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
         raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
     low, high = RANGES.get(key, (None, None))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not (key, value) == ("trainer.devices", -1) and (
+    every_device = (key, value) == ("trainer.devices", -1)  # Lightning's "all devices"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not every_device and (
             (low is not None and value < low) or (high is not None and value > high)):
         bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
             if low is not None else f"at most {high}"

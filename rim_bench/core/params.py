@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-__all__ = ["Annotated", "Literal", "Range", "POSITIVE", "Block", "GIVEN", "Param", "declared", "problem", "ref",
+__all__ = ["Range", "POSITIVE", "Block", "GIVEN", "Param", "declared", "problem", "ref",
            "HubWeights", "SamWeights"]
 
 
@@ -100,7 +100,7 @@ def _like(default: Any) -> str:
 
 def declared(builder: Callable[..., Any]) -> dict[str, Param]:
     """The config parameters of a stage (a class: its ``__init__``; or a function), by name."""
-    function = builder.__init__ if inspect.isclass(builder) else builder  # type: ignore[misc]
+    function = builder.__init__ if inspect.isclass(builder) else builder
     hints = typing.get_type_hints(builder if dataclasses.is_dataclass(builder) else function, include_extras=True)
     params = {}
     for name, p in inspect.signature(builder).parameters.items():

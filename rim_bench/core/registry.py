@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -168,7 +168,7 @@ def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str
     if params is None:
         params = {}
     elif isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
+        params = cast(dict[str, Any], OmegaConf.to_container(params, resolve=True))
     else:
         raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
     return {"name": name, **params}

@@ -7,14 +7,15 @@ matching is set against.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import Annotated, HubWeights, Literal, Range, ref
+from rim_bench.core.params import HubWeights, Range, ref
 from rim_bench.core.registry import FEATURIZERS
 from rim_bench.stages.features.dense import model_input
-
 
 # The "tiny" model's CLIPVisionConfig and projection size (random init, tests).
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import Annotated, HubWeights, Range, ref
+from rim_bench.core.params import HubWeights, Range, ref
 from rim_bench.core.registry import FEATURIZERS
 
 # ImageNet statistics, as DINOv2 was trained with them.

@@ -55,9 +55,9 @@ relations and the spread of subcategories count, where a single cosine does not.
 from __future__ import annotations
 
 import math
-import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -67,13 +67,13 @@ from tqdm import tqdm
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.core.errors import ParamError
 from rim_bench.core.io import set_aside
-from rim_bench.core.params import GIVEN, POSITIVE, Annotated, Literal, Range
+from rim_bench.core.params import GIVEN, POSITIVE, Range
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.matching.scores import Aggregation, aggregate_by_class, cosine_matrix
 
 Divergence = Literal["kl", "js", "l1"]
-DIVERGENCES: tuple[str, ...] = typing.get_args(Divergence)
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 AUTO = "auto"  # a temperature set from each bank's cosine spread
 # A softmax temperature: positive, or "auto".
 Temperature = Annotated[float, POSITIVE] | Literal["auto"]

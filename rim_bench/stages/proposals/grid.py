@@ -7,10 +7,12 @@ bilinearly instead; cells give the same labels at cell resolution.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
-from rim_bench.core.params import Annotated, Range
+from rim_bench.core.params import Range
 from rim_bench.core.registry import PROPOSERS
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
-from rim_bench.core.params import Annotated, Literal, Range, SamWeights, ref
+from rim_bench.core.params import Range, SamWeights, ref
 from rim_bench.core.registry import PROPOSERS
-
 
 TINY = {"seed": ref("${seed}")}  # the "tiny" model's init (random weights, tests)
 

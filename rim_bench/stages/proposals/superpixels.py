@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from skimage.segmentation import slic
 from torch import Tensor
 
-from rim_bench.core.params import POSITIVE, Annotated, Range
+from rim_bench.core.params import POSITIVE, Range
 from rim_bench.core.registry import PROPOSERS
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from rim_bench.core.cache_files import DamagedCacheError, check_file, file_check
 from rim_bench.core.config import config_hash, drop_unused_tiny
 from rim_bench.core.errors import ParamError
 from rim_bench.core.io import atomic_path, atomic_write_json, safe_name, set_aside
-from rim_bench.core.params import Annotated, HubWeights, Literal, Range, SamWeights, ref
+from rim_bench.core.params import HubWeights, Range, SamWeights, ref
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.stages.references.attention import binarize, class_word, sam_prompt

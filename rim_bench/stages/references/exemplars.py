@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rim_bench.core.errors import DataError, ParamError
-from rim_bench.core.params import Annotated, Range
+from rim_bench.core.params import Range
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.data.base import load_rgb, unsafe_id

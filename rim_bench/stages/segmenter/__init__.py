@@ -18,12 +18,14 @@ background as a class with references of its own to SCLIP's probability threshol
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
 
-from rim_bench.core.params import GIVEN, Annotated, Block, Literal
+from rim_bench.core.params import GIVEN, Block
 from rim_bench.core.registry import SEGMENTERS
 from rim_bench.core.types import IGNORE_INDEX
 from rim_bench.stages.segmenter.background import BackgroundRule

@@ -32,13 +32,13 @@ peers apply no threshold there, and using one collapses mIoU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import GIVEN, POSITIVE, Annotated, Block, Literal, Range
+from rim_bench.core.params import GIVEN, POSITIVE, Block, Range
 
 Rule = Literal["class", "probability", "calibrated", "score", "area"]
 RULES: tuple[str, ...] = get_args(Rule)
