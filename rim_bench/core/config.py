@@ -1,7 +1,9 @@
 """Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
 
-`configs/default.yaml` is the schema: every key that exists is there, with its default
-and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
+`configs/default.yaml` lists every key with its default and a comment; a stage variant's
+parameters are declared by the stage itself (`rim_bench.core.params`), default.yaml's block
+repeats them for reading (a test keeps the two equal), and a registered variant that
+default.yaml lacks gets its block from its declaration when a layer names it. An experiment file may start with ``extends: NAME`` (or a list of names):
 those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
 A later layer may only set keys that exist, with a value that a stage parameter's declaration
 (its constructor's annotated signature, `rim_bench.core.params`, read through the registries)
