@@ -3,8 +3,10 @@
 `configs/default.yaml` lists every key with its default and a comment; a stage variant's
 parameters are declared by the stage itself (`rim_bench.core.params`), default.yaml's block
 repeats them for reading (a test keeps the two equal), and a registered variant that
-default.yaml lacks gets its block from its declaration when a layer names it. An experiment file may start with ``extends: NAME`` (or a list of names):
-those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
+default.yaml lacks gets its block from its declaration when a layer names it.
+
+An experiment file may start with ``extends: NAME`` (or a list of names): those files (other
+experiments, or shared pieces like ``method/rim``) are merged first, in order.
 A later layer may only set keys that exist, with a value that a stage parameter's declaration
 (its constructor's annotated signature, `rim_bench.core.params`, read through the registries)
 allows: its type, choices and range; other keys take a value of the same type as the default
@@ -331,6 +333,8 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
 def _check_value(key: str, value: Any, source: str) -> None:
     """A stage parameter against its declaration; another key's null-default type, choices and
     range (interpolations are checked resolved)."""
+    if value is not None and not _is_interp(value):
+        _check_finite(key, value, source)
     param = _declared(key)
     if param is not None:
         wrong = problem(param, value)
@@ -340,7 +344,6 @@ def _check_value(key: str, value: Any, source: str) -> None:
             return
     if value is None or _is_interp(value):
         return
-    _check_finite(key, value, source)
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{source}: '{key}': unknown '{value}' (choose {', '.join(CHOICES[key])})")
     types = NULL_DEFAULT_TYPES.get(key)

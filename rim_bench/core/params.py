@@ -25,9 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-__all__ = ["Range", "POSITIVE", "Block", "GIVEN", "Param", "declared", "problem", "ref",
-           "HubWeights", "SamWeights"]
-
 
 @dataclass(frozen=True)
 class Range:
@@ -156,8 +153,8 @@ def problem(param: Param, value: Any) -> str | None:
         return None
     if value is None:
         return None if param.nullable or param.default is None else f"cannot be null; give {param.describe()}"
-    if value in param.choices and not isinstance(value, bool):
-        return None
+    if (value in param.choices and not isinstance(value, bool)) or not (param.types or param.choices):
+        return None  # a choice, or a parameter without an annotation
     if not _of_type(value, param.types):
         if param.default is None and param.types and not param.choices:  # "a number or null", as for other keys
             wanted = "a number" if float in param.types else "a path (text)" if str in param.types else "int"
