@@ -179,7 +179,7 @@ def test_temperature_auto_follows_the_bank_and_means_the_same_for_a_scaled_sprea
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(temperature="hot"), "temperature: must be a positive float or 'auto'"),
+    (dict(temperature="hot"), "temperature: must be float > 0 or 'auto'"),
     (dict(ref_temperature=-1.0), "ref_temperature: must be positive, got -1.0"),
     (dict(ranking="pairs"), "ranking: unknown 'pairs'"),
     (dict(ranking="class", exclude_self=True), "exclude_self: applies to ranking=reference only"),

@@ -81,12 +81,12 @@ class Param:
     free: bool = False  # a block of any keys
 
     def describe(self) -> str:
-        """What the parameter takes, for messages ("float in [0, 1] or null")."""
+        """What the parameter takes, for messages ("float in [0, 1] or null", "float > 0 or 'auto'")."""
         parts = []
         if self.types:
             kind = "float" if float in self.types else " or ".join(t.__name__ for t in self.types)
             bounds = self.range.describe() if self.range else ""
-            parts.append(f"a positive {kind}" if bounds == "positive" else f"{kind} {bounds}".strip())
+            parts.append(f"{kind} > 0" if bounds == "positive" else f"{kind} {bounds}".strip())
         parts += [repr(c) for c in self.choices]
         return " or ".join(parts + (["null"] if self.nullable else []))
 
