@@ -46,8 +46,8 @@ def test_maskclip_tokens_equal_clip_with_its_last_attention_replaced_by_the_valu
 def test_clip_featurizer_keeps_the_aspect_ratio_and_rejects_bad_settings():
     feats = _featurizer()(torch.randint(0, 256, (3, 60, 120), dtype=torch.uint8))
     assert feats.shape == (16, 6, 12)
-    with pytest.raises(Exception, match="attention"):
-        _featurizer(attention="qk")
+    with pytest.raises(Exception, match="attention"):  # through a config the declaration refuses it (test_params)
+        _featurizer(attention="qk")(torch.randint(0, 256, (3, 60, 120), dtype=torch.uint8))
 
 
 def test_text_references_are_the_prompt_ensemble_of_every_name():

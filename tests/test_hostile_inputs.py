@@ -420,8 +420,15 @@ def test_set_aside_moves_and_warns_once(tmp_path: Path):
 
 
 def test_every_key_has_a_type_and_every_number_a_range():
-    """default.yaml is the schema: a key with a null default needs a type, a number a range."""
+    """A key with a null default needs a type, a number a range: a stage parameter in its
+    declaration (rim_bench.core.params), another key in config.py's tables."""
     from rim_bench.core.config import DEFAULT_FILE, NULL_DEFAULT_TYPES, RANGES
+    from rim_bench.core.registry import STAGE_KINDS, declarations
+
+    declared = declarations()
+    # SAM's settings (those of proposer.sam unless set); the mixed source's list of sources.
+    free = ("references.diffusion.sam.", "references.mixed.")
+    anything = ("segmenter.paint.background.score.threshold",)  # in the matcher's units: any number
 
     def leaves(node, prefix=""):
         for key, value in node.items():
@@ -433,7 +440,14 @@ def test_every_key_has_a_type_and_every_number_a_range():
     for key, value in leaves(OmegaConf.to_container(OmegaConf.load(DEFAULT_FILE))):
         if ".tiny." in key or key.endswith(".seed"):  # random test models' sizes; seeds follow `seed`
             continue
-        if value is None:
+        if key.split(".")[0] in STAGE_KINDS:
+            if key.startswith(free) or key.endswith(".name"):  # `name` picks the variant
+                continue
+            assert key in declared, f"{key}: not declared by its stage"
+            assert value is not None or declared[key].types, f"{key}: null default without a declared type"
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in anything:
+                assert declared[key].range is not None, f"{key}: a number without a declared range"
+        elif value is None:
             assert key in NULL_DEFAULT_TYPES, f"{key}: null default without a type in NULL_DEFAULT_TYPES"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             assert key in RANGES, f"{key}: a number without a range in RANGES"

@@ -179,17 +179,22 @@ def test_temperature_auto_follows_the_bank_and_means_the_same_for_a_scaled_sprea
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(temperature="hot"), "temperature: must be a positive number or 'auto'"),
-    (dict(ref_temperature=-1.0), "ref_temperature: must be a positive number"),
+    (dict(temperature="hot"), "temperature: must be float > 0 or 'auto'"),
+    (dict(ref_temperature=-1.0), "ref_temperature: must be positive, got -1.0"),
     (dict(ranking="pairs"), "ranking: unknown 'pairs'"),
     (dict(ranking="class", exclude_self=True), "exclude_self: applies to ranking=reference only"),
     (dict(temperature_scale=0.0), "temperature_scale: must be positive"),
 ])
 def test_bad_variant_values_name_the_parameter(kwargs, fragment):
-    from rim_bench.core.errors import ParamError
+    from omegaconf import OmegaConf
 
-    with pytest.raises(ParamError, match=fragment):
-        RIMMatcher(**{"temperature": 0.1, "divergence": "kl", "alpha": 0.0, "aggregation": "max", **kwargs})
+    from rim_bench.core.errors import ConfigError
+    from rim_bench.core.registry import MATCHERS, build_stage
+
+    block = OmegaConf.create({"name": "rim", "rim": {"temperature": 0.1, "divergence": "kl", "alpha": 0.0,
+                                                     "aggregation": "max", **kwargs}})
+    with pytest.raises(ConfigError, match=f"matcher.rim.{fragment}"):
+        build_stage(MATCHERS, block, "matcher")
 
 
 def test_config_accepts_auto_for_the_temperature_only():

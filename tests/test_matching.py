@@ -125,11 +125,14 @@ def test_cosine_matcher_by_hand():
     (dict(temperature=0.1, divergence="kl", alpha=0.0, aggregation="median"), "aggregation"),
 ])
 def test_rim_parameter_errors(kwargs, param):
-    from rim_bench.core.errors import ParamError
+    """Built from a config block, a value its declaration refuses names the key."""
+    from omegaconf import OmegaConf
 
-    with pytest.raises(ParamError) as info:
-        RIMMatcher(**kwargs)
-    assert info.value.param == param
+    from rim_bench.core.errors import ConfigError
+    from rim_bench.core.registry import MATCHERS, build_stage
+
+    with pytest.raises(ConfigError, match=rf"^matcher\.rim\.{param}: "):
+        build_stage(MATCHERS, OmegaConf.create({"name": "rim", "rim": kwargs}), "matcher")
 
 
 def test_random_matcher_depends_on_the_image_and_seed_not_on_call_order():

@@ -27,8 +27,10 @@ import torch
 from omegaconf import DictConfig
 
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.config import generates_references
+from rim_bench.core.config import key_spec, references_spec
 from rim_bench.core.errors import ConfigError, RimBenchError
+from rim_bench.core.params import HubWeights, SamWeights
+from rim_bench.core.registry import REGISTRIES, stage_weights
 from rim_bench.core.timing import StageTimer
 
 GB = 1e9
@@ -36,12 +38,6 @@ GB = 1e9
 # attention at 512 px in fp16): our rough allowance for the check before loading; the dry run
 # then measures the real peak.
 GPU_HEADROOM_BYTES = 2 * 1024**3
-# Files that mark a loadable folder, per model key.
-MARKERS = {
-    "featurizer.dinov2.model": "config.json",
-    "featurizer.clip.model": "config.json",
-    "references.diffusion.model": "model_index.json",
-}
 # The dry run denoises this many steps and adds the rest at the measured cost of a UNet step.
 PROBE_STEPS = 2
 
@@ -118,27 +114,26 @@ def check_weights(cfg: DictConfig, device: torch.device) -> tuple[list[str], lis
     problems: list[str] = []
     weights: dict[str, int] = {}  # model → bytes on the device
 
-    for key, block in sam_blocks(cfg):
-        if block.model_type == "tiny":
-            continue
+    needed = declared_weights(cfg)
+    for sam in (w for w in needed if isinstance(w, SamWeights)):
         try:
-            path = check_checkpoint(block.model_type, block.checkpoint, key)
+            path = check_checkpoint(sam.model_type, sam.checkpoint, sam.key)
         except RimBenchError as e:
             problems.append(str(e))
             continue
         _, verdict = released_checkpoint(path)
-        notes.append(f"{key}.checkpoint: {path} ({block.model_type}): {verdict}")
-        weights[f"SAM {block.model_type}"] = path.stat().st_size
+        notes.append(f"{sam.key}.checkpoint: {path} ({sam.model_type}): {verdict}")
+        weights[f"SAM {sam.model_type}"] = path.stat().st_size
 
     half = device.type == "cuda"  # Stable Diffusion runs in fp16 on CUDA
-    for key, model in hub_models(cfg):
-        problem, note, size = check_hub_model(key, model)
+    for hub in (w for w in needed if isinstance(w, HubWeights)):
+        problem, note, size = check_hub_model(hub.key, hub.model, hub.marker)
         if problem:
             problems.append(problem)
         else:
             notes.append(note)
             if size:
-                weights[model] = size // 2 if half and key.startswith("references.") else size
+                weights[hub.model] = size // 2 if half and hub.key.startswith("references.") else size
 
     if device.type == "cuda" and not problems:
         problem = check_gpu_memory(weights, gpu_memory_bytes())
@@ -147,30 +142,22 @@ def check_weights(cfg: DictConfig, device: torch.device) -> tuple[list[str], lis
     return notes, problems
 
 
-def sam_blocks(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """The config blocks of every SAM the run loads (the proposer's, the references')."""
-    blocks = []
-    if cfg.proposer.name == "sam":
-        blocks.append(("proposer.sam", cfg.proposer.sam))
-    if generates_references(cfg) and cfg.references.diffusion.mask == "sam":
-        blocks.append(("references.diffusion.sam", cfg.references.diffusion.sam))
-    return blocks
+def declared_weights(cfg: DictConfig) -> list[HubWeights | SamWeights]:
+    """What every selected stage variant says it loads (its ``weights`` classmethod); a mixed
+    reference source's parts each say theirs."""
+    needed: list[HubWeights | SamWeights] = []
+    for key in REGISTRIES:
+        spec = references_spec(cfg[key]) if key == "references" else key_spec(cfg[key], key)
+        for part in spec.get("parts", [spec]):
+            needed += stage_weights(key, part)
+    return needed
 
 
-def hub_models(cfg: DictConfig) -> list[tuple[str, str]]:
-    """``(config key, model)`` of every transformers / diffusers model the run loads, except tiny ones."""
-    models = [(f"featurizer.{cfg.featurizer.name}.model", cfg.featurizer[cfg.featurizer.name].model)]
-    if generates_references(cfg):
-        models.append(("references.diffusion.model", cfg.references.diffusion.model))
-    return [(key, str(model)) for key, model in models if key in MARKERS and str(model) != "tiny"]
-
-
-
-def check_hub_model(key: str, model: str) -> tuple[str | None, str, int]:
-    """A problem (or None), a note, and the weights' size in bytes (0 when unknown) of one model."""
+def check_hub_model(key: str, model: str, marker: str) -> tuple[str | None, str, int]:
+    """A problem (or None), a note, and the weights' size in bytes (0 when unknown) of one model
+    (a folder holding `marker` when loadable)."""
     from rim_bench.stages.backbones.hub import cached_snapshot, hub_offline, is_local
 
-    marker = MARKERS[key]
     if is_local(model):
         folder = Path(model).expanduser()
         if not (folder / marker).is_file():

@@ -1,12 +1,18 @@
 """Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
 
-`configs/default.yaml` is the schema: every key that exists is there, with its default
-and a comment. An experiment file may start with ``extends: NAME`` (or a list of names):
-those files (other experiments, or shared pieces like ``method/rim``) are merged first, in order.
-A later layer may only set keys that exist, with a value of the same
-type as the default (an int where a float is expected is fine), a key with a null default
-takes the type `NULL_DEFAULT_TYPES` gives it, and numbers stay in the ranges of
-`RANGES` and are finite (NaN passes any range comparison): all checked when the config
+`configs/default.yaml` lists every key with its default and a comment; a stage variant's
+parameters are declared by the stage itself (`rim_bench.core.params`), default.yaml's block
+repeats them for reading (a test keeps the two equal), and a registered variant that
+default.yaml lacks gets its block from its declaration when a layer names it.
+
+An experiment file may start with ``extends: NAME`` (or a list of names): those files (other
+experiments, or shared pieces like ``method/rim``) are merged first, in order.
+A later layer may only set keys that exist, with a value that a stage parameter's declaration
+(its constructor's annotated signature, `rim_bench.core.params`, read through the registries)
+allows: its type, choices and range; other keys take a value of the same type as the default
+(an int where a float is expected is fine), a key with a null default the type
+`NULL_DEFAULT_TYPES` gives it, choices from `CHOICES` and numbers in the ranges of `RANGES`.
+Every number is finite (NaN passes any range comparison). All is checked when the config
 is loaded, before any model. Errors are one line naming the key and the layer (file path
 and line, "command line", or a sweep file).
 
@@ -24,6 +30,7 @@ hashes, so that changing an unused variant's parameters changes no hash.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Iterator
@@ -31,61 +38,38 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rim_bench.core.config_index import CONFIG_DIR
 from rim_bench.core.errors import ConfigError, one_line
 from rim_bench.core.io import atomic_write_text
+from rim_bench.core.params import Param, declared, problem
+from rim_bench.core.registry import REGISTRIES, STAGE_KINDS, declarations, stage_spec
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
 RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
-# Numeric keys that also take the string "auto" (set from the data when the stage runs).
-AUTO_KEYS = ("matcher.rim.temperature", "matcher.rim.ref_temperature")
 # The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored.
 _DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
 
-# The types of keys whose default is null (any other key keeps its default's type).
+# The keys outside the stage blocks (whose parameters their stages declare, see `declarations`):
+# the types of those whose default is null (any other key keeps its default's type), choices, ranges.
 _PATH = (str,)
 NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
     "experiment": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
     "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
-    "proposer.sam.checkpoint": _PATH, "featurizer.dinov2.window": (int,),
-    "references.diffusion.subcategories": _PATH, "references.exemplars.root": _PATH,
-    "references.exemplars.n_subcategories": (int,), "references.exemplars.images_per_subcategory": (int,),
-    "matcher.rim.ref_temperature": (float, int),
-    "segmenter.paint.min_score": (float, int),
 }
-# Inclusive ranges of numeric keys (None: unbounded on that side); the tiny test models' sizes are not listed.
+CHOICES: dict[str, tuple[str, ...]] = {"logger": ("csv", "wandb"), "wandb.mode": ("offline", "online", "disabled")}
+# Inclusive ranges of numeric keys (None: unbounded on that side).
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, 2**32 - 1), "save_overlays": (0, None),
     "data.max_images": (1, None), "data.batch_size": (1, None), "data.num_workers": (0, None),
-    "proposer.superpixels.n_segments": (1, None), "proposer.superpixels.compactness": (0, None),
-    "proposer.superpixels.sigma": (0, None),
-    "proposer.sam.points_per_side": (1, None), "proposer.sam.points_per_batch": (1, None),
-    "proposer.sam.pred_iou_thresh": (0, 1), "proposer.sam.stability_score_thresh": (0, 1),
-    "proposer.sam.box_nms_thresh": (0, 1), "proposer.sam.crop_n_layers": (0, None), "proposer.sam.min_area": (0, None),
-    "proposer.grid.cell_size": (1, None),
-    "featurizer.dinov2.input_size": (1, None), "featurizer.dinov2.window": (1, None),
-    "featurizer.dinov2.stride": (1, None), "featurizer.clip.input_size": (1, None),
-    "references.diffusion.n_subcategories": (1, None), "references.diffusion.images_per_subcategory": (1, None),
-    "references.diffusion.image_size": (8, None), "references.diffusion.num_inference_steps": (1, None),
-    "references.diffusion.guidance_scale": (0, None), "references.diffusion.attn_threshold": (0, 1),
-    "references.diffusion.min_attention_area": (0, 1), "references.diffusion.num_points": (1, None),
-    "references.exemplars.n_subcategories": (1, None), "references.exemplars.images_per_subcategory": (1, None),
-    "matcher.rim.temperature": (1e-6, None), "matcher.rim.ref_temperature": (1e-6, None),
-    "matcher.rim.temperature_scale": (1e-6, None), "matcher.rim.alpha": (0, 1),
-    "segmenter.paint.background.probability.temperature": (1e-6, None),
-    "segmenter.paint.background.probability.threshold": (0, 1),
-    "segmenter.paint.background.calibrated.threshold": (0, 1),
-    "segmenter.paint.background.score.threshold": (None, None),  # in the matcher's units: any number
-    "segmenter.paint.background.area.min_fraction": (0, 1),
-    "trainer.num_nodes": (1, None), "trainer.devices": (-1, None),
+    "trainer.num_nodes": (1, None), "trainer.devices": (1, None),  # and -1: all devices (Lightning's)
 }
 
 
@@ -180,18 +164,8 @@ def _check_resolved(cfg: DictConfig) -> DictConfig:
     Returns the resolved copy."""
     resolved = resolve(cfg.copy())
     for key, value in _leaves(to_dict(resolved)):  # values that came from an interpolation too
-        _check_finite(key, value, "resolved config")
-    for key in (*NULL_DEFAULT_TYPES, *RANGES):
-        value = OmegaConf.select(resolved, key, default=_MISSING)
-        if value is not _MISSING:
-            _check_value(key, value, "resolved config")
+        _check_value(key, value, "resolved config")
     return resolved
-
-
-# The stage blocks whose `name` selects a variant: every variant has its parameter block in default.yaml.
-# Each stage block of the config (its `name` picks the variant) and what its variants are, for messages.
-STAGE_KINDS = {"proposer": "region proposer", "featurizer": "dense featurizer", "pooling": "region encoder",
-               "references": "reference source", "matcher": "matcher", "segmenter": "segmenter"}
 
 
 def _check_stage_names(cfg: DictConfig) -> None:
@@ -211,9 +185,6 @@ def _at_default_smoke_root(cfg: DictConfig) -> bool:
     if cfg.data.name != "smoke" or cfg.data.root is None:
         return False
     return Path(str(cfg.data.root)).expanduser() == Path(str(cfg.cache_dir)).expanduser() / "smoke"
-
-
-_MISSING = object()
 
 
 def _leaves(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -303,6 +274,7 @@ def to_dict(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
 
 def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     """Merge one layer into `base` after checking its keys and value types against it."""
+    _add_new_variants(base, layer)
     # resolve=False: interpolations stay "${...}"
     _check_types(to_dict(base, resolve=False), to_dict(layer, resolve=False), source, prefix="")
     try:
@@ -311,6 +283,22 @@ def _merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig
         raise ConfigError(f"{source}: cannot set '{getattr(e, 'full_key', '?')}': {error_text(e)}") from None
     assert isinstance(merged, DictConfig)  # a mapping merged into a mapping
     return merged
+
+
+def _add_new_variants(base: DictConfig, layer: DictConfig) -> None:
+    """Give `base` the block of each stage variant that `layer` names but default.yaml does not
+    have (a stage added in a module of its own): its declared defaults."""
+    for key in STAGE_KINDS:
+        part = layer.get(key)
+        if not isinstance(part, DictConfig):
+            continue
+        names = {part.get("name"), *(k for k, v in part.items() if isinstance(v, DictConfig))}
+        for name in names:
+            if isinstance(name, str) and name not in base[key] and name in REGISTRIES[key].names():
+                params = declared(REGISTRIES[key].get(name, key))
+                with open_dict(base):
+                    base[key][name] = {n: p.default for n, p in params.items()
+                                       if p.default is not inspect.Parameter.empty}
 
 
 def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
@@ -327,7 +315,9 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
                 raise ConfigError(f"{source}: '{full}' is a group of keys; set its members, e.g. {full}.<key>=...")
             _check_types(default, value, source, prefix=f"{full}.")
             continue
-        if full in AUTO_KEYS and value == "auto":
+        param = _declared(full)
+        if param is not None and not (param.block or param.free):  # its declaration says what it takes
+            _check_value(full, value, source)
             continue
         if value is None and default is not None and not _is_interp(default):
             raise ConfigError(f"{source}: '{full}' cannot be null; give a value of type {type(default).__name__} "
@@ -341,20 +331,39 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
-    """A null-default key's type and a numeric key's range (interpolations are checked resolved)."""
-    if value is None or _is_interp(value) or (key in AUTO_KEYS and value == "auto"):
+    """A stage parameter against its declaration; another key's null-default type, choices and
+    range (interpolations are checked resolved)."""
+    if value is not None and not _is_interp(value):
+        _check_finite(key, value, source)
+    param = _declared(key)
+    if param is not None:
+        wrong = problem(param, value)
+        if wrong:
+            raise ConfigError(f"{source}: '{key}'{':' if wrong.startswith('unknown') else ''} {wrong}")
+        if not (param.block or param.free):  # a block's members are checked one by one
+            return
+    if value is None or _is_interp(value):
         return
-    _check_finite(key, value, source)
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{source}: '{key}': unknown '{value}' (choose {', '.join(CHOICES[key])})")
     types = NULL_DEFAULT_TYPES.get(key)
     if types and (not isinstance(value, types) or isinstance(value, bool)):
         wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
         raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
     low, high = RANGES.get(key, (None, None))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+    every_device = (key, value) == ("trainer.devices", -1)  # Lightning's "all devices"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not every_device and (
             (low is not None and value < low) or (high is not None and value > high)):
         bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
             if low is not None else f"at most {high}"
         raise ConfigError(f"{source}: '{key}' must be {bounds}, got {value!r}")
+
+
+def _declared(key: str) -> Param | None:
+    """The declaration of the stage parameter at `key`, or None (another key, or a free block's member)."""
+    if not key.startswith(tuple(f"{k}." for k in STAGE_KINDS)):
+        return None
+    return declarations().get(key)  # the first call imports the stage modules
 
 
 def _check_finite(key: str, value: Any, source: str) -> None:
@@ -379,25 +388,6 @@ def _same_type(default: Any, value: Any) -> bool:
 
 def _is_interp(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
-
-
-def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
-    """The selected variant of a stage block: ``{"name": ..., **its parameters}``.
-
-    Args:
-        stage: a block like ``cfg.proposer`` with a ``name`` and one sub-block per variant.
-        key: the block's key in the config, for error messages.
-        name: another variant of the block than ``stage.name``.
-    """
-    name = name or stage.get("name")
-    params = stage.get(name) if name in stage else None
-    if params is None:
-        params = {}
-    elif isinstance(params, DictConfig):
-        params = to_dict(params)
-    else:
-        raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
-    return {"name": name, **params}
 
 
 def key_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Modeled on segment-anything's `sam_model_registry`: a plain mapping, filled by a
 decorator in the module that defines each stage. Each registry knows the packages its
 stages live in and imports their modules on the first lookup (and again when a name is
 not found, so a module added later is seen): adding a stage is one module with a
-`@REGISTRY.register("name")` class plus its block in configs/default.yaml, with no import
-list to keep. `build_stage` turns a config block (``name`` + that variant's parameters)
+`@REGISTRY.register("name")` class, with no import list to keep. Its constructor's annotated
+signature declares its parameters (`rim_bench.core.params`): `declarations` gives them to the
+config checks, and its block in configs/default.yaml repeats them for users, checked against
+them by a test. `build_stage` turns a config block (``name`` + that variant's parameters)
 into an object, and turns a bad parameter into an error that names the config key.
 """
 
@@ -14,12 +16,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from rim_bench.core.config import STAGE_KINDS, stage_spec
 from rim_bench.core.errors import ConfigError, ParamError
+from rim_bench.core.params import HubWeights, Param, SamWeights, declared, first_problem
 
 # The builder type: a class or a function; registering returns it unchanged.
 B = TypeVar("B", bound=Callable[..., Any])
@@ -60,7 +62,6 @@ class Registry(Generic[B]):
             raise ConfigError(f"{key}.name: unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
         return self._builders[name]
 
-
     def _fill(self) -> None:
         """Import every not yet imported module of `packages` (their decorators register)."""
         for package in self.packages:
@@ -79,6 +80,10 @@ def _modules(name: str) -> list[str]:
     return [name] + [f"{name}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
 
 
+# Each stage block of the config (its `name` picks the variant) and what its variants are, for messages.
+STAGE_KINDS = {"proposer": "region proposer", "featurizer": "dense featurizer", "pooling": "region encoder",
+               "references": "reference source", "matcher": "matcher", "segmenter": "segmenter"}
+
 PROPOSERS: Registry = Registry(STAGE_KINDS["proposer"], ("rim_bench.stages.proposals",))
 FEATURIZERS: Registry = Registry(STAGE_KINDS["featurizer"], ("rim_bench.stages.features",))
 ENCODERS: Registry = Registry(STAGE_KINDS["pooling"], ("rim_bench.stages.features",))
@@ -86,6 +91,44 @@ REFERENCE_SOURCES: Registry = Registry(STAGE_KINDS["references"], ("rim_bench.st
 MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matching",))
 SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",))
 DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
+# The registry of each stage block of the config.
+REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
+                                   "references": REFERENCE_SOURCES, "matcher": MATCHERS, "segmenter": SEGMENTERS}
+
+
+def declarations() -> dict[str, Param]:
+    """Every registered stage's parameters by dotted config key (``matcher.rim.alpha``), nested
+    blocks' members included (``segmenter.paint.background.rule``); imports the stage modules."""
+    if not _declared_cache:
+        for registry in REGISTRIES.values():
+            registry._fill()
+    version = tuple((key, name, id(b)) for key, r in REGISTRIES.items() for name, b in r._builders.items())
+    if _declared_cache.get("version") != version:  # a stage registered (or removed) since
+        found: dict[str, Param] = {}
+        for key, registry in REGISTRIES.items():
+            for name, builder in registry._builders.items():
+                _flatten(declared(builder), f"{key}.{name}.", found)
+        _declared_cache.update(version=version, found=found)
+    return _declared_cache["found"]
+
+
+_declared_cache: dict[str, Any] = {}
+
+
+def _flatten(params: dict[str, Param], prefix: str, into: dict[str, Param]) -> None:
+    for name, param in params.items():
+        into[prefix + name] = param
+        if param.block is not None:
+            _flatten(param.block, f"{prefix}{name}.", into)
+
+
+def stage_weights(key: str, spec: dict[str, Any]) -> list[HubWeights | SamWeights]:
+    """What the variant `spec` (``{"name": ..., **params}``, as `stage_spec` gives) of stage block
+    `key` loads from disk or the hub, from its ``weights(params, key)`` classmethod (none without one)."""
+    params = dict(spec)
+    name = params.pop("name")
+    weights = getattr(REGISTRIES[key].get(name, key), "weights", None)
+    return list(weights(params, f"{key}.{name}")) if weights is not None else []
 
 
 def build_stage(registry: Registry, block: DictConfig, key: str, name: str | None = None, **extra: Any) -> Any:
@@ -96,13 +139,36 @@ def build_stage(registry: Registry, block: DictConfig, key: str, name: str | Non
         block: the config block, e.g. ``cfg.matcher``.
         key: its dotted key, for error messages (``"matcher"``).
         extra: objects the constructor needs beside its config (e.g. a class list).
-    A constructor reports a bad parameter with `ParamError(param, message)`; it reaches
-    the user as ``key.name.param: message``.
+    Each parameter is checked against its declaration first; a constructor reports what its
+    declaration cannot say (one parameter against another) with `ParamError(param, message)`;
+    both reach the user as ``key.name.param: message``.
     """
     spec = stage_spec(block, key, name)
     name = spec.pop("name")
     builder = registry.get(name, key)
+    wrong = first_problem(declared(builder), spec)
+    if wrong:
+        raise ConfigError(f"{key}.{name}.{wrong[0]}: {wrong[1]}")
     try:
         return builder(**spec, **extra)
     except ParamError as e:
         raise ConfigError(f"{key}.{name}.{e.param}: {e.message}") from None
+
+
+def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, Any]:
+    """The selected variant of a stage block: ``{"name": ..., **its parameters}``.
+
+    Args:
+        stage: a block like ``cfg.proposer`` with a ``name`` and one sub-block per variant.
+        key: the block's key in the config, for error messages.
+        name: another variant of the block than ``stage.name``.
+    """
+    name = name or stage.get("name")
+    params = stage.get(name) if name in stage else None
+    if params is None:
+        params = {}
+    elif isinstance(params, DictConfig):
+        params = cast(dict[str, Any], OmegaConf.to_container(params, resolve=True))
+    else:
+        raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
+    return {"name": name, **params}

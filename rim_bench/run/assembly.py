@@ -27,9 +27,6 @@ from rim_bench.core.types import ReferenceBank
 from rim_bench.run.pipeline import SegmentationPipeline
 from rim_bench.run.region_cache import RegionCache
 
-LOGGERS = ("csv", "wandb")
-WANDB_MODES = ("offline", "online", "disabled")
-
 
 @dataclass
 class BankBuild:
@@ -132,14 +129,13 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """Resolve a copy of `cfg`, check its choices and its cache folder, and seed everything;
-    the copy is read-only (what a run decides later, it keeps beside it)."""
+    """Resolve a copy of `cfg`, check its cache folder, and seed everything; the copy is
+    read-only (what a run decides later, it keeps beside it)."""
     from lightning.fabric.utilities.seed import seed_everything
 
     from rim_bench.core.threads import set_cpu_threads
 
     cfg = resolve(cfg.copy())
-    _check_choices(cfg)
     check_cache_dir(cfg)
     devices = cfg.trainer.devices
     set_cpu_threads(devices if isinstance(devices, int) and devices > 0 else 1)  # the node's processes share its cores
@@ -166,19 +162,3 @@ def build_device(cfg: DictConfig) -> torch.device:
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
-
-def _check_choices(cfg: DictConfig) -> None:
-    """Values with a fixed set of choices or a range that no stage constructor checks."""
-    for key, value, choices in (
-        ("logger", cfg.logger, LOGGERS),
-        ("wandb.mode", cfg.wandb.mode, WANDB_MODES),
-    ):
-        if value not in choices:
-            raise ConfigError(f"{key}: unknown '{value}' (choose {', '.join(choices)})")
-    for key, value, least in (
-        ("data.batch_size", cfg.data.batch_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
-        ("data.max_images", cfg.data.max_images, 1), ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
-        ("trainer.devices", cfg.trainer.devices, 1), ("save_overlays", cfg.save_overlays, 0),
-    ):
-        if isinstance(value, int) and value < least and not (key == "trainer.devices" and value == -1):
-            raise ConfigError(f"{key}: must be at least {least}, got {value}")  # devices=-1: all (Lightning's)

@@ -7,12 +7,19 @@ matching is set against.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
-from rim_bench.core.errors import ParamError, require_choice
+from rim_bench.core.errors import ParamError
+from rim_bench.core.params import HubWeights, Range, ref
 from rim_bench.core.registry import FEATURIZERS
 from rim_bench.stages.features.dense import model_input
+
+# The "tiny" model's CLIPVisionConfig and projection size (random init, tests).
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,
+        "patch_size": 8, "image_size": 64, "projection_dim": 16, "seed": ref("${seed}")}
 
 
 @FEATURIZERS.register("clip")
@@ -32,11 +39,11 @@ class ClipDenseFeaturizer(nn.Module):
     mean: Tensor  # (3, 1, 1) normalization buffers, registered in __init__
     std: Tensor
 
-    def __init__(self, model: str, input_size: int, attention: str, residual: bool, tiny: dict) -> None:
+    def __init__(self, model: str = "openai/clip-vit-base-patch16", input_size: Annotated[int, Range(1)] = 448,
+                 attention: Literal["value", "vv"] = "value", residual: bool = True, tiny: dict = TINY) -> None:
         super().__init__()
-        from rim_bench.stages.backbones.clip import CLIP_MEAN, CLIP_STD, LAST_BLOCK_ATTENTION, load_clip
+        from rim_bench.stages.backbones.clip import CLIP_MEAN, CLIP_STD, load_clip
 
-        require_choice("attention", attention, LAST_BLOCK_ATTENTION)
         self.clip = load_clip(model, tiny)
         self.backbone = self.clip.model  # a submodule, so it follows the pipeline to its device
         self.patch_size = self.clip.patch_size
@@ -48,6 +55,11 @@ class ClipDenseFeaturizer(nn.Module):
         self.feature_dim = self.clip.embed_dim
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
+
+    @classmethod
+    def weights(cls, params: dict, key: str) -> list[HubWeights]:
+        """The model folder or hub id to check before a run (none for ``tiny``)."""
+        return [] if params["model"] == "tiny" else [HubWeights(f"{key}.model", params["model"])]
 
     @torch.no_grad()
     def forward(self, image: Tensor) -> Tensor:

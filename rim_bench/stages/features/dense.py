@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ParamError
+from rim_bench.core.params import HubWeights, Range, ref
 from rim_bench.core.registry import FEATURIZERS
 
 # ImageNet statistics, as DINOv2 was trained with them.
@@ -43,6 +45,11 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return sorted(set(range(0, length - window, stride)) | {length - window})
 
 
+# The "tiny" model's Dinov2Config (random init, tests).
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+        "patch_size": 8, "image_size": 128, "seed": ref("${seed}")}
+
+
 @FEATURIZERS.register("dinov2")
 class DinoV2Featurizer(nn.Module):
     """DINOv2 last-layer patch tokens as a dense feature map.
@@ -61,7 +68,9 @@ class DinoV2Featurizer(nn.Module):
     mean: Tensor  # (3, 1, 1) normalization buffers, registered in __init__
     std: Tensor
 
-    def __init__(self, model: str, input_size: int, tiny: dict, window: int | None = None, stride: int = 224) -> None:
+    def __init__(self, model: str = "facebook/dinov2-base", input_size: Annotated[int, Range(1)] = 448,
+                 tiny: dict = TINY, window: Annotated[int, Range(1)] | None = None,
+                 stride: Annotated[int, Range(1)] = 224) -> None:
         super().__init__()
         from rim_bench.stages.backbones.dinov2 import load_dinov2, prefix_tokens
 
@@ -81,6 +90,11 @@ class DinoV2Featurizer(nn.Module):
         self.feature_dim = int(self.backbone.config.hidden_size)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+
+    @classmethod
+    def weights(cls, params: dict, key: str) -> list[HubWeights]:
+        """The model folder or hub id to check before a run (none for ``tiny``)."""
+        return [] if params["model"] == "tiny" else [HubWeights(f"{key}.model", params["model"])]
 
     @torch.no_grad()
     def forward(self, image: Tensor) -> Tensor:

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rim_bench.core.errors import require_choice
+from rim_bench.core.params import ref
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
-from rim_bench.stages.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
+from rim_bench.stages.matching.scores import Aggregation, aggregate_by_class, cosine_matrix
 
 
 @MATCHERS.register("cosine")
@@ -22,8 +22,7 @@ class CosineMatcher:
         aggregation: how a class pools its references' cosines (``max`` = nearest reference).
     """
 
-    def __init__(self, aggregation: str) -> None:
-        require_choice("aggregation", aggregation, AGGREGATIONS)
+    def __init__(self, aggregation: Aggregation = "max") -> None:
         self.aggregation = aggregation
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
@@ -40,7 +39,7 @@ class RandomMatcher:
     come in, so a run gives the same numbers on any number of processes.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int = ref("${seed}")) -> None:
         self.seed = seed
 
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:

@@ -58,6 +58,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -66,17 +67,20 @@ from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.errors import ConfigError, ParamError, require_choice
+from rim_bench.core.errors import ConfigError, ParamError
 from rim_bench.core.io import set_aside
+from rim_bench.core.params import GIVEN, POSITIVE, Range
 from rim_bench.core.registry import MATCHERS
 from rim_bench.core.types import ReferenceBank
-from rim_bench.stages.matching.scores import AGGREGATIONS, aggregate_by_class, cosine_matrix
+from rim_bench.stages.matching.scores import Aggregation, aggregate_by_class, cosine_matrix
 
 log = logging.getLogger(__name__)
 
-DIVERGENCES = ("kl", "js", "l1")
-RANKINGS = ("reference", "class")
+Divergence = Literal["kl", "js", "l1"]
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 AUTO = "auto"  # a temperature set from each bank's cosine spread
+# A softmax temperature: positive, or "auto".
+Temperature = Annotated[float, POSITIVE] | Literal["auto"]
 STORE_NORMALIZERS_FROM = 20_000  # references: ~4 s of precompute on one CPU core (100k: ~100 s)
 _LOG2 = math.log(2.0)
 
@@ -478,21 +482,12 @@ class RIMMatcher:
         verbose: log the temperatures ``auto`` gives for each bank.
     """
 
-    def __init__(self, temperature: float | str, divergence: str, alpha: float, aggregation: str,
-                 exclude_self: bool = False, ranking: str = "reference", ref_temperature: float | str | None = None,
-                 temperature_scale: float = 0.1, cache_limit: int = 8192, verbose: bool = True) -> None:
-        for name, value in (("temperature", temperature), ("ref_temperature", ref_temperature)):
-            if value == AUTO or (value is None and name == "ref_temperature"):
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ParamError(name, f"must be a positive number or '{AUTO}', got {value!r}")
-        if temperature_scale <= 0:
-            raise ParamError("temperature_scale", f"must be positive, got {temperature_scale}")
-        require_choice("divergence", divergence, DIVERGENCES)
-        if not 0.0 <= alpha <= 1.0:
-            raise ParamError("alpha", f"must be in [0, 1], got {alpha}")
-        require_choice("aggregation", aggregation, AGGREGATIONS)
-        require_choice("ranking", ranking, RANKINGS)
+    def __init__(self, temperature: Temperature = 0.05, divergence: Divergence = "kl",
+                 alpha: Annotated[float, Range(0, 1)] = 0.0, aggregation: Aggregation = "max",
+                 exclude_self: bool = False, ranking: Literal["reference", "class"] = "reference",
+                 ref_temperature: Temperature | None = None,
+                 temperature_scale: Annotated[float, POSITIVE] = 0.1,
+                 cache_limit: Annotated[int, GIVEN] = 8192, verbose: Annotated[bool, GIVEN] = True) -> None:
         if ranking == "class" and exclude_self:
             raise ParamError("exclude_self", "applies to ranking=reference only (a class signature is a mean over "
                              "the class's references)")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-AGGREGATIONS = ("max", "mean", "logsumexp")
+Aggregation = Literal["max", "mean", "logsumexp"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 
 def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:

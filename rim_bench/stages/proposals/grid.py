@@ -7,10 +7,12 @@ bilinearly instead; cells give the same labels at cell resolution.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
-from rim_bench.core.errors import ParamError
+from rim_bench.core.params import Range
 from rim_bench.core.registry import PROPOSERS
 
 
@@ -22,9 +24,7 @@ class GridProposer:
         cell_size: the side of a cell in image pixels.
     """
 
-    def __init__(self, cell_size: int = 16) -> None:
-        if cell_size < 1:
-            raise ParamError("cell_size", f"must be at least 1 pixel, got {cell_size}")
+    def __init__(self, cell_size: Annotated[int, Range(1)] = 16) -> None:
         self.cell_size = cell_size
 
     def __call__(self, image: Tensor) -> Tensor:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
-from rim_bench.core.errors import ParamError
+from rim_bench.core.params import Range, SamWeights, ref
 from rim_bench.core.registry import PROPOSERS
+
+TINY = {"seed": ref("${seed}")}  # the "tiny" model's init (random weights, tests)
 
 
 @PROPOSERS.register("sam")
@@ -25,19 +29,25 @@ class SamProposer(nn.Module):
         points_per_side ... min_area: see `rim_bench.stages.backbones.sam.AutomaticSegmenter`.
     """
 
-    def __init__(self, model_type: str, checkpoint: str | None, tiny: dict, points_per_side: int,
-                 points_per_batch: int, pred_iou_thresh: float, stability_score_thresh: float,
-                 box_nms_thresh: float, crop_n_layers: int, min_area: int) -> None:
+    def __init__(self, model_type: Literal["vit_h", "vit_l", "vit_b", "tiny"] = "vit_h", checkpoint: str | None = None,
+                 tiny: dict = TINY, points_per_side: Annotated[int, Range(1)] = 32,
+                 points_per_batch: Annotated[int, Range(1)] = 64, pred_iou_thresh: Annotated[float, Range(0, 1)] = 0.88,
+                 stability_score_thresh: Annotated[float, Range(0, 1)] = 0.95,
+                 box_nms_thresh: Annotated[float, Range(0, 1)] = 0.7, crop_n_layers: Annotated[int, Range(0)] = 0,
+                 min_area: Annotated[int, Range(0)] = 100) -> None:
         from rim_bench.stages.backbones.sam import AutomaticSegmenter, load_sam
 
-        if points_per_side < 1:
-            raise ParamError("points_per_side", f"must be at least 1, got {points_per_side}")
         super().__init__()
         self.sam = load_sam(model_type, checkpoint, int(tiny["seed"]), "cpu", key="proposer.sam")
         self.segmenter = AutomaticSegmenter(
             self.sam, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh, box_nms_thresh,
             crop_n_layers, min_area,
         )
+
+    @classmethod
+    def weights(cls, params: dict, key: str) -> list[SamWeights]:
+        """The SAM checkpoint to check before a run (none for the random ``tiny`` model)."""
+        return [] if params["model_type"] == "tiny" else [SamWeights(key, params["model_type"], params["checkpoint"])]
 
     def forward(self, image: Tensor) -> Tensor:
         """``(3, H, W) uint8`` → ``(N, H, W) bool``."""

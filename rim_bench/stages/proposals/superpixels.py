@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from skimage.segmentation import slic
 from torch import Tensor
 
-from rim_bench.core.errors import ParamError
+from rim_bench.core.params import POSITIVE, Range
 from rim_bench.core.registry import PROPOSERS
 
 
@@ -21,11 +23,8 @@ class SuperpixelProposer:
         sigma: Gaussian smoothing before segmenting, in pixels.
     """
 
-    def __init__(self, n_segments: int = 64, compactness: float = 10.0, sigma: float = 1.0) -> None:
-        if n_segments < 1:
-            raise ParamError("n_segments", f"must be at least 1, got {n_segments}")
-        if compactness <= 0:
-            raise ParamError("compactness", f"must be positive, got {compactness}")
+    def __init__(self, n_segments: Annotated[int, Range(1)] = 64, compactness: Annotated[float, POSITIVE] = 10.0,
+                 sigma: Annotated[float, Range(0)] = 1.0) -> None:
         self.n_segments = n_segments
         self.compactness = compactness
         self.sigma = sigma

@@ -16,6 +16,10 @@ from rim_bench.core.errors import ConfigError, ParamError
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 
+# CLIP's 7-template ImageNet ensemble (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet.ipynb).
+TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+             "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
+
 
 @REFERENCE_SOURCES.register("clip_text")
 class ClipTextReferences:
@@ -26,7 +30,7 @@ class ClipTextReferences:
         synonyms: use every name on a class's line; false uses the class name only.
     """
 
-    def __init__(self, templates: list[str], synonyms: bool) -> None:
+    def __init__(self, templates: list[str] = TEMPLATES, synonyms: bool = True) -> None:
         templates = list(templates)
         if not templates:
             raise ParamError("templates", "is empty: give at least one template, e.g. ['a photo of a {}.']")

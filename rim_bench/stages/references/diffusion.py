@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -37,8 +37,9 @@ from tqdm import tqdm
 from rim_bench.core.cache_files import DamagedCacheError, check_file, file_checksum
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import drop_unused_tiny
-from rim_bench.core.errors import ParamError, require_choice
+from rim_bench.core.errors import ParamError
 from rim_bench.core.io import atomic_path, atomic_write_json, safe_name, set_aside
+from rim_bench.core.params import HubWeights, Range, SamWeights, ref
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.stages.references.attention import binarize, class_word, sam_prompt
@@ -56,9 +57,10 @@ from rim_bench.stages.references.subcategory_lists import load_subcategories
 if TYPE_CHECKING:
     from rim_bench.stages.backbones.sam import PromptedSegmenter
 
-MASK_SOURCES = ("sam", "attention")
 REPORT = "references.json"  # per class: references kept and dropped
-SAM_PROMPTS = ("box", "points", "box_points")
+TINY = {"seed": ref("${seed}"), "sample_size": 32}  # the "tiny" pipeline (64 px images, tests)
+# The same SAM as the region proposer's unless set.
+SAM = {"model_type": ref("${proposer.sam.model_type}"), "checkpoint": ref("${proposer.sam.checkpoint}")}
 
 
 @REFERENCE_SOURCES.register("diffusion")
@@ -68,24 +70,20 @@ class DiffusionReferences:
     uses_synonyms = True  # a class's synonyms pick the word whose attention locates it
 
     def __init__(
-        self, model: str, tiny: dict, subcategories: str | None, n_subcategories: int | None,
-        images_per_subcategory: int, prompt: str, image_size: int, num_inference_steps: int,
-        guidance_scale: float, attention_resolutions: list[int], attn_threshold: float, min_attention_area: float,
-        mask: str,
-        sam_prompt: str, num_points: int, sam: dict, seed: int, contact_sheets: bool,
+        self, model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5", tiny: dict = TINY,
+        subcategories: str | None = None, n_subcategories: Annotated[int, Range(1)] = 10,
+        images_per_subcategory: Annotated[int, Range(1)] = 2, prompt: str = "a photo of a {subcategory}",
+        image_size: Annotated[int, Range(8)] = 512, num_inference_steps: Annotated[int, Range(1)] = 25,
+        guidance_scale: Annotated[float, Range(0)] = 7.5, attention_resolutions: list[int] = [16],  # noqa: B006
+        attn_threshold: Annotated[float, Range(0, 1)] = 0.4, min_attention_area: Annotated[float, Range(0, 1)] = 0.002,
+        mask: Literal["sam", "attention"] = "sam", sam_prompt: Literal["box", "points", "box_points"] = "box_points",
+        num_points: Annotated[int, Range(1)] = 1, sam: dict = SAM, seed: int = ref("${seed}"),
+        contact_sheets: bool = True,
     ) -> None:
         if subcategories is None:
             raise ParamError("subcategories", "not set: give a shipped list (voc, context, coco_object) or a YAML path")
         if "{subcategory}" not in prompt:
             raise ParamError("prompt", f"'{prompt}' has no {{subcategory}} placeholder")
-        if not 0.0 <= attn_threshold <= 1.0:
-            raise ParamError("attn_threshold", f"must be in [0, 1] (the map is normalized), got {attn_threshold}")
-        require_choice("mask", mask, MASK_SOURCES)
-        require_choice("sam_prompt", sam_prompt, SAM_PROMPTS)
-        if images_per_subcategory < 1:
-            raise ParamError("images_per_subcategory", f"must be at least 1, got {images_per_subcategory}")
-        if num_points < 1:
-            raise ParamError("num_points", f"must be at least 1, got {num_points}")
         self.model, self.tiny = model, tiny
         self.subcategories, self.n_subcategories = subcategories, n_subcategories
         self.images_per_subcategory, self.prompt, self.image_size = images_per_subcategory, prompt, image_size
@@ -96,6 +94,17 @@ class DiffusionReferences:
         self.sam_cfg, self.seed, self.contact_sheets = sam, seed, contact_sheets
         self._pipe = None
         self._sam: PromptedSegmenter | None = None
+
+    @classmethod
+    def weights(cls, params: dict, key: str) -> list[HubWeights | SamWeights]:
+        """The pipeline (hub id or folder) and, for SAM masks, the SAM checkpoint to check before a run."""
+        found: list[HubWeights | SamWeights] = []
+        if params["model"] != "tiny":
+            found.append(HubWeights(f"{key}.model", params["model"], "model_index.json"))
+        sam = params["sam"]
+        if params["mask"] == "sam" and sam["model_type"] != "tiny":
+            found.append(SamWeights(f"{key}.sam", sam["model_type"], sam["checkpoint"]))
+        return found
 
     def cache_spec(self, class_names: list[str]) -> dict:
         """The subcategory phrases used (the list file's content for this vocabulary)."""

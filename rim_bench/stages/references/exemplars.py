@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rim_bench.core.errors import DataError, ParamError
+from rim_bench.core.params import Range
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.data.base import load_rgb, unsafe_id
@@ -47,7 +49,8 @@ class ExemplarReferences:
 
     uses_synonyms = False  # folders are named by class name: a bank for the same names is the same bank
 
-    def __init__(self, root: str | None, n_subcategories: int | None, images_per_subcategory: int | None) -> None:
+    def __init__(self, root: str | None = None, n_subcategories: Annotated[int, Range(1)] | None = None,
+                 images_per_subcategory: Annotated[int, Range(1)] | None = None) -> None:
         if root is None:
             raise ParamError("root", "not set: give references.exemplars.root=DIR (<DIR>/<class>/<subcategory>/*.jpg)")
         self.root = Path(root).expanduser()

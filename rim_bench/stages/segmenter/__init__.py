@@ -18,17 +18,18 @@ background as a class with references of its own to SCLIP's probability threshol
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
 
-from rim_bench.core.errors import require_choice
+from rim_bench.core.params import GIVEN, Block
 from rim_bench.core.registry import SEGMENTERS
 from rim_bench.core.types import IGNORE_INDEX
 from rim_bench.stages.segmenter.background import BackgroundRule
 
-UNCOVERED = ("none", "nearest")
 NO_REGION = -1
 MAX_MASK_PIXELS = 2**26  # mask pixels keyed at once in `resolve_regions` (64 MB at one byte)
 
@@ -91,9 +92,9 @@ class PaintSegmenter:
             None: the vocabulary has none and no region becomes background.
     """
 
-    def __init__(self, min_score: float | None, uncovered: str, background: dict,
-                 background_id: int | None = None) -> None:
-        require_choice("uncovered", uncovered, UNCOVERED)
+    def __init__(self, min_score: float | None = None, uncovered: Literal["none", "nearest"] = "none", *,
+                 background: Annotated[dict, Block(BackgroundRule)],
+                 background_id: Annotated[int | None, GIVEN] = None) -> None:
         self.min_score = min_score
         self.uncovered = uncovered
         self.background = BackgroundRule(**background, background_id=background_id)

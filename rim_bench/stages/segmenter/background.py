@@ -31,14 +31,40 @@ peers apply no threshold there, and using one collapses mIoU.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from rim_bench.core.errors import ParamError, require_choice
+from rim_bench.core.errors import ParamError
+from rim_bench.core.params import GIVEN, POSITIVE, Block, Range
 
-RULES = ("class", "probability", "calibrated", "score", "area")
+Rule = Literal["class", "probability", "calibrated", "score", "area"]
+RULES: tuple[str, ...] = get_args(Rule)
+
+
+@dataclass(frozen=True)
+class Probability:
+    """``softmax(scores / temperature)``; best class probability < threshold → background."""
+
+    temperature: Annotated[float, POSITIVE] = 0.01  # in the matcher's units: SCLIP's logit scale 100
+    threshold: Annotated[float, Range(0, 1)] = 0.1  # SCLIP's and NACLIP's prob_thd
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    threshold: Annotated[float, Range(0, 1)] = 0.5  # ours, chosen on the smoke and simulation data
+
+
+@dataclass(frozen=True)
+class Score:
+    threshold: float = 0.4  # FreeDA's, on cosine scores; in the matcher's units: any number
+
+
+@dataclass(frozen=True)
+class Area:
+    min_fraction: Annotated[float, Range(0, 1)] = 0.002
 
 
 def best_class_probability(scores: Tensor, temperature: float) -> Tensor:
@@ -84,20 +110,14 @@ class BackgroundRule:
         background_id: the id of the class named ``background``; None = no such class (no-op).
     """
 
-    def __init__(self, rule: str, references: bool, probability: dict[str, float], calibrated: dict[str, float],
-                 score: dict[str, float], area: dict[str, float], background_id: int | None = None) -> None:
-        require_choice("background.rule", rule, RULES)
+    def __init__(self, rule: Rule = "class", references: bool = True, *,
+                 probability: Annotated[dict[str, float], Block(Probability)],
+                 calibrated: Annotated[dict[str, float], Block(Calibrated)],
+                 score: Annotated[dict[str, float], Block(Score)], area: Annotated[dict[str, float], Block(Area)],
+                 background_id: Annotated[int | None, GIVEN] = None) -> None:
         if rule == "class" and not references:
             raise ParamError("background.references", "is false, so rule 'class' could never give background; "
                              "choose another rule or set references=true")
-        if probability["temperature"] <= 0:
-            raise ParamError("background.probability.temperature",
-                             f"must be positive, got {probability['temperature']}")
-        fractions = {"probability.threshold": probability["threshold"],
-                     "calibrated.threshold": calibrated["threshold"], "area.min_fraction": area["min_fraction"]}
-        for key, value in fractions.items():
-            if not 0.0 <= value <= 1.0:
-                raise ParamError(f"background.{key}", f"must be in [0, 1], got {value}")
         self.rule = rule
         self.references = references
         self.params = {"probability": dict(probability), "calibrated": dict(calibrated), "score": dict(score),
