@@ -21,13 +21,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from matching import cpu_name  # benchmarks/ is on the path when a script here runs
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -36,14 +36,6 @@ from rim_bench.core.types import ReferenceBank
 from rim_bench.stages.references.bank import METADATA, TENSORS, load_bank, write_bank
 
 MB = 2**20
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def random_bank(k: int, dim: int) -> ReferenceBank:
@@ -102,7 +94,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     bank = random_bank(args.references, args.dim)
     size_mb = bank.features.numel() * bank.features.element_size() / MB
-    print(f"bank of {args.references} x {args.dim} float32 ({size_mb:.0f} MB of features), {_cpu_name()}, "
+    print(f"bank of {args.references} x {args.dim} float32 ({size_mb:.0f} MB of features), {cpu_name()}, "
           f"{torch.get_num_threads()} torch threads, load {load_before:.2f}", flush=True)
     speeds = hash_speeds(memoryview(bank.features.numpy()).cast("B"))
     times: dict[str, list[float]] = {k: [] for k in ("write", "write checked", "read", "read checked")}
@@ -133,7 +125,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "references": args.references, "dim": args.dim, "features_mb": round(size_mb, 1), "repeats": args.repeats,
-        "cpu": _cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "load_1min": [round(load_before, 2), round(load_after, 2)], "hash_gib_per_s": speeds,
         "seconds": {k: [round(s, 3) for s in v] for k, v in times.items()}, "results": results,
     }, indent=2) + "\n")

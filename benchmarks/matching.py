@@ -57,7 +57,7 @@ def _seconds(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -177,7 +177,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "regions": args.regions, "dim": args.dim, "temperature": TEMPERATURE, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "dtype": args.dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "load_1min": [round(load_before, 2), round(load_after, 2)], "run_seconds": round(total, 1),
         "run_cpu_seconds": round(time.process_time(), 1),

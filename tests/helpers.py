@@ -72,3 +72,29 @@ def write_benchmark(name: str, root: Path, n: int = 3, size: tuple[int, int] = (
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / split / "val.txt").write_text("\n".join(ids) + "\n")
     return ids
+
+
+def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
+    """`rim-bench test` replaced by a stand-in that writes what a finished run leaves (a
+    metrics.json with the config's result hash), cwd set to `folder`, and a 2-point sweep file
+    there. Returns the output folders the stand-in has run in, in order, and the sweep file."""
+    import json
+
+    from rim_bench.commands import runner
+    from rim_bench.core.config import config_hash, resolve, result_spec
+
+    runs: list[str] = []
+
+    def fake_test(cfg):
+        metrics = {"mIoU": 1.0, "mAcc": 2.0, "aAcc": 3.0, "num_images": 1,
+                   "result_hash": config_hash(result_spec(resolve(cfg.copy())))}
+        runs.append(cfg.output_dir)
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.setattr(runner, "run_test", fake_test)
+    monkeypatch.chdir(folder)
+    sweep_file = folder / "t.yaml"
+    sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
+    return runs, sweep_file

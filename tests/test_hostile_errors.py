@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fake_finished_runs
 from PIL import Image
 
 from rim_bench.commands import runner
 from rim_bench.commands.cli import main
-from rim_bench.core.config import config_hash, load_config, resolve, result_spec
+from rim_bench.core.config import load_config, resolve, result_spec
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset
@@ -167,20 +168,7 @@ def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_pat
 def test_case11_a_resumed_sweep_recomputes_a_point_whose_metrics_are_truncated(tmp_path: Path, monkeypatch):
     from rim_bench.commands.sweep import load_sweep, run_sweep
 
-    runs = []
-
-    def fake_test(cfg):  # what a finished run leaves
-        metrics = {"mIoU": 1.0, "mAcc": 2.0, "aAcc": 3.0, "num_images": 1,
-                   "result_hash": config_hash(result_spec(resolve(cfg.copy())))}
-        runs.append(cfg.output_dir)
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics))
-        return metrics
-
-    monkeypatch.setattr(runner, "run_test", fake_test)
-    monkeypatch.chdir(tmp_path)
-    sweep_file = tmp_path / "t.yaml"
-    sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
+    runs, sweep_file = fake_finished_runs(monkeypatch, tmp_path)
     run_sweep(["experiment=smoke"], load_sweep(str(sweep_file)))
     point = Path(runs[1])
     (point / "metrics.json").write_text('{"mIoU": 1.0, "mA')  # killed while written by another tool

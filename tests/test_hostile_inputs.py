@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fake_finished_runs
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -149,20 +150,7 @@ def test_sweep_and_compare_rerun_resume_in_a_folder_named_by_what_they_run(tmp_p
     from rim_bench.commands.compare import run_compare
     from rim_bench.commands.sweep import load_sweep, run_sweep
 
-    runs = []
-
-    def fake_test(cfg):  # writes what a finished run leaves
-        metrics = {"mIoU": 1.0, "mAcc": 2.0, "aAcc": 3.0, "num_images": 1,
-                   "result_hash": config_hash(result_spec(resolve(cfg.copy())))}
-        runs.append(cfg.output_dir)
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics))
-        return metrics
-
-    monkeypatch.setattr(runner, "run_test", fake_test)
-    monkeypatch.chdir(tmp_path)
-    sweep_file = tmp_path / "t.yaml"
-    sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
+    runs, sweep_file = fake_finished_runs(monkeypatch, tmp_path)
     for _ in range(2):
         run_sweep(["experiment=smoke"], load_sweep(str(sweep_file)))
         run_compare(["experiment=smoke", "methods=[rim,cosine]"])

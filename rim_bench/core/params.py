@@ -188,6 +188,11 @@ class HubWeights:
     marker: str = "config.json"
 
 
+def hub_model_weights(params: dict, key: str) -> list[HubWeights]:
+    """A stage's `weights` when its ``model`` parameter is a hub id or folder (none for ``tiny``)."""
+    return [] if params["model"] == "tiny" else [HubWeights(f"{key}.model", params["model"])]
+
+
 @dataclass(frozen=True)
 class SamWeights:
     """A SAM checkpoint a stage loads."""

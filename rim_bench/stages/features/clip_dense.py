@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import HubWeights, Range, ref
+from rim_bench.core.params import HubWeights, Range, hub_model_weights, ref
 from rim_bench.core.registry import FEATURIZERS
 from rim_bench.stages.features.dense import model_input
 
@@ -58,8 +58,7 @@ class ClipDenseFeaturizer(nn.Module):
 
     @classmethod
     def weights(cls, params: dict, key: str) -> list[HubWeights]:
-        """The model folder or hub id to check before a run (none for ``tiny``)."""
-        return [] if params["model"] == "tiny" else [HubWeights(f"{key}.model", params["model"])]
+        return hub_model_weights(params, key)  # the model folder or hub id to check before a run
 
     @torch.no_grad()
     def forward(self, image: Tensor) -> Tensor:

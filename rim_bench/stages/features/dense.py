@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ParamError
-from rim_bench.core.params import HubWeights, Range, ref
+from rim_bench.core.params import HubWeights, Range, hub_model_weights, ref
 from rim_bench.core.registry import FEATURIZERS
 
 # ImageNet statistics, as DINOv2 was trained with them.
@@ -93,8 +93,7 @@ class DinoV2Featurizer(nn.Module):
 
     @classmethod
     def weights(cls, params: dict, key: str) -> list[HubWeights]:
-        """The model folder or hub id to check before a run (none for ``tiny``)."""
-        return [] if params["model"] == "tiny" else [HubWeights(f"{key}.model", params["model"])]
+        return hub_model_weights(params, key)  # the model folder or hub id to check before a run
 
     @torch.no_grad()
     def forward(self, image: Tensor) -> Tensor:
