@@ -1,4 +1,4 @@
-"""The cost of a 6 x 5 sweep (subcategories x tau, `configs/sweep/tau_subcategories.yaml`) as a multiple of one cold run.
+"""The cost of a 6 x 5 sweep (subcategories x tau, `configs/sweep/tau_subcategories.yaml`) in cold runs.
 
     python benchmarks/sweep_cost.py [key=value ...]
 
