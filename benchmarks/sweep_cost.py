@@ -1,4 +1,4 @@
-"""The cost of a 6 x 5 sweep (subcategories x tau, the paper's Figure 5) as a multiple of one cold run.
+"""The cost of a 6 x 5 sweep (subcategories x tau, `configs/sweep/tau_subcategories.yaml`) in cold runs.
 
     python benchmarks/sweep_cost.py [key=value ...]
 
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
         cold = time.perf_counter() - start
         start = time.perf_counter()
         run_sweep([*base, f"cache_dir={work / 'sweep'}", f"output_dir={work / 'sweep-run'}"],
-                  SweepSpec("fig5", "grid", GRID))
+                  SweepSpec("tau_subcategories", "grid", GRID))
         sweep = time.perf_counter() - start
     cold_stages = json.loads((work / "cold-run" / "metrics.json").read_text())["seconds"]
     sweep_stages: dict[str, float] = {}

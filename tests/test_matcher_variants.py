@@ -219,3 +219,23 @@ def test_variants_sweep_points_build_matchers():
         matcher = build_stage(MATCHERS, load_config(["experiment=smoke", *as_overrides(point)]).matcher, "matcher")
         assert matcher.ranking == point["matcher.rim.ranking"]
         assert matcher.temperature == point["matcher.rim.temperature"]
+
+
+def test_metrics_json_saves_the_temperature_auto_chose(tmp_path):
+    """metrics.json's `resolved` holds the T and T_q that `auto` ran with: the same run at that
+    fixed T scores the same, and a run with nothing left to `auto` resolves nothing."""
+    import json
+
+    from rim_bench.commands.cli import main
+
+    def run(name: str, *overrides: str) -> dict:
+        assert main(["test", "experiment=smoke", "data.max_images=3", f"cache_dir={tmp_path / 'cache'}",
+                     *overrides, f"output_dir={tmp_path / name}"]) == 0
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    # A scale far from the default's T = 0.05, so that the mIoU tells the temperatures apart (84.4 vs 73.2).
+    auto = run("auto", "matcher.rim.temperature=auto", "matcher.rim.temperature_scale=5")
+    t = auto["resolved"]["matcher.rim.temperature"]
+    assert auto["resolved"] == {"matcher.rim.temperature": t, "matcher.rim.ref_temperature": t}
+    fixed = run("fixed", f"matcher.rim.temperature={t!r}")
+    assert fixed["resolved"] == {} and fixed["mIoU"] == auto["mIoU"] != run("default")["mIoU"]

@@ -39,7 +39,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 def test_report_renders_in_headless_chromium(tmp_path: Path):
     run = tmp_path / "run"
     assert main(["test", "experiment=smoke", "data.max_images=3", "save_overlays=2", f"output_dir={run}"]) == 0
-    sweep = tmp_path / "fig5.yaml"  # Figure 5 in small: subcategories x tau, generated references
+    sweep = tmp_path / "tau_subcategories.yaml"  # subcategories x tau in small, generated references
     sweep.write_text("parameters:\n  references.diffusion.n_subcategories: [1, 2]\n"
                      "  references.diffusion.attn_threshold: [0.3, 0.5]\n")
     assert main(["sweep", "experiment=tiny", f"sweep={sweep}", "data.max_images=2",
@@ -48,7 +48,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     assert main(["report", str(run), str(tmp_path / "sweep"), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert 'class="fill"' in page and "<pre>" in page  # IoU bars and configs
-    assert "mIoU_vs_references.diffusion.n_subcategories.png" in page  # Figure 5
+    assert "mIoU_vs_references.diffusion.n_subcategories.png" in page  # the sweep's plot
     assert "mIoU_vs_references.diffusion.attn_threshold.png" in page
 
     probe = out / "probe.html"

@@ -1,4 +1,4 @@
-"""The shipped subcategory lists: long enough for the paper's Figure 5 axis, well formed, and
+"""The shipped subcategory lists: long enough for the subcategory sweep (1 to 10), well formed, and
 keyed by each benchmark's class names in order."""
 
 from __future__ import annotations

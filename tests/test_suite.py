@@ -96,7 +96,7 @@ def test_the_default_folder_is_named_by_what_the_cells_compute():
 def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
     out = tmp_path / "table1"
-    assert main(["suite", "paper_table1", "data.root=MISSING", f"output_dir={out}"]) == 1
+    assert main(["suite", "rim_benchmarks", "data.root=MISSING", f"output_dir={out}"]) == 1
     captured = capsys.readouterr()
     lines = [line for line in captured.out.splitlines() if "does not exist" in line and not line[0].isdigit()]
     assert [line.split(":")[0] for line in lines] == ["voc21", "context60", "coco_object"]
@@ -110,9 +110,9 @@ def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path,
     assert "77.8" not in measured and "| RIM | 77.8 | 34.3 | 44.5 | 52.2 |" in published
     assert all(row["voc21"] == row["mean"] == "" and "MISSING" in row["failed"] for row in _csv(out).values())
     # Sweeps on a benchmark without data fail with it, and are counted apart.
-    assert main(["suite", "paper_fig5", "data.root=MISSING", f"output_dir={tmp_path / 'fig5'}"]) == 1
+    assert main(["suite", "rim_tau_subcategories", "data.root=MISSING", f"output_dir={tmp_path / 'tau'}"]) == 1
     assert "2 of 2 cells and 2 of 2 sweeps failed" in capsys.readouterr().err
-    assert "| voc21 | rim | fig5 | - | failed (1) | - |" in (tmp_path / "fig5" / "suite.md").read_text()
+    assert "| voc21 | rim | tau_subcategories | - | failed (1) | - |" in (tmp_path / "tau" / "suite.md").read_text()
 
 
 def _suite_file(tmp_path: Path, text: str) -> str:
@@ -196,16 +196,16 @@ def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
 
 def test_shipped_suites_load_with_every_cell_config():
     names = sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
-    assert {"smoke", "paper_table1", "paper_fig5"} <= set(names)
+    assert {"smoke", "rim_benchmarks", "rim_tau_subcategories"} <= set(names)
     for name in names:
         spec = load_suite(name)
         for experiment in spec.benchmarks.values():
             for method in spec.methods:
                 load_config([f"experiment={experiment}", *spec.overrides], layers=[f"baseline/{method}"])
-    table1 = load_suite("paper_table1")
+    table1 = load_suite("rim_benchmarks")
     assert {load_config([f"experiment={e}"]).data.name for e in table1.benchmarks.values()} == \
         {"voc21", "context60", "coco_object"}
-    assert [s.name for s in load_suite("paper_fig5").sweeps] == ["fig5"]
+    assert [s.name for s in load_suite("rim_tau_subcategories").sweeps] == ["tau_subcategories"]
 
 
 def test_published_numbers_are_read_tolerantly_with_their_protocols(tmp_path: Path, monkeypatch):

@@ -31,8 +31,8 @@ def test_overrides_keep_yaml_types():
     assert as_overrides({"a.b": 0.5, "c": None, "d": "kl", "e": [16, 8]}) == ["a.b=0.5", "c=null", "d=kl", "e=[16, 8]"]
 
 
-def test_shipped_fig5_sweep_is_the_papers_grid():
-    spec = load_sweep("fig5")
+def test_shipped_tau_subcategories_sweep_is_the_papers_grid():
+    spec = load_sweep("tau_subcategories")
     assert spec.parameters["references.diffusion.n_subcategories"] == [1, 2, 4, 6, 8, 10]
     assert len(expand(spec)) == 30
 

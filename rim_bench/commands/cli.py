@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "one table with the published numbers beside; resumes in the same folder",
                                 epilog=help_listing("suite"), formatter_class=argparse.RawDescriptionHelpFormatter)
     suite.add_argument("suite", metavar="NAME",
-                       help="a suite in configs/suite/ (smoke, paper_table1, paper_fig5) or a YAML path")
+                       help="a suite in configs/suite/ (smoke, rim_benchmarks, rim_tau_subcategories) or a YAML path")
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
     report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
     report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")

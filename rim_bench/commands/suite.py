@@ -1,6 +1,6 @@
 """`rim-bench suite NAME`: several benchmarks x several methods in one table, published numbers beside.
 
-    rim-bench suite paper_table1 data.root=DATA proposer.sam.checkpoint=sam_vit_h_4b8939.pth
+    rim-bench suite rim_benchmarks data.root=DATA proposer.sam.checkpoint=sam_vit_h_4b8939.pth
 
 A suite file (``configs/suite/<name>.yaml`` or a path) names the cells::
 
@@ -8,7 +8,7 @@ A suite file (``configs/suite/<name>.yaml`` or a path) names the cells::
       voc21: rim_voc21
       context60: rim_context60
     methods: [rim, cosine]     # rows: files in configs/baseline/, merged over each benchmark's experiment
-    sweeps: [fig5]             # optional: configs/sweep/ files, each run on every (benchmark, method)
+    sweeps: [tau_subcategories] # optional: configs/sweep/ files, each run on every (benchmark, method)
     overrides: [data.max_images=8]   # optional: key=value for every cell, before the command line's
 
 Each (benchmark, method) cell is an ordinary `rim-bench test` run in ``<out>/<benchmark>/<method>/``

@@ -14,8 +14,8 @@ it reuses every cache: each image's regions are computed once for the whole swee
 generated references once per generation setting (banks over fewer subcategories are
 assembled from them). A point whose metrics.json exists is not run again, so an
 interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
-parameter (``mIoU_vs_<full key>.png``), mIoU against it with one line per value of the other
-(the paper's Figure 5). It holds its folder while it runs (`rim_bench.core.output_lock`).
+parameter (``mIoU_vs_<full key>.png``), mIoU against it with one line per value of the other.
+It holds its folder while it runs (`rim_bench.core.output_lock`).
 Without ``output_dir`` the sweep's folder is ``outputs/sweep-<experiment>-<sweep>-<hash of the
 points' configs>``: the same command run again resumes there.
 """

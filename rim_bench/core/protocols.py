@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -46,6 +46,14 @@ class ReferenceSource(Protocol):
 class Matcher(Protocol):
     def __call__(self, region_features: Tensor, bank: ReferenceBank) -> Tensor:
         """``(N, D)`` region features → ``(N, C)`` class scores, higher is better."""
+
+
+@runtime_checkable
+class ResolvesSettings(Protocol):
+    """A stage with settings chosen at run time (``auto``), which metrics.json records under ``resolved``."""
+
+    def resolved(self, bank: ReferenceBank) -> dict[str, float]:
+        """Each such setting's value as run on `bank`, by its full config key; {} when none was left to the run."""
 
 
 class Segmenter(Protocol):

@@ -12,7 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from rim_bench.core.errors import ConfigError, DataError
-from rim_bench.core.protocols import DenseFeaturizer, Matcher, RegionEncoder, RegionProposer, Segmenter
+from rim_bench.core.protocols import (
+    DenseFeaturizer,
+    Matcher,
+    RegionEncoder,
+    RegionProposer,
+    ResolvesSettings,
+    Segmenter,
+)
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import Prediction, ReferenceBank
 from rim_bench.run.region_cache import RegionCache
@@ -53,6 +60,12 @@ class SegmentationPipeline(nn.Module):
             raise ConfigError("the reference bank has non-finite features (NaN or inf): check the featurizer's "
                               "weights and the reference images")
         self.bank = bank
+
+    def resolved_settings(self) -> dict[str, float]:
+        """The settings the matcher chose at run time for the current bank (``auto``), by config key."""
+        if self.bank is None or not isinstance(self.matcher, ResolvesSettings):
+            return {}
+        return self.matcher.resolved(self.bank)
 
     @torch.no_grad()
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:

@@ -1,7 +1,8 @@
 """Per-image cache of what the test side computes before matching: the region map and the
 region features.
 
-Keyed by a hash of the data set and of the proposer, featurizer and pooling configs, so
+The folder is keyed by a hash of the proposer, featurizer and pooling configs
+(`CacheLayout.regions_key`) and each entry by the image's pixels (`image_digest`), so
 a run that changes only the matcher, the segmenter or the bank reads every image's
 regions from disk instead of running SAM and DINOv2 again. Each image is one
 safetensors file written atomically; an interrupted run keeps what it finished.

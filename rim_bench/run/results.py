@@ -25,6 +25,7 @@ from rim_bench.data.base import MAX_LISTED
 from rim_bench.data.palette import voc_palette
 from rim_bench.run.assembly import BankBuild
 from rim_bench.run.metrics import most_confused
+from rim_bench.run.pipeline import SegmentationPipeline
 from rim_bench.run.visualize import save_overlay
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ScoredModule(Protocol):
     class_names: list[str]
     results: dict[str, Any] | None
     bank_build: BankBuild | None
+    pipeline: SegmentationPipeline | None
     metrics_json: dict[str, Any] | None
     output_dir: Path | None
 
@@ -139,8 +141,9 @@ def _rim(module: L.LightningModule) -> ScoredModule:
 
 
 def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodule: Any = None) -> dict[str, Any]:
-    """The content of metrics.json: scores in percent, the bank used, the images left out, and
-    the cost (seconds per stage, peak memory, throughput over the test loop)."""
+    """The content of metrics.json: scores in percent, the bank used, the settings chosen at run
+    time (``resolved``: e.g. the T of ``temperature: auto``), the images left out, and the cost
+    (seconds per stage, peak memory, throughput over the test loop)."""
     res, names, build = module.results, module.class_names, module.bank_build
     assert res is not None and build is not None, "run_metrics comes after a scored epoch"
     dataset = getattr(datamodule, "dataset", None)
@@ -153,6 +156,7 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
         "most_confused": most_confused(res["confmat"], names),
         "result_hash": config_hash(result_spec(module.run_config())),
         "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
+        "resolved": module.pipeline.resolved_settings() if module.pipeline is not None else {},
         "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
         **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
     }

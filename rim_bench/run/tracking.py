@@ -1,4 +1,4 @@
-"""The W&B run that closes a sweep or a suite: its table (and a sweep's Figure-5 plots), in its group.
+"""The W&B run that closes a sweep or a suite: its table (and a sweep's plots), in its group.
 
 Each point or cell is already a W&B run of its own (Lightning's `WandbLogger`, in `runner`);
 the table and plots exist only once every run has finished, so they go into one more run of

@@ -520,6 +520,13 @@ class RIMMatcher:
             resolved.append(float(value))
         return resolved[0], resolved[1]
 
+    def resolved(self, bank: ReferenceBank) -> dict[str, float]:
+        """T and T_q as run on `bank` when ``auto`` chose either (`ResolvesSettings`), else {}."""
+        if AUTO not in (self.temperature, self.ref_temperature):
+            return {}
+        t_p, t_q = self.temperatures(bank)
+        return {"matcher.rim.temperature": t_p, "matcher.rim.ref_temperature": t_q}
+
     def prepare(self, bank: ReferenceBank) -> BankNormalizers | Tensor | None:
         """What this matcher needs per bank, computed once and kept with the bank (`bank.derived`),
         so matchers that differ only in α, aggregation or exclude_self share it."""
