@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rim_bench.core.errors import ConfigError
+from rim_bench.core.errors import ConfigError, one_line
 
 # CLIP's image normalization, on 0..255 RGB (the segmentation peers' data preprocessors).
 OPENAI_MEAN = (122.771, 116.746, 104.094)
@@ -131,7 +131,8 @@ class Architecture:
     def of(cls, state: dict[str, Tensor]) -> Architecture:
         """Sizes from tensor shapes (the same reading as OpenAI's ``build_model``)."""
         def layers(prefix: str) -> int:
-            return len({k.split(".")[2] for k in state if k.startswith(prefix + "resblocks.")})
+            start = prefix + "resblocks."
+            return len({k[len(start):].split(".")[0] for k in state if k.startswith(start)})
 
         width, _, patch, _ = state["visual.conv1.weight"].shape
         tokens = state["visual.positional_embedding"].shape[0]
@@ -251,7 +252,7 @@ def load_openai_clip(path: Path) -> OpenAIClip:
         model.load_state_dict(state)
     except (KeyError, RuntimeError) as e:
         raise ConfigError(f"featurizer.clip.model: '{path}' is not an OpenAI CLIP ViT state dict "
-                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+                          f"({type(e).__name__}: {one_line(str(e))[:400]})") from None
     return model.eval().requires_grad_(False)
 
 
@@ -350,3 +351,20 @@ class BpeTokenizer:
                                   f"shorten the class name")
             out[row, :len(ids)] = torch.tensor(ids)
         return out
+
+
+def random_state_dict(arch: Architecture, seed: int = 0) -> dict[str, Tensor]:
+    """A random-weight CLIP of size `arch` with OpenAI's key names, for tests and benchmarks:
+    weights ~ N(0, width^-0.5) as OpenAI initializes them, LayerNorms near identity."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in OpenAIClip(arch).state_dict().items():
+        if name.endswith("logit_scale"):
+            state[name] = torch.tensor(math.log(100.0))
+        elif ".ln_" in name or name.startswith(("ln_final", "visual.ln_")):
+            base = 1.0 if name.endswith("weight") else 0.0
+            state[name] = base + 0.1 * torch.randn(tensor.shape, generator=generator)
+        else:
+            scale = tensor.shape[-1] ** -0.5 if tensor.dim() > 1 else 0.1
+            state[name] = scale * torch.randn(tensor.shape, generator=generator)
+    return state
