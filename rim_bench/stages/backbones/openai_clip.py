@@ -21,6 +21,7 @@ import gzip
 import html
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -230,7 +231,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         raise ConfigError(f"featurizer.clip.model: no file '{path}' (give the ViT-B-16.pt that the clip package "
                           f"downloads, or a torch.save of its state dict)")
     try:
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # torch 2.9+ calls torch.jit deprecated; the clip package's files need it
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:  # not TorchScript: a pickled state dict
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
