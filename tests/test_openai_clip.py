@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from rim_bench.core.errors import ConfigError
-from rim_bench.stages.backbones.openai_clip import (Architecture, BpeTokenizer, OpenAIClip, load_openai_clip,
-                                                    random_state_dict, read_state_dict)
+from rim_bench.stages.backbones.openai_clip import (
+    Architecture,
+    BpeTokenizer,
+    OpenAIClip,
+    load_openai_clip,
+    random_state_dict,
+    read_state_dict,
+)
 
 # A BPE merges file of four merges: "c a", "ca t</w>", "d o", "do g</w>".
 MERGES = ["c a", "ca t</w>", "d o", "do g</w>"]

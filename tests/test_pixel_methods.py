@@ -14,8 +14,14 @@ import torch
 from torch.nn import functional as F
 
 from rim_bench.core.errors import ConfigError
-from rim_bench.stages.backbones.openai_clip import (Architecture, Block, BpeTokenizer, OpenAIClip, load_openai_clip,
-                                                    random_state_dict)
+from rim_bench.stages.backbones.openai_clip import (
+    Architecture,
+    Block,
+    BpeTokenizer,
+    OpenAIClip,
+    load_openai_clip,
+    random_state_dict,
+)
 from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip, text
 from rim_bench.stages.pixel.decide import class_probabilities, label_map, suppress_small_areas
 from rim_bench.stages.pixel.pamr import pamr

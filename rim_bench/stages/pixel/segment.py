@@ -11,8 +11,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rim_bench.stages.backbones.openai_clip import (OPENAI_MEAN, OPENAI_STD, Block, BpeTokenizer, OpenAIClip,
-                                                    find_bpe, load_openai_clip)
+from rim_bench.stages.backbones.openai_clip import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    Block,
+    BpeTokenizer,
+    OpenAIClip,
+    find_bpe,
+    load_openai_clip,
+)
 from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
 from rim_bench.stages.pixel.decide import class_probabilities, label_map
 from rim_bench.stages.pixel.pamr import pamr
@@ -43,7 +50,8 @@ def normalize(image: Tensor) -> Tensor:
 def prepare(image: Tensor, short_side: int) -> Tensor:
     """Normalized test image (3, h, w) from `image` (3, H, W) uint8: resized (bilinear, rounded
     back to 8 bits as mmcv's resize returns them) unless its short side is already `short_side`."""
-    size = resized_size(*image.shape[-2:], short_side)
+    height, width = image.shape[-2:]
+    size = resized_size(height, width, short_side)
     if size == tuple(image.shape[-2:]):
         return normalize(image)
     resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
