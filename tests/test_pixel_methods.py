@@ -30,6 +30,7 @@ from rim_bench.stages.pixel.segment import PixelSegmenter, resized_size
 from rim_bench.stages.pixel.windows import patch_padding, slide, window_boxes
 
 WIDTH = 64
+BENCHMARKS = ["voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes"]
 
 
 def _block(zero_q: bool = False, zero_k: bool = False) -> Block:
@@ -232,3 +233,15 @@ def test_each_method_labels_every_pixel_of_an_image_of_any_size(tiny, method):
     seg = PixelSegmenter(model, tok, settings, "tiny", names=["cat", "dog", "cot"], query_class=[0, 1, 1])
     labels = seg(torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8))
     assert labels.shape == (70, 90) and labels.dtype == torch.long and labels.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(method):
+    data_classes = Path(text.__file__).parents[2] / "data" / "classes"
+    for benchmark in BENCHMARKS:
+        settings = load_settings(method, benchmark)
+        _, classes = text.read_class_file(settings.class_file, settings.separator)
+        ours = [line for line in (data_classes / f"{benchmark}.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        assert max(classes) + 1 == len(ours), (method, benchmark)
+        assert settings.source.startswith("configs/cfg_")
