@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rim_bench.core.errors import ConfigError
+from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.stages.backbones.openai_clip import (
     Architecture,
     Block,
@@ -245,3 +245,12 @@ def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(meth
                 if line.strip() and not line.startswith("#")]
         assert max(classes) + 1 == len(ours), (method, benchmark)
         assert settings.source.startswith("configs/cfg_")
+
+
+def test_class_files_are_read_as_the_peers_read_them(tmp_path: Path):
+    path = tmp_path / "cls.txt"
+    path.write_text("sky, wall\ncat\ndog, puppy dog \n")  # the final newline ends the last line
+    assert text.read_class_file(path, ", ") == (["sky", "wall", "cat", "dog", "puppy dog "], [0, 0, 1, 2, 2])
+    path.write_text("sky\n\ncat")
+    with pytest.raises(DataError, match="line 2 is empty"):
+        text.read_class_file(path, ", ")

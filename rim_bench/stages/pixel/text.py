@@ -28,12 +28,16 @@ def imagenet_templates(path: Path = TEMPLATES_FILE) -> list[str]:
 
 def read_class_file(path: Path, separator: str) -> tuple[list[str], list[int]]:
     """Query names and the class index of each, read as the peers read their files: one class
-    a line, names split on `separator`, newlines removed (other spaces kept)."""
+    a line, names split on `separator`, newlines removed (other spaces kept).
+
+    Raises:
+        DataError: the file is missing or has a blank line.
+    """
     if not path.is_file():
         raise DataError(f"class file '{path}' not found")
     names: list[str] = []
     classes: list[int] = []
-    for index, line in enumerate(path.read_text().split("\n")):
+    for index, line in enumerate(path.read_text().splitlines()):
         if not line.strip():
             raise DataError(f"class file '{path}': line {index + 1} is empty (one class a line, no blank lines)")
         for name in line.split(separator):
