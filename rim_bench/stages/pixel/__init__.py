@@ -1,0 +1,9 @@
+"""Per-pixel training-free OVS methods over OpenAI CLIP (MaskCLIP, SCLIP, NACLIP, ClearCLIP).
+
+Each method is one function for CLIP's last image block (`maskclip`, `sclip`, `naclip`,
+`clearclip`); the rest is shared and follows the peers' inference: text embeddings from the 80
+ImageNet templates (`text`), sliding windows batched in one forward (`windows`), softmax over
+every query name then max per class, the area rule and the probability threshold (`decide`),
+PAMR (`pamr`), per-benchmark settings read from the peers' configs (`protocols/*.yaml`).
+`segment.PixelSegmenter` puts them together: image (3, H, W) uint8 -> label map (H, W).
+"""

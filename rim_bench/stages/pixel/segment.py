@@ -1,0 +1,116 @@
+"""A peer method end to end: image (3, H, W) uint8 -> label map (H, W), as the peer's
+segmentor computes it (resize by the short side, normalize, windows, dense logits against the
+query names' text embeddings, back to the image's size, PAMR where set, decide)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from rim_bench.stages.backbones.openai_clip import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    Block,
+    BpeTokenizer,
+    OpenAIClip,
+    find_bpe,
+    load_openai_clip,
+)
+from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
+from rim_bench.stages.pixel.decide import class_probabilities, label_map
+from rim_bench.stages.pixel.pamr import pamr
+from rim_bench.stages.pixel.protocol import PixelSettings
+from rim_bench.stages.pixel.text import cached_text_embeddings, file_digest, imagenet_templates, read_class_file
+from rim_bench.stages.pixel.windows import slide
+
+LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
+    "maskclip": maskclip.last_block, "sclip": sclip.last_block, "naclip": naclip.last_block,
+    "clearclip": clearclip.last_block,
+}
+MAX_LONG_SIDE = 2048  # mmseg's Resize(scale=(2048, short_side), keep_ratio=True)
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048."""
+    factor = min(MAX_LONG_SIDE / max(height, width), short_side / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def normalize(image: Tensor) -> Tensor:
+    """(3, H, W) 0..255 RGB -> CLIP-normalized float."""
+    mean = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(3, 1, 1)
+    return (image.float() - mean) / std
+
+
+def prepare(image: Tensor, short_side: int) -> Tensor:
+    """Normalized test image (3, h, w) from `image` (3, H, W) uint8: resized (bilinear, rounded
+    back to 8 bits as mmcv's resize returns them) unless its short side is already `short_side`."""
+    height, width = image.shape[-2:]
+    size = resized_size(height, width, short_side)
+    if size == tuple(image.shape[-2:]):
+        return normalize(image)
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return normalize(resized.round().clamp(0, 255))
+
+
+class PixelSegmenter:
+    """One peer method on one benchmark: the CLIP model, the query names' embeddings, the settings."""
+
+    def __init__(self, model: OpenAIClip, tokenizer: BpeTokenizer, settings: PixelSettings, model_key: str,
+                 cache_dir: Path | None = None, names: list[str] | None = None,
+                 query_class: list[int] | None = None, chunk: int = 16) -> None:
+        """`names` and `query_class` (the class index of each name) default to the settings'
+        class file; `model_key` names the weights in the text cache's key; `chunk` windows per forward."""
+        if names is None:
+            names, query_class = read_class_file(settings.class_file, settings.separator)
+        self.model = model
+        self.settings = settings
+        self.chunk = chunk
+        self.query_class = torch.tensor(query_class if query_class is not None else range(len(names)))
+        self.num_classes = int(self.query_class.max()) + 1
+        self.queries = cached_text_embeddings(model, tokenizer, names, imagenet_templates(), model_key, cache_dir)
+        self.last_block = LAST_BLOCKS[settings.method]
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, settings: PixelSettings, bpe: Path | None = None,
+                        cache_dir: Path | None = None, **kwargs: object) -> PixelSegmenter:
+        """From an OpenAI CLIP checkpoint file (TorchScript archive or state dict)."""
+        return cls(load_openai_clip(path), BpeTokenizer(find_bpe(bpe)), settings, file_digest(path), cache_dir,
+                   **kwargs)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def dense(self, windows: Tensor) -> Tensor:
+        """Query logits (n, Q, rows, cols) on the patch grid of normalized `windows` (n, 3, h, w):
+        cosine of each patch token (after the method's last block, ln_post, proj) and each name."""
+        visual = self.model.visual
+        x, grid = visual.tokens_before_last(windows)
+        block: Block = visual.last_block
+        params = {"gaussian_std": self.settings.gaussian_std} if self.settings.method == "naclip" else {}
+        tokens = F.normalize(visual.project(self.last_block(block, x, grid, **params)[:, 1:]), dim=-1)
+        return (tokens @ self.queries.T).transpose(1, 2).reshape(len(windows), -1, *grid)
+
+    @torch.no_grad()
+    def logits(self, image: Tensor) -> Tensor:
+        """Query logits (Q, H, W) of `image` (3, H, W) uint8, at its own size (PAMR-refined where set)."""
+        s = self.settings
+        size = tuple(image.shape[-2:])
+        test = prepare(image, s.short_side)
+        pad = self.model.visual.patch if s.pad_to_patch else 0
+        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, pad)
+        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)
+        if s.pamr_steps:
+            guide = F.interpolate(test[None], size=size, mode="bilinear", align_corners=False)
+            logits = pamr(guide, logits, s.pamr_steps, s.pamr_dilations)
+        return logits[0]
+
+    def __call__(self, image: Tensor) -> Tensor:
+        """Label map (H, W) long of `image` (3, H, W) uint8 RGB."""
+        s = self.settings
+        probs = class_probabilities(self.logits(image), self.query_class, self.num_classes, s.logit_scale)
+        return label_map(probs, s.prob_thd, s.area_thd)
+
