@@ -114,14 +114,15 @@ def test_stage_spec_selects_the_named_variant():
 
 
 TINY = ["featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny", "proposer.sam.model_type=tiny"]
-# Every shipped config file as the layers that use it: experiments alone; each method (baseline/)
-# over a benchmark; each shared piece (method/) as a layer; each sweep's first and last point.
+# Every shipped config file as the layers that use it: experiments alone; each method (method=NAME)
+# over every benchmark; each shared piece (real/) as a layer; each sweep's first and last point.
+BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")
 SHIPPED = (
     [(f"experiment/{e}", [f"experiment={e}"], []) for e in EXPERIMENTS]
-    + [(f"baseline/{p.stem}", ["experiment=voc21"], [f"baseline/{p.stem}"])
-       for p in sorted((CONFIG_DIR / "baseline").glob("*.yaml"))]
-    + [(f"method/{p.stem}", ["experiment=voc21"], [f"method/{p.stem}"])
-       for p in sorted((CONFIG_DIR / "method").glob("*.yaml"))]
+    + [(f"method/{p.stem}/{b}", [f"experiment={b}", f"method={p.stem}"], [])
+       for p in sorted((CONFIG_DIR / "method").glob("*.yaml")) for b in BENCHMARKS]
+    + [(f"real/{p.stem}", ["experiment=voc21"], [f"real/{p.stem}"])
+       for p in sorted((CONFIG_DIR / "real").glob("*.yaml"))]
     + [(f"sweep/{p.stem}", ["experiment=rim_voc21"], []) for p in sorted((CONFIG_DIR / "sweep").glob("*.yaml"))]
 )
 

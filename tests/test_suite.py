@@ -201,7 +201,7 @@ def test_shipped_suites_load_with_every_cell_config():
         spec = load_suite(name)
         for experiment in spec.benchmarks.values():
             for method in spec.methods:
-                load_config([f"experiment={experiment}", *spec.overrides], layers=[f"baseline/{method}"])
+                load_config([f"experiment={experiment}", *spec.overrides, f"method={method}"])
     table1 = load_suite("paper_table1")
     assert {load_config([f"experiment={e}"]).data.name for e in table1.benchmarks.values()} == \
         {"voc21", "context60", "coco_object"}

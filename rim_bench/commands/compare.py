@@ -2,7 +2,7 @@
 
     rim-bench compare experiment=rim_voc21 methods=[rim,cosine,prototype] data.root=DATA ...
 
-A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
+A method is a file in ``configs/method/`` merged over the experiment (``method=NAME``). The table shows
 each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
 regions and references are computed once for all. Without ``output_dir`` the folder is
@@ -37,15 +37,15 @@ def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
     """Split ``methods=[a,b]`` from the other overrides; check each method has a file."""
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("methods=")]
     if len(given) != 1:
-        raise ConfigError("compare: give methods=[name,...] once (files in configs/baseline/)")
+        raise ConfigError("compare: give methods=[name,...] once (files in configs/method/)")
     methods = yaml.safe_load(given[0])
     return check_methods(methods, "methods", given[0]), [o for o in overrides if not o.startswith("methods=")]
 
 
 def check_methods(methods, where: str, given: str) -> list[str]:
-    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/baseline/."""
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/method/."""
     methods = [methods] if isinstance(methods, str) else methods
-    known = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
+    known = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
     if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
     for method in methods:
@@ -57,7 +57,7 @@ def check_methods(methods, where: str, given: str) -> list[str]:
 def run_compare(overrides: list[str]) -> list[dict]:
     """Run every method and write ``compare.md`` (measured, then published) and ``compare.json``."""
     methods, base = parse_methods(overrides)
-    configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
+    configs = {m: load_config([*base, f"method={m}"]) for m in methods}  # all checked before any runs
     first = next(iter(configs.values()))
     # Named by what it runs, so the same command run again resumes in the same folder.
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
