@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in CONFIG_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=help_listing(
-            *LISTINGS.get(name, ("experiment",))), formatter_class=argparse.RawDescriptionHelpFormatter)
+            *LISTINGS.get(name, ("experiment", "method"))), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
     segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)",
-                                  epilog=help_listing("experiment"),
+                                  epilog=help_listing("experiment", "method"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     segment.add_argument("inputs", nargs="+", metavar="IMAGE|key=value",
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")

@@ -55,7 +55,7 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
-RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter", "pixel")
 # The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored.
@@ -436,6 +436,8 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
     for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
         spec[key] = key_spec(cfg[key], key)
     spec["references"] = references_spec(cfg.references)
+    if cfg.pixel.name != "regions":  # a per-pixel method (the region path's hashes stay as they were)
+        spec["pixel"] = key_spec(cfg.pixel, "pixel")
     spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
     # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
     extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
