@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from rim_bench.commands.cli import main
-from rim_bench.commands.compare import PUBLISHED, comparison_markdown, published
-from rim_bench.core.config import CONFIG_DIR, load_config
+from rim_bench.commands.compare import PUBLISHED, comparison_markdown, peer_own_settings, published
+from rim_bench.core.config import CONFIG_DIR, load_config, resolve
 from rim_bench.core.errors import ConfigError
 
 
@@ -63,14 +63,25 @@ def test_every_published_number_records_its_protocol():
     assert rows["SCLIP"]["protocol"].startswith("sclip: short_side=336") and "336" in rows["Trident"]["protocol"]
 
 
-def test_published_rows_under_the_runs_protocol_are_marked():
+def test_published_rows_are_marked_only_where_the_peers_own_method_and_settings_ran():
     row = {"method": "rim", "mIoU": 50.0, "mAcc": 60.0, "aAcc": 70.0, "num_images": 3, "protocol": "sclip",
            "background": "probability (temperature=0.01, threshold=0.1)"}
-    text = comparison_markdown([row], "voc21", published("voc21"), "sclip")
-    sclip = next(line for line in text.splitlines() if line.startswith("| SCLIP |"))
-    freeda = next(line for line in text.splitlines() if line.startswith("| FreeDA |"))
-    assert "| yes |" in sclip and "| no |" in freeda and "short_side=336" in sclip
-    assert "| sclip | probability (temperature=0.01, threshold=0.1) |" in text
+    lines = comparison_markdown([row], "voc21", published("voc21")).splitlines()
+    assert "| no |" in next(line for line in lines if line.startswith("| SCLIP |"))  # RIM under SCLIP's preset
+    lines = comparison_markdown([row], "voc21", published("voc21"), {"sclip"}).splitlines()
+    sclip = next(line for line in lines if line.startswith("| SCLIP |"))
+    naclip = next(line for line in lines if line.startswith("| NACLIP |"))
+    assert "| yes (sclip) |" in sclip and "| no |" in naclip and "short_side=336" in sclip
+    assert "| sclip | probability (temperature=0.01, threshold=0.1) |" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("overrides, own", [
+    (["method=sclip"], True), (["method=naclip"], True),
+    (["method=sclip", "pixel.clip.logit_scale=100"], False),  # one setting not the peer's
+    (["method=sclip", "protocol=sclip"], False), (["method=rim"], False), ([], False),
+])
+def test_a_run_has_the_peers_own_settings_only_unchanged(overrides: list[str], own: bool):
+    assert peer_own_settings(resolve(load_config(["experiment=voc21", *overrides]))) is own
 
 
 def test_compare_runs_under_a_protocol(tmp_path: Path):
