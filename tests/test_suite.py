@@ -196,7 +196,7 @@ def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
 
 def test_shipped_suites_load_with_every_cell_config():
     names = sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
-    assert {"smoke", "paper_table1", "paper_fig5"} <= set(names)
+    assert {"smoke", "paper_table1", "paper_fig5", "peers"} <= set(names)
     for name in names:
         spec = load_suite(name)
         for experiment in spec.benchmarks.values():
@@ -206,6 +206,10 @@ def test_shipped_suites_load_with_every_cell_config():
     assert {load_config([f"experiment={e}"]).data.name for e in table1.benchmarks.values()} == \
         {"voc21", "context60", "coco_object"}
     assert [s.name for s in load_suite("paper_fig5").sweeps] == ["fig5"]
+    peers = load_suite("peers")
+    assert peers.methods == ["maskclip", "sclip", "naclip", "clearclip"] and len(peers.benchmarks) == 8
+    cfg = load_config(["experiment=voc21", *peers.overrides, "method=sclip"])
+    assert (cfg.pixel.clip.method, cfg.pixel.clip.logit_scale, cfg.pixel.clip.area_thd) == ("sclip", 65, 0.1)
 
 
 def test_published_numbers_are_read_tolerantly_with_their_protocols(tmp_path: Path, monkeypatch):
