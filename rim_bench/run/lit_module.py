@@ -106,16 +106,16 @@ class RIMModule(L.LightningModule):
         if isinstance(datamodule, BenchmarkDataModule):  # the benchmark tested is the datamodule's: config.yaml says so
             self.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())  # type: ignore[assignment]
         self.classes = getattr(datamodule, "classes", None) or class_list(self.data)
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         if self.assembly.per_pixel:  # no regions, no bank: the method's text embeddings of the vocabulary
             with self.timer("load models"):
-                pixel = self.assembly.pixel_pipeline()
+                pixel = self.assembly.pixel_pipeline().to(device)
             pixel.set_vocabulary(self.classes)
             self.pipeline = pixel
             return
         with self.timer("load models"):
             pipeline = self.assembly.pipeline(self.class_names)
         with self.timer("reference bank"):
-            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
             self.bank_build = self.assembly.bank(self.classes, device, rank=self.global_rank, wait=self.global_rank > 0)
             pipeline.set_bank(self.bank_build.bank)
         self.pipeline = pipeline
