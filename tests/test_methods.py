@@ -111,3 +111,17 @@ def test_the_api_takes_method_and_segments_per_pixel(tmp_path: Path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
     result = rim.segment(image)
     assert result.label_map.shape == (30, 40) and int(result.label_map.max()) < 3
+
+
+def test_the_lightning_module_and_segment_take_method(tmp_path: Path):
+    from rim_bench.run.lit_module import RIMModule
+
+    module = RIMModule.from_config("smoke", method="maskclip")
+    assert module.cfg.method == "maskclip" and module.assembly.per_pixel
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "seg"
+    assert main(["segment", str(image), "--classes", "cat,dog", "experiment=smoke", "method=sclip",
+                 "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.rglob("*.png"))
+    assert written and "method: sclip" in next(out.rglob("config.yaml")).read_text()
