@@ -60,7 +60,7 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
     ("sweep", ["rim_voc21", "sweeps (sweep=NAME):", "fig5", "rim_matching"]),
     ("compare", ["methods (method=NAME; compare: methods=[a,b]): clearclip, clip_dense, clip_text, cosine"]),
     ("segment", ["experiments (experiment=NAME)", "proposer.*", "sclip"]),
-    ("suite", ["suites (NAME): paper_fig5, paper_table1, smoke", "data.*"]),
+    ("suite", ["suites (NAME): paper_fig5, paper_table1, peers, smoke", "data.*"]),
 ])
 def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
     code = (f"import sys\nfrom rim_bench.commands.cli import main\n"
