@@ -174,7 +174,7 @@ def test_sweeps_in_a_suite_and_one_wandb_group_with_a_summary_table(tmp_path: Pa
 @pytest.mark.parametrize("text, fragment", [
     ("benchmarks: [smoke]\nmethods: [rim]\nmetods: [x]\n", "expected a mapping of benchmarks"),
     ("benchmarks: []\nmethods: [rim]\n", "'benchmarks' must be"),
-    ("benchmarks: [smoke]\nmethods: [maskclip]\n", "unknown method 'maskclip'"),
+    ("benchmarks: [smoke]\nmethods: [nope]\n", "unknown method 'nope'"),
     ("benchmarks: {'../up': smoke}\nmethods: [rim]\n", "cannot name a folder"),
     ("benchmarks: [smoke]\nmethods: [rim]\noverrides: [experiment=tiny]\n", "drop experiment="),
     ("benchmarks: [smoke]\nmethods: [rim]\nsweeps: [nope]\n", "sweep 'nope' not found"),
