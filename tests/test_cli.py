@@ -56,11 +56,11 @@ def test_bad_trainer_and_data_values_are_one_clear_line(tmp_path, capsys, overri
 
 
 @pytest.mark.parametrize("command, listed", [
-    ("test", ["smoke", "rim_voc21", "matcher.*", "trainer.*", "save_predictions"]),
+    ("test", ["smoke", "rim_voc21", "matcher.*", "trainer.*", "save_predictions", "methods (method=NAME"]),
     ("sweep", ["rim_voc21", "sweeps (sweep=NAME):", "tau_subcategories", "rim_matching"]),
-    ("compare", ["methods (methods=[a,b]): clip_dense, clip_text, cosine"]),
-    ("segment", ["experiments (experiment=NAME)", "proposer.*"]),
-    ("suite", ["suites (NAME): rim_benchmarks, rim_tau_subcategories, smoke", "data.*"]),
+    ("compare", ["methods (method=NAME; compare: methods=[a,b]): clearclip, clip_dense, clip_text, cosine"]),
+    ("segment", ["experiments (experiment=NAME)", "proposer.*", "sclip"]),
+    ("suite", ["suites (NAME): peers, rim_benchmarks, rim_tau_subcategories, smoke", "data.*"]),
 ])
 def test_help_lists_experiments_sweeps_methods_and_keys_without_loading_torch(command: str, listed: list[str]):
     code = (f"import sys\nfrom rim_bench.commands.cli import main\n"

@@ -36,7 +36,7 @@ def test_published_numbers_stay_in_their_own_labelled_block():
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["methods=[rim,maskclip]"], "unknown method 'maskclip'"),
+    (["methods=[rim,nope]"], "unknown method 'nope'"),
     (["experiment=smoke"], "give methods="),
     (["methods=[]"], "expected a list"),
 ])

@@ -113,15 +113,17 @@ def test_stage_spec_selects_the_named_variant():
     assert stage_spec(cfg.matcher, "matcher") == {"name": "cosine", "aggregation": "max"}
 
 
-TINY = ["featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny", "proposer.sam.model_type=tiny"]
-# Every shipped config file as the layers that use it: experiments alone; each method (baseline/)
-# over a benchmark; each shared piece (method/) as a layer; each sweep's first and last point.
+TINY = ["featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny", "proposer.sam.model_type=tiny",
+        "pixel.clip.model=tiny"]
+# Every shipped config file as the layers that use it: experiments alone; each method (method=NAME)
+# over every benchmark; each shared piece (real/) as a layer; each sweep's first and last point.
+BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")
 SHIPPED = (
     [(f"experiment/{e}", [f"experiment={e}"], []) for e in EXPERIMENTS]
-    + [(f"baseline/{p.stem}", ["experiment=voc21"], [f"baseline/{p.stem}"])
-       for p in sorted((CONFIG_DIR / "baseline").glob("*.yaml"))]
-    + [(f"method/{p.stem}", ["experiment=voc21"], [f"method/{p.stem}"])
-       for p in sorted((CONFIG_DIR / "method").glob("*.yaml"))]
+    + [(f"method/{p.stem}/{b}", [f"experiment={b}", f"method={p.stem}"], [])
+       for p in sorted((CONFIG_DIR / "method").glob("*.yaml")) for b in BENCHMARKS]
+    + [(f"real/{p.stem}", ["experiment=voc21"], [f"real/{p.stem}"])
+       for p in sorted((CONFIG_DIR / "real").glob("*.yaml"))]
     + [(f"sweep/{p.stem}", ["experiment=rim_voc21"], []) for p in sorted((CONFIG_DIR / "sweep").glob("*.yaml"))]
 )
 
@@ -145,6 +147,11 @@ def test_every_shipped_config_builds(name: str, overrides: list[str], layers: li
     for cfg in configs:
         assembly = Assembly(cfg)
         assert OmegaConf.to_yaml(assembly.cfg)  # fully resolvable
+        if assembly.per_pixel:  # a peer method: its model, and its class file against the benchmark's classes
+            vocabulary = class_list(assembly.cfg.data)
+            names, query_class = assembly.pixel_pipeline().method.query_names(vocabulary)
+            assert max(query_class) + 1 == len(vocabulary) and len(names) >= len(vocabulary)
+            continue
         pipeline = assembly.pipeline([names[0] for names in class_list(assembly.cfg.data)])
         assert pipeline.featurizer.feature_dim > 0
         build_references(assembly.cfg.references)

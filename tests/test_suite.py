@@ -174,7 +174,7 @@ def test_sweeps_in_a_suite_and_one_wandb_group_with_a_summary_table(tmp_path: Pa
 @pytest.mark.parametrize("text, fragment", [
     ("benchmarks: [smoke]\nmethods: [rim]\nmetods: [x]\n", "expected a mapping of benchmarks"),
     ("benchmarks: []\nmethods: [rim]\n", "'benchmarks' must be"),
-    ("benchmarks: [smoke]\nmethods: [maskclip]\n", "unknown method 'maskclip'"),
+    ("benchmarks: [smoke]\nmethods: [nope]\n", "unknown method 'nope'"),
     ("benchmarks: {'../up': smoke}\nmethods: [rim]\n", "cannot name a folder"),
     ("benchmarks: [smoke]\nmethods: [rim]\noverrides: [experiment=tiny]\n", "drop experiment="),
     ("benchmarks: [smoke]\nmethods: [rim]\nsweeps: [nope]\n", "sweep 'nope' not found"),
@@ -196,16 +196,20 @@ def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
 
 def test_shipped_suites_load_with_every_cell_config():
     names = sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
-    assert {"smoke", "rim_benchmarks", "rim_tau_subcategories"} <= set(names)
+    assert {"smoke", "rim_benchmarks", "rim_tau_subcategories", "peers"} <= set(names)
     for name in names:
         spec = load_suite(name)
         for experiment in spec.benchmarks.values():
             for method in spec.methods:
-                load_config([f"experiment={experiment}", *spec.overrides], layers=[f"baseline/{method}"])
+                load_config([f"experiment={experiment}", *spec.overrides, f"method={method}"])
     table1 = load_suite("rim_benchmarks")
     assert {load_config([f"experiment={e}"]).data.name for e in table1.benchmarks.values()} == \
         {"voc21", "context60", "coco_object"}
     assert [s.name for s in load_suite("rim_tau_subcategories").sweeps] == ["tau_subcategories"]
+    peers = load_suite("peers")
+    assert peers.methods == ["maskclip", "sclip", "naclip", "clearclip"] and len(peers.benchmarks) == 8
+    cfg = load_config(["experiment=voc21", *peers.overrides, "method=sclip"])
+    assert (cfg.pixel.clip.method, cfg.pixel.clip.logit_scale, cfg.pixel.clip.area_thd) == ("sclip", 65, 0.1)
 
 
 def test_published_numbers_are_read_tolerantly_with_their_protocols(tmp_path: Path, monkeypatch):

@@ -12,7 +12,8 @@ The stages, the reference bank and the caches are those of `rim-bench test` (bot
 through `rim_bench.run.assembly.Assembly`): nothing is implemented twice. Models load once.
 `set_vocabulary` builds, or loads from the cache, only the bank;
 an image's regions are cached under a hash of its pixels, so segmenting it again under
-another vocabulary skips the proposals and features.
+another vocabulary skips the proposals and features. ``method=NAME`` picks a method file
+(configs/method/): ``RIM.from_config("smoke", method="sclip")`` labels pixels with SCLIP.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import load_rgb
 from rim_bench.data.classes import parse_vocabulary
 from rim_bench.run.assembly import Assembly, build_device, experiment_config
+from rim_bench.run.pipeline import PixelPipeline, SegmentationPipeline
 from rim_bench.stages.references.subcategory_lists import subcategory_file
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
@@ -96,7 +98,8 @@ class RIM:
 
             build_dataset(self.cfg.data)
         self.device = build_device(self.cfg)
-        self.pipeline = self.assembly.pipeline().to(self.device)
+        self.pipeline: SegmentationPipeline | PixelPipeline = (
+            self.assembly.pixel_pipeline() if self.assembly.per_pixel else self.assembly.pipeline()).to(self.device)
         self.classes: list[list[str]] = []
 
     @classmethod
@@ -105,7 +108,7 @@ class RIM:
 
         Args:
             overrides: config values by dotted key, e.g. ``**{"matcher.rim.temperature": 0.1}``
-                (``matcher__rim__temperature=0.1`` works too).
+                (``matcher__rim__temperature=0.1`` works too); ``method="sclip"`` a method file.
         """
         return cls(experiment_config(config, overrides))
 
@@ -114,7 +117,7 @@ class RIM:
         return [names[0] for names in self.classes]
 
     def set_vocabulary(self, classes: list[str] | list[list[str]],
-                       subcategories: dict[str, list[str]] | None = None) -> ReferenceBank:
+                       subcategories: dict[str, list[str]] | None = None) -> ReferenceBank | None:
         """Build (or load from the cache) the reference bank for `classes`.
 
         Args:
@@ -124,9 +127,14 @@ class RIM:
                 "tabby cat", "sphynx"]}``). A class without an entry takes the configured list's,
                 else phrases made from its name (`VIEW_PHRASES`).
         Returns:
-            The bank now in use.
+            The bank now in use; None for a per-pixel method (``method=sclip`` etc.: no bank, the
+            names' text embeddings instead).
         """
         vocabulary = parse_vocabulary(classes)
+        if isinstance(self.pipeline, PixelPipeline):
+            self.pipeline.set_vocabulary(vocabulary)
+            self.classes = vocabulary
+            return None
         cfg = self.cfg.copy()
         OmegaConf.set_readonly(cfg, False)  # this vocabulary's own reference settings, on a copy
         if generates_references(cfg):
@@ -137,6 +145,7 @@ class RIM:
         segmenter = self.assembly.segmenter(names)  # before the bank: a bad rule fails at once
         with self.timer("reference bank"):
             bank = self.assembly.bank(vocabulary, self.device, cfg=cfg).bank
+        assert isinstance(self.pipeline, SegmentationPipeline)
         self.pipeline.segmenter = segmenter
         self.pipeline.set_bank(bank)
         self.classes = vocabulary

@@ -35,13 +35,13 @@ from rim_bench.core.logs import console_logging
 EXIT_USER_ERROR = 2
 EXIT_CELLS_FAILED = 1
 # What each command's --help lists besides the config keys.
-LISTINGS = {"sweep": ("experiment", "sweep"), "compare": ("experiment", "baseline")}
+LISTINGS = {"sweep": ("experiment", "sweep"), "compare": ("experiment", "method")}
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
     "build-bank": "build (or find in the cache) the reference bank for the benchmark's vocabulary",
     "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path); see configs/sweep/",
-    "compare": "run several methods (methods=[rim,cosine,...], configs/baseline/) on one benchmark, one table",
+    "compare": "run several methods (methods=[rim,cosine,...], configs/method/) on one benchmark, one table",
     "config": "print the resolved config and its result hash",
     "plan": "check the weights, count what is cached, run one image and one reference, project the run's cost",
 }
@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in CONFIG_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=help_listing(
-            *LISTINGS.get(name, ("experiment",))), formatter_class=argparse.RawDescriptionHelpFormatter)
+            *LISTINGS.get(name, ("experiment", "method"))), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
     segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)",
-                                  epilog=help_listing("experiment"),
+                                  epilog=help_listing("experiment", "method"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     segment.add_argument("inputs", nargs="+", metavar="IMAGE|key=value",
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")

@@ -2,7 +2,7 @@
 
     rim-bench compare experiment=rim_voc21 methods=[rim,cosine,prototype] data.root=DATA ...
 
-A method is a file in ``configs/baseline/`` merged over the experiment. The table shows
+A method is a file in ``configs/method/`` merged over the experiment (``method=NAME``). The table shows
 each method's cost (wall seconds, images/s, peak memory) next to its mIoU. Each runs as an
 ordinary test run in ``<output_dir>/<method>/`` (a finished one is not run again), so
 regions and references are computed once for all. Without ``output_dir`` the folder is
@@ -10,23 +10,28 @@ regions and references are computed once for all. Without ``output_dir`` the fol
 measured row names its protocol (``protocol=NAME``, configs/protocol/) and background rule.
 Published numbers for the benchmark (``experiments/published.yaml``) are shown in a separate,
 labelled table, never mixed with what was measured, with the protocol each was measured
-under; those under the run's protocol are marked.
+under; a published number is marked only where this comparison ran that peer's own method
+with all its own settings (``method=sclip`` on a benchmark its settings cover, nothing overridden).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig
 
 from rim_bench.commands.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.commands.sweep import run_or_reuse, runs_hash
-from rim_bench.core.config import CONFIG_DIR, load_config, stage_spec
+from rim_bench.core.config import CONFIG_DIR, load_config, resolve, stage_spec
 from rim_bench.core.config_index import PACKAGE_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text, safe_name
 from rim_bench.core.output_lock import hold_output
+from rim_bench.stages.pixel.protocol import PixelSettings, load_settings
 from rim_bench.stages.segmenter.background import describe_background
 
 PUBLISHED = PACKAGE_DIR / "data" / "published.yaml"
@@ -37,15 +42,15 @@ def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
     """Split ``methods=[a,b]`` from the other overrides; check each method has a file."""
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("methods=")]
     if len(given) != 1:
-        raise ConfigError("compare: give methods=[name,...] once (files in configs/baseline/)")
+        raise ConfigError("compare: give methods=[name,...] once (files in configs/method/)")
     methods = yaml.safe_load(given[0])
     return check_methods(methods, "methods", given[0]), [o for o in overrides if not o.startswith("methods=")]
 
 
 def check_methods(methods, where: str, given: str) -> list[str]:
-    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/baseline/."""
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/method/."""
     methods = [methods] if isinstance(methods, str) else methods
-    known = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
+    known = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
     if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
     for method in methods:
@@ -57,7 +62,7 @@ def check_methods(methods, where: str, given: str) -> list[str]:
 def run_compare(overrides: list[str]) -> list[dict]:
     """Run every method and write ``compare.md`` (measured, then published) and ``compare.json``."""
     methods, base = parse_methods(overrides)
-    configs = {m: load_config(base, layers=[f"baseline/{m}"]) for m in methods}  # all checked before any runs
+    configs = {m: load_config([*base, f"method={m}"]) for m in methods}  # all checked before any runs
     first = next(iter(configs.values()))
     # Named by what it runs, so the same command run again resumes in the same folder.
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
@@ -71,7 +76,8 @@ def run_compare(overrides: list[str]) -> list[dict]:
                          "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
                          **run_cost(metrics)})
         benchmark = first.data.name
-        text = comparison_markdown(rows, benchmark, published(benchmark), first.protocol)
+        own = {m for m, cfg in configs.items() if peer_own_settings(resolve(cfg.copy()))}
+        text = comparison_markdown(rows, benchmark, published(benchmark), own)
         atomic_write_text(out / "compare.md", text)
         atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
     print(f"\n{text}\ncomparison: {out}/compare.md")
@@ -79,12 +85,30 @@ def run_compare(overrides: list[str]) -> list[dict]:
 
 
 def published(benchmark: str) -> list[dict]:
-    """Published mIoU on `benchmark` with each number's source and protocol (may be empty), and
-    ``preset``: the name of the rim-bench protocol (configs/protocol/) it was measured under, if any."""
+    """Published mIoU on `benchmark` with each number's source and protocol (may be empty),
+    ``preset``: the name of the rim-bench protocol (configs/protocol/) it was measured under, if
+    any, and ``method_file``: the rim-bench method (configs/method/) that is the peer's own
+    inference with its own settings (``method: sclip`` in the file), if any."""
     methods = (yaml.safe_load(PUBLISHED.read_text()) or {}).get("methods") or {}
     presets = {name: entry.get("protocol") for name, entry in methods.items()}
-    return [{**n, "preset": presets[n["method"]] if _is_preset(presets[n["method"]]) else None}
+    return [{**n, "preset": presets[n["method"]] if _is_preset(presets[n["method"]]) else None,
+             "method_file": methods[n["method"]].get("method")}
             for n in published_numbers() if n["benchmark"] == benchmark]
+
+
+def peer_own_settings(cfg: DictConfig) -> bool:
+    """Whether resolved `cfg` runs a peer method (``method=sclip`` etc.) with every one of the
+    peer's own settings on its benchmark (`load_settings`), on the benchmark's own classes and
+    under no other protocol: only then is its published number measured the same way."""
+    if cfg.pixel.name != "clip" or cfg.method != cfg.pixel.clip.method or cfg.protocol or cfg.data.classes:
+        return False
+    try:
+        settings = load_settings(str(cfg.method), str(cfg.data.name))
+    except ConfigError:  # a benchmark the peer has no settings for (smoke, voc_layout)
+        return False
+    clip = cfg.pixel.clip
+    return all((tuple(clip[f.name]) if f.name == "pamr_dilations" else clip[f.name]) == getattr(settings, f.name)
+               for f in fields(PixelSettings))
 
 
 def _is_preset(protocol) -> bool:
@@ -129,9 +153,11 @@ def _protocol_text(protocol, named: dict) -> str:
     return "" if protocol is None else str(protocol)
 
 
-def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], protocol: str | None = None) -> str:
+def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict],
+                        own: Collection[str] = ()) -> str:
     """The measured table (with each run's cost, protocol and background rule), then the
-    published one; published rows under `protocol` are marked."""
+    published one; a published row is marked when its method file is among `own`, the methods
+    this comparison ran with the peer's own settings (`peer_own_settings`)."""
     headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
     lines = [f"## Measured by rim-bench on {benchmark}", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -139,8 +165,9 @@ def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict], 
               + " | ".join(cost_cells(r)) + f" | {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
     if reported:
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
-                  "| method | mIoU | protocol | same protocol as this run | source |", "|---|---|---|---|---|"]
+                  "| method | mIoU | protocol | measured here with its own method and settings | source |",
+                  "|---|---|---|---|---|"]
         for r in reported:
-            same = "yes" if protocol and r.get("preset") == protocol else "no"
+            same = f"yes ({r['method_file']})" if r.get("method_file") in own else "no"
             lines.append(f"| {r['method']} | {r['mIoU']:.1f} | {r.get('protocol') or '-'} | {same} | {r['source']} |")
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ A suite file (``configs/suite/<name>.yaml`` or a path) names the cells::
     benchmarks:                # column → experiment (configs/experiment/); a list: each name is its own column
       voc21: rim_voc21
       context60: rim_context60
-    methods: [rim, cosine]     # rows: files in configs/baseline/, merged over each benchmark's experiment
+    methods: [rim, cosine]     # rows: files in configs/method/, merged over each benchmark's experiment
     sweeps: [tau_subcategories] # optional: configs/sweep/ files, each run on every (benchmark, method)
     overrides: [data.max_images=8]   # optional: key=value for every cell, before the command line's
 
@@ -57,7 +57,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # columns and methods become 
 class SuiteSpec:
     name: str
     benchmarks: dict[str, str]  # column → experiment
-    methods: list[str]  # files in configs/baseline/
+    methods: list[str]  # files in configs/method/
     sweeps: list[SweepSpec]
     overrides: list[str]
 
@@ -146,7 +146,7 @@ def _run_cells(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Path
                 cell.metrics = run_or_reuse(cell.cfg.copy(), cell.dir, label)
             else:
                 print(label)
-                rows = run_sweep(cell.overrides, cell.sweep, layers=(f"baseline/{cell.method}",))
+                rows = run_sweep(cell.overrides, cell.sweep)
                 cell.metrics, cell.points = max(rows, key=lambda r: r["mIoU"]), len(rows)  # the best point
         except RimBenchError as e:
             cell.error = error_line(e)
@@ -186,8 +186,8 @@ def plan_cells(spec: SuiteSpec, overrides: list[str]) -> tuple[list[Cell], list[
     cells = []
     for benchmark, experiment in spec.benchmarks.items():
         for method in spec.methods:
-            cell_overrides = [f"experiment={experiment}", *spec.overrides, *overrides]
-            cfg = load_config(cell_overrides, layers=[f"baseline/{method}"])
+            cell_overrides = [f"experiment={experiment}", *spec.overrides, *overrides, f"method={method}"]
+            cfg = load_config(cell_overrides)
             cells.append(Cell(benchmark, method, cell_overrides, cfg, Path()))
     out = output_folder(spec, cells)
     for cell in cells:

@@ -119,7 +119,7 @@ def grid_point(parameters: dict[str, list], index: int) -> dict[str, Any]:
 
 def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:
     """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
-    ``baseline/cosine``) make; returns the table rows."""
+    ``real/rim``) make; returns the table rows."""
     points = expand(spec)
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
     configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))

@@ -7,6 +7,8 @@
     <cache_dir>/references/<key>/            generated references, one shard per (class, subcategory)
     <cache_dir>/generated/<key>/             the images and attention maps they come from
     <cache_dir>/vocabularies/<hash>.yaml     the API's subcategory tables, named by content
+    <cache_dir>/text/text-<key>.safetensors  a per-pixel method's query-name embeddings, keyed by the
+                                             model's file, the templates and the names (`rim_bench.stages.pixel.text`)
     <cache_dir>/smoke/                       the smoke set's default root: ``experiment/smoke.yaml``
                                              sets it, `rim_bench.core.config` knows it (below this module)
 
@@ -76,6 +78,10 @@ class CacheLayout:
 
     def regions_dir(self) -> Path:
         return self.root / "regions" / self.regions_key()
+
+    def text_dir(self) -> Path:
+        """Query-name text embeddings (each file's name is its own key: model, templates, names)."""
+        return self.root / "text"
 
     # Banks and what outlives one bank ------------------------------------------------------------
 

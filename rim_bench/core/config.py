@@ -1,4 +1,4 @@
-"""Configs: OmegaConf YAML merged default → experiment file → protocol → command line.
+"""Configs: OmegaConf YAML merged default → experiment file → method → protocol → command line.
 
 `configs/default.yaml` lists every key with its default and a comment; a stage variant's
 parameters are declared by the stage itself (`rim_bench.core.params`), default.yaml's block
@@ -6,7 +6,7 @@ repeats them for reading (a test keeps the two equal), and a registered variant 
 default.yaml lacks gets its block from its declaration when a layer names it.
 
 An experiment file may start with ``extends: NAME`` (or a list of names): those files (other
-experiments, or shared pieces like ``method/rim``) are merged first, in order.
+experiments, or shared pieces like ``real/rim``) are merged first, in order.
 A later layer may only set keys that exist, with a value that a stage parameter's declaration
 (its constructor's annotated signature, `rim_bench.core.params`, read through the registries)
 allows: its type, choices and range; other keys take a value of the same type as the default
@@ -16,7 +16,11 @@ Every number is finite (NaN passes any range comparison). All is checked when th
 is loaded, before any model. Errors are one line naming the key and the layer (file path
 and line, "command line", or a sweep file).
 
-``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the experiment: a peer's
+``method=NAME`` merges ``configs/method/NAME.yaml`` (and the files it `extends`) after the
+experiment: one method, RIM or a baseline or a peer; like a protocol file it may hold a
+``benchmarks:`` block (a peer method's own settings per benchmark). The name is kept as ``method``.
+
+``protocol=NAME`` merges ``configs/protocol/NAME.yaml`` after the method: a peer's
 evaluation protocol (input size, sliding window, background rule, class names). Its
 ``benchmarks:`` block holds per-benchmark values, merged for the experiment's ``data.name``.
 The name is kept as ``protocol`` in the saved config.
@@ -51,7 +55,7 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value changes a result; everything else (output paths, loggers, devices,
 # workers) does not, so it stays out of the result hash.
-RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter", "pixel")
 # The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored.
@@ -61,7 +65,7 @@ _DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
 # the types of those whose default is null (any other key keeps its default's type), choices, ranges.
 _PATH = (str,)
 NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
-    "experiment": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
+    "experiment": (str,), "method": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
     "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"logger": ("csv", "wandb"), "wandb.mode": ("offline", "online", "disabled")}
@@ -76,16 +80,16 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
                 layers: list[str] | tuple[str, ...] = (),
                 extra: tuple[str, list[str]] | None = None) -> DictConfig:
-    """Merge default → `experiment=NAME` file → `protocol=NAME` file → extra `layers` → `key=value`
-    overrides → `extra`, and validate.
+    """Merge default → `experiment=NAME` file → `method=NAME` file → `protocol=NAME` file → extra
+    `layers` → `key=value` overrides → `extra`, and validate.
 
     Args:
         overrides: command-line style ``dotted.key=value`` strings; ``experiment=NAME``
-            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file), ``protocol=NAME``
-            ``configs/protocol/NAME.yaml`` (or a path).
+            picks ``configs/experiment/NAME.yaml`` (or a path to a YAML file), ``method=NAME``
+            ``configs/method/NAME.yaml``, ``protocol=NAME`` ``configs/protocol/NAME.yaml`` (or a path).
         config_dir: where ``default.yaml`` and ``experiment/`` live (tests point it elsewhere).
         layers: more config files merged after the experiment, named like experiments
-            (e.g. ``baseline/cosine`` for ``configs/baseline/cosine.yaml``).
+            (e.g. ``real/rim`` for ``configs/real/rim.yaml``).
         extra: ``(source, overrides)``: more ``key=value`` overrides, merged last, whose errors
             name `source` (a sweep file's point) instead of the command line.
     Returns:
@@ -103,11 +107,14 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | 
     OmegaConf.set_struct(cfg.trainer, False)  # takes any lightning.Trainer argument (`trainer_arguments`)
 
     experiment, rest = _split_experiment(overrides)
+    method, rest = _split_key("method", rest)
     protocol, rest = _split_key("protocol", rest)
     if experiment is not None:
         for exp_file, layer in _experiment_layers(experiment, config_dir, chain=()):
             cfg = _merge_layer(cfg, layer, str(exp_file))
         cfg.experiment = experiment if not experiment.endswith((".yaml", ".yml")) else Path(experiment).stem
+    if method is not None:
+        cfg = _merge_method(cfg, method, config_dir)
     if protocol is not None:
         cfg = _merge_protocol(cfg, protocol, config_dir)
     for name in layers:
@@ -211,18 +218,36 @@ def _split_key(key: str, overrides: list[str] | tuple[str, ...]) -> tuple[str | 
     return value, rest
 
 
+def _merge_method(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """Merge a method file and the files it extends, each with its ``benchmarks.<data.name>`` block."""
+    if not name.endswith((".yaml", ".yml")) and not (config_dir / "method" / f"{name}.yaml").is_file():
+        known = sorted(p.stem for p in (config_dir / "method").glob("*.yaml"))
+        raise ConfigError(f"method '{name}' not found: no file {config_dir / 'method' / name}.yaml; "
+                          f"known methods: {', '.join(known) or 'none'}")
+    for path, layer in _experiment_layers(name if name.endswith((".yaml", ".yml")) else f"method/{name}",
+                                          config_dir, chain=()):
+        cfg = _merge_per_benchmark(cfg, layer, path)
+    cfg.method = Path(name).stem
+    return cfg
+
+
 def _merge_protocol(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
     """Merge a protocol file: its general values, then its ``benchmarks.<data.name>`` block."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / "protocol" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (config_dir / "protocol").glob("*.yaml"))
         raise ConfigError(f"protocol '{name}' not found: no file {path}; known protocols: {', '.join(known) or 'none'}")
-    layer = _read_yaml(path)
+    cfg = _merge_per_benchmark(cfg, _read_yaml(path), path)
+    cfg.protocol = path.stem
+    return cfg
+
+
+def _merge_per_benchmark(cfg: DictConfig, layer: DictConfig, path: Path) -> DictConfig:
+    """Merge `layer`'s general values, then its ``benchmarks.<data.name>`` block."""
     per_benchmark = layer.pop("benchmarks", None) or {}
     cfg = _merge_layer(cfg, layer, str(path))
     if cfg.data.name in per_benchmark:
         cfg = _merge_layer(cfg, per_benchmark[cfg.data.name], f"{path} (benchmarks.{cfg.data.name})")
-    cfg.protocol = path.stem
     return cfg
 
 
@@ -242,7 +267,7 @@ def _experiment_layers(name: str, config_dir: Path, chain: tuple[str, ...]) -> l
 
 def _experiment_file(name: str, config_dir: Path) -> Path:
     """``NAME`` → ``configs/experiment/NAME.yaml``; ``DIR/NAME`` → ``configs/DIR/NAME.yaml``
-    (shared pieces such as ``method/rim``); a ``.yaml`` path as it is."""
+    (shared pieces such as ``real/rim``); a ``.yaml`` path as it is."""
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
     elif "/" in name:
@@ -411,6 +436,8 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
     for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
         spec[key] = key_spec(cfg[key], key)
     spec["references"] = references_spec(cfg.references)
+    if cfg.pixel.name != "regions":  # a per-pixel method (the region path's hashes stay as they were)
+        spec["pixel"] = key_spec(cfg.pixel, "pixel")
     spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
     # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
     extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}

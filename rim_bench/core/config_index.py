@@ -16,7 +16,7 @@ CONFIG_DIR = PACKAGE_DIR / "configs"
 
 
 def shipped(kind: str) -> list[str]:
-    """The names of the YAML files in ``configs/<kind>/`` (experiment, sweep, baseline, lightning)."""
+    """The names of the YAML files in ``configs/<kind>/`` (experiment, sweep, method, lightning)."""
     return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
 
 
@@ -33,7 +33,7 @@ def top_level_keys() -> list[str]:
 def help_listing(*kinds: str) -> str:
     """Lines for a command's ``--help``: the shipped files of each kind, then the config keys."""
     labels = {"experiment": "experiments (experiment=NAME)", "sweep": "sweeps (sweep=NAME)",
-              "baseline": "methods (methods=[a,b])", "suite": "suites (NAME)"}
+              "method": "methods (method=NAME; compare: methods=[a,b])", "suite": "suites (NAME)"}
     lines = [f"{labels[kind]}: {', '.join(shipped(kind))}" for kind in kinds]
     lines.append(f"config keys (key=value; `rim-bench config` prints every value): {', '.join(top_level_keys())}")
     return "\n".join(textwrap.fill(line, width=100, subsequent_indent="    ") for line in lines)

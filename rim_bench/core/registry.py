@@ -82,7 +82,8 @@ def _modules(name: str) -> list[str]:
 
 # Each stage block of the config (its `name` picks the variant) and what its variants are, for messages.
 STAGE_KINDS = {"proposer": "region proposer", "featurizer": "dense featurizer", "pooling": "region encoder",
-               "references": "reference source", "matcher": "matcher", "segmenter": "segmenter"}
+               "references": "reference source", "matcher": "matcher", "segmenter": "segmenter",
+               "pixel": "per-pixel method"}
 
 PROPOSERS: Registry = Registry(STAGE_KINDS["proposer"], ("rim_bench.stages.proposals",))
 FEATURIZERS: Registry = Registry(STAGE_KINDS["featurizer"], ("rim_bench.stages.features",))
@@ -90,10 +91,12 @@ ENCODERS: Registry = Registry(STAGE_KINDS["pooling"], ("rim_bench.stages.feature
 REFERENCE_SOURCES: Registry = Registry(STAGE_KINDS["references"], ("rim_bench.stages.references",))
 MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matching",))
 SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",))
+PIXEL_METHODS: Registry = Registry(STAGE_KINDS["pixel"], ("rim_bench.stages.pixel",))
 DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
 # The registry of each stage block of the config.
 REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
-                                   "references": REFERENCE_SOURCES, "matcher": MATCHERS, "segmenter": SEGMENTERS}
+                                   "references": REFERENCE_SOURCES, "matcher": MATCHERS, "segmenter": SEGMENTERS,
+                                   "pixel": PIXEL_METHODS}
 
 
 def declarations() -> dict[str, Param]:

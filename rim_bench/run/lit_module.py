@@ -35,7 +35,7 @@ from rim_bench.data.base import BadSample
 from rim_bench.run.assembly import Assembly, BankBuild, experiment_config
 from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler, class_list
 from rim_bench.run.metrics import SegmentationScore, region_confusion_matrix, score_collection
-from rim_bench.run.pipeline import SegmentationPipeline
+from rim_bench.run.pipeline import PixelPipeline, SegmentationPipeline
 from rim_bench.run.results import ResultWriter
 from rim_bench.stages.references.bank import bank_summary
 
@@ -60,7 +60,7 @@ class RIMModule(L.LightningModule):
         self.timer = self.assembly.timer
         self.data: DictConfig = self.cfg.data  # the datamodule's, once set up
         self.output_dir: Path | None = None  # chosen by `rim-bench test` or the ResultWriter
-        self.pipeline: SegmentationPipeline | None = None
+        self.pipeline: SegmentationPipeline | PixelPipeline | None = None
         self.classes: list[list[str]] = []
         self.bank_build: BankBuild | None = None
         self.results: dict[str, Any] | None = None  # the last scored epoch's scores (tensors)
@@ -106,10 +106,16 @@ class RIMModule(L.LightningModule):
         if isinstance(datamodule, BenchmarkDataModule):  # the benchmark tested is the datamodule's: config.yaml says so
             self.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())  # type: ignore[assignment]
         self.classes = getattr(datamodule, "classes", None) or class_list(self.data)
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        if self.assembly.per_pixel:  # no regions, no bank: the method's text embeddings of the vocabulary
+            with self.timer("load models"):
+                pixel = self.assembly.pixel_pipeline().to(device)
+            pixel.set_vocabulary(self.classes)
+            self.pipeline = pixel
+            return
         with self.timer("load models"):
             pipeline = self.assembly.pipeline(self.class_names)
         with self.timer("reference bank"):
-            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
             self.bank_build = self.assembly.bank(self.classes, device, rank=self.global_rank, wait=self.global_rank > 0)
             pipeline.set_bank(self.bank_build.bank)
         self.pipeline = pipeline

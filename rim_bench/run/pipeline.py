@@ -1,4 +1,5 @@
-"""The per-image RIM pipeline: regions → dense features → region features → scores → label map.
+"""The per-image RIM pipeline: regions → dense features → region features → scores → label map;
+or a per-pixel method's (`PixelPipeline`).
 
 `SegmentationPipeline` is the one implementation every entry point uses (the LightningModule,
 the Python API and `rim-bench segment`); `rim_bench.run.assembly` builds it from a config.
@@ -23,6 +24,8 @@ from rim_bench.core.protocols import (
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import Prediction, ReferenceBank
 from rim_bench.run.region_cache import RegionCache
+from rim_bench.stages.pixel.segment import PixelSegmenter
+from rim_bench.stages.pixel.stage import ClipPixelMethod
 from rim_bench.stages.segmenter import resolve_regions
 
 
@@ -112,6 +115,39 @@ class SegmentationPipeline(nn.Module):
         with self.timer("region map"):  # overlaps resolved once, cached with the regions
             region_map = resolve_regions(proposals) if proposals.ndim == 3 else proposals.long()
         return region_map, regions
+
+
+class PixelPipeline(nn.Module):
+    """A per-pixel method (``pixel.name``) in the pipeline's place: no regions and no bank; its
+    label map is given as regions, one per class (region i = class i), so that the same
+    confusion matrix scores it and the same prediction PNGs show it."""
+
+    def __init__(self, method: ClipPixelMethod, timer: StageTimer | None = None) -> None:
+        super().__init__()
+        self.method = method
+        self.model = method.module  # a submodule, so it follows the LightningModule to its device
+        self.timer = timer or StageTimer()
+        self.segmenter: PixelSegmenter | None = None
+        self.num_classes = 0
+
+    def set_vocabulary(self, vocabulary: list[list[str]]) -> None:
+        """Embed the query names of `vocabulary` (read from the text cache when embedded before)."""
+        with self.timer("text embeddings"):
+            self.segmenter = self.method.for_vocabulary(vocabulary)
+        self.num_classes = len(vocabulary)
+
+    @torch.no_grad()
+    def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
+        """Segment a ``(3, H, W) uint8`` image; `Prediction` with ``region_map`` the label map,
+        ``region_labels`` ``arange(C)`` and ``scores`` the ``(C, C)`` identity."""
+        if self.segmenter is None:
+            raise RuntimeError("set_vocabulary() must come before segmenting")
+        with self.timer("pixel method"):
+            segmenter = self.segmenter
+            segmenter.queries = segmenter.queries.to(next(self.model.parameters()).device)
+            labels = segmenter(image.to(segmenter.queries.device)).long()
+        classes = torch.arange(self.num_classes, device=labels.device)
+        return Prediction(labels, torch.eye(self.num_classes, device=labels.device), classes)
 
 
 def image_digest(image: Tensor) -> str:

@@ -145,7 +145,7 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
     time (``resolved``: e.g. the T of ``temperature: auto``), the images left out, and the cost
     (seconds per stage, peak memory, throughput over the test loop)."""
     res, names, build = module.results, module.class_names, module.bank_build
-    assert res is not None and build is not None, "run_metrics comes after a scored epoch"
+    assert res is not None, "run_metrics comes after a scored epoch"
     dataset = getattr(datamodule, "dataset", None)
     unread = dict(getattr(dataset, "problems", {}))  # left out when the data set was opened (data.skip_bad)
     return {
@@ -155,7 +155,8 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
         "num_images": int(res["num_images"]),
         "most_confused": most_confused(res["confmat"], names),
         "result_hash": config_hash(result_spec(module.run_config())),
-        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)},
+        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)}
+        if build is not None else None,  # a per-pixel method has none
         "resolved": module.pipeline.resolved_settings() if module.pipeline is not None else {},
         "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
         **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),

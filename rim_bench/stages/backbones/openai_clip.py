@@ -300,8 +300,9 @@ class BpeTokenizer:
     PATTERN = regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"
                             r"|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
 
-    def __init__(self, bpe: Path, merges: int = BPE_MERGES) -> None:
-        lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1:merges + 1]
+    def __init__(self, bpe: Path | None, merges: int = BPE_MERGES) -> None:
+        """`bpe`: the merges file; None: no merges, a token per byte (the tiny test vocabulary)."""
+        lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1:merges + 1] if bpe else []
         pairs = [tuple(line.split()) for line in lines if line]
         self.symbols = byte_symbols()
         bytes_ = list(self.symbols.values())

@@ -42,8 +42,8 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 def normalize(image: Tensor) -> Tensor:
     """(3, H, W) 0..255 RGB -> CLIP-normalized float."""
-    mean = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
-    std = torch.tensor(OPENAI_STD).view(3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(OPENAI_STD, device=image.device).view(3, 1, 1)
     return (image.float() - mean) / std
 
 
@@ -111,6 +111,7 @@ class PixelSegmenter:
     def __call__(self, image: Tensor) -> Tensor:
         """Label map (H, W) long of `image` (3, H, W) uint8 RGB."""
         s = self.settings
-        probs = class_probabilities(self.logits(image), self.query_class, self.num_classes, s.logit_scale)
+        logits = self.logits(image)
+        probs = class_probabilities(logits, self.query_class.to(logits.device), self.num_classes, s.logit_scale)
         return label_map(probs, s.prob_thd, s.area_thd)
 
