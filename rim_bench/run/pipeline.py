@@ -136,6 +136,10 @@ class PixelPipeline(nn.Module):
             self.segmenter = self.method.for_vocabulary(vocabulary)
         self.num_classes = len(vocabulary)
 
+    def resolved_settings(self) -> dict[str, float]:
+        """Settings chosen at run time: none (a peer's settings are all in its config)."""
+        return {}
+
     @torch.no_grad()
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
         """Segment a ``(3, H, W) uint8`` image; `Prediction` with ``region_map`` the label map,
