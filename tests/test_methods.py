@@ -125,3 +125,17 @@ def test_the_lightning_module_and_segment_take_method(tmp_path: Path):
                  "--out", str(out)]) == 0
     written = sorted(p.name for p in out.rglob("*.png"))
     assert written and "method: sclip" in next(out.rglob("config.yaml")).read_text()
+
+
+def test_the_clip_file_is_given_as_featurizer_clip_model(tmp_path: Path, capsys):
+    """Issue 22's command: `method=sclip featurizer.clip.model=ViT-B-16.pt` points the peer at the file
+    (pixel.clip.model follows featurizer.clip.model; set alone, pixel.clip.model wins)."""
+    given = resolve(load_config(["experiment=voc21", "method=sclip", "featurizer.clip.model=/w/ViT-B-16.pt"]))
+    assert given.pixel.clip.model == "/w/ViT-B-16.pt"
+    direct = resolve(load_config(["experiment=voc21", "method=sclip", "pixel.clip.model=/x/ViT-B-16.pt"]))
+    assert direct.pixel.clip.model == "/x/ViT-B-16.pt"
+    assert resolve(load_config(["experiment=smoke", "method=sclip"])).pixel.clip.model == "tiny"
+    missing = tmp_path / "ViT-B-16.pt"
+    assert main(["test", "experiment=smoke", "method=sclip", f"featurizer.clip.model={missing}",
+                 f"output_dir={tmp_path / 'out'}"]) == 2
+    assert f"featurizer.clip.model: no file '{missing}'" in capsys.readouterr().err
