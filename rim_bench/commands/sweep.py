@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from rim_bench.commands.plan import require_weights
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
@@ -124,6 +125,7 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
     configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
                for i, point in enumerate(points)]
+    require_weights(configs)  # every point's models, in seconds, before the first point runs
     root_cfg = configs[0]
     # Named by what it runs, so the same command run again resumes in the same folder.
     experiment = safe_name(root_cfg.experiment or "default")
