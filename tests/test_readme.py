@@ -103,3 +103,16 @@ def test_readme_commands_have_help(command: str, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         (cli.main if program == "rim-bench" else lightning.main)([sub, "--help"])
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_torch_is_a_range_and_the_readme_states_it():
+    """An exact pin made pip replace the torch a researcher had; the README says the tested range."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    specs = {r.name: r.specifier for r in map(Requirement, dependencies)}
+    for name in ("torch", "torchvision"):
+        assert specs[name] and all(s.operator in (">=", "<") for s in specs[name]), specs[name]
+    low = next(s.version for s in specs["torch"] if s.operator == ">=")
+    assert f"torch {low} to " in README.read_text()
