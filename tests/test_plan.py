@@ -112,8 +112,8 @@ def test_hub_model_missing_without_network_is_one_line_without_retries(capsys, t
     assert main(["test", "experiment=smoke", "featurizer.dinov2.model=facebook/no-such-model",
                  f"output_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached (huggingface.co: Name or service not "\
-        "known)"
+    no_network = "the hub cannot be reached (huggingface.co: Name or service not known)"
+    why = "HF_HUB_OFFLINE is set" if offline else no_network
     assert err == [f"rim-bench: error: featurizer.dinov2.model: 'facebook/no-such-model' is not in the local hub "
                    f"cache and {why}: run `hf download facebook/no-such-model` where there is a network (see "
                    "docs/weights.md), or pass a local folder"]
