@@ -148,6 +148,24 @@ def test_predict_writes_label_maps_for_an_image_folder(smoke_root: Path, tmp_pat
     assert (tmp_path / "out" / "classes.txt").read_text().startswith("0 background\n")
 
 
+def test_the_readme_predict_runs_and_a_failing_one_leaves_no_run_folder(smoke_root: Path, tmp_path: Path, capsys,
+                                                                       lightning_main, monkeypatch):
+    """README's `predict` (the smoke classes) writes label maps; with a class the smoke bank
+    lacks it fails in one line, and its version_N/ folder is gone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    source = next((smoke_root / "JPEGImages").glob("*.jpg"))
+    (tmp_path / "photos" / source.name).write_bytes(source.read_bytes())
+    args = ["predict", "--config", "smoke", "--data", "rim_bench.run.datamodule.ImageFolderDataModule",
+            "--data.images", "[photos/]", "--trainer.enable_progress_bar", "false", "--data.classes"]
+    lightning_main([*args, "background,sun,leaf,sea,berry,grape"])
+    assert (tmp_path / f"outputs/lightning/smoke/version_0/predictions/{source.stem}.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main([*args, "background,cat"])
+    assert exit_info.value.code == 2 and "no exemplar images for class 'cat'" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "outputs/lightning/smoke").iterdir()] == ["version_0"]
+
+
 def test_an_image_a_sampler_repeats_is_scored_once(smoke_root: Path, tmp_path: Path):
     dataset = BenchmarkDataModule("smoke", max_images=2)
     dataset.setup()

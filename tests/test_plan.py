@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from rim_bench.commands import plan
@@ -69,6 +70,53 @@ def test_hub_id_not_in_the_local_cache_while_offline(capsys, tmp_path, monkeypat
     cfg = load_config(["experiment=smoke", "featurizer.dinov2.model=facebook/dinov2-base"])
     notes, problems = plan.check_weights(cfg, torch.device("cpu"))
     assert not problems and "(hub cache" in notes[0]
+
+
+def test_weights_and_data_problems_listed_together(capsys, tmp_path):
+    """A missing data folder does not hide a missing SAM file, nor the other way round."""
+    err = _plan_errors(capsys, *SAM, f"proposer.sam.checkpoint={tmp_path / 'sam_vit_b.pth'}",
+                       f"data.root={tmp_path / 'no-data'}")
+    assert "proposer.sam.checkpoint: SAM checkpoint" in err[0]
+    assert f"data root '{tmp_path / 'no-data'}' does not exist" in err[1]
+    assert "2 problem(s) with the weights or the data" in err[-1]
+
+
+@pytest.mark.parametrize("command", ["test", "build-bank"])
+def test_long_commands_check_the_weights_first(capsys, tmp_path, monkeypatch, command):
+    """`test` and `build-bank` stop on a missing SAM file before reading data or loading a model."""
+    from segment_anything import sam_model_registry
+
+    monkeypatch.setitem(sam_model_registry, "vit_b", lambda **_: pytest.fail("SAM was loaded"))
+    code = main([command, "experiment=smoke", *SAM, f"proposer.sam.checkpoint={tmp_path / 'sam_vit_b.pth'}",
+                 f"data.root={tmp_path / 'no-data'}", f"output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("rim-bench: error: proposer.sam.checkpoint: SAM checkpoint") and "data" not in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_hub_model_missing_without_network_is_one_line_without_retries(capsys, tmp_path, monkeypatch, offline):
+    """HF_HUB_OFFLINE, or no network: one line before any download is tried (huggingface-hub
+    retried for 33 s)."""
+    import transformers
+    from huggingface_hub import constants
+
+    from rim_bench.stages.backbones import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: "huggingface.co: Name or service not known")
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("a download was tried"))
+    assert main(["test", "experiment=smoke", "featurizer.dinov2.model=facebook/no-such-model",
+                 f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    no_network = "the hub cannot be reached (huggingface.co: Name or service not known)"
+    why = "HF_HUB_OFFLINE is set" if offline else no_network
+    assert err == [f"rim-bench: error: featurizer.dinov2.model: 'facebook/no-such-model' is not in the local hub "
+                   f"cache and {why}: run `hf download facebook/no-such-model` where there is a network (see "
+                   "docs/weights.md), or pass a local folder"]
 
 
 def test_local_folder_that_is_not_a_model(capsys, tmp_path):

@@ -93,10 +93,25 @@ def test_the_default_folder_is_named_by_what_the_cells_compute():
     assert folder("output_dir=somewhere") == Path("somewhere")
 
 
+# Models that need no file, so that the data alone is missing (the weights are checked first).
+NO_WEIGHTS = ["proposer.sam.model_type=tiny", "featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny",
+              "references.diffusion.model=tiny"]
+
+
+def test_missing_weights_stop_the_suite_before_its_data(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran"))
+    code = main(["suite", "rim_benchmarks", "data.root=MISSING", f"proposer.sam.checkpoint={tmp_path / 'sam.pth'}",
+                 *NO_WEIGHTS[1:], f"output_dir={tmp_path / 'table1'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "proposer.sam.checkpoint: SAM checkpoint" in err[0] and "MISSING" not in err[0]
+    assert not (tmp_path / "table1").exists()
+
+
 def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
     out = tmp_path / "table1"
-    assert main(["suite", "rim_benchmarks", "data.root=MISSING", f"output_dir={out}"]) == 1
+    assert main(["suite", "rim_benchmarks", "data.root=MISSING", *NO_WEIGHTS, f"output_dir={out}"]) == 1
     captured = capsys.readouterr()
     lines = [line for line in captured.out.splitlines() if "does not exist" in line and not line[0].isdigit()]
     assert [line.split(":")[0] for line in lines] == ["voc21", "context60", "coco_object"]
@@ -110,7 +125,8 @@ def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path,
     assert "77.8" not in measured and "| RIM | 77.8 | 34.3 | 44.5 | 52.2 |" in published
     assert all(row["voc21"] == row["mean"] == "" and "MISSING" in row["failed"] for row in _csv(out).values())
     # Sweeps on a benchmark without data fail with it, and are counted apart.
-    assert main(["suite", "rim_tau_subcategories", "data.root=MISSING", f"output_dir={tmp_path / 'tau'}"]) == 1
+    assert main(["suite", "rim_tau_subcategories", "data.root=MISSING", *NO_WEIGHTS,
+                 f"output_dir={tmp_path / 'tau'}"]) == 1
     assert "2 of 2 cells and 2 of 2 sweeps failed" in capsys.readouterr().err
     assert "| voc21 | rim | tau_subcategories | - | failed (1) | - |" in (tmp_path / "tau" / "suite.md").read_text()
 

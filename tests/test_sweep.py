@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rim_bench.commands.cli import main
-from rim_bench.commands.sweep import SweepSpec, expand, load_sweep
+from rim_bench.commands.sweep import SweepSpec, expand, load_sweep, split_values, sweep_from_command_line
 from rim_bench.core.config import as_overrides
 from rim_bench.core.errors import ConfigError
 from rim_bench.stages.references import diffusion
@@ -52,6 +52,49 @@ def test_bad_sweep_files(tmp_path: Path, text: str, fragment: str):
     path.write_text(text)
     with pytest.raises(ConfigError, match=fragment):
         load_sweep(str(path))
+
+
+@pytest.mark.parametrize("value, items", [
+    ("0.05,0.1", ["0.05", "0.1"]), ("kl", ["kl"]), ("[16,32],[8]", ["[16,32]", "[8]"]), ("[16,32]", ["[16,32]"]),
+    ("'a,b',c", ["'a,b'", "c"]), ("{x: 1, y: 2},null", ["{x: 1, y: 2}", "null"]),
+])
+def test_command_line_values_split_at_commas_outside_brackets_and_quotes(value: str, items: list[str]):
+    assert split_values(value) == items
+
+
+def test_command_line_sweep_alone_or_beside_a_sweep_file():
+    plain, spec = sweep_from_command_line(["experiment=smoke", "matcher.rim.temperature=0.05,1e-1",
+                                           "references.diffusion.attention_resolutions=[16,32],[8]", "seed=1"])
+    assert plain == ["experiment=smoke", "seed=1"] and spec.method == "grid" and spec.path == "command line"
+    assert spec.parameters == {"matcher.rim.temperature": [0.05, 0.1],
+                               "references.diffusion.attention_resolutions": [[16, 32], [8]]}
+    _, spec = sweep_from_command_line(["sweep=rim_matching", "matcher.rim.ref_temperature=null,0.1"])
+    assert list(spec.parameters) == ["matcher.rim.temperature", "matcher.rim.divergence",
+                                     "matcher.rim.ref_temperature"] and len(expand(spec)) == 24
+    with pytest.raises(ConfigError, match="also swept in"):
+        sweep_from_command_line(["sweep=rim_matching", "matcher.rim.divergence=kl,js"])
+    with pytest.raises(ConfigError, match="empty value"):
+        sweep_from_command_line(["matcher.rim.temperature=0.05,"])
+    with pytest.raises(ConfigError, match="or values to sweep on the command line as key=a,b,c"):
+        sweep_from_command_line(["experiment=smoke"])
+
+
+def test_command_line_sweep_on_smoke(tmp_path: Path):
+    """Two points, as Hydra's multirun is typed: one per temperature, in one table."""
+    out = tmp_path / "out"
+    assert main(["sweep", "experiment=smoke", "matcher.rim.temperature=0.05,0.1", "data.max_images=3",
+                 f"output_dir={out}"]) == 0
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["matcher.rim.temperature"] for r in rows] == ["0.05", "0.1"]
+    assert rows[0]["mIoU"] != rows[1]["mIoU"] and (out / "mIoU_vs_matcher.rim.temperature.png").is_file()
+
+
+def test_every_points_weights_are_checked_before_the_first_runs(tmp_path: Path, capsys):
+    assert main(["sweep", "experiment=smoke", "proposer.name=superpixels,sam", "proposer.sam.model_type=vit_b",
+                 f"proposer.sam.checkpoint={tmp_path / 'sam.pth'}", f"output_dir={tmp_path / 'out'}"]) == 2
+    assert "proposer.sam.checkpoint: SAM checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_key_that_does_not_exist_fails_before_any_point_runs(tmp_path: Path, capsys):

@@ -4,6 +4,7 @@
     rim-bench check-data [experiment=NAME] [dotted.key=value ...]   read every sample, report problems
     rim-bench build-bank [experiment=NAME] [dotted.key=value ...]   build or reuse the reference bank
     rim-bench sweep      [experiment=NAME] sweep=NAME [key=value ...]  run a grid of configs, plot mIoU
+    rim-bench sweep      [experiment=NAME] key=a,b,c [key=value ...]   the same, the grid on the command line
     rim-bench compare    [experiment=NAME] [protocol=NAME] methods=[a,b] [key=value ...]  several methods, one table
     rim-bench suite NAME [key=value ...]                             benchmarks x methods, published beside
     rim-bench config     [experiment=NAME] [dotted.key=value ...]   print the resolved config
@@ -40,7 +41,8 @@ CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
     "build-bank": "build (or find in the cache) the reference bank for the benchmark's vocabulary",
-    "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path); see configs/sweep/",
+    "sweep": "run the experiment over a grid of config values (sweep=NAME or a YAML path, see configs/sweep/; "
+             "and/or key=a,b,c on the command line: a value holding a comma in [brackets] or quotes)",
     "compare": "run several methods (methods=[rim,cosine,...], configs/method/) on one benchmark, one table",
     "config": "print the resolved config and its result hash",
     "plan": "check the weights, count what is cached, run one image and one reference, project the run's cost",
@@ -197,13 +199,9 @@ def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _sweep(overrides: list[str]) -> int:
-    from rim_bench.commands.sweep import load_sweep, run_sweep
-    from rim_bench.core.errors import ConfigError
+    from rim_bench.commands.sweep import run_sweep, sweep_from_command_line
 
-    sweeps = [o.split("=", 1)[1] for o in overrides if o.startswith("sweep=")]
-    if len(sweeps) != 1:
-        raise ConfigError("sweep: give exactly one sweep=NAME (configs/sweep/NAME.yaml) or sweep=PATH.yaml")
-    run_sweep([o for o in overrides if not o.startswith("sweep=")], load_sweep(sweeps[0]))
+    run_sweep(*sweep_from_command_line(overrides))
     return 0
 
 

@@ -18,7 +18,8 @@ keys go in ``--model.overrides``. There is no ``fit``: the method is training-fr
 (metrics.json, config.yaml with the resolved rim-bench config, predictions) go to the
 ``output_dir`` override, else to the logger's folder (``outputs/lightning/<experiment>/version_N``);
 the CLI's own config is saved there as ``lightning_config.yaml``. Bad input (a config, data or
-weights error) ends with one line on stderr and exit code 2, as with `rim-bench`.
+weights error) ends with one line on stderr and exit code 2, as with `rim-bench`; a run that fails
+takes back the folder it made (`RemoveFailedRunFolder`), keeping any result it wrote.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rim_bench.commands.runner import remove_empty_folders
 from rim_bench.core.config_index import CONFIG_DIR, shipped
 from rim_bench.core.errors import ConfigError, RimBenchError
 from rim_bench.core.io import one_line
@@ -56,6 +59,19 @@ class RimBenchCLI(LightningCLI):
         logger = config.trainer.logger
         if getattr(logger, "class_path", "").endswith("CSVLogger") and logger.init_args.get("name") == "lightning_logs":
             logger.init_args.name = Path(config.model.experiment).stem
+
+
+class RemoveFailedRunFolder(L.Callback):
+    """When a run fails, remove what the CLI put in its log folder (``version_N/``, its
+    ``lightning_config.yaml``), and the folder itself once empty: a failed run leaves no run
+    folder behind. Results a run wrote before failing stay (`remove_empty_folders`)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        folder = Path(trainer.log_dir)
+        (folder / "lightning_config.yaml").unlink(missing_ok=True)
+        remove_empty_folders(folder)
 
 
 def named_configs(args: list[str]) -> list[str]:
@@ -97,6 +113,7 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults={
                 "enable_checkpointing": False, "enable_model_summary": False,
                 "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": LOG_DIR}},
+                "callbacks": [RemoveFailedRunFolder()],
             },
             save_config_kwargs={"config_filename": "lightning_config.yaml", "overwrite": True},
             args=None if args is None else named_configs(args),

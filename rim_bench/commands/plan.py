@@ -2,9 +2,11 @@
 
 Steps:
 1. check the weights in seconds, before any model loads: SAM checkpoints (path, released
-   size, ``model_type`` against the file), hub ids against the local hub cache when offline,
-   local model folders, and the GPU's memory against the weights' size; every problem is
-   one line, and the plan stops there;
+   size, ``model_type`` against the file), hub ids against the local hub cache (when it is
+   offline or cannot be reached), local model folders, and the GPU's memory against the
+   weights' size; then open the data set. Every problem, weights and data together, is one
+   line, and the plan stops there. `test`, `build-bank`, `sweep` and `suite` run the same
+   weight checks first (`require_weights`);
 2. count the work: images to score and whose regions are cached, references to generate
    per class, and whether the bank is cached;
 3. load each model once and run one test image and one reference image end to end
@@ -28,7 +30,7 @@ from omegaconf import DictConfig
 
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import key_spec, references_spec
-from rim_bench.core.errors import ConfigError, RimBenchError
+from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.params import HubWeights, SamWeights
 from rim_bench.core.registry import REGISTRIES, stage_weights
 from rim_bench.core.timing import StageTimer
@@ -66,17 +68,20 @@ def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     from rim_bench.run.datamodule import build_dataset
 
     cfg = prepare(cfg)
-    dataset, classes = build_dataset(cfg.data)  # a wrong data path fails first, as in `test`
     device = build_device(cfg)
 
-    # 1. Weights, in seconds.
+    # 1. Weights, in seconds, then the data: every problem of both is listed.
     notes, problems = check_weights(cfg, device)
+    try:
+        dataset, classes = build_dataset(cfg.data)
+    except RimBenchError as e:
+        problems.append(error_line(e))
     for line in notes:
         print(f"  {line}")
     if problems:
         for line in problems:
             print(f"rim-bench: error: {line}", file=sys.stderr)
-        raise ConfigError(f"{len(problems)} problem(s) with the weights (above); nothing was loaded")
+        raise ConfigError(f"{len(problems)} problem(s) with the weights or the data (above); nothing was loaded")
 
     # 2. The work.
     work = count_work(cfg, dataset, classes, device)
@@ -142,6 +147,26 @@ def check_weights(cfg: DictConfig, device: torch.device) -> tuple[list[str], lis
     return notes, problems
 
 
+def require_weights(configs: list[DictConfig]) -> None:
+    """The checks of `check_weights` for the long commands (`test`, `build-bank`, `sweep`, `suite`),
+    before any data is read or model loaded: a one-line `ConfigError` naming every problem of
+    `configs` (each once; configs that declare the same weights are checked once)."""
+    from rim_bench.run.assembly import build_device
+
+    problems: dict[str, None] = {}  # ordered, without repeats
+    checked = set()
+    for cfg in configs:
+        device = build_device(cfg)
+        needed = (device.type, *declared_weights(cfg))
+        if needed not in checked:
+            checked.add(needed)
+            problems.update(dict.fromkeys(check_weights(cfg, device)[1]))
+    if len(problems) == 1:
+        raise ConfigError(next(iter(problems)))
+    if problems:
+        raise ConfigError(f"{len(problems)} problems with the weights, nothing was loaded: " + "; ".join(problems))
+
+
 def declared_weights(cfg: DictConfig) -> list[HubWeights | SamWeights]:
     """What every selected stage variant says it loads (its ``weights`` classmethod); a mixed
     reference source's parts each say theirs."""
@@ -156,7 +181,7 @@ def declared_weights(cfg: DictConfig) -> list[HubWeights | SamWeights]:
 def check_hub_model(key: str, model: str, marker: str) -> tuple[str | None, str, int]:
     """A problem (or None), a note, and the weights' size in bytes (0 when unknown) of one model
     (a folder holding `marker` when loadable)."""
-    from rim_bench.stages.backbones.hub import cached_snapshot, hub_offline, is_local
+    from rim_bench.stages.backbones.hub import cached_snapshot, hub_offline, hub_unreachable, is_local
 
     if is_local(model):
         folder = Path(model).expanduser()
@@ -167,8 +192,11 @@ def check_hub_model(key: str, model: str, marker: str) -> tuple[str | None, str,
         return None, f"{key}: {folder} (local folder, {size / GB:.2f} GB)", size
     snapshot = cached_snapshot(model, marker)
     if snapshot is None:
-        if hub_offline():
-            return (f"{key}: '{model}' is not in the local hub cache and HF_HUB_OFFLINE is set: run "
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else None
+        if why is None and (unreachable := hub_unreachable()):
+            why = f"the hub cannot be reached ({unreachable})"
+        if why:
+            return (f"{key}: '{model}' is not in the local hub cache and {why}: run "
                     f"`hf download {model}` where there is a network (see docs/weights.md), or pass a local "
                     "folder"), "", 0
         return None, f"{key}: '{model}' is not in the local hub cache: it downloads on first load", 0

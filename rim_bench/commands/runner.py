@@ -1,10 +1,10 @@
 """`rim-bench test`, `rim-bench build-bank` and `rim-bench check-data`: thin fronts over
 `RIMModule` and `BenchmarkDataModule` (`rim_bench.run.lit_module`) and `Assembly`.
 
-`run_test`: (1) resolve the config and pick the output folder; (2) open the data set
-(a wrong path fails before any model loads) and build the module, which builds its stages
-and bank in `setup`; (3) run `Trainer.test`; `ResultWriter` writes metrics.json and
-config.yaml and prints the tables.
+`run_test`: (1) resolve the config, check the weights (`require_weights`: in seconds) and
+pick the output folder; (2) open the data set (a wrong path fails before any model loads)
+and build the module, which builds its stages and bank in `setup`; (3) run `Trainer.test`;
+`ResultWriter` writes metrics.json and config.yaml and prints the tables.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from rim_bench.commands.plan import require_weights
 from rim_bench.core.config import config_hash, result_spec, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
@@ -62,6 +63,7 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     trainer_args = trainer_arguments(cfg)  # a misspelt trainer.NAME fails before the data is read
+    require_weights([cfg])  # and a missing model too, in seconds
     started = datetime.now()
     # A folder the user names is checked (and made) now; a new default one only when there is
     # something to write, so a run that fails on its input leaves no empty folder.
@@ -124,6 +126,7 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     timer = StageTimer()
     assembly = Assembly(cfg, timer)
     cfg = assembly.cfg
+    require_weights([cfg])
     with lightning_settings():
         fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
                           num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy)

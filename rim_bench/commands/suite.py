@@ -40,6 +40,7 @@ import yaml
 from omegaconf import DictConfig
 
 from rim_bench.commands.compare import check_methods, published_numbers
+from rim_bench.commands.plan import require_weights
 from rim_bench.commands.report import html_page
 from rim_bench.commands.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
@@ -129,6 +130,7 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     """Run (or resume) every cell and sweep of `spec` with the command line's `overrides`,
     write the tables, and return the cells (failed ones have ``error`` set)."""
     cells, sweeps, out = plan_cells(spec, overrides)
+    require_weights([c.cfg for c in cells])  # every cell's models (a sweep's points: when it starts), in seconds
     check_data(cells + sweeps)
     with hold_output(out):  # each cell's run and each sweep holds its own sub-folder too
         _run_cells(spec, cells, sweeps, out)

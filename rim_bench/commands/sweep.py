@@ -9,6 +9,14 @@ A sweep file (``configs/sweep/<name>.yaml`` or a path) names the values to try::
       references.diffusion.n_subcategories: [1, 2, 4, 6, 8, 10]
       references.diffusion.attn_threshold: [0.2, 0.3, 0.4, 0.5, 0.6]
 
+Or, as Hydra's multirun takes them, values on the command line: each ``key=a,b,c`` (a comma
+outside brackets and quotes) is a parameter of a grid, beside a sweep file's or alone::
+
+    rim-bench sweep experiment=smoke matcher.rim.temperature=0.05,0.1 matcher.rim.divergence=kl,js
+
+A value that itself holds a comma is bracketed (a list: ``key=[16,32],[8]`` sweeps two lists) or
+quoted (a string: ``key="'a,b'",c``). Each item is read as the same key on its own would be.
+
 Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<hash of its config>/``, so
 it reuses every cache: each image's regions are computed once for the whole sweep, and
 generated references once per generation setting (banks over fewer subcategories are
@@ -32,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
+from rim_bench.commands.plan import require_weights
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
@@ -86,6 +96,66 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     return SweepSpec(path.stem, method, parameters, num_samples, seed, str(path))
 
 
+def sweep_from_command_line(overrides: list[str]) -> tuple[list[str], SweepSpec]:
+    """`rim-bench sweep`'s arguments: the plain overrides, and the sweep that ``sweep=NAME`` and
+    the ``key=a,b,...`` items make together (a grid over the items when no file is named)."""
+    files = [o.split("=", 1)[1] for o in overrides if o.startswith("sweep=")]
+    plain, inline = [], {}
+    for item in (o for o in overrides if not o.startswith("sweep=")):
+        key, _, value = item.partition("=")
+        values = split_values(value)
+        if len(values) == 1:
+            plain.append(item)
+        elif key in inline:
+            raise ConfigError(f"command line: {key} is swept twice; give its values once, as {key}=a,b,c")
+        else:
+            inline[key] = [_parsed(key, v) for v in values]
+    if len(files) > 1 or not (files or inline):
+        raise ConfigError("sweep: give one sweep=NAME (configs/sweep/NAME.yaml) or sweep=PATH.yaml, or values to "
+                          "sweep on the command line as key=a,b,c")
+    if not files:
+        name = "-".join(key.rsplit(".", 1)[-1] for key in inline)
+        return plain, SweepSpec(name, "grid", inline, path="command line")
+    spec = load_sweep(files[0])
+    both = sorted(set(spec.parameters) & set(inline))
+    if both:
+        raise ConfigError(f"command line: {', '.join(both)} also swept in {spec.path}; give its values in one place")
+    return plain, SweepSpec(spec.name, spec.method, {**spec.parameters, **inline}, spec.num_samples, spec.seed,
+                            spec.path)
+
+
+def split_values(value: str) -> list[str]:
+    """`value` cut at its commas outside brackets, braces and quotes: ``0.05,0.1`` → two items,
+    ``[16,32]`` and ``'a,b'`` one; an empty item is an error."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(value):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    items.append(value[start:])
+    if len(items) > 1 and not all(item.strip() for item in items):
+        raise ConfigError(f"command line: '{value}' has an empty value between its commas")
+    return items
+
+
+def _parsed(key: str, value: str) -> Any:
+    """One swept value, read as ``key=value`` alone on the command line is (OmegaConf's YAML: ``1e-3`` a float)."""
+    try:
+        layer = OmegaConf.from_dotlist([f"{key}={value}"])
+    except Exception as e:  # yaml.YAMLError and OmegaConf errors alike
+        raise ConfigError(f"command line: cannot parse {key}={value}: {error_text(e)}") from None
+    found = OmegaConf.select(layer, key)
+    return OmegaConf.to_container(found) if OmegaConf.is_config(found) else found
+
+
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
     keys = list(spec.parameters)
@@ -124,6 +194,7 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
     configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
                for i, point in enumerate(points)]
+    require_weights(configs)  # every point's models, in seconds, before the first point runs
     root_cfg = configs[0]
     # Named by what it runs, so the same command run again resumes in the same folder.
     experiment = safe_name(root_cfg.experiment or "default")

@@ -56,3 +56,23 @@ def hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub (``HF_ENDPOINT``) cannot be reached, in a few words, or None when it can (or a
+    proxy is set, which a direct connection cannot tell). One connection with a short timeout:
+    without a network huggingface-hub retries for half a minute before it fails."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    if url.hostname is None or urllib.request.getproxies().get(url.scheme):
+        return None
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or type(e).__name__}"
+    return None
