@@ -138,4 +138,23 @@ def test_the_clip_file_is_given_as_featurizer_clip_model(tmp_path: Path, capsys)
     missing = tmp_path / "ViT-B-16.pt"
     assert main(["test", "experiment=smoke", "method=sclip", f"featurizer.clip.model={missing}",
                  f"output_dir={tmp_path / 'out'}"]) == 2
-    assert f"featurizer.clip.model: no file '{missing}'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"pixel.clip.model: no file '{missing}'" in err and "featurizer.clip.model=PATH" in err
+
+
+def test_a_peer_method_checks_its_own_weights_only(tmp_path: Path, monkeypatch, capsys):
+    """Offline, with the CLIP file there, a peer run gets past the weight checks to the data: it does
+    not ask for the region stages' models (DINOv2, SAM), which it never loads."""
+    import torch
+
+    from rim_bench.stages.backbones.openai_clip import Architecture, random_state_dict
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    arch = Architecture(width=64, layers=1, patch=16, grid=2, embed_dim=32, context=77, vocab=300,
+                        text_width=32, text_layers=1)
+    checkpoint = tmp_path / "ViT-B-16.pt"
+    torch.save(random_state_dict(arch), checkpoint)
+    assert main(["test", "experiment=voc21", "method=sclip", f"featurizer.clip.model={checkpoint}",
+                 f"data.root={tmp_path / 'no-data'}", f"output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "data root" in err and "does not exist" in err and "dinov2" not in err

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import key_spec, references_spec
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
-from rim_bench.core.params import HubWeights, SamWeights
+from rim_bench.core.params import FileWeights, HubWeights, SamWeights
 from rim_bench.core.registry import REGISTRIES, stage_weights
 from rim_bench.core.timing import StageTimer
 
@@ -130,6 +130,14 @@ def check_weights(cfg: DictConfig, device: torch.device) -> tuple[list[str], lis
         notes.append(f"{sam.key}.checkpoint: {path} ({sam.model_type}): {verdict}")
         weights[f"SAM {sam.model_type}"] = path.stat().st_size
 
+    for file in (w for w in needed if isinstance(w, FileWeights)):
+        path = Path(file.path).expanduser()
+        if not path.is_file():
+            problems.append(f"{file.key}: no file '{file.path}' ({file.what})")
+        else:
+            notes.append(f"{file.key}: {path} ({path.stat().st_size / GB:.2f} GB)")
+            weights[str(path)] = path.stat().st_size
+
     half = device.type == "cuda"  # Stable Diffusion runs in fp16 on CUDA
     for hub in (w for w in needed if isinstance(w, HubWeights)):
         problem, note, size = check_hub_model(hub.key, hub.model, hub.marker)
@@ -167,11 +175,12 @@ def require_weights(configs: list[DictConfig]) -> None:
         raise ConfigError(f"{len(problems)} problems with the weights, nothing was loaded: " + "; ".join(problems))
 
 
-def declared_weights(cfg: DictConfig) -> list[HubWeights | SamWeights]:
-    """What every selected stage variant says it loads (its ``weights`` classmethod); a mixed
-    reference source's parts each say theirs."""
-    needed: list[HubWeights | SamWeights] = []
-    for key in REGISTRIES:
+def declared_weights(cfg: DictConfig) -> list[HubWeights | SamWeights | FileWeights]:
+    """What every stage the run uses says it loads (its ``weights`` classmethod): a per-pixel method
+    alone, or the region stages; a mixed reference source's parts each say theirs."""
+    needed: list[HubWeights | SamWeights | FileWeights] = []
+    per_pixel = cfg.pixel.name != "regions"
+    for key in (["pixel"] if per_pixel else [k for k in REGISTRIES if k != "pixel"]):
         spec = references_spec(cfg[key]) if key == "references" else key_spec(cfg[key], key)
         for part in spec.get("parts", [spec]):
             needed += stage_weights(key, part)

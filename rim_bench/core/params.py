@@ -194,6 +194,15 @@ def hub_model_weights(params: dict, key: str) -> list[HubWeights]:
 
 
 @dataclass(frozen=True)
+class FileWeights:
+    """A weights file a stage loads as it is (e.g. an OpenAI CLIP ``ViT-B-16.pt``)."""
+
+    key: str  # its config key, e.g. "pixel.clip.model"
+    path: str
+    what: str  # what the file is, for the message
+
+
+@dataclass(frozen=True)
 class SamWeights:
     """A SAM checkpoint a stage loads."""
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import torch
 
 from rim_bench.core.errors import ConfigError, ParamError
-from rim_bench.core.params import GIVEN, POSITIVE, Range, ref
+from rim_bench.core.params import GIVEN, POSITIVE, FileWeights, Range, ref
 from rim_bench.core.registry import PIXEL_METHODS
 from rim_bench.stages.backbones.openai_clip import (
     Architecture,
@@ -55,6 +55,14 @@ class ClipPixelMethod:
         vocabulary: the run's classes, ``[[name, synonym, ...], ...]`` (given by the code).
         text_dir: where the text embeddings are cached (given by the code: `CacheLayout.text_dir`).
     """
+
+    @classmethod
+    def weights(cls, params: dict, key: str) -> list[FileWeights]:
+        """The OpenAI CLIP file to check before a run (none for ``tiny``)."""
+        if params["model"] == "tiny":
+            return []
+        return [FileWeights(f"{key}.model", params["model"], "the OpenAI CLIP file the clip package downloads, "
+                            "e.g. ViT-B-16.pt: give it as featurizer.clip.model=PATH")]
 
     def __init__(self, method: Literal["maskclip", "sclip", "naclip", "clearclip"] = "sclip",
                  model: str = "ViT-B-16.pt", bpe: str | None = None, classes: str | None = None,
