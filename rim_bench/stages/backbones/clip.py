@@ -1,8 +1,9 @@
-"""CLIP from transformers: the only module that imports CLIP's classes.
+"""CLIP from transformers: with `openai_to_hf`, the only modules that import CLIP's classes.
 
 `load_clip` takes a hub id (``openai/clip-vit-base-patch16``), a local directory saved
-with ``save_pretrained`` (model and tokenizer), or ``"tiny"``: a random-init `CLIPModel`
-with a character-level tokenizer built on the spot, for tests and the smoke benchmark.
+with ``save_pretrained`` (model and tokenizer), OpenAI's ``.pt`` file (converted by
+`openai_to_hf`), or ``"tiny"``: a random-init `CLIPModel` with a character-level tokenizer
+built on the spot, for tests and the smoke benchmark.
 `tiny_clip_tokenizer` is shared with the tiny Stable Diffusion text encoder.
 
 `dense_clip_tokens` is MaskCLIP's reading of the vision tower (Zhou, Loy and Dai, "Extract
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
+from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import remove_stale
 from rim_bench.stages.backbones.hub import from_hub_or_dir
+from rim_bench.stages.backbones.openai_to_hf import bpe_clip_tokenizer, load_openai_as_hf
 
 # OpenAI CLIP's image normalization (its preprocessing's mean and std).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -60,7 +63,8 @@ def load_clip(model: str, tiny: dict) -> Clip:
     """Load CLIP (model and tokenizer) on the CPU in eval mode.
 
     Args:
-        model: hub id, local directory, or ``"tiny"``.
+        model: hub id, local directory, OpenAI ``.pt`` file (TorchScript or state dict; its
+            tokenizer from CLIP's BPE file, see `openai_clip.find_bpe`), or ``"tiny"``.
         tiny: ``seed`` plus `CLIPVisionConfig` fields (``image_size``, ``patch_size``,
             ``hidden_size``, ...) and ``projection_dim`` for the ``"tiny"`` model.
     """
@@ -76,6 +80,15 @@ def load_clip(model: str, tiny: dict) -> Clip:
             net = CLIPModel(CLIPConfig(text_config=text, vision_config=params, projection_dim=projection_dim))
         return Clip(net.eval(), tokenizer)
     key, example = "featurizer.clip.model", "openai/clip-vit-base-patch16"
+    if model.endswith(".pt") or Path(model).is_file():
+        net = load_openai_as_hf(Path(model))
+        text_config = net.config.text_config
+        assert isinstance(text_config, CLIPTextConfig)  # CLIPConfig builds it from a dict or None
+        tokenizer = bpe_clip_tokenizer(context=text_config.max_position_embeddings)
+        if len(tokenizer) != text_config.vocab_size:
+            raise ConfigError(f"{key}: '{model}' has a vocabulary of {text_config.vocab_size} tokens, CLIP's BPE file "
+                              f"{len(tokenizer)}: give a checkpoint with CLIP's own vocabulary")
+        return Clip(net, tokenizer)
     net = from_hub_or_dir(CLIPModel.from_pretrained, model, key, "CLIP", example)
     tokenizer = from_hub_or_dir(CLIPTokenizer.from_pretrained, model, key, "CLIP's tokenizer", example)
     return Clip(net.eval(), tokenizer)

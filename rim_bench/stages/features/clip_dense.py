@@ -27,7 +27,7 @@ class ClipDenseFeaturizer(nn.Module):
     """CLIP patch tokens read the MaskCLIP way (see `rim_bench.stages.backbones.clip.dense_clip_tokens`).
 
     Args:
-        model: hub id, local directory or ``"tiny"``.
+        model: hub id, local directory, OpenAI ``.pt`` file (``ViT-B-16.pt``) or ``"tiny"``.
         input_size: the short side, in pixels, that images are resized to (the long side
             capped, see `rim_bench.stages.features.dense.model_input_size`; position embeddings are
             interpolated to the new grid).
