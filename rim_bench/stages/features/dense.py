@@ -12,19 +12,17 @@ from torch import Tensor, nn
 from rim_bench.core.errors import ParamError
 from rim_bench.core.params import HubWeights, Range, hub_model_weights, ref
 from rim_bench.core.registry import FEATURIZERS
+from rim_bench.core.resize import keep_ratio_scale
 
 # ImageNet statistics, as DINOv2 was trained with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The long side's cap, as mmseg's ``Resize(scale=(2048, short_side), keep_ratio=True)``: a
-# 2 x 3000 image would otherwise reach the model as 128 x 192,000 pixels.
-MAX_LONG_SIDE = 2048
 
 
 def model_input_size(height: int, width: int, short_side: int, patch_size: int) -> tuple[int, int]:
-    """Resize so the short side is about `short_side` and the long side at most about `MAX_LONG_SIDE`
-    (whichever scale is smaller, as mmseg does), both sides multiples of the patch size."""
-    scale = min(short_side / min(height, width), MAX_LONG_SIDE / max(height, width))
+    """mmseg's keep-ratio resize (`keep_ratio_scale`: short side about `short_side`, long side at
+    most about 2048), both sides rounded to multiples of the patch size."""
+    scale = keep_ratio_scale(height, width, short_side)
     snap = lambda x: max(patch_size, math.floor(x * scale / patch_size + 0.5) * patch_size)  # noqa: E731 - half up
     return snap(height), snap(width)
 
@@ -57,7 +55,7 @@ class DinoV2Featurizer(nn.Module):
     Args:
         model: hub id, local directory or ``"tiny"`` (see `rim_bench.stages.backbones.dinov2`).
         input_size: the short side, in pixels, that images are resized to for the model
-            (the long side capped at `MAX_LONG_SIDE`, see `model_input_size`).
+            (the long side capped at `rim_bench.core.resize.MAX_LONG_SIDE`, see `model_input_size`).
         tiny: the ``"tiny"`` model's `Dinov2Config` fields and seed.
         window: if the resized image is larger than this on either side, it is processed in
             ``window x window`` crops every `stride` pixels and overlapping features are

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rim_bench.core.resize import keep_ratio_scale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -31,12 +32,11 @@ LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
     "maskclip": maskclip.last_block, "sclip": sclip.last_block, "naclip": naclip.last_block,
     "clearclip": clearclip.last_block,
 }
-MAX_LONG_SIDE = 2048  # mmseg's Resize(scale=(2048, short_side), keep_ratio=True)
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048."""
-    factor = min(MAX_LONG_SIDE / max(height, width), short_side / min(height, width))
+    factor = keep_ratio_scale(height, width, short_side)
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
