@@ -102,7 +102,16 @@ def tensors_metadata(path: Path) -> dict[str, str]:
 
 def file_checksum(path: Path) -> str:
     """``"sha256:<hex>"`` of a file's bytes, for an entry to record the files it owns."""
-    return f"{ALGORITHM}:{hashlib.new(ALGORITHM, Path(path).read_bytes()).hexdigest()}"
+    return f"{ALGORITHM}:{file_digest(path)}"
+
+
+def file_digest(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in blocks (a model file can be gigabytes)."""
+    digest = hashlib.new(ALGORITHM)
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_file(path: Path, checksum: str | None) -> None:

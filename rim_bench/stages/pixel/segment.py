@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rim_bench.core.cache_files import file_digest
 from rim_bench.core.resize import keep_ratio_scale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
@@ -25,7 +26,7 @@ from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
 from rim_bench.stages.pixel.decide import class_probabilities, label_map
 from rim_bench.stages.pixel.pamr import pamr
 from rim_bench.stages.pixel.protocol import PixelSettings
-from rim_bench.stages.pixel.text import cached_text_embeddings, file_digest, imagenet_templates, read_class_file
+from rim_bench.stages.pixel.text import cached_text_embeddings, imagenet_templates, read_class_file
 from rim_bench.stages.pixel.windows import slide
 
 LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {

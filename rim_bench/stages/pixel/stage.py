@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 
+from rim_bench.core.cache_files import file_digest
 from rim_bench.core.errors import ConfigError, ParamError
 from rim_bench.core.params import GIVEN, POSITIVE, FileWeights, Range, ref
 from rim_bench.core.registry import PIXEL_METHODS
@@ -25,7 +26,7 @@ from rim_bench.stages.backbones.openai_clip import (
 )
 from rim_bench.stages.pixel.protocol import CLASSES_DIR, PixelSettings
 from rim_bench.stages.pixel.segment import PixelSegmenter
-from rim_bench.stages.pixel.text import file_digest, read_class_file
+from rim_bench.stages.pixel.text import read_class_file
 
 # The "tiny" model: a random OpenAI-format CLIP whose tokenizer needs no BPE file (a token per byte).
 TINY: dict[str, Any] = {"width": 64, "layers": 2, "patch": 16, "grid": 14, "embed_dim": 32, "context": 77,

@@ -46,15 +46,6 @@ def read_class_file(path: Path, separator: str) -> tuple[list[str], list[int]]:
     return names, classes
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (the model part of the text cache's key)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @torch.no_grad()
 def text_embeddings(model: OpenAIClip, tokenizer: BpeTokenizer, names: list[str], templates: list[str],
                     batch: int = 400) -> Tensor:
