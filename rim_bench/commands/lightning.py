@@ -32,8 +32,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rim_bench.commands.runner import remove_empty_folders
 from rim_bench.core.config_index import CONFIG_DIR, shipped
-from rim_bench.core.errors import ConfigError, RimBenchError
-from rim_bench.core.io import one_line
+from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.logs import console_logging
 from rim_bench.run.datamodule import SegmentationDataModule
 from rim_bench.run.lit_module import RIMModule
@@ -119,7 +118,7 @@ def main(args: list[str] | None = None) -> None:
             args=None if args is None else named_configs(args),
         )
     except RimBenchError as e:
-        print(f"rim-bench-lightning: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"rim-bench-lightning: error: {error_line(e)}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
 
 
