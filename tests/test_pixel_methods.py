@@ -254,3 +254,13 @@ def test_class_files_are_read_as_the_peers_read_them(tmp_path: Path):
     path.write_text("sky\n\ncat")
     with pytest.raises(DataError, match="line 2 is empty"):
         text.read_class_file(path, ", ")
+
+
+def test_a_class_file_that_is_not_utf8_is_one_line_naming_its_line(tmp_path: Path):
+    from rim_bench.core.errors import DataError
+    from rim_bench.stages.pixel.text import read_class_file
+
+    path = tmp_path / "classes.txt"
+    path.write_bytes("background\ncaf\xe9, cafe\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"{path}:2: not UTF-8 text \(byte 0xe9\)"):
+        read_class_file(path, ", ")

@@ -24,14 +24,7 @@ def read_classes(name_or_path: str) -> list[list[str]]:
     path = class_file(name_or_path)
     classes: list[list[str]] = []
     seen: dict[str, int] = {}
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad_line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{bad_line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
-                        "save the file as UTF-8") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(utf8_text(path).splitlines(), start=1):
         names = [n.strip() for n in line.split(SEPARATOR)]
         if not line.strip() or any(not n for n in names):
             raise DataError(f"{path}:{lineno}: empty class name in {line!r}; one class a line, 'name, synonym, ...'")
@@ -42,6 +35,17 @@ def read_classes(name_or_path: str) -> list[list[str]]:
     if not classes:
         raise DataError(f"{path}: no classes")
     return classes
+
+
+def utf8_text(path: Path) -> str:
+    """A class file's text; a `DataError` naming the line if it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{bad_line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                        "save the file as UTF-8") from None
 
 
 def parse_vocabulary(classes: list[str] | list[list[str]]) -> list[list[str]]:

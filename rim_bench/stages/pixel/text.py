@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
 from rim_bench.core.errors import DataError
 from rim_bench.core.io import set_aside
+from rim_bench.data.classes import utf8_text
 from rim_bench.stages.backbones.openai_clip import BpeTokenizer, OpenAIClip
 
 TEMPLATES_FILE = Path(__file__).with_name("imagenet_templates.txt")
@@ -37,7 +38,7 @@ def read_class_file(path: Path, separator: str) -> tuple[list[str], list[int]]:
         raise DataError(f"class file '{path}' not found")
     names: list[str] = []
     classes: list[int] = []
-    for index, line in enumerate(path.read_text().splitlines()):
+    for index, line in enumerate(utf8_text(path).splitlines()):
         if not line.strip():
             raise DataError(f"class file '{path}': line {index + 1} is empty (one class a line, no blank lines)")
         for name in line.split(separator):
