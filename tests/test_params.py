@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -171,3 +173,23 @@ def test_a_new_benchmark_is_three_files(tmp_path, smoke_root, capsys):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("my_benchmark", None)
         DATASETS._builders.pop("my_benchmark", None)
+
+
+def test_the_declaration_index_is_what_the_code_declares():
+    """declarations.json (read by the config checks without importing torch) equals the stages' signatures."""
+    from rim_bench.core import declaration_index
+
+    assert json.loads(declaration_index.INDEX_FILE.read_text()) == json.loads(
+        declaration_index.text(declaration_index.from_code())), \
+        "stale: run `python -m rim_bench.core.declaration_index` after changing a stage's signature"
+
+
+@pytest.mark.parametrize("argv", [
+    ["config", "experiment=smoke"], ["config", "experiment=smoke", "matcher.rim.temprature=1"],
+    ["config", "experiment=smoke", "method=sclip"]])
+def test_config_and_a_key_typo_load_no_torch(argv):
+    """`rim-bench config experiment=smoke` and a typo with it answer from the declarations alone."""
+    code = (f"import sys; from rim_bench.commands.cli import main; rc = main({argv!r}); "
+            "sys.exit(10 + rc if 'torch' in sys.modules else rc)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode in (0, 2), done.stderr  # 10+: torch was imported

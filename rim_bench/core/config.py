@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rim_bench.core.config_index import CONFIG_DIR
 from rim_bench.core.errors import ConfigError, one_line
 from rim_bench.core.io import atomic_write_text
-from rim_bench.core.params import Param, declared, problem
+from rim_bench.core.params import Param, problem
 from rim_bench.core.registry import REGISTRIES, STAGE_KINDS, declarations, stage_spec
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
@@ -320,7 +320,7 @@ def _add_new_variants(base: DictConfig, layer: DictConfig) -> None:
         names = {part.get("name"), *(k for k, v in part.items() if isinstance(v, DictConfig))}
         for name in names:
             if isinstance(name, str) and name not in base[key] and name in REGISTRIES[key].names():
-                params = declared(REGISTRIES[key].get(name, key))
+                params = REGISTRIES[key].params(name, key)
                 with open_dict(base):
                     base[key][name] = {n: p.default for n, p in params.items()
                                        if p.default is not inspect.Parameter.empty}

@@ -7,7 +7,15 @@ not found, so a module added later is seen): adding a stage is one module with a
 `@REGISTRY.register("name")` class, with no import list to keep. Its constructor's annotated
 signature declares its parameters (`rim_bench.core.params`): `declarations` gives them to the
 config checks, and its block in configs/default.yaml repeats them for users, checked against
-them by a test. `build_stage` turns a config block (``name`` + that variant's parameters)
+them by a test.
+
+Reading and checking a config must not load torch, which every stage module imports: the
+declarations of the package's own stages are also kept, with the module that registers each,
+in ``declarations.json`` beside this file (`rim_bench.core.declaration_index` writes it from the
+code; a test fails when it is stale). A registry answers `names` and `params` from it without
+importing a stage module, and imports only the one module a `get` needs; a stage registered
+from elsewhere (a user's module, imported first) is read from its signature.
+`build_stage` turns a config block (``name`` + that variant's parameters)
 into an object, and turns a bad parameter into an error that names the config key.
 """
 
@@ -20,8 +28,9 @@ from typing import Any, Generic, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from rim_bench.core.declaration_index import indexed
 from rim_bench.core.errors import ConfigError, ParamError
-from rim_bench.core.params import HubWeights, Param, SamWeights, declared, first_problem
+from rim_bench.core.params import FileWeights, HubWeights, Param, SamWeights, declared, first_problem
 
 # The builder type: a class or a function; registering returns it unchanged.
 B = TypeVar("B", bound=Callable[..., Any])
@@ -34,11 +43,14 @@ class Registry(Generic[B]):
         kind: what the stages are, for error messages ("matcher").
         packages: the modules or packages whose modules register these stages; a package's
             modules are all imported (except those whose name starts with "_").
+        key: its config block (``"matcher"``), under which ``declarations.json`` indexes it; None:
+            not indexed (every lookup imports the packages).
     """
 
-    def __init__(self, kind: str, packages: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, packages: tuple[str, ...] = (), key: str | None = None) -> None:
         self.kind = kind
         self.packages = packages
+        self.key = key
         self._builders: dict[str, B] = {}
         self._imported: set[str] = set()
 
@@ -51,16 +63,31 @@ class Registry(Generic[B]):
 
         return decorator
 
+    def _index(self) -> dict[str, dict[str, Any]]:
+        """This registry's entries in ``declarations.json``: name → module and parameters."""
+        return indexed(self.key) if self.key else {}
+
     def names(self) -> list[str]:
-        self._fill()
-        return sorted(self._builders)
+        index = self._index()
+        if not index:
+            self._fill()
+        return sorted(set(self._builders) | set(index))
 
     def get(self, name: str, key: str) -> B:
+        if name not in self._builders and name in self._index():
+            importlib.import_module(self._index()[name]["module"])  # that module alone
         if name not in self._builders:
             self._fill()
         if name not in self._builders:
             raise ConfigError(f"{key}.name: unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
         return self._builders[name]
+
+    def params(self, name: str, key: str) -> dict[str, Param]:
+        """The declared parameters of variant `name`: from its signature once its module is imported,
+        else from the index (no import)."""
+        if name not in self._builders and name in self._index():
+            return self._index()[name]["params"]
+        return declared(self.get(name, key))
 
     def _fill(self) -> None:
         """Import every not yet imported module of `packages` (their decorators register)."""
@@ -85,13 +112,13 @@ STAGE_KINDS = {"proposer": "region proposer", "featurizer": "dense featurizer", 
                "references": "reference source", "matcher": "matcher", "segmenter": "segmenter",
                "pixel": "per-pixel method"}
 
-PROPOSERS: Registry = Registry(STAGE_KINDS["proposer"], ("rim_bench.stages.proposals",))
-FEATURIZERS: Registry = Registry(STAGE_KINDS["featurizer"], ("rim_bench.stages.features",))
-ENCODERS: Registry = Registry(STAGE_KINDS["pooling"], ("rim_bench.stages.features",))
-REFERENCE_SOURCES: Registry = Registry(STAGE_KINDS["references"], ("rim_bench.stages.references",))
-MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matching",))
-SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",))
-PIXEL_METHODS: Registry = Registry(STAGE_KINDS["pixel"], ("rim_bench.stages.pixel",))
+PROPOSERS: Registry = Registry(STAGE_KINDS["proposer"], ("rim_bench.stages.proposals",), "proposer")
+FEATURIZERS: Registry = Registry(STAGE_KINDS["featurizer"], ("rim_bench.stages.features",), "featurizer")
+ENCODERS: Registry = Registry(STAGE_KINDS["pooling"], ("rim_bench.stages.features",), "pooling")
+REFERENCE_SOURCES: Registry = Registry(STAGE_KINDS["references"], ("rim_bench.stages.references",), "references")
+MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matching",), "matcher")
+SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",), "segmenter")
+PIXEL_METHODS: Registry = Registry(STAGE_KINDS["pixel"], ("rim_bench.stages.pixel",), "pixel")
 DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
 # The registry of each stage block of the config.
 REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
@@ -101,16 +128,13 @@ REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZ
 
 def declarations() -> dict[str, Param]:
     """Every registered stage's parameters by dotted config key (``matcher.rim.alpha``), nested
-    blocks' members included (``segmenter.paint.background.rule``); imports the stage modules."""
-    if not _declared_cache:
-        for registry in REGISTRIES.values():
-            registry._fill()
+    blocks' members included (``segmenter.paint.background.rule``); imports no stage module."""
     version = tuple((key, name, id(b)) for key, r in REGISTRIES.items() for name, b in r._builders.items())
     if _declared_cache.get("version") != version:  # a stage registered (or removed) since
         found: dict[str, Param] = {}
         for key, registry in REGISTRIES.items():
-            for name, builder in registry._builders.items():
-                _flatten(declared(builder), f"{key}.{name}.", found)
+            for name in registry.names():
+                _flatten(registry.params(name, key), f"{key}.{name}.", found)
         _declared_cache.update(version=version, found=found)
     return _declared_cache["found"]
 
@@ -125,7 +149,7 @@ def _flatten(params: dict[str, Param], prefix: str, into: dict[str, Param]) -> N
             _flatten(param.block, f"{prefix}{name}.", into)
 
 
-def stage_weights(key: str, spec: dict[str, Any]) -> list[HubWeights | SamWeights]:
+def stage_weights(key: str, spec: dict[str, Any]) -> list[HubWeights | SamWeights | FileWeights]:
     """What the variant `spec` (``{"name": ..., **params}``, as `stage_spec` gives) of stage block
     `key` loads from disk or the hub, from its ``weights(params, key)`` classmethod (none without one)."""
     params = dict(spec)
