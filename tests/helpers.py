@@ -81,7 +81,8 @@ def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
     import json
 
     from rim_bench.commands import runner
-    from rim_bench.core.config import config_hash, resolve, result_spec
+    from rim_bench.core.config import config_hash, resolve
+    from rim_bench.run.methods import result_spec
 
     runs: list[str] = []
 

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from rim_bench import RIM
-from rim_bench.commands.api import subcategory_table
 from rim_bench.commands.cli import main
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
 from rim_bench.data.classes import parse_vocabulary
+from rim_bench.run.vocabulary import subcategory_table
 
 
 @pytest.fixture(scope="module")

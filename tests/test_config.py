@@ -9,8 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.config import CONFIG_DIR, config_hash, load_config, resolve, result_spec, stage_spec
+from rim_bench.core.config import CONFIG_DIR, config_hash, load_config, resolve, stage_spec
 from rim_bench.core.errors import ConfigError
+from rim_bench.run.methods import PixelMethod, result_spec
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -147,9 +148,10 @@ def test_every_shipped_config_builds(name: str, overrides: list[str], layers: li
     for cfg in configs:
         assembly = Assembly(cfg)
         assert OmegaConf.to_yaml(assembly.cfg)  # fully resolvable
-        if assembly.per_pixel:  # a peer method: its model, and its class file against the benchmark's classes
+        method = assembly.method()
+        if isinstance(method, PixelMethod):  # a peer method: its model, and its class file against the benchmark's
             vocabulary = class_list(assembly.cfg.data)
-            names, query_class = assembly.pixel_pipeline().method.query_names(vocabulary)
+            names, query_class = method._stage().query_names(vocabulary)
             assert max(query_class) + 1 == len(vocabulary) and len(names) >= len(vocabulary)
             continue
         pipeline = assembly.pipeline([names[0] for names in class_list(assembly.cfg.data)])

@@ -21,10 +21,11 @@ from PIL import Image
 
 from rim_bench.commands import runner
 from rim_bench.commands.cli import main
-from rim_bench.core.config import load_config, resolve, result_spec
+from rim_bench.core.config import load_config, resolve
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset
+from rim_bench.run.methods import result_spec
 from tests.test_hostile_inputs import SPLIT, _args, _error, _ids, _label_out_of_range
 
 REPO = Path(__file__).resolve().parent.parent

@@ -320,7 +320,8 @@ def test_the_lightning_cli_on_two_processes_gives_one_process_numbers(tmp_path: 
 def test_any_trainer_argument_is_a_trainer_key(tmp_path: Path, capsys):
     """`trainer.NAME=VALUE` passes any lightning.Trainer argument; it counts in the result hash
     (fewer batches, another result), and a name the Trainer does not take is one line."""
-    from rim_bench.core.config import config_hash, load_config, result_spec
+    from rim_bench.core.config import config_hash, load_config
+    from rim_bench.run.methods import result_spec
 
     out = tmp_path / "two"
     assert main(["test", "experiment=smoke", "trainer.limit_test_batches=2", f"output_dir={out}"]) == 0

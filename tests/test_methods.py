@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,12 @@ from PIL import Image
 
 from rim_bench.commands.api import RIM
 from rim_bench.commands.cli import main
-from rim_bench.core.config import config_hash, load_config, resolve, result_spec
+from rim_bench.core.config import config_hash, load_config, resolve
 from rim_bench.core.config_index import CONFIG_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.run.assembly import Assembly
-from rim_bench.run.metrics import confusion_matrix, region_confusion_matrix
-from rim_bench.stages.pixel.protocol import PixelSettings, load_settings
+from rim_bench.run.methods import PixelMethod, result_spec
+from rim_bench.run.metrics import confusion_matrix, prediction_confusion_matrix
 
 PEERS = ("maskclip", "sclip", "naclip", "clearclip")
 BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")
@@ -37,23 +36,12 @@ def test_one_folder_of_methods_and_the_real_model_piece_apart():
         load_config(["experiment=smoke", "method=nope"])
 
 
-@pytest.mark.parametrize("method", PEERS)
-@pytest.mark.parametrize("bench", BENCHMARKS)
-def test_a_peer_method_file_sets_the_peers_own_settings_per_benchmark(method: str, bench: str):
-    """method=M experiment=B is M's setting on B: every value of the peer's protocol data."""
-    clip = resolve(load_config([f"experiment={bench}", f"method={method}"])).pixel.clip
-    settings = load_settings(method, bench)
-    for field in fields(PixelSettings):
-        value = getattr(settings, field.name)
-        got = clip[field.name] if field.name != "pamr_dilations" else tuple(clip.pamr_dilations)
-        assert got == value, (field.name, got, value)
-
-
 def test_the_pixel_method_counts_in_the_result_hash_and_the_region_path_hash_is_unchanged():
     rim = resolve(load_config(["experiment=smoke"]))
-    assert "pixel" not in result_spec(rim)  # the region path's hashes stay as before
+    assert "pixel" not in result_spec(rim) and "pipeline" not in result_spec(rim)  # the region path's hashes as before
+    assert config_hash(result_spec(rim)) == "699a2ca3dbe3"  # what it was before there were method kinds
     sclip = resolve(load_config(["experiment=smoke", "method=sclip"]))
-    assert result_spec(sclip)["pixel"]["method"] == "sclip"
+    assert result_spec(sclip)["pixel"]["method"] == "sclip" and "proposer" not in result_spec(sclip)
     other = resolve(load_config(["experiment=smoke", "method=sclip", "pixel.clip.logit_scale=50"]))
     assert config_hash(result_spec(other)) != config_hash(result_spec(sclip))
 
@@ -70,21 +58,19 @@ def test_every_peer_method_runs_on_the_smoke_set(method: str, tmp_path: Path):
     assert f"method: {method}" in (out / "config.yaml").read_text()
 
 
-def test_the_per_pixel_path_scores_the_core_label_map_with_the_same_confusion_matrix():
-    """The pipeline's prediction is the core's label map; its region-form confusion matrix equals
-    the pixel confusion matrix of that map."""
-    assembly = Assembly(load_config(["experiment=smoke", "method=naclip"]))
-    pipeline = assembly.pixel_pipeline()
-    vocabulary = [["background"], ["cat", "kitten"], ["dog"]]
-    pipeline.set_vocabulary(vocabulary)
+def test_a_pixel_method_predicts_its_label_map_alone_and_is_scored_on_it():
+    """The method's prediction is the labeller's own label map, with no regions faked; it is scored as
+    a label map."""
+    method = Assembly(load_config(["experiment=smoke", "method=naclip"])).method()
+    method.set_vocabulary([["background"], ["cat", "kitten"], ["dog"]], torch.device("cpu"))
     image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
-    pred = pipeline(image)
-    assert pipeline.segmenter is not None
-    direct = pipeline.segmenter(image)
+    pred = method(image)
+    assert method.pipeline is not None and method.pipeline.labeller is not None
+    direct = method.pipeline.labeller(image)
     assert torch.equal(pred.label_map, direct)
+    assert pred.region_map is None and pred.scores is None and pred.region_labels is None
     target = torch.randint(0, 3, (40, 56))
-    assert torch.equal(region_confusion_matrix(pred.painted_regions, pred.region_labels, target, 3),
-                       confusion_matrix(direct, target, 3))
+    assert torch.equal(prediction_confusion_matrix(pred, target, 3), confusion_matrix(direct, target, 3))
 
 
 def test_a_peer_method_on_a_voc_layout_set_with_its_own_class_file(tmp_path: Path):
@@ -100,7 +86,7 @@ def test_a_peer_method_on_a_voc_layout_set_with_its_own_class_file(tmp_path: Pat
 def test_a_class_file_of_another_benchmark_is_a_one_line_error(tmp_path: Path):
     assembly = Assembly(load_config(["experiment=smoke", "method=sclip", "pixel.clip.classes=sclip/cls_voc20.txt"]))
     with pytest.raises(ConfigError, match="pixel.clip.classes: .*cls_voc20.txt' has 20 classes, the benchmark 3"):
-        assembly.pixel_pipeline().set_vocabulary([["a"], ["b"], ["c"]])
+        assembly.method().set_vocabulary([["a"], ["b"], ["c"]], torch.device("cpu"))
 
 
 def test_the_api_takes_method_and_segments_per_pixel(tmp_path: Path):
@@ -117,7 +103,7 @@ def test_the_lightning_module_and_segment_take_method(tmp_path: Path):
     from rim_bench.run.lit_module import RIMModule
 
     module = RIMModule.from_config("smoke", method="maskclip")
-    assert module.cfg.method == "maskclip" and module.assembly.per_pixel
+    assert module.cfg.method == "maskclip" and isinstance(module.method, PixelMethod)
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "seg"

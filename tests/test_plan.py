@@ -12,6 +12,7 @@ import torch
 from rim_bench.commands import plan
 from rim_bench.commands.cli import main
 from rim_bench.core.config import load_config
+from rim_bench.run import weights
 from rim_bench.stages.backbones.sam import RELEASES, released_checkpoint
 
 SAM = ["proposer.name=sam", "proposer.sam.model_type=vit_b"]
@@ -68,7 +69,7 @@ def test_hub_id_not_in_the_local_cache_while_offline(capsys, tmp_path, monkeypat
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs/main").write_text("abc123")
     cfg = load_config(["experiment=smoke", "featurizer.dinov2.model=facebook/dinov2-base"])
-    notes, problems = plan.check_weights(cfg, torch.device("cpu"))
+    notes, problems = weights.check_weights(cfg, torch.device("cpu"))
     assert not problems and "(hub cache" in notes[0]
 
 
@@ -128,16 +129,16 @@ def test_gpu_too_small(capsys, tmp_path, monkeypatch):
     import rim_bench.run.assembly
 
     monkeypatch.setattr(rim_bench.run.assembly, "build_device", lambda cfg: torch.device("cuda"))
-    monkeypatch.setattr(plan, "gpu_memory_bytes", lambda: 1_000_000_000)
+    monkeypatch.setattr(weights, "gpu_memory_bytes", lambda: 1_000_000_000)
     err = _plan_errors(capsys)
     assert "trainer: the GPU has 1.0 GB but these settings need about 2.1 GB" in err[0]
 
 
 def test_gpu_memory_estimate_at_real_sizes():
     # SAM ViT-H, SD 1.5 in fp16 (half its 4.3 GB fp32 files), DINOv2-B: fits 24 GB, not 6 GB.
-    weights = {"SAM vit_h": RELEASES["vit_h"].bytes, "sd15": 2_130_000_000, "dinov2": 346_000_000}
-    assert plan.check_gpu_memory(weights, 24 * 1024**3) is None
-    assert "the GPU has 6.0 GB but these settings need about 7.2 GB" in plan.check_gpu_memory(weights, 6_000_000_000)
+    sizes = {"SAM vit_h": RELEASES["vit_h"].bytes, "sd15": 2_130_000_000, "dinov2": 346_000_000}
+    assert weights.check_gpu_memory(sizes, 24 * 1024**3) is None
+    assert "the GPU has 6.0 GB but these settings need about 7.2 GB" in weights.check_gpu_memory(sizes, 6_000_000_000)
 
 
 def test_released_checkpoint_by_size(tmp_path):
@@ -172,14 +173,60 @@ def test_plan_counts_cached_work(capsys, tmp_path, smoke_root):
 
     overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}",
                  f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]
-    report = plan.run_plan(load_config(overrides), measure=False)
-    work = report["work"]
-    assert work.images == 3 and work.regions_cached == 0 and not work.bank_cached
-    assert work.total("images") == work.total("shards") == 2 * len(work.references) > 0
+    work = plan.run_plan(load_config(overrides), measure=False)["work"]
+    classes = len([line for line in work.lines if line.startswith("  ")])
+    assert work.items["proposals"] == 3 and "regions cached for 0, 3 to compute" in work.lines[0]
+    assert work.items["generation"] == 2 * classes > 0 and "reference bank: to build" in work.lines[1]
+    assert f"references to generate: {2 * classes} images, {2 * classes} (class, subcategory) shards" in work.lines[2]
     run_test(load_config(overrides))
     work = plan.run_plan(load_config(overrides), measure=False)["work"]
-    assert work.regions_cached == 3 and work.bank_cached and work.total("images") == 0
+    assert work.items["proposals"] == 0 and work.items["generation"] == 0 and "reference bank: cached" in work.lines[1]
     # Without the bank, its stored references still count as made (the same keys as a build's).
-    shutil.rmtree(work.bank_dir)
+    shutil.rmtree(work.lines[1].split("(")[1].rstrip(")"))
     work = plan.run_plan(load_config(overrides), measure=False)["work"]
-    assert not work.bank_cached and work.total("images") == work.total("shards") == 0 and work.references
+    assert "reference bank: to build" in work.lines[1] and work.items["generation"] == 0
+    assert "  " in work.lines[-1] and "0 images to generate,   0 of" in work.lines[-1]
+
+
+def _clip_file(tmp_path: Path, poison: bool = False) -> Path:
+    """A small random CLIP in OpenAI's state-dict format (NaN in ``visual.proj`` with `poison`)."""
+    from rim_bench.stages.backbones.openai_clip import Architecture, random_state_dict
+
+    arch = Architecture(width=64, layers=1, patch=16, grid=2, embed_dim=32, context=77, vocab=300,
+                        text_width=32, text_layers=1)
+    state = random_state_dict(arch)
+    if poison:
+        state["visual.proj"][0, 0] = float("nan")
+    path = tmp_path / ("nan.pt" if poison else "ViT-B-16.pt")
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_plan_for_a_peer_names_a_bad_clip_file(damage: str, tmp_path: Path, capsys, smoke_root):
+    """`plan method=sclip featurizer.clip.model=F` checks F itself (loadable, finite) and stops with exit 2."""
+    path = _clip_file(tmp_path, poison=damage == "nan")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    assert main(["plan", "experiment=smoke", "method=sclip", f"featurizer.clip.model={path}",
+                 f"data.root={smoke_root}"]) == 2
+    err = capsys.readouterr().err
+    expected = "non-finite values (NaN or inf) in 'visual.proj'" if damage == "nan" else "neither a TorchScript"
+    assert "pixel.clip.model" in err or "featurizer.clip.model" in err
+    assert expected in err and str(path) in err and "Traceback" not in err
+
+
+def test_plan_for_a_peer_projects_its_own_stages(tmp_path: Path, capsys, smoke_root):
+    """A good CLIP file passes; a peer's plan counts its text embeddings and the per-pixel stage, never a
+    bank or regions, and (tiny CLIP) times them."""
+    path = _clip_file(tmp_path)
+    work = plan.run_plan(load_config(["experiment=smoke", "method=sclip", f"featurizer.clip.model={path}",
+                                      f"data.root={smoke_root}"]), measure=False)["work"]
+    text = "\n".join(work.lines)
+    assert "every pixel labelled by pixel.clip" in text and "text embeddings" in text
+    assert "reference bank:" not in text and "regions cached" not in text
+    report = plan.run_plan(load_config(["experiment=smoke", "method=sclip", "pixel.clip.model=tiny",
+                                        f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]))
+    stages = {row["stage"]: row for row in report["projection"]}
+    assert stages["pixel method"]["items"] == 24 and stages["text embeddings"]["items"] == 1
+    assert not {"proposals", "features", "matching", "reference bank"} & set(stages)

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from rim_bench.commands.cli import main
-from rim_bench.commands.compare import PUBLISHED, comparison_markdown, peer_own_settings, published
-from rim_bench.core.config import CONFIG_DIR, load_config, resolve
+from rim_bench.commands.compare import PUBLISHED, comparison_markdown, published
+from rim_bench.core.config import CONFIG_DIR, load_config
 from rim_bench.core.errors import ConfigError
+from rim_bench.run.assembly import Assembly
 
 
 def test_sclip_protocol_sets_its_values_and_per_benchmark_ones():
@@ -98,7 +99,8 @@ def test_published_rows_are_marked_only_where_the_peers_own_method_and_settings_
     (["method=sclip", "protocol=sclip"], False), (["method=rim"], False), ([], False),
 ])
 def test_a_run_has_the_peers_own_settings_only_unchanged(overrides: list[str], own: bool):
-    assert peer_own_settings(resolve(load_config(["experiment=voc21", *overrides]))) is own
+    described = Assembly(load_config(["experiment=voc21", *overrides])).method().describe()
+    assert bool(described["own_settings"]) is own
 
 
 def test_compare_runs_under_a_protocol(tmp_path: Path):

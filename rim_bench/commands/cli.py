@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             md, page = build_report(args.folders, args.out)
             print(f"report: {md}, {page}")
             return 0
-        from rim_bench.core.config import config_hash, load_config, resolve, result_spec
+        from rim_bench.core.config import config_hash, load_config, resolve
+        from rim_bench.run.methods import result_spec
 
         if args.command == "sweep":
             return _sweep(args.overrides)

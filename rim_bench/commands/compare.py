@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import fields
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig
 
 from rim_bench.commands.report import COST_HEADERS, cost_cells, run_cost
 from rim_bench.commands.sweep import run_or_reuse, runs_hash
-from rim_bench.core.config import CONFIG_DIR, load_config, resolve, stage_spec
+from rim_bench.core.config import CONFIG_DIR, load_config
 from rim_bench.core.config_index import PACKAGE_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text, safe_name
 from rim_bench.core.output_lock import hold_output
-from rim_bench.stages.pixel.protocol import PixelSettings, load_settings
-from rim_bench.stages.segmenter.background import describe_background
+from rim_bench.run.assembly import Assembly
 
 PUBLISHED = PACKAGE_DIR / "data" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -67,16 +64,16 @@ def run_compare(overrides: list[str]) -> list[dict]:
     # Named by what it runs, so the same command run again resumes in the same folder.
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
                                    f"{runs_hash(list(configs.values()))}")
-    rows = []
+    rows, described = [], {}
     with hold_output(out):  # each method's run holds its own sub-folder too
         for method, cfg in configs.items():
             metrics = run_or_reuse(cfg, out / method, method)
+            described[method] = Assembly(cfg).method().describe()
             rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
-                         "protocol": cfg.protocol or "-",
-                         "background": describe_background(stage_spec(cfg.segmenter, "segmenter")),
-                         **run_cost(metrics)})
+                         "protocol": cfg.protocol or (f"{method}'s own" if described[method]["own_settings"] else "-"),
+                         "background": described[method]["background"], **run_cost(metrics)})
         benchmark = first.data.name
-        own = {m for m, cfg in configs.items() if peer_own_settings(resolve(cfg.copy()))}
+        own = {m for m, d in described.items() if d["own_settings"]}
         text = comparison_markdown(rows, benchmark, published(benchmark), own)
         atomic_write_text(out / "compare.md", text)
         atomic_write_text(out / "compare.json", json.dumps({"benchmark": benchmark, "measured": rows}, indent=2))
@@ -94,21 +91,6 @@ def published(benchmark: str) -> list[dict]:
     return [{**n, "preset": presets[n["method"]] if _is_preset(presets[n["method"]]) else None,
              "method_file": methods[n["method"]].get("method")}
             for n in published_numbers() if n["benchmark"] == benchmark]
-
-
-def peer_own_settings(cfg: DictConfig) -> bool:
-    """Whether resolved `cfg` runs a peer method (``method=sclip`` etc.) with every one of the
-    peer's own settings on its benchmark (`load_settings`), on the benchmark's own classes and
-    under no other protocol: only then is its published number measured the same way."""
-    if cfg.pixel.name != "clip" or cfg.method != cfg.pixel.clip.method or cfg.protocol or cfg.data.classes:
-        return False
-    try:
-        settings = load_settings(str(cfg.method), str(cfg.data.name))
-    except ConfigError:  # a benchmark the peer has no settings for (smoke, voc_layout)
-        return False
-    clip = cfg.pixel.clip
-    return all((tuple(clip[f.name]) if f.name == "pamr_dilations" else clip[f.name]) == getattr(settings, f.name)
-               for f in fields(PixelSettings))
 
 
 def _is_preset(protocol) -> bool:
@@ -157,7 +139,7 @@ def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict],
                         own: Collection[str] = ()) -> str:
     """The measured table (with each run's cost, protocol and background rule), then the
     published one; a published row is marked when its method file is among `own`, the methods
-    this comparison ran with the peer's own settings (`peer_own_settings`)."""
+    this comparison ran with the peer's own settings (its method's `describe`)."""
     headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
     lines = [f"## Measured by rim-bench on {benchmark}", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

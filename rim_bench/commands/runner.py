@@ -20,8 +20,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from rim_bench.commands.plan import require_weights
-from rim_bench.core.config import config_hash, result_spec, to_dict
+from rim_bench.core.config import config_hash, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
 from rim_bench.core.logs import quiet_lightning
@@ -32,6 +31,8 @@ from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.assembly import Assembly, prepare
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset, class_list
 from rim_bench.run.lit_module import RIMModule
+from rim_bench.run.methods import result_spec
+from rim_bench.run.weights import require_weights
 from rim_bench.stages.references.bank import bank_summary
 
 if TYPE_CHECKING:

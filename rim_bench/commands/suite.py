@@ -40,13 +40,13 @@ import yaml
 from omegaconf import DictConfig
 
 from rim_bench.commands.compare import check_methods, published_numbers
-from rim_bench.commands.plan import require_weights
 from rim_bench.commands.report import html_page
 from rim_bench.commands.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text
 from rim_bench.core.output_lock import hold_output
+from rim_bench.run.weights import require_weights
 
 SUITE_DIR = CONFIG_DIR / "suite"
 KEYS = ("benchmarks", "methods", "sweeps", "overrides")

@@ -42,11 +42,11 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from rim_bench.commands.plan import require_weights
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
 from rim_bench.core.output_lock import hold_output
+from rim_bench.run.weights import require_weights
 
 METHODS = ("grid", "random")
 METRICS = ("mIoU", "mAcc", "aAcc")
@@ -221,7 +221,8 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
 
 def runs_hash(configs: list) -> str:
     """A short hash of what a list of configs computes (their result specs), for folder names."""
-    from rim_bench.core.config import resolve, result_spec
+    from rim_bench.core.config import resolve
+    from rim_bench.run.methods import result_spec
 
     return config_hash([result_spec(resolve(cfg.copy())) for cfg in configs], 8)
 
@@ -258,7 +259,8 @@ def finished_metrics(metrics_file: Path) -> dict | None:
 
 def result_hash(cfg) -> str:
     """The hash of `cfg`'s result-affecting settings, as a run writes it into metrics.json."""
-    from rim_bench.core.config import resolve, result_spec
+    from rim_bench.core.config import resolve
+    from rim_bench.run.methods import result_spec
 
     return config_hash(result_spec(resolve(cfg.copy())))
 

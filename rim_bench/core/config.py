@@ -49,17 +49,14 @@ from rim_bench.core.config_index import CONFIG_DIR
 from rim_bench.core.errors import ConfigError, one_line
 from rim_bench.core.io import atomic_write_text
 from rim_bench.core.params import Param, problem
-from rim_bench.core.registry import REGISTRIES, STAGE_KINDS, declarations, stage_spec
+from rim_bench.core.registry import METHODS, REGISTRIES, STAGE_KINDS, declarations, stage_spec
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
-# Keys whose value changes a result; everything else (output paths, loggers, devices,
-# workers) does not, so it stays out of the result hash.
-RESULT_KEYS = ("seed", "data", "proposer", "featurizer", "pooling", "references", "matcher", "segmenter", "pixel")
 # The trainer keys default.yaml declares; any other lightning.Trainer argument may be given as trainer.NAME.
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
-# Data keys that change how data is read but not what is scored.
-_DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
+# Data keys that change how data is read but not what is scored (out of the result hash).
+DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
 
 # The keys outside the stage blocks (whose parameters their stages declare, see `declarations`):
 # the types of those whose default is null (any other key keeps its default's type), choices, ranges.
@@ -176,8 +173,11 @@ def _check_resolved(cfg: DictConfig) -> DictConfig:
 
 
 def _check_stage_names(cfg: DictConfig) -> None:
-    """Each stage's `name` is one of its variant blocks: checked with the config, so that a typo
-    fails at once (`rim-bench config` included), not after the models' libraries load."""
+    """Each stage's `name` is one of its variant blocks, and ``pipeline`` a registered method kind:
+    checked with the config, so that a typo fails at once (`rim-bench config` included), not after
+    the models' libraries load."""
+    if cfg.pipeline not in METHODS.names():
+        raise ConfigError(f"pipeline: unknown method kind '{cfg.pipeline}' (known: {', '.join(METHODS.names())})")
     for key, kind in STAGE_KINDS.items():
         block = cfg[key]
         known = sorted(k for k, v in block.items() if isinstance(v, DictConfig))
@@ -229,6 +229,15 @@ def _merge_method(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
         cfg = _merge_per_benchmark(cfg, layer, path)
     cfg.method = Path(name).stem
     return cfg
+
+
+def method_benchmarks(name: str, config_dir: Path | None = None) -> set[str]:
+    """The benchmarks for which method file `name` (and the files it extends) gives settings of its own."""
+    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+    found: set[str] = set()
+    for _, layer in _experiment_layers(f"method/{name}", config_dir, chain=()):
+        found |= set(layer.get("benchmarks") or {})
+    return found
 
 
 def _merge_protocol(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
@@ -426,30 +435,6 @@ def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
     must not throw away SAM proposals or banks made with real weights."""
     model = spec.get("model", spec.get("model_type"))
     return {k: v for k, v in spec.items() if k != "tiny" or model == "tiny"}
-
-
-def result_spec(cfg: DictConfig) -> dict[str, Any]:
-    """Everything in `cfg` that changes a result: selected stage variants, data, seed, precision."""
-    spec: dict[str, Any] = {"seed": cfg.seed}
-    data = to_dict(cfg.data)
-    spec["data"] = {k: v for k, v in data.items() if k not in _DATA_RUNTIME_KEYS}
-    for key in ("proposer", "featurizer", "pooling", "matcher", "segmenter"):
-        spec[key] = key_spec(cfg[key], key)
-    spec["references"] = references_spec(cfg.references)
-    if cfg.pixel.name != "regions":  # a per-pixel method (the region path's hashes stay as they were)
-        spec["pixel"] = key_spec(cfg.pixel, "pixel")
-    spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
-    # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
-    extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
-    if extra:
-        spec["trainer"] = extra
-    return spec
-
-
-def generates_references(cfg: DictConfig) -> bool:
-    """Whether the references include generated ones (Stable Diffusion; they need subcategory phrases)."""
-    refs = cfg.references
-    return bool(refs.name == "diffusion" or (refs.name == "mixed" and "diffusion" in refs.mixed.sources))
 
 
 def references_spec(block: DictConfig) -> dict[str, Any]:

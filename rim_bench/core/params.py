@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 
@@ -200,6 +201,7 @@ class FileWeights:
     key: str  # its config key, e.g. "pixel.clip.model"
     path: str
     what: str  # what the file is, for the message
+    check: Callable[[Path], str | None] | None = None  # the stage's own check of the file: a problem line, or None
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,9 @@ class SamWeights:
     key: str  # its config block, e.g. "proposer.sam"
     model_type: str
     checkpoint: str | None = field(default=None)
+
+
+Weights = HubWeights | SamWeights | FileWeights  # what a stage loads, checked before a run
 
 
 def first_problem(params: dict[str, Param], values: dict[str, Any], prefix: str = "") -> tuple[str, str] | None:

@@ -120,6 +120,9 @@ MATCHERS: Registry = Registry(STAGE_KINDS["matcher"], ("rim_bench.stages.matchin
 SEGMENTERS: Registry = Registry(STAGE_KINDS["segmenter"], ("rim_bench.stages.segmenter",), "segmenter")
 PIXEL_METHODS: Registry = Registry(STAGE_KINDS["pixel"], ("rim_bench.stages.pixel",), "pixel")
 DATASETS: Registry = Registry("dataset", ("rim_bench.data",))  # of `data.base.BenchmarkDataset` subclasses
+# The method kinds (`rim_bench.core.protocols.Method`), picked by the config's ``pipeline``: their module
+# imports no torch at the top, so the config checks read it.
+METHODS: Registry = Registry("method", ("rim_bench.run.methods",))
 # The registry of each stage block of the config.
 REGISTRIES: dict[str, Registry] = {"proposer": PROPOSERS, "featurizer": FEATURIZERS, "pooling": ENCODERS,
                                    "references": REFERENCE_SOURCES, "matcher": MATCHERS, "segmenter": SEGMENTERS,

@@ -100,22 +100,30 @@ def paint_labels(region_map: Tensor, labels: Tensor) -> Tensor:
 
 @dataclass
 class Prediction:
-    """The result of segmenting one image: its regions and their labels; the label map is
-    painted from them on first use.
+    """The result of segmenting one image: a region method's regions and their labels (the label
+    map is painted from them on first use), or a per-pixel method's label map alone (`of_pixels`).
 
     Attributes:
-        region_map: ``(H, W) int64`` the region each pixel belongs to, -1 = none.
-        scores: ``(N, C) float32`` region-to-class scores.
-        region_labels: ``(N,) int64`` the class given to each region (255 = unassigned).
+        region_map: ``(H, W) int64`` the region each pixel belongs to, -1 = none; None for a
+            per-pixel method.
+        scores: ``(N, C) float32`` region-to-class scores (None: per-pixel).
+        region_labels: ``(N,) int64`` the class given to each region, 255 = unassigned (None: per-pixel).
         painted_regions: ``(H, W) int64`` the region each pixel takes its label from: the region
             map, or with its uncovered pixels given the nearest region (``uncovered: nearest``);
             None (the default) is the region map.
+        pixel_labels: ``(H, W) int64`` a per-pixel method's label map, 255 = unassigned.
     """
 
-    region_map: Tensor
-    scores: Tensor
-    region_labels: Tensor
-    painted_regions: Tensor = None  # type: ignore[assignment]  # set in __post_init__
+    region_map: Tensor | None
+    scores: Tensor | None
+    region_labels: Tensor | None
+    painted_regions: Tensor | None = None
+    pixel_labels: Tensor | None = None
+
+    @classmethod
+    def of_pixels(cls, labels: Tensor) -> Prediction:
+        """A per-pixel method's prediction: its ``(H, W)`` label map, no regions."""
+        return cls(None, None, None, pixel_labels=labels)
 
     def __post_init__(self) -> None:
         if self.painted_regions is None:
@@ -129,6 +137,9 @@ class Prediction:
     @cached_property
     def label_map(self) -> Tensor:
         """``(H, W) int64`` class ids, 255 = unassigned."""
+        if self.pixel_labels is not None:
+            return self.pixel_labels
+        assert self.painted_regions is not None and self.region_labels is not None
         return paint_labels(self.painted_regions, self.region_labels)
 
 

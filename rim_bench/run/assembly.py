@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import as_overrides, load_config, resolve
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.protocols import DenseFeaturizer, RegionEncoder, Segmenter
-from rim_bench.core.registry import ENCODERS, FEATURIZERS, MATCHERS, PIXEL_METHODS, PROPOSERS, SEGMENTERS, build_stage
+from rim_bench.core.protocols import DenseFeaturizer, Method, RegionEncoder, Segmenter
+from rim_bench.core.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
-from rim_bench.run.pipeline import PixelPipeline, SegmentationPipeline
+from rim_bench.run.pipeline import SegmentationPipeline
 from rim_bench.run.region_cache import RegionCache
 
 
@@ -71,15 +71,11 @@ class Assembly:
         background = class_names.index("background") if "background" in class_names else None
         return build_stage(SEGMENTERS, self.cfg.segmenter, "segmenter", background_id=background)
 
-    @property
-    def per_pixel(self) -> bool:
-        """Whether the config selects a per-pixel method (``pixel.name``) instead of regions."""
-        return bool(self.cfg.pixel.name != "regions")
+    def method(self) -> Method:
+        """The method ``pipeline`` selects (`rim_bench.run.methods`), over this assembly's stages."""
+        from rim_bench.run.methods import method_class
 
-    def pixel_pipeline(self) -> PixelPipeline:
-        """The per-pixel method's pipeline, without a vocabulary (`PixelPipeline.set_vocabulary`)."""
-        text_dir = CacheLayout.of(self.cfg).text_dir()
-        return PixelPipeline(build_stage(PIXEL_METHODS, self.cfg.pixel, "pixel", text_dir=text_dir), self.timer)
+        return method_class(self.cfg)(self)
 
     def pipeline(self, class_names: list[str] | None = None) -> SegmentationPipeline:
         """Every stage of the config, without a bank (`bank` makes one).
@@ -87,7 +83,7 @@ class Assembly:
         `class_names` is the vocabulary the segmenter needs; None leaves the segmenter to be
         set once the vocabulary is known. The region cache (``cache_regions``) is keyed by the
         test side's config, and its entries by image content, so `rim-bench test`,
-        `rim-bench segment` and the API share it. A per-pixel method has `pixel_pipeline`.
+        `rim-bench segment` and the API share it. `method` puts it behind the method seam.
         """
         # Cheap stages first, so a config mistake in them shows before model weights load.
         matcher = build_stage(MATCHERS, self.cfg.matcher, "matcher")

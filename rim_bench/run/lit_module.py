@@ -30,14 +30,13 @@ from torch.utils.data import DistributedSampler
 
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.logs import console_logging, quiet_lightning
+from rim_bench.core.protocols import Method
 from rim_bench.core.types import Prediction, Sample
 from rim_bench.data.base import BadSample
-from rim_bench.run.assembly import Assembly, BankBuild, experiment_config
+from rim_bench.run.assembly import Assembly, experiment_config
 from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler, class_list
-from rim_bench.run.metrics import SegmentationScore, region_confusion_matrix, score_collection
-from rim_bench.run.pipeline import PixelPipeline, SegmentationPipeline
+from rim_bench.run.metrics import SegmentationScore, prediction_confusion_matrix, score_collection
 from rim_bench.run.results import ResultWriter
-from rim_bench.stages.references.bank import bank_summary
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,9 @@ class RIMModule(L.LightningModule):
         self.timer = self.assembly.timer
         self.data: DictConfig = self.cfg.data  # the datamodule's, once set up
         self.output_dir: Path | None = None  # chosen by `rim-bench test` or the ResultWriter
-        self.pipeline: SegmentationPipeline | PixelPipeline | None = None
+        self.method: Method = self.assembly.method()
+        self.pipeline: torch.nn.Module | None = None  # the method's models, once loaded (a submodule: moved with this)
         self.classes: list[list[str]] = []
-        self.bank_build: BankBuild | None = None
         self.results: dict[str, Any] | None = None  # the last scored epoch's scores (tensors)
         self.metrics_json: dict[str, Any] | None = None  # and its metrics.json (`run_metrics`)
         self._scored: set[str] = set()
@@ -107,27 +106,17 @@ class RIMModule(L.LightningModule):
             self.data = OmegaConf.merge(self.cfg.data, datamodule.data_config())  # type: ignore[assignment]
         self.classes = getattr(datamodule, "classes", None) or class_list(self.data)
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
-        if self.assembly.per_pixel:  # no regions, no bank: the method's text embeddings of the vocabulary
-            with self.timer("load models"):
-                pixel = self.assembly.pixel_pipeline().to(device)
-            pixel.set_vocabulary(self.classes)
-            self.pipeline = pixel
-            return
         with self.timer("load models"):
-            pipeline = self.assembly.pipeline(self.class_names)
-        with self.timer("reference bank"):
-            self.bank_build = self.assembly.bank(self.classes, device, rank=self.global_rank, wait=self.global_rank > 0)
-            pipeline.set_bank(self.bank_build.bank)
+            pipeline = self.method.load(device)
+        self.method.set_vocabulary(self.classes, device, rank=self.global_rank, wait=self.global_rank > 0)
         self.pipeline = pipeline
-        build = self.bank_build
         if self.global_rank == 0:
-            log.info(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}, "
-                     f"{build.path}); {bank_summary(build.bank)}")
+            log.info(self.method.summary())
 
     def forward(self, sample: Sample) -> Prediction:
         if self.pipeline is None:
             raise RuntimeError("RIMModule: setup() builds the pipeline; run it through a Trainer or call setup('test')")
-        return self.pipeline(sample.image, sample.image_id)
+        return self.method(sample.image, sample.image_id)
 
     # -- test and validate: scored ---------------------------------------------------------
 
@@ -177,9 +166,7 @@ class RIMModule(L.LightningModule):
             pred = self(sample)
             with self.timer("scoring"):
                 try:
-                    regions = pred.painted_regions
-                    self._confmat += region_confusion_matrix(regions, pred.region_labels,
-                                                             sample.label.to(regions.device), len(self.classes))
+                    self._confmat += prediction_confusion_matrix(pred, sample.label, len(self.classes))
                 except ValueError as e:
                     raise DataError(f"image '{sample.image_id}': {e}") from None
             done.append((sample, pred))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from rim_bench.core.types import IGNORE_INDEX
+from rim_bench.core.types import IGNORE_INDEX, Prediction
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -44,6 +44,15 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     counts = _xp(pred).bincount(pairs, minlength=bins * bins)
     keep = [*range(num_classes), ignore_index]
     return _scored(counts.reshape(bins, bins)[keep], target, pred, num_classes, ignore_index)
+
+
+def prediction_confusion_matrix(pred: Prediction, target: Tensor, num_classes: int) -> Tensor:
+    """The confusion matrix of a `Prediction`: counted by region, without painting the label map,
+    where it has regions (`region_confusion_matrix`); from its label map otherwise."""
+    if pred.painted_regions is not None and pred.region_labels is not None:
+        return region_confusion_matrix(pred.painted_regions, pred.region_labels, target.to(pred.painted_regions.device),
+                                       num_classes)
+    return confusion_matrix(pred.label_map, target.to(pred.label_map.device), num_classes)
 
 
 def region_confusion_matrix(region_map: Tensor, region_labels: Tensor, target: Tensor, num_classes: int,

@@ -1,5 +1,5 @@
 """The per-image RIM pipeline: regions → dense features → region features → scores → label map;
-or a per-pixel method's (`PixelPipeline`).
+or a per-pixel method's (`PixelPipeline`). `rim_bench.run.methods` puts each behind the `Method` seam.
 
 `SegmentationPipeline` is the one implementation every entry point uses (the LightningModule,
 the Python API and `rim-bench segment`); `rim_bench.run.assembly` builds it from a config.
@@ -8,6 +8,7 @@ the Python API and `rim-bench segment`); `rim_bench.run.assembly` builds it from
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.protocols import (
     DenseFeaturizer,
     Matcher,
+    PixelLabeler,
     RegionEncoder,
     RegionProposer,
     ResolvesSettings,
@@ -24,8 +26,6 @@ from rim_bench.core.protocols import (
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import Prediction, ReferenceBank
 from rim_bench.run.region_cache import RegionCache
-from rim_bench.stages.pixel.segment import PixelSegmenter
-from rim_bench.stages.pixel.stage import ClipPixelMethod
 from rim_bench.stages.segmenter import resolve_regions
 
 
@@ -118,40 +118,30 @@ class SegmentationPipeline(nn.Module):
 
 
 class PixelPipeline(nn.Module):
-    """A per-pixel method (``pixel.name``) in the pipeline's place: no regions and no bank; its
-    label map is given as regions, one per class (region i = class i), so that the same
-    confusion matrix scores it and the same prediction PNGs show it."""
+    """A per-pixel method (a `PixelLabeler`, ``pixel.name``) over a vocabulary: no regions, no bank."""
 
-    def __init__(self, method: ClipPixelMethod, timer: StageTimer | None = None) -> None:
+    def __init__(self, stage: PixelLabeler, timer: StageTimer | None = None) -> None:
         super().__init__()
-        self.method = method
-        self.model = method.module  # a submodule, so it follows the LightningModule to its device
+        self.stage = stage
+        self.model = stage.module  # a submodule, so it follows the LightningModule to its device
         self.timer = timer or StageTimer()
-        self.segmenter: PixelSegmenter | None = None
+        self.labeller: Callable[[Tensor], Tensor] | None = None
         self.num_classes = 0
 
     def set_vocabulary(self, vocabulary: list[list[str]]) -> None:
         """Embed the query names of `vocabulary` (read from the text cache when embedded before)."""
         with self.timer("text embeddings"):
-            self.segmenter = self.method.for_vocabulary(vocabulary)
+            self.labeller = self.stage.for_vocabulary(vocabulary)
         self.num_classes = len(vocabulary)
-
-    def resolved_settings(self) -> dict[str, float]:
-        """Settings chosen at run time: none (a peer's settings are all in its config)."""
-        return {}
 
     @torch.no_grad()
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
-        """Segment a ``(3, H, W) uint8`` image; `Prediction` with ``region_map`` the label map,
-        ``region_labels`` ``arange(C)`` and ``scores`` the ``(C, C)`` identity."""
-        if self.segmenter is None:
+        """Segment a ``(3, H, W) uint8`` image: its label map, no regions (`Prediction.of_pixels`)."""
+        if self.labeller is None:
             raise RuntimeError("set_vocabulary() must come before segmenting")
         with self.timer("pixel method"):
-            segmenter = self.segmenter
-            segmenter.queries = segmenter.queries.to(next(self.model.parameters()).device)
-            labels = segmenter(image.to(segmenter.queries.device)).long()
-        classes = torch.arange(self.num_classes, device=labels.device)
-        return Prediction(labels, torch.eye(self.num_classes, device=labels.device), classes)
+            device = next(self.model.parameters()).device
+            return Prediction.of_pixels(self.labeller(image.to(device)).long())
 
 
 def image_digest(image: Tensor) -> str:

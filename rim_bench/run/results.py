@@ -17,15 +17,15 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from rim_bench.core.config import config_hash, result_spec, save_config
+from rim_bench.core.config import config_hash, save_config
 from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in
+from rim_bench.core.protocols import Method
 from rim_bench.core.timing import StageTimer, process_peak_bytes
 from rim_bench.core.types import Prediction, Sample
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.data.palette import voc_palette
-from rim_bench.run.assembly import BankBuild
+from rim_bench.run.methods import result_spec
 from rim_bench.run.metrics import most_confused
-from rim_bench.run.pipeline import SegmentationPipeline
 from rim_bench.run.visualize import save_overlay
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ class ScoredModule(Protocol):
     timer: StageTimer
     class_names: list[str]
     results: dict[str, Any] | None
-    bank_build: BankBuild | None
-    pipeline: SegmentationPipeline | None
+    method: Method
     metrics_json: dict[str, Any] | None
     output_dir: Path | None
 
@@ -110,7 +109,8 @@ class ResultWriter(L.Callback):
                 if index < max_overlays:
                     save_overlay(
                         file_in(self.output_dir / "overlays", sample.image_id, ".png"),
-                        image=sample.image.permute(1, 2, 0).numpy(), region_map=pred.region_map.cpu().numpy(),
+                        image=sample.image.permute(1, 2, 0).numpy(),
+                        region_map=pred.region_map.cpu().numpy() if pred.region_map is not None else None,
                         prediction=pred.label_map.cpu().numpy(),
                         label=sample.label.numpy() if sample.label.numel() else None,  # predict: no label
                         class_names=module.class_names, image_id=sample.image_id,
@@ -144,7 +144,7 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
     """The content of metrics.json: scores in percent, the bank used, the settings chosen at run
     time (``resolved``: e.g. the T of ``temperature: auto``), the images left out, and the cost
     (seconds per stage, peak memory, throughput over the test loop)."""
-    res, names, build = module.results, module.class_names, module.bank_build
+    res, names = module.results, module.class_names
     assert res is not None, "run_metrics comes after a scored epoch"
     dataset = getattr(datamodule, "dataset", None)
     unread = dict(getattr(dataset, "problems", {}))  # left out when the data set was opened (data.skip_bad)
@@ -155,9 +155,7 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
         "num_images": int(res["num_images"]),
         "most_confused": most_confused(res["confmat"], names),
         "result_hash": config_hash(result_spec(module.run_config())),
-        "bank": {"path": str(build.path), "cached": build.cached, "num_references": len(build.bank)}
-        if build is not None else None,  # a per-pixel method has none
-        "resolved": module.pipeline.resolved_settings() if module.pipeline is not None else {},
+        **module.method.record(),  # its bank (a per-pixel method has none), the settings it chose at run time
         "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
         **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
     }

@@ -43,13 +43,14 @@ def legend_classes(prediction: np.ndarray, label: np.ndarray, num_classes: int) 
     return [int(c) for c in np.flatnonzero(counts)]
 
 
-def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndarray, label: np.ndarray | None,
+def overlay_panel(image: np.ndarray, region_map: np.ndarray | None, prediction: np.ndarray, label: np.ndarray | None,
                   class_names: list[str], image_id: str, max_side: int = 320) -> Image.Image:
     """One RGB picture: image, regions, prediction and ground truth side by side, with a legend.
 
     Args:
         image: ``(H, W, 3) uint8`` RGB.
-        region_map: ``(H, W)`` int region index per pixel, -1 = no region.
+        region_map: ``(H, W)`` int region index per pixel, -1 = no region; None (a per-pixel method's
+            prediction) leaves out the regions panel.
         prediction: ``(H, W)`` int class ids, 255 = unassigned (shown as the bare image).
         label: ``(H, W)`` int class ids, 255 = ignored (shown as the bare image; not scored);
             None (an image without ground truth) leaves out that panel, and the caption gives
@@ -65,8 +66,9 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
     Raises:
         ValueError: `image` is not ``(H, W, 3) uint8`` or a map's shape is not ``(H, W)``.
     """
-    has_label = label is not None
-    image, region_map, prediction = (np.asarray(a) for a in (image, region_map, prediction))
+    has_label, has_regions = label is not None, region_map is not None
+    image, prediction = np.asarray(image), np.asarray(prediction)
+    region_map = np.asarray(region_map) if has_regions else np.full(np.shape(prediction), -1)
     label = np.asarray(label) if has_label else np.full(np.shape(prediction), IGNORE_INDEX)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -83,12 +85,10 @@ def overlay_panel(image: np.ndarray, region_map: np.ndarray, prediction: np.ndar
     shrink = lambda m: m[rows[:, None], cols[None, :]]  # noqa: E731 - nearest neighbour
 
     palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
-    num_regions = _count_regions(region_map)
-    panels = [
-        ("image", small),
-        (f"regions ({num_regions})", _region_panel(small, shrink(region_map))),
-        ("prediction", _class_panel(small, shrink(prediction), palette)),
-    ]
+    panels = [("image", small)]
+    if has_regions:
+        panels.append((f"regions ({_count_regions(region_map)})", _region_panel(small, shrink(region_map))))
+    panels.append(("prediction", _class_panel(small, shrink(prediction), palette)))
     if has_label:
         panels.append(("ground truth", _class_panel(small, shrink(label), palette)))
 

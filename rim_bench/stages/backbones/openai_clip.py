@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rim_bench.core.errors import ConfigError, one_line
+from rim_bench.core.errors import ConfigError, RimBenchError, one_line
 
 # CLIP's image normalization, on 0..255 RGB (the segmentation peers' data preprocessors).
 OPENAI_MEAN = (122.771, 116.746, 104.094)
@@ -257,6 +257,23 @@ def load_openai_clip(path: Path) -> OpenAIClip:
         raise ConfigError(f"featurizer.clip.model: '{path}' is not an OpenAI CLIP ViT state dict "
                           f"({type(e).__name__}: {one_line(str(e))[:400]})") from None
     return model.eval().requires_grad_(False)
+
+
+def clip_file_problem(path: Path) -> str | None:
+    """What is wrong with an OpenAI CLIP file, as a run would meet it (for `rim-bench plan` and the
+    checks before a run): not loadable as CLIP, or non-finite weights. None when it is sound."""
+    try:
+        model = load_openai_clip(path)
+    except RimBenchError as e:
+        return str(e)
+    except Exception as e:  # a truncated archive, a pickle of something else: torch's own error, on one line
+        return (f"featurizer.clip.model: '{path}' cannot be loaded as an OpenAI CLIP file ({type(e).__name__}: "
+                f"{one_line(str(e))[:200]}); download it again")
+    bad = next((name for name, p in model.state_dict().items() if p.is_floating_point() and not p.isfinite().all()),
+               None)
+    if bad is not None:
+        return f"featurizer.clip.model: '{path}' has non-finite values (NaN or inf) in '{bad}'; download it again"
+    return None
 
 
 def find_bpe(explicit: str | Path | None = None) -> Path:

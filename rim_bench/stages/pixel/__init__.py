@@ -4,6 +4,6 @@ Each method is one function for CLIP's last image block (`maskclip`, `sclip`, `n
 `clearclip`); the rest is shared and follows the peers' inference: text embeddings from the 80
 ImageNet templates (`text`), sliding windows batched in one forward (`windows`), softmax over
 every query name then max per class, the area rule and the probability threshold (`decide`),
-PAMR (`pamr`), per-benchmark settings read from the peers' configs (`protocols/*.yaml`).
+PAMR (`pamr`), per-benchmark settings read from configs/method/<method>.yaml (`protocol`).
 `segment.PixelSegmenter` puts them together: image (3, H, W) uint8 -> label map (H, W).
 """

@@ -1,4 +1,5 @@
-"""The peers' settings per benchmark (protocols/<method>.yaml, each value cited there)."""
+"""A peer's settings on one benchmark, as `PixelSegmenter` takes them (read from configs/method/<method>.yaml,
+where each value is cited)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from rim_bench.core.config import load_config, to_dict
 from rim_bench.core.errors import ConfigError
-
-PROTOCOLS_DIR = Path(__file__).with_name("protocols")
-CLASSES_DIR = Path(__file__).with_name("classes")
+from rim_bench.stages.pixel.text import CLASSES_DIR
 
 
 @dataclass(frozen=True)
@@ -38,26 +36,16 @@ class PixelSettings:
         return CLASSES_DIR / self.classes
 
 
-def methods() -> list[str]:
-    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml"))
-
-
 def load_settings(method: str, benchmark: str, **overrides: Any) -> PixelSettings:
-    """`method`'s settings on `benchmark` (a name of configs/experiment), with `overrides`."""
-    path = PROTOCOLS_DIR / f"{method}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"method: unknown pixel method '{method}' (choose {', '.join(methods())})")
-    data = OmegaConf.to_container(OmegaConf.load(path))
-    assert isinstance(data, dict)
-    if benchmark not in data["benchmarks"]:
-        raise ConfigError(f"{path}: no settings for benchmark '{benchmark}' "
-                          f"(choose {', '.join(data['benchmarks'])})")
-    values = {"method": data["method"], "separator": data["separator"], **data["defaults"],
-              **data["benchmarks"][benchmark], **overrides}
-    known = {f.name for f in fields(PixelSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if "pamr_dilations" in values:
-        values["pamr_dilations"] = tuple(values["pamr_dilations"])
+    """`method`'s settings on `benchmark` (a name of configs/experiment), with `overrides`: what
+    ``rim-bench test experiment=<benchmark> method=<method>`` runs, read from the method file, the one
+    place they live (for tests and benchmarks that drive `PixelSegmenter` directly)."""
+    cfg = load_config([f"experiment={benchmark}", f"method={method}"])
+    if cfg.pipeline != "pixel" or cfg.pixel.name != "clip":
+        raise ConfigError(f"method '{method}' is not a per-pixel method on OpenAI CLIP "
+                          "(pipeline: pixel, pixel.name: clip)")
+    clip = to_dict(cfg.pixel.clip)
+    values = {f.name: clip[f.name] for f in fields(PixelSettings)} | overrides
+    values["classes"] = values["classes"] or ""
+    values["pamr_dilations"] = tuple(values["pamr_dilations"])
     return PixelSettings(**values)

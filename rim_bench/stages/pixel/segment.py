@@ -93,7 +93,7 @@ class PixelSegmenter:
         block: Block = visual.last_block
         params = {"gaussian_std": self.settings.gaussian_std} if self.settings.method == "naclip" else {}
         tokens = F.normalize(visual.project(self.last_block(block, x, grid, **params)[:, 1:]), dim=-1)
-        return (tokens @ self.queries.T).transpose(1, 2).reshape(len(windows), -1, *grid)
+        return (tokens @ self.queries.to(tokens).T).transpose(1, 2).reshape(len(windows), -1, *grid)
 
     @torch.no_grad()
     def logits(self, image: Tensor) -> Tensor:

@@ -1,7 +1,6 @@
-"""The per-pixel path as a stage (``pixel.name``): ``regions`` is RIM's region path (proposer →
-featurizer → pooling → matcher → segmenter); ``clip`` labels every pixel with a peer's method on
-an OpenAI CLIP (`PixelSegmenter`), its settings declared here once and set per benchmark by the
-method files (``method=sclip`` etc., configs/method/)."""
+"""The per-pixel methods (``pixel.name``, read when ``pipeline: pixel``): ``clip`` labels every pixel
+with a peer's method on an OpenAI CLIP (`PixelSegmenter`), its settings declared here once and set
+per benchmark by the method files (``method=sclip`` etc., configs/method/)."""
 
 from __future__ import annotations
 
@@ -20,24 +19,19 @@ from rim_bench.stages.backbones.openai_clip import (
     Architecture,
     BpeTokenizer,
     OpenAIClip,
+    clip_file_problem,
     find_bpe,
     load_openai_clip,
     random_state_dict,
 )
-from rim_bench.stages.pixel.protocol import CLASSES_DIR, PixelSettings
+from rim_bench.stages.pixel.protocol import PixelSettings
 from rim_bench.stages.pixel.segment import PixelSegmenter
-from rim_bench.stages.pixel.text import read_class_file
+from rim_bench.stages.pixel.text import CLASSES_DIR, read_class_file
 
 # The "tiny" model: a random OpenAI-format CLIP whose tokenizer needs no BPE file (a token per byte).
 TINY: dict[str, Any] = {"width": 64, "layers": 2, "patch": 16, "grid": 14, "embed_dim": 32, "context": 77,
                         "text_width": 64, "text_layers": 1, "seed": ref("${seed}")}
 PAMR_DILATIONS = [8, 16]
-
-
-@PIXEL_METHODS.register("regions")
-def regions() -> None:
-    """No per-pixel method: the regions of the proposer, labelled by the matcher and the segmenter."""
-    return None
 
 
 @PIXEL_METHODS.register("clip")
@@ -63,7 +57,7 @@ class ClipPixelMethod:
         if params["model"] == "tiny":
             return []
         return [FileWeights(f"{key}.model", params["model"], "the OpenAI CLIP file the clip package downloads, "
-                            "e.g. ViT-B-16.pt: give it as featurizer.clip.model=PATH")]
+                            "e.g. ViT-B-16.pt: give it as featurizer.clip.model=PATH", check=clip_file_problem)]
 
     def __init__(self, method: Literal["maskclip", "sclip", "naclip", "clearclip"] = "sclip",
                  model: str = "ViT-B-16.pt", bpe: str | None = None, classes: str | None = None,

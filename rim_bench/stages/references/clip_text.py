@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rim_bench.core.errors import ConfigError, ParamError
+from rim_bench.core.protocols import ReferenceSource
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 
@@ -22,7 +23,7 @@ TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a phot
 
 
 @REFERENCE_SOURCES.register("clip_text")
-class ClipTextReferences:
+class ClipTextReferences(ReferenceSource):
     """One text reference per class name or synonym, ensembled over prompt templates.
 
     Args:

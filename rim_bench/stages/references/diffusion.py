@@ -40,7 +40,9 @@ from rim_bench.core.config import drop_unused_tiny
 from rim_bench.core.errors import ParamError
 from rim_bench.core.io import atomic_path, atomic_write_json, safe_name, set_aside
 from rim_bench.core.params import HubWeights, Range, SamWeights, ref
+from rim_bench.core.protocols import ReferenceSource
 from rim_bench.core.registry import REFERENCE_SOURCES
+from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.stages.references.attention import binarize, class_word, sam_prompt
 from rim_bench.stages.references.bank import load_shard, save_shard, shard_info, shard_or_none, shard_path
@@ -64,7 +66,7 @@ SAM = {"model_type": ref("${proposer.sam.model_type}"), "checkpoint": ref("${pro
 
 
 @REFERENCE_SOURCES.register("diffusion")
-class DiffusionReferences:
+class DiffusionReferences(ReferenceSource):
     """Reference bank from generated images (RIM's references). Parameters: see configs/default.yaml."""
 
     uses_synonyms = True  # a class's synonyms pick the word whose attention locates it
@@ -150,15 +152,15 @@ class DiffusionReferences:
             counts[names[0]] = {"subcategories": len(subs), "shards": len(missing), "images": images}
         return counts
 
-    def load_models(self, device: torch.device):
-        """Stable Diffusion (returned) and the prompted SAM, as a build loads them."""
-        self._prompted_segmenter(device)
-        return self._generator(device)
-
-    def probe(self, ctx: BuildContext, steps: int) -> None:
+    def probe(self, ctx: BuildContext, steps: int) -> int:
         """Make one reference of the first class's first subcategory, from one image generated
         in `steps` denoising steps, through a build's own path (for `rim-bench plan`: give
-        `ctx` a scratch `layout`, since these are not the configured settings)."""
+        `ctx` a scratch `layout`, since these are not the configured settings). Times the models'
+        loading and each UNet step; returns the steps a configured image takes beyond `steps`."""
+        with ctx.timer("load models (references)"):
+            self._prompted_segmenter(ctx.device)
+            unet = self._generator(ctx.device).unet
+        hooks = time_calls(unet, ctx.timer, "unet step")
         names = ctx.classes[0]
         sub = load_subcategories(self.subcategories, ctx.class_names, 1)[names[0]][0]
         saved = self.images_per_subcategory, self.steps
@@ -167,6 +169,10 @@ class DiffusionReferences:
             self._subcategory(ctx, names, sub, self._store(ctx))
         finally:
             self.images_per_subcategory, self.steps = saved
+            for hook in hooks:
+                hook.remove()
+        self._pipe, self._sam = None, None  # Stable Diffusion's memory back before the test side runs
+        return max(0, self.steps - steps)
 
     def _store(self, ctx: BuildContext) -> Path:
         assert ctx.layout is not None  # BuildContext defaults it to work_dir
@@ -276,6 +282,20 @@ class DiffusionReferences:
 
 # Parameters that choose which references a bank takes, not how one is made.
 _NOT_IN_STORE_KEY = ("subcategories", "n_subcategories", "contact_sheets")
+def time_calls(module: torch.nn.Module, timer: StageTimer, stage: str) -> list:
+    """Time every forward call of `module` as `stage` of `timer`; returns the hooks to remove."""
+    open_stage = []
+
+    def start(*_) -> None:
+        open_stage.append(timer(stage))
+        open_stage[-1].__enter__()
+
+    def stop(*_) -> None:
+        open_stage.pop().__exit__(None, None, None)
+
+    return [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+
+
 def _assemble(store: Path, classes: list[list[str]], table: dict[str, list[str]]) -> tuple[ReferenceBank, dict]:
     """The bank of every class's listed subcategories (named ``class/subcategory``), and per
     class the references kept and dropped."""

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from rim_bench.core.errors import DataError, ParamError
 from rim_bench.core.params import Range
+from rim_bench.core.protocols import ReferenceSource
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.data.base import load_rgb, unsafe_id
@@ -38,7 +39,7 @@ class Exemplar:
 
 
 @REFERENCE_SOURCES.register("exemplars")
-class ExemplarReferences:
+class ExemplarReferences(ReferenceSource):
     """Reference features pooled from exemplar images (and masks) on disk.
 
     Args:

@@ -21,7 +21,7 @@ from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.stages.references.bank import cached_bank, concat_banks
 
 
-class MixedReferences:
+class MixedReferences(ReferenceSource):
     """Several sources' references in one bank (e.g. generated images plus user exemplars)."""
 
     def __init__(self, sources: list[ReferenceSource]) -> None:
@@ -30,6 +30,20 @@ class MixedReferences:
 
     def cache_spec(self, class_names: list[str]) -> dict:
         return {"parts": [s.cache_spec(class_names) for s in self.sources]}
+
+    def pending(self, layout: CacheLayout, classes: list[list[str]], device_type: str) -> dict[str, dict[str, int]]:
+        """Each class's counts, summed over the sources."""
+        total: dict[str, dict[str, int]] = {}
+        for source in self.sources:
+            for name, counts in source.pending(layout, classes, device_type).items():
+                for what, n in counts.items():
+                    total.setdefault(name, {}).setdefault(what, 0)
+                    total[name][what] += n
+        return total
+
+    def probe(self, ctx: BuildContext, steps: int) -> int:
+        return max((s.probe(replace(ctx, work_dir=ctx.work_dir / f"part{i}"), steps)
+                    for i, s in enumerate(self.sources)), default=0)
 
     def build(self, ctx: BuildContext) -> ReferenceBank:
         return concat_banks([s.build(replace(ctx, work_dir=ctx.work_dir / f"part{i}")) for i, s in
