@@ -74,12 +74,13 @@ def main() -> None:
         cache = f"cache_dir={tmp}/cache"
         measured = run_plan(load_config(["experiment=rim_voc21", f"data.root={stand_in(Path(tmp), 'rim_voc21')}",
                                          cache, *models, *args.overrides]))
-        steps = load_config(["experiment=rim_voc21", *args.overrides]).references.diffusion.num_inference_steps
         for experiment in ("rim_context60", "rim_coco_object"):
             print(f"\n=== {experiment} (per-item costs measured above)")
             report = run_plan(load_config([f"experiment={experiment}", f"data.root={stand_in(Path(tmp), experiment)}",
                                            cache, *models, *args.overrides]), measure=False)
-            print(format_projection(project(measured["timer"], report["work"], steps), measured["device"]))
+            work = report["work"]
+            work.extra_unet_steps = measured["work"].extra_unet_steps  # the same generator settings
+            print(format_projection(project(measured["timer"], work), measured["device"]))
 
 
 if __name__ == "__main__":

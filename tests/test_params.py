@@ -180,8 +180,8 @@ def test_the_declaration_index_is_what_the_code_declares():
     from rim_bench.core import declaration_index
 
     assert json.loads(declaration_index.INDEX_FILE.read_text()) == json.loads(
-        declaration_index.text(declaration_index.from_code())), \
-        "stale: run `python -m rim_bench.core.declaration_index` after changing a stage's signature"
+        declaration_index.text(declaration_index.from_registries(REGISTRIES))), \
+        "stale: run `python -m rim_bench.core.registry` after changing a stage's signature"
 
 
 @pytest.mark.parametrize("argv", [

@@ -220,10 +220,12 @@ def test_the_peers_settings_and_class_files():
     assert max(classes) + 1 == 21 and classes.count(0) == 26 and names[0] == "sky" and classes.count(15) == 7
     names, classes = text.read_class_file(load_settings("clearclip", "voc21").class_file, ",")
     assert names[0] == "background" and len(names) == 21
-    with pytest.raises(ConfigError, match="unknown pixel method"):
+    with pytest.raises(ConfigError, match="method 'nope' not found"):
         load_settings("nope", "voc21")
-    with pytest.raises(ConfigError, match="no settings for benchmark"):
+    with pytest.raises(ConfigError, match="experiment 'nope' not found"):
         load_settings("sclip", "nope")
+    with pytest.raises(ConfigError, match="'rim' is not a per-pixel method"):
+        load_settings("rim", "voc21")
 
 
 @pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])

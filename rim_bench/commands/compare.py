@@ -45,14 +45,17 @@ def parse_methods(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def check_methods(methods, where: str, given: str) -> list[str]:
-    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/method/."""
+    """`methods` (a name or a list, as read from `where`) as a list of names with a file in configs/method/,
+    or paths to method files of one's own (``.yaml``)."""
     methods = [methods] if isinstance(methods, str) else methods
     known = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
     if not methods or not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ConfigError(f"{where}: expected a list like [rim,cosine], got {given!r}")
     for method in methods:
-        if method not in known:
-            raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)})")
+        if method.endswith((".yaml", ".yml")) and not Path(method).is_file():
+            raise ConfigError(f"{where}: no method file '{method}'")
+        if not method.endswith((".yaml", ".yml")) and method not in known:
+            raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)}, or a .yaml path)")
     return methods
 
 
@@ -66,8 +69,9 @@ def run_compare(overrides: list[str]) -> list[dict]:
                                    f"{runs_hash(list(configs.values()))}")
     rows, described = [], {}
     with hold_output(out):  # each method's run holds its own sub-folder too
-        for method, cfg in configs.items():
-            metrics = run_or_reuse(cfg, out / method, method)
+        for cfg in configs.values():
+            method = str(cfg.method)  # a method file's name (its stem, for a path)
+            metrics = run_or_reuse(cfg, out / safe_name(method), method)
             described[method] = Assembly(cfg).method().describe()
             rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],
                          "protocol": cfg.protocol or (f"{method}'s own" if described[method]["own_settings"] else "-"),

@@ -1,7 +1,7 @@
 """``declarations.json``: every shipped stage's declared parameters and the module that registers it.
 
 The declarations themselves are the stages' annotated signatures (`rim_bench.core.params`); this
-file is what the code says, written by ``python -m rim_bench.core.declaration_index`` and checked
+file is what the code says, written by ``python -m rim_bench.core.registry`` and checked
 against the code by a test. It lets the config checks (``rim-bench config``, a key typo) read the
 declarations without importing a stage module, hence without torch, and lets a registry import
 only the module of the variant a run selects.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,13 +68,13 @@ def indexed(key: str) -> dict[str, dict[str, Any]]:
     return _read().get(key, {})
 
 
-def from_code() -> dict[str, dict[str, Any]]:
-    """The index as the code declares it now (imports every stage module of the package)."""
+def from_registries(registries: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The index as `registries` (config block → `Registry`) declare their package's stages now (imports every
+    stage module of the package)."""
     from rim_bench.core.params import declared
-    from rim_bench.core.registry import REGISTRIES
 
     index: dict[str, dict[str, Any]] = {}
-    for key, registry in REGISTRIES.items():
+    for key, registry in registries.items():
         registry._fill()
         index[key] = {name: {"module": builder.__module__, "params": encode(declared(builder))}
                       for name, builder in sorted(registry._builders.items())
@@ -85,14 +84,3 @@ def from_code() -> dict[str, dict[str, Any]]:
 
 def text(index: dict[str, dict[str, Any]]) -> str:
     return json.dumps(index, indent=1, sort_keys=True) + "\n"
-
-
-def main() -> int:
-    """Write ``declarations.json`` from the code (after changing a stage's signature)."""
-    INDEX_FILE.write_text(text(from_code()))
-    print(f"wrote {INDEX_FILE}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ them by a test.
 
 Reading and checking a config must not load torch, which every stage module imports: the
 declarations of the package's own stages are also kept, with the module that registers each,
-in ``declarations.json`` beside this file (`rim_bench.core.declaration_index` writes it from the
+in ``declarations.json`` beside this file (``python -m rim_bench.core.registry`` writes it from the
 code; a test fails when it is stale). A registry answers `names` and `params` from it without
 importing a stage module, and imports only the one module a `get` needs; a stage registered
 from elsewhere (a user's module, imported first) is read from its signature.
@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from rim_bench.core.declaration_index import indexed
+from rim_bench.core.declaration_index import INDEX_FILE, from_registries, indexed, text
 from rim_bench.core.errors import ConfigError, ParamError
 from rim_bench.core.params import FileWeights, HubWeights, Param, SamWeights, declared, first_problem
 
@@ -202,3 +202,15 @@ def stage_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str
     else:
         raise ConfigError(f"{key}.{name} must be a block of parameters, got {params!r}")
     return {"name": name, **params}
+
+
+def write_index() -> None:
+    """``declarations.json`` from the code: run ``python -m rim_bench.core.registry`` after changing a
+    stage's signature (or adding one to the package)."""
+    INDEX_FILE.write_text(text(from_registries(REGISTRIES)))
+
+
+if __name__ == "__main__":  # the package's own module, not this __main__ copy, is the one stages register in
+    from rim_bench.core import registry
+
+    registry.write_index()

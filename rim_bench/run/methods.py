@@ -186,12 +186,12 @@ class RegionMethod:
         import torch
 
         from rim_bench.core.types import BuildContext, ReferenceBank
-        from rim_bench.run.assembly import Assembly
         from rim_bench.stages.references.sources import build_references
 
         class_names = [names[0] for names in classes]
+        self.assembly.timer = timer  # the stages it builds now report to the dry run's timer
         with timer("load models (test)"):
-            pipeline = Assembly(self.cfg, timer).pipeline(class_names).to(device)
+            pipeline = self.assembly.pipeline(class_names).to(device)
             pipeline.region_cache = None  # measure the stages, not the cache
         source = build_references(self.cfg.references)
         with tempfile.TemporaryDirectory(prefix="rim-bench-plan-") as scratch:
