@@ -410,11 +410,13 @@ def test_set_aside_moves_and_warns_once(tmp_path: Path):
 
 def test_every_key_has_a_type_and_every_number_a_range():
     """A key with a null default needs a type, a number a range: a stage parameter in its
-    declaration (rim_bench.core.params), another key in config.py's tables."""
-    from rim_bench.core.config import DEFAULT_FILE, NULL_DEFAULT_TYPES, RANGES
+    declaration (rim_bench.core.params), another key in rim_bench.core.settings, alike."""
+    from rim_bench.core.config import DEFAULT_FILE
     from rim_bench.core.registry import STAGE_KINDS, declarations
+    from rim_bench.core.settings import run_declarations
 
     declared = declarations()
+    others = run_declarations()
     # SAM's settings (those of proposer.sam unless set); the mixed source's list of sources.
     free = ("references.diffusion.sam.", "references.mixed.")
     anything = ("segmenter.paint.background.score.threshold",)  # in the matcher's units: any number
@@ -426,7 +428,9 @@ def test_every_key_has_a_type_and_every_number_a_range():
             else:
                 yield f"{prefix}{key}", value
 
-    for key, value in leaves(OmegaConf.to_container(OmegaConf.load(DEFAULT_FILE))):
+    written = dict(leaves(OmegaConf.to_container(OmegaConf.load(DEFAULT_FILE))))
+    assert set(others) <= set(written), f"declared but not in default.yaml: {set(others) - set(written)}"
+    for key, value in written.items():
         if ".tiny." in key or key.endswith(".seed"):  # random test models' sizes; seeds follow `seed`
             continue
         if key.split(".")[0] in STAGE_KINDS:
@@ -436,7 +440,9 @@ def test_every_key_has_a_type_and_every_number_a_range():
             assert value is not None or declared[key].types, f"{key}: null default without a declared type"
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in anything:
                 assert declared[key].range is not None, f"{key}: a number without a declared range"
-        elif value is None:
-            assert key in NULL_DEFAULT_TYPES, f"{key}: null default without a type in NULL_DEFAULT_TYPES"
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            assert key in RANGES, f"{key}: a number without a range in RANGES"
+        else:
+            assert key in others, f"{key}: not declared in rim_bench.core.settings"
+            assert others[key].default == value, f"{key}: default.yaml says {value!r}, the declaration otherwise"
+            assert value is not None or others[key].types, f"{key}: null default without a declared type"
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert others[key].range is not None, f"{key}: a number without a declared range"

@@ -7,13 +7,12 @@ default.yaml lacks gets its block from its declaration when a layer names it.
 
 An experiment file may start with ``extends: NAME`` (or a list of names): those files (other
 experiments, or shared pieces like ``real/rim``) are merged first, in order.
-A later layer may only set keys that exist, with a value that a stage parameter's declaration
-(its constructor's annotated signature, `rim_bench.core.params`, read through the registries)
-allows: its type, choices and range; other keys take a value of the same type as the default
-(an int where a float is expected is fine), a key with a null default the type
-`NULL_DEFAULT_TYPES` gives it, choices from `CHOICES` and numbers in the ranges of `RANGES`.
-Every number is finite (NaN passes any range comparison). All is checked when the config
-is loaded, before any model. Errors are one line naming the key and the layer (file path
+A later layer may only set keys that exist, with a value that the key's declaration allows: its
+type, choices and range (`rim_bench.core.params`). A stage parameter is declared by its stage's
+annotated signature (read through the registries), every other key in `rim_bench.core.settings`,
+the same way; a free block's member (a tiny model's settings) keeps its default's type (an int
+where a float is expected is fine). Every number is finite (NaN passes any range comparison).
+All is checked when the config is loaded, before any model. Errors are one line naming the key and the layer (file path
 and line, "command line", or a sweep file).
 
 ``method=NAME`` merges ``configs/method/NAME.yaml`` (and the files it `extends`) after the
@@ -50,6 +49,7 @@ from rim_bench.core.errors import ConfigError, one_line
 from rim_bench.core.io import atomic_write_text
 from rim_bench.core.params import Param, problem
 from rim_bench.core.registry import METHODS, REGISTRIES, STAGE_KINDS, declarations, stage_spec
+from rim_bench.core.settings import run_declarations
 
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
@@ -57,22 +57,6 @@ DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 # Data keys that change how data is read but not what is scored (out of the result hash).
 DATA_RUNTIME_KEYS = ("num_workers", "batch_size", "generate")
-
-# The keys outside the stage blocks (whose parameters their stages declare, see `declarations`):
-# the types of those whose default is null (any other key keeps its default's type), choices, ranges.
-_PATH = (str,)
-NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
-    "experiment": (str,), "method": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
-    "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
-}
-CHOICES: dict[str, tuple[str, ...]] = {"logger": ("csv", "wandb"), "wandb.mode": ("offline", "online", "disabled")}
-# Inclusive ranges of numeric keys (None: unbounded on that side).
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "seed": (0, 2**32 - 1), "save_overlays": (0, None),
-    "data.max_images": (1, None), "data.batch_size": (1, None), "data.num_workers": (0, None),
-    "trainer.num_nodes": (1, None), "trainer.devices": (1, None),  # and -1: all devices (Lightning's)
-}
-
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None,
                 layers: list[str] | tuple[str, ...] = (),
@@ -365,8 +349,7 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
-    """A stage parameter against its declaration; another key's null-default type, choices and
-    range (interpolations are checked resolved)."""
+    """A value against its key's declaration (interpolations are checked resolved)."""
     if value is not None and not _is_interp(value):
         _check_finite(key, value, source)
     param = _declared(key)
@@ -374,30 +357,14 @@ def _check_value(key: str, value: Any, source: str) -> None:
         wrong = problem(param, value)
         if wrong:
             raise ConfigError(f"{source}: '{key}'{':' if wrong.startswith('unknown') else ''} {wrong}")
-        if not (param.block or param.free):  # a block's members are checked one by one
-            return
-    if value is None or _is_interp(value):
-        return
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{source}: '{key}': unknown '{value}' (choose {', '.join(CHOICES[key])})")
-    types = NULL_DEFAULT_TYPES.get(key)
-    if types and (not isinstance(value, types) or isinstance(value, bool)):
-        wanted = "a number" if float in types else "a path (text)" if types is _PATH else f"{types[0].__name__}"
-        raise ConfigError(f"{source}: '{key}' must be {wanted} or null, got {type(value).__name__} {value!r}")
-    low, high = RANGES.get(key, (None, None))
-    every_device = (key, value) == ("trainer.devices", -1)  # Lightning's "all devices"
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not every_device and (
-            (low is not None and value < low) or (high is not None and value > high)):
-        bounds = f"in [{low}, {high}]" if low is not None and high is not None else f"at least {low}" \
-            if low is not None else f"at most {high}"
-        raise ConfigError(f"{source}: '{key}' must be {bounds}, got {value!r}")
 
 
 def _declared(key: str) -> Param | None:
-    """The declaration of the stage parameter at `key`, or None (another key, or a free block's member)."""
-    if not key.startswith(tuple(f"{k}." for k in STAGE_KINDS)):
-        return None
-    return declarations().get(key)  # the first call imports the stage modules
+    """The declaration of `key`: a stage parameter's (`declarations`), another key's (`run_declarations`);
+    None for a free block's member or another lightning.Trainer argument."""
+    if key.startswith(tuple(f"{k}." for k in STAGE_KINDS)):
+        return declarations().get(key)
+    return run_declarations().get(key)
 
 
 def _check_finite(key: str, value: Any, source: str) -> None:

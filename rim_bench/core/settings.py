@@ -7,6 +7,7 @@ reading, and a test keeps the two equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Literal
 
 from rim_bench.core.params import Param, Range, declared
@@ -64,6 +65,7 @@ class RunSettings:
 BLOCKS = {"": RunSettings, "wandb.": WandbSettings, "data.": DataSettings, "trainer.": TrainerSettings}
 
 
+@cache
 def run_declarations() -> dict[str, Param]:
     """Every key outside the stage blocks by dotted key (``data.max_images``)."""
     return {prefix + name: param for prefix, block in BLOCKS.items() for name, param in declared(block).items()}
