@@ -24,8 +24,19 @@ def test_layers_merge_in_order():
     assert cfg.matcher.rim.divergence == "kl"  # untouched default
 
 
+def test_a_misspelt_stage_name_or_key_gets_the_closest_known_one():
+    with pytest.raises(ConfigError, match=r"unknown region proposer 'superpixel'; did you mean 'superpixels'\?"):
+        load_config(["proposer.name=superpixel"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'pipline'; did you mean 'pipeline'\?"):
+        load_config(["pipline=pixel"])
+    with pytest.raises(ConfigError) as nothing_close:
+        load_config(["proposer.name=watershed"])
+    assert "did you mean" not in str(nothing_close.value)
+
+
 def test_unknown_key_on_command_line_names_key_and_source():
-    with pytest.raises(ConfigError, match=r"command line: unknown config key 'matcher\.rim\.temprature'"):
+    with pytest.raises(ConfigError, match=r"command line: unknown config key 'matcher\.rim\.temprature'; "
+                                          r"did you mean 'matcher\.rim\.temperature'\?"):
         load_config(["matcher.rim.temprature=0.1"])
 
 

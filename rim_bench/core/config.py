@@ -32,6 +32,7 @@ hashes, so that changing an unused variant's parameters changes no hash.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -166,7 +167,7 @@ def _check_stage_names(cfg: DictConfig) -> None:
         block = cfg[key]
         known = sorted(k for k, v in block.items() if isinstance(v, DictConfig))
         if block.name not in known:
-            raise ConfigError(f"{key}.name: unknown {kind} '{block.name}' "
+            raise ConfigError(f"{key}.name: unknown {kind} '{block.name}'{did_you_mean(block.name, known)} "
                               f"(known: {', '.join(known)})")
 
 
@@ -326,7 +327,8 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
             _check_value(full, value, source)
             continue
         if key not in base:
-            raise ConfigError(f"{source}: unknown config key '{full}' (the keys are in configs/default.yaml)")
+            raise ConfigError(f"{source}: unknown config key '{full}'{did_you_mean(key, base, prefix)} "
+                              "(the keys are in configs/default.yaml)")
         default = base[key]
         if isinstance(default, dict):
             if not isinstance(value, dict):
@@ -346,6 +348,12 @@ def _check_types(base: dict, layer: dict, source: str, prefix: str) -> None:
                 f"got {type(value).__name__} {value!r}"
             )
         _check_value(full, value, source)
+
+
+def did_you_mean(name: str, known: Any, prefix: str = "") -> str:
+    """``; did you mean 'x'?`` for the closest of `known` to a misspelt `name`, or ""."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.75)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
