@@ -39,6 +39,7 @@ OPENAI_STD = (68.501, 66.632, 70.323)
 HEAD_DIM = 64  # OpenAI CLIP's heads are 64 wide: heads = width // 64
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_ENV = "RIM_BENCH_CLIP_BPE"
+BPE_FILE = Path(__file__).with_name("clip_vocab") / BPE_NAME  # shipped, with its licence
 BPE_MERGES = 49152 - 256 - 2  # merges in CLIP's vocabulary: 49,408 tokens in all
 # Extra entries of the TorchScript archive that are not weights (clip.load drops them too).
 NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
@@ -260,23 +261,18 @@ def load_openai_clip(path: Path) -> OpenAIClip:
 
 
 def find_bpe(explicit: str | Path | None = None) -> Path:
-    """CLIP's BPE merges file: `explicit`, else ${RIM_BENCH_CLIP_BPE}, else open_clip's copy,
-    else the one tests/make_real_size_fixtures.py fetched into ~/.cache/rim-bench-fixtures."""
-    candidates = [Path(p).expanduser() for p in (explicit, os.environ.get(BPE_ENV)) if p]
-    try:
-        import open_clip  # optional: only to find its copy of the file
-
-        candidates.append(Path(open_clip.__file__).parent / BPE_NAME)
-    except ImportError:
-        pass
-    fixtures = os.environ.get("RIM_BENCH_FIXTURES", "~/.cache/rim-bench-fixtures")
-    candidates.append(Path(fixtures).expanduser() / BPE_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ConfigError(f"CLIP's BPE vocabulary '{BPE_NAME}' not found (looked in {', '.join(map(str, candidates))}): "
-                      f"set {BPE_ENV} to its path (it ships in the open_clip_torch wheel: pip download "
-                      f"--no-deps open_clip_torch, then unzip open_clip/{BPE_NAME})")
+    """CLIP's BPE merges file: `explicit` (the `bpe` key), else ${RIM_BENCH_CLIP_BPE}, else the
+    copy that ships with rim-bench (clip_vocab/, see its SOURCES.md)."""
+    given = [(Path(p).expanduser(), name) for p, name in ((explicit, "bpe"), (os.environ.get(BPE_ENV), BPE_ENV)) if p]
+    for path, name in given:
+        if not path.is_file():
+            raise ConfigError(f"{name}: CLIP's BPE vocabulary '{path}' not found (give the path of a "
+                              f"{BPE_NAME}, or leave it unset for the copy that ships with rim-bench)")
+        return path
+    if not BPE_FILE.is_file():
+        raise ConfigError(f"CLIP's BPE vocabulary '{BPE_FILE}' is missing from this install of rim-bench: "
+                          f"reinstall it, or set {BPE_ENV} to a {BPE_NAME}")
+    return BPE_FILE
 
 
 def byte_symbols() -> dict[int, str]:
