@@ -176,6 +176,7 @@ def test_resize_by_the_short_side_as_mmseg_does():
     assert resized_size(375, 500, 336) == (336, 448)
     assert resized_size(336, 500, 336) == (336, 500)
     assert resized_size(100, 5000, 336) == (41, 2048)  # the long side capped at 2048
+    assert resized_size(1, 5000, 336) == (1, 2048)  # mmcv's rounding gives 0: kept at one pixel
 
 
 @pytest.fixture
@@ -236,6 +237,32 @@ def test_each_method_labels_every_pixel_of_an_image_of_any_size(tiny, method):
 
 
 @pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+def test_tiny_and_extreme_images_go_through_every_peer(tiny, method):
+    """Issue 27: a 17 x 9000 image is 4 x 2048 at short side 336, under one patch high: the peers'
+    convolution failed mid-batch; its windows are padded to a patch. A 1 x 5000 image rounds to
+    0 x 2048: kept at one pixel. Each peer's own benchmark settings (NACLIP's whole image and PAMR)."""
+    model, tok, _ = tiny
+    settings = load_settings(method, "voc21")
+    seg = PixelSegmenter(model, tok, settings, "tiny", names=["cat", "dog", "cot"], query_class=[0, 1, 1])
+    for size in [(17, 9000), (1, 1), (9000, 17), (1, 5000)]:
+        labels = seg(torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+        assert labels.shape == size and labels.min() >= 0 and labels.max() <= 1, (method, size)
+
+
+def test_a_window_under_one_patch_is_padded_to_it_and_cut_back():
+    seen = []
+
+    def dense(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(windows.shape[-2:]))
+        return windows[:, :1, ::16, ::16]  # one "patch" logit per 16 x 16, as a ViT/16 gives
+
+    image = torch.ones(3, 4, 40)
+    out = slide(image, 224, 112, dense, pad_to_patch=0, min_side=16)
+    assert seen == [(16, 40)] and out.shape == (1, 4, 40)
+    assert slide(torch.ones(3, 20, 40), 224, 112, dense, min_side=16).shape == (1, 20, 40) and seen[-1] == (20, 40)
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
 def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(method):
     data_classes = Path(text.__file__).parents[2] / "data" / "classes"
     for benchmark in BENCHMARKS:
@@ -254,6 +281,22 @@ def test_class_files_are_read_as_the_peers_read_them(tmp_path: Path):
     path.write_text("sky\n\ncat")
     with pytest.raises(DataError, match="line 2 is empty"):
         text.read_class_file(path, ", ")
+
+
+@pytest.mark.parametrize(("content", "separator", "message"), [
+    ("", ", ", r"class file '.*cls\.txt' is empty \(one class a line\)"),
+    ("sky\n,,,\ncat", ",", r"cls\.txt': line 2 \(',,,'\) gives the name '', which has no letter or digit"),
+    ("sky\n,,,\ncat", ", ", r"cls\.txt': line 2 \(',,,'\) gives the name ',,,', which has no letter or digit"),
+    ("sky, , cat", ", ", r"line 1 \('sky, , cat'\) gives the name '', which"),
+])
+def test_an_empty_or_degenerate_class_file_is_one_line_naming_the_file_and_line(tmp_path: Path, content, separator,
+                                                                               message):
+    """Issue 27: an empty class file gave a traceback, a line ',,,' four empty query names."""
+    path = tmp_path / "cls.txt"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as e:
+        text.read_class_file(path, separator)
+    assert "\n" not in str(e.value)
 
 
 def test_a_class_file_that_is_not_utf8_is_one_line_naming_its_line(tmp_path: Path):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rim_bench.core.errors import ConfigError, one_line
+from rim_bench.core.errors import ConfigError
 
 # CLIP's image normalization, on 0..255 RGB (the segmentation peers' data preprocessors).
 OPENAI_MEAN = (122.771, 116.746, 104.094)
@@ -245,18 +245,46 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or "visual.conv1.weight" not in state:
         raise ConfigError(f"featurizer.clip.model: '{path}' holds no OpenAI CLIP ViT weights (no key "
                           f"'visual.conv1.weight'; a ResNet CLIP is not supported)")
-    return {k: v.float() for k, v in state.items() if k not in NOT_WEIGHTS}
+    state = {k: v for k, v in state.items() if k not in NOT_WEIGHTS}
+    for key, value in state.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = f"a {value.dtype} tensor" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {kind}, not float weights "
+                              f"(a damaged or foreign file: give the ViT-B-16.pt the clip package downloads)")
+        if not torch.isfinite(value).all():
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' holds non-finite values (NaN or inf): "
+                              f"the file is damaged or was saved from a diverged model")
+    return {k: v.float() for k, v in state.items()}
+
+
+# The tensors `Architecture.of` reads its sizes from, with their ranks.
+SIZED_KEYS = {"visual.conv1.weight": 4, "visual.positional_embedding": 2, "positional_embedding": 2,
+              "text_projection": 2, "token_embedding.weight": 2}
 
 
 def load_openai_clip(path: Path) -> OpenAIClip:
-    """An OpenAI-format CLIP checkpoint in our modules, on the CPU in eval mode."""
+    """An OpenAI-format CLIP checkpoint in our modules, on the CPU in eval mode.
+
+    Raises:
+        ConfigError: the file is missing or not an OpenAI CLIP ViT; a key is missing, unexpected,
+            of the wrong shape, not a float tensor or not finite (the message names the key).
+    """
     state = read_state_dict(path)
-    try:
-        model = OpenAIClip(Architecture.of(state))
-        model.load_state_dict(state)
-    except (KeyError, RuntimeError) as e:
-        raise ConfigError(f"featurizer.clip.model: '{path}' is not an OpenAI CLIP ViT state dict "
-                          f"({type(e).__name__}: {one_line(str(e))[:400]})") from None
+    for key, rank in SIZED_KEYS.items():
+        if key not in state or state[key].dim() != rank:
+            shape = f"shape {tuple(state[key].shape)}" if key in state else "missing"
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {shape}, an OpenAI CLIP ViT's has "
+                              f"{rank} dimensions (give the ViT-B-16.pt the clip package downloads)")
+    model = OpenAIClip(Architecture.of(state))
+    expected = model.state_dict()
+    for key in sorted(expected.keys() | state.keys()):
+        want, got = expected.get(key), state.get(key)
+        if want is None or got is None or want.shape != got.shape:
+            found = "missing" if got is None else "unexpected" if want is None else f"of shape {tuple(got.shape)}"
+            needed = f", the architecture its other keys give needs {tuple(want.shape)}" if want is not None else ""
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {found}{needed} "
+                              f"(not an OpenAI CLIP ViT state dict)")
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False)
 
 

@@ -36,9 +36,10 @@ LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048."""
+    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048
+    (at least 1 pixel: mmcv's rounding gives 0 x 2048 for a 1 x 5000 image, which cv2 refuses)."""
     factor = keep_ratio_scale(height, width, short_side)
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def normalize(image: Tensor) -> Tensor:
@@ -101,8 +102,8 @@ class PixelSegmenter:
         s = self.settings
         size = tuple(image.shape[-2:])
         test = prepare(image, s.short_side)
-        pad = self.model.visual.patch if s.pad_to_patch else 0
-        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, pad)
+        patch = self.model.visual.patch
+        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, patch if s.pad_to_patch else 0, patch)
         logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)
         if s.pamr_steps:
             guide = F.interpolate(test[None], size=size, mode="bilinear", align_corners=False)

@@ -32,7 +32,8 @@ def read_class_file(path: Path, separator: str) -> tuple[list[str], list[int]]:
     a line, names split on `separator`, newlines removed (other spaces kept).
 
     Raises:
-        DataError: the file is missing or has a blank line.
+        DataError: the file is missing or empty, has a blank line, or a name with no letter or
+            digit (``,,,`` split on ``,``: four empty names).
     """
     if not path.is_file():
         raise DataError(f"class file '{path}' not found")
@@ -42,8 +43,13 @@ def read_class_file(path: Path, separator: str) -> tuple[list[str], list[int]]:
         if not line.strip():
             raise DataError(f"class file '{path}': line {index + 1} is empty (one class a line, no blank lines)")
         for name in line.split(separator):
+            if not any(c.isalnum() for c in name):
+                raise DataError(f"class file '{path}': line {index + 1} ({line!r}) gives the name {name!r}, which "
+                                f"has no letter or digit (names on a line are split on {separator!r})")
             names.append(name)
             classes.append(index)
+    if not names:
+        raise DataError(f"class file '{path}' is empty (one class a line)")
     return names, classes
 
 
