@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -96,7 +97,8 @@ def test_a_peer_runs_from_an_installed_wheel_in_an_empty_folder(tmp_path: Path):
                           f"featurizer.clip.model={checkpoint}", "data.max_images=2", "output_dir=out"],
                          cwd=empty, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (empty / "out" / "metrics.json").is_file()
+    metrics = json.loads((empty / "out" / "metrics.json").read_text())
+    assert metrics["resolved"] == {"pixel.clip.dtype": "float32"}  # what ran: a CPU, float32
     where = subprocess.run([sys.executable, "-c", "import rim_bench; print(rim_bench.__file__)"], cwd=empty, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(target))  # the installed copy ran, not the checkout

@@ -438,7 +438,10 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
     spec["references"] = references_spec(cfg.references)
     if cfg.pixel.name != "regions":  # a per-pixel method (the region path's hashes stay as they were)
         spec["pixel"] = key_spec(cfg.pixel, "pixel")
-    spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
+    # Half precision changes features, hence results. Unset: 32-true for the region path (its hashes stay as
+    # they were), the peer's own for a per-pixel method.
+    precision = cfg.trainer.precision
+    spec["precision"] = str(precision) if precision is not None else "peer" if "pixel" in spec else "32-true"
     # Other lightning.Trainer arguments (e.g. limit_test_batches, which scores fewer images) count too.
     extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
     if extra:

@@ -79,7 +79,9 @@ class Assembly:
     def pixel_pipeline(self) -> PixelPipeline:
         """The per-pixel method's pipeline, without a vocabulary (`PixelPipeline.set_vocabulary`)."""
         text_dir = CacheLayout.of(self.cfg).text_dir()
-        return PixelPipeline(build_stage(PIXEL_METHODS, self.cfg.pixel, "pixel", text_dir=text_dir), self.timer)
+        method = build_stage(PIXEL_METHODS, self.cfg.pixel, "pixel", text_dir=text_dir,
+                             precision=self.cfg.trainer.precision)
+        return PixelPipeline(method, self.timer)
 
     def pipeline(self, class_names: list[str] | None = None) -> SegmentationPipeline:
         """Every stage of the config, without a bank (`bank` makes one).

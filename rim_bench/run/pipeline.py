@@ -136,9 +136,9 @@ class PixelPipeline(nn.Module):
             self.segmenter = self.method.for_vocabulary(vocabulary)
         self.num_classes = len(vocabulary)
 
-    def resolved_settings(self) -> dict[str, float]:
-        """Settings chosen at run time: none (a peer's settings are all in its config)."""
-        return {}
+    def resolved_settings(self) -> dict[str, str]:
+        """Settings chosen at run time: the dtype the method ran in (its other settings are all in its config)."""
+        return self.segmenter.resolved_settings() if self.segmenter is not None else {}
 
     @torch.no_grad()
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:

@@ -18,6 +18,7 @@ head after it, so each method is the one function between the two.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import math
 import os
@@ -43,6 +44,15 @@ BPE_FILE = Path(__file__).with_name("clip_vocab") / BPE_NAME  # shipped, with it
 BPE_MERGES = 49152 - 256 - 2  # merges in CLIP's vocabulary: 49,408 tokens in all
 # Extra entries of the TorchScript archive that are not weights (clip.load drops them too).
 NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and returned in its input's dtype, as OpenAI's ``clip``
+    package computes it in a float16 model (whose LayerNorm weights stay float32, `to_half`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class QuickGELU(nn.Module):
@@ -97,9 +107,9 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_1 = LayerNorm(width)
         self.attn = Attention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = LayerNorm(width)
         self.mlp = Mlp(width)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -156,9 +166,9 @@ class VisionTower(nn.Module):
         self.conv1 = nn.Conv2d(3, width, arch.patch, stride=arch.patch, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(width))
         self.positional_embedding = nn.Parameter(torch.zeros(arch.grid**2 + 1, width))
-        self.ln_pre = nn.LayerNorm(width)
+        self.ln_pre = LayerNorm(width)
         self.transformer = Blocks(width, arch.layers, width // HEAD_DIM)
-        self.ln_post = nn.LayerNorm(width)
+        self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(torch.zeros(width, arch.embed_dim))
 
     @property
@@ -182,10 +192,11 @@ class VisionTower(nn.Module):
     def tokens_before_last(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The last block's input (B, 1 + rows·cols, D) for normalized `images` (B, 3, H, W)
         (a remainder under one patch is dropped, as the convolution does) and the grid."""
-        x = self.conv1(images)
+        x = self.conv1(images.to(self.conv1.weight.dtype))  # clip's encode_image: image.type(self.dtype)
         rows, cols = x.shape[-2:]
-        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x.flatten(2).transpose(1, 2)], dim=1)
-        x = self.ln_pre(x + self.positions(rows, cols))
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x.flatten(2).transpose(1, 2)], dim=1)
+        x = self.ln_pre(x + self.positions(rows, cols).to(x.dtype))
         for block in self.transformer.resblocks[:-1]:
             x = block(x)
         return x, (rows, cols)
@@ -210,20 +221,41 @@ class OpenAIClip(nn.Module):
         self.token_embedding = nn.Embedding(arch.vocab, arch.text_width)
         self.positional_embedding = nn.Parameter(torch.zeros(arch.context, arch.text_width))
         self.transformer = Blocks(arch.text_width, arch.text_layers, arch.text_width // HEAD_DIM)
-        self.ln_final = nn.LayerNorm(arch.text_width)
+        self.ln_final = LayerNorm(arch.text_width)
         self.text_projection = nn.Parameter(torch.zeros(arch.text_width, arch.embed_dim))
         self.logit_scale = nn.Parameter(torch.zeros(()))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype it runs in: its convolution's (clip's ``CLIP.dtype``)."""
+        return self.visual.conv1.weight.dtype
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Text embeddings (B, embed_dim) of token ids (B, context): the end-of-text token
         (the highest id of each row) after the causal transformer."""
         n = tokens.shape[1]
-        causal = torch.full((n, n), float("-inf"), device=tokens.device).triu(1)
-        x = self.token_embedding(tokens) + self.positional_embedding[:n]
+        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()  # True: attended; any dtype
+        x = self.token_embedding(tokens).to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
         for block in self.transformer.resblocks:
             x = block(x, causal)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ self.text_projection
+
+
+def to_half(model: OpenAIClip, dtype: torch.dtype = torch.float16) -> OpenAIClip:
+    """`model` with the weights OpenAI's ``clip.model.convert_weights`` makes float16 (`clip.load`
+    on CUDA) in `dtype`, in place: the convolution's and linear layers' weights and biases, the
+    attention's ``in_proj``, ``visual.proj`` and ``text_projection``. LayerNorms, embeddings and
+    the logit scale stay float32, cast where they are used, as in ``clip``."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.to(dtype)
+        elif isinstance(module, Attention):
+            module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
+            module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
+    model.visual.proj.data = model.visual.proj.data.to(dtype)
+    model.text_projection.data = model.text_projection.data.to(dtype)
+    return model
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -333,6 +365,7 @@ class BpeTokenizer:
         vocab = bytes_ + [s + "</w>" for s in bytes_] + ["".join(p) for p in pairs]
         vocab += ["<|startoftext|>", "<|endoftext|>"]
         self.ids = {token: i for i, token in enumerate(vocab)}
+        self.key = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]  # the merges: what tokens come out
         self.ranks = {pair: i for i, pair in enumerate(pairs)}
         self.word_ids = lru_cache(maxsize=100_000)(self._word_ids)
 
