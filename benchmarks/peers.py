@@ -15,9 +15,11 @@ method under its `--benchmark` settings it prints the seconds per 336x500 image 
   window, its logits interpolated to the window and padded to the whole image, then added;
 
 and their ratio: the same pipeline otherwise (resize, PAMR where set, decide), the same logits
-(checked). Then the start-up of a segmenter (loading
-the checkpoint, the text embeddings of the benchmark's query names) twice: the first run embeds
-the names x 80 templates, the second reads them from the cache. Every method reads SCLIP's
+(checked). First the text side alone: the query names x 80 templates embedded at CLIP's full 77
+positions (as before issue 27, and as the peers run it) and cut to the batch's longest prompt (now;
+the same embeddings, checked), best of `--repeats`; then a first run that embeds them into an empty
+text cache and a second that reads them from it. Then the start-up of a segmenter (loading the
+checkpoint, the text embeddings) twice: the first run embeds, the second reads the cache. Every method reads SCLIP's
 query names of the benchmark (56 on VOC21), so that the methods' times compare. `--names N` keeps the first N
 names (the text tower's cost is linear in them; 0: all). CLIP's BPE file: see `find_bpe`.
 """
@@ -36,24 +38,33 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rim_bench.stages.backbones.openai_clip import Architecture, random_state_dict
+from rim_bench.core.cache_files import file_digest
+from rim_bench.stages.backbones.openai_clip import (
+    Architecture,
+    BpeTokenizer,
+    OpenAIClip,
+    find_bpe,
+    load_openai_clip,
+    random_state_dict,
+)
 from rim_bench.stages.pixel import segment
 from rim_bench.stages.pixel.protocol import load_settings
-from rim_bench.stages.pixel.text import read_class_file
-from rim_bench.stages.pixel.windows import patch_padding, slide, window_boxes
+from rim_bench.stages.pixel.text import cached_text_embeddings, imagenet_templates, read_class_file, text_embeddings
+from rim_bench.stages.pixel.windows import patch_padding, short_side_padding, slide, window_boxes
 
 METHODS = ("maskclip", "sclip", "naclip", "clearclip")
 
 
 def one_window_at_a_time(image: torch.Tensor, crop: int, stride: int, dense: Callable[[torch.Tensor], torch.Tensor],
-                         chunk: int = 16, pad_to_patch: int = 0) -> torch.Tensor:
+                         chunk: int = 16, pad_to_patch: int = 0, min_side: int = 0) -> torch.Tensor:
     """`windows.slide` as the peers' segmentors loop (logits (Q, H, W)): a forward per window, its
     logits interpolated to the window, then padded to the whole image and added."""
     _, h, w = image.shape
     total = None
     count = image.new_zeros(1, h, w)
     for y1, y2, x1, x2 in window_boxes(h, w, crop, stride):
-        pad = patch_padding(y2 - y1, x2 - x1, pad_to_patch) if pad_to_patch else (0, 0, 0, 0)
+        pad = (patch_padding(y2 - y1, x2 - x1, pad_to_patch) if pad_to_patch
+               else short_side_padding(y2 - y1, x2 - x1, min_side))
         size = (y2 - y1 + pad[2] + pad[3], x2 - x1 + pad[0] + pad[1])
         logits = F.interpolate(dense(F.pad(image[None, :, y1:y2, x1:x2], pad)), size=size, mode="bilinear")
         logits = logits[0, :, pad[2]:pad[2] + y2 - y1, pad[0]:pad[0] + x2 - x1]
@@ -72,6 +83,42 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+@torch.no_grad()
+def full_context_embeddings(model: OpenAIClip, tokenizer: BpeTokenizer, names: list[str], templates: list[str],
+                            batch: int = 400) -> torch.Tensor:
+    """`text.text_embeddings` as it ran before issue 27 (and as the peers run it): every prompt at
+    CLIP's full 77 positions. The reference for the speed-up of cutting a batch to its prompts."""
+    prompts = [t.replace("{}", name) for name in names for t in templates]
+    tokens = tokenizer(prompts, model.arch.context)
+    embedded = torch.cat([F.normalize(model.encode_text(tokens[i:i + batch]), dim=-1)
+                          for i in range(0, len(prompts), batch)])
+    return F.normalize(embedded.view(len(names), len(templates), -1).mean(1), dim=-1)
+
+
+def text_side(checkpoint: Path, names: list[str], cache: Path, repeats: int) -> dict[str, float]:
+    """The text side of a peer's start-up, apart from loading the checkpoint: the names x 80
+    templates at the full context (before) and cut to the prompts' length (now), then the same
+    read from the text cache (a second run)."""
+    model, tokenizer = load_openai_clip(checkpoint), BpeTokenizer(find_bpe())
+    templates = imagenet_templates()
+    full = best_time(partial(full_context_embeddings, model, tokenizer, names, templates), repeats)
+    cut = best_time(partial(text_embeddings, model, tokenizer, names, templates), repeats)
+    few = names[:2]  # the same embeddings (checked on two names: tests/test_pixel_methods.py checks it to 1e-6)
+    assert (full_context_embeddings(model, tokenizer, few, templates)
+            - text_embeddings(model, tokenizer, few, templates)).abs().max() < 1e-5
+    key = file_digest(checkpoint)
+    start = time.perf_counter()
+    cached_text_embeddings(model, tokenizer, names, templates, key, cache / "text")  # a first run: embeds, writes
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    cached_text_embeddings(model, tokenizer, names, templates, key, cache / "text")  # a second run: reads
+    second = time.perf_counter() - start
+    print(f"text side, {len(names)} names x {len(templates)} templates: full 77 positions {full:.2f} s, cut to the "
+          f"prompts {cut:.2f} s (x{full / cut:.2f}); first run {first:.2f} s, cached {second:.3f} s "
+          f"(x{first / second:.0f})")
+    return {"names": len(names), "full_context": full, "cut": cut, "first": first, "cached": second}
 
 
 def main() -> None:
@@ -101,13 +148,15 @@ def main() -> None:
         names, classes = read_class_file(first.class_file, first.separator)
         if args.names:
             names, classes = names[:args.names], classes[:args.names]
+        results["text_s"] = text_side(checkpoint, names, cache, args.repeats)
         starts = []
         for _ in ("first", "second"):
             start = time.perf_counter()
-            segment.PixelSegmenter.from_checkpoint(checkpoint, first, cache_dir=cache, names=names, query_class=classes)
+            segment.PixelSegmenter.from_checkpoint(checkpoint, first, cache_dir=cache / "startup", names=names,
+                                                   query_class=classes)
             starts.append(time.perf_counter() - start)
-        print(f"start-up, {len(names)} names x 80 templates: first run {starts[0]:.1f} s (text embedded), "
-              f"second run {starts[1]:.1f} s (read from the cache): x{starts[0] / starts[1]:.1f}")
+        print(f"start-up (load + text), {len(names)} names x 80 templates: first run {starts[0]:.1f} s (text embedded),"
+              f" second run {starts[1]:.1f} s (read from the cache): x{starts[0] / starts[1]:.1f}")
         results["startup_s"] = {"names": len(names), "first": starts[0], "second": starts[1]}
         per_method = {}
         for method in args.methods:

@@ -18,9 +18,8 @@ random (seed 0). Weights are fp32, as the released files are. Each model is writ
 temporary name and renamed when complete, so an interrupted build leaves nothing that
 looks finished, and a second run skips what exists.
 
-CLIP's BPE vocabulary (``bpe_simple_vocab_16e6.txt.gz``, 1.36 MB) comes from the
-``open_clip`` package if it is installed, else from the ``open_clip_torch`` wheel that
-``pip download`` fetches from the package index (no install), else from ``--bpe PATH``.
+CLIP's BPE vocabulary (``bpe_simple_vocab_16e6.txt.gz``, 1.36 MB) is the copy that ships with
+rim-bench (``rim_bench.stages.backbones.openai_clip.find_bpe``), or ``--bpe PATH``.
 """
 
 from __future__ import annotations
@@ -30,15 +29,14 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from rim_bench.stages.backbones.openai_clip import find_bpe
 
 FIXTURES_ENV = "RIM_BENCH_FIXTURES"
 DEFAULT_DIR = "~/.cache/rim-bench-fixtures"
@@ -180,31 +178,6 @@ def _byte_symbols() -> list[str]:
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     rest = [b for b in range(256) if b not in keep]
     return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(rest))]
-
-
-def find_bpe() -> Path:
-    """CLIP's BPE merges: open_clip's copy if installed, else from its wheel on the package index."""
-    try:
-        import open_clip
-
-        return Path(open_clip.__file__).parent / BPE_NAME
-    except ImportError:
-        pass
-    cached = fixture_dir() / BPE_NAME
-    if cached.is_file():
-        return cached
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"open_clip is not installed: fetching {BPE_NAME} from the open_clip_torch wheel (pip download)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                        "--dest", tmp, "open_clip_torch"], check=True, stdout=subprocess.DEVNULL)
-        (wheel,) = Path(tmp).glob("open_clip_torch-*.whl")
-        with zipfile.ZipFile(wheel) as z:
-            data = z.read(f"open_clip/{BPE_NAME}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(cached.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, cached)
-    return cached
 
 
 def builders(bpe: Path | None = None) -> dict[str, Callable[[Path], None]]:

@@ -172,7 +172,7 @@ class Brightness:
         return [] if params["model"] == "none" else [FileWeights(f"{key}.model", params["model"], "a gain file")]
 
     def __init__(self, model: str = "none", bands: Annotated[int, Range(1)] = 4,
-                 text_dir: Annotated[object, GIVEN] = None):
+                 text_dir: Annotated[object, GIVEN] = None, precision: Annotated[object, GIVEN] = None):
         self.bands = bands
         self.module = nn.Linear(1, 1)  # its "weights": they follow the run to its device
 

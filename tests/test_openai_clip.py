@@ -97,6 +97,37 @@ def test_bad_checkpoints_raise_one_line_config_errors(tmp_path: Path):
         load_openai_clip(tmp_path / "other.pt")
 
 
+def _nan(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[3] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize(("key", "damage", "message"), [
+    ("visual.proj", _nan, r"key 'visual\.proj' holds non-finite values \(NaN or inf\)"),
+    ("ln_final.bias", lambda t: t + float("inf"), r"key 'ln_final\.bias' holds non-finite values"),
+    ("visual.conv1.weight", lambda t: t[0], r"key 'visual\.conv1\.weight' is shape \(3, 16, 16\), an OpenAI CLIP "
+                                            r"ViT's has 4 dimensions"),
+    ("visual.ln_post.weight", lambda t: t[:10], r"key 'visual\.ln_post\.weight' is of shape \(10,\), the "
+                                                r"architecture its other keys give needs \(64,\)"),
+    ("visual.proj", lambda t: "weights", r"key 'visual\.proj' is a str, not float weights"),
+    ("token_embedding.weight", lambda t: t.long(), r"key 'token_embedding\.weight' is a torch\.int64 tensor"),
+    ("transformer.resblocks.1.ln_1.weight", None, r"key 'transformer\.resblocks\.1\.ln_1\.weight' is missing"),
+])
+def test_a_damaged_clip_file_is_one_line_naming_the_key(tmp_path: Path, key, damage, message):
+    """Issue 27: a NaN in visual.proj ran to an all-background mIoU; a wrong-rank conv1 or a string
+    in the file gave a traceback."""
+    state = random_state_dict(tiny_arch(600))
+    if damage is None:
+        del state[key]
+    else:
+        state[key] = damage(state[key])
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match=message) as e:
+        load_openai_clip(tmp_path / "bad.pt")
+    assert "\n" not in str(e.value) and str(tmp_path / "bad.pt") in str(e.value)
+
+
 def _model(tmp_path: Path, vocab: int = 600) -> OpenAIClip:
     torch.save(random_state_dict(tiny_arch(vocab), seed=5), tmp_path / "m.pt")
     return load_openai_clip(tmp_path / "m.pt")

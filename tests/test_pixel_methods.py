@@ -176,6 +176,7 @@ def test_resize_by_the_short_side_as_mmseg_does():
     assert resized_size(375, 500, 336) == (336, 448)
     assert resized_size(336, 500, 336) == (336, 500)
     assert resized_size(100, 5000, 336) == (41, 2048)  # the long side capped at 2048
+    assert resized_size(1, 5000, 336) == (1, 2048)  # mmcv's rounding gives 0: kept at one pixel
 
 
 @pytest.fixture
@@ -209,6 +210,50 @@ def test_text_embeddings_are_cached_by_model_templates_and_names(tiny, tmp_path,
             text.cached_text_embeddings(model, tok, *key, tmp_path / "cache")
 
 
+def test_prompts_run_cut_to_their_length_equal_the_full_context_to_1e_6(tmp_path: Path, monkeypatch, capsys):
+    """Issue 27: each batch at its longest prompt's length, not CLIP's 77 positions; the same
+    embeddings (the causal mask), shown with a progress bar of names x templates."""
+    from rim_bench.stages.backbones.openai_clip import BPE_FILE
+
+    tok = BpeTokenizer(BPE_FILE)
+    arch = Architecture(width=64, layers=1, patch=16, grid=4, embed_dim=32, context=77, vocab=len(tok), text_width=64,
+                        text_layers=3)
+    model = OpenAIClip(arch)
+    model.load_state_dict(random_state_dict(arch, seed=3))
+    names, templates = ["cat", "potted plant", "tv monitor"], text.imagenet_templates()
+    full = F.normalize(model.encode_text(tok([t.format(n) for n in names for t in templates], 77)), dim=-1)
+    expected = F.normalize(full.view(3, len(templates), -1).mean(1), dim=-1)
+    lengths = []
+    encode = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda tokens: (lengths.append(tokens.shape[1]), encode(tokens))[1])
+    got = text.text_embeddings(model, tok, names, templates, batch=50)
+    assert (got - expected).abs().max() < 1e-6
+    assert max(lengths) < 20 and len(lengths) == 5  # 240 prompts in batches of 50, none at 77
+    assert "text embeddings (3 names x 80 templates)" in capsys.readouterr().err
+
+
+def test_peers_on_one_clip_file_with_the_same_names_share_one_text_cache_entry(tmp_path: Path, monkeypatch):
+    from rim_bench.stages.pixel.stage import TINY, ClipPixelMethod
+
+    tiny = {**TINY, "seed": 0}
+    vocabulary = [["background"], ["cat", "kitten"]]
+    cache = tmp_path / "text"
+    first = ClipPixelMethod("sclip", "tiny", tiny=tiny, text_dir=cache, logit_scale=65).for_vocabulary(vocabulary)
+    monkeypatch.setattr(text, "text_embeddings", lambda *a, **k: pytest.fail("embedded again"))
+    for method in ("naclip", "clearclip", "maskclip"):
+        other = ClipPixelMethod(method, "tiny", tiny=tiny, text_dir=cache, pamr_steps=10).for_vocabulary(vocabulary)
+        assert torch.equal(other.queries, first.queries)
+    assert len(list(cache.glob("text-*.safetensors"))) == 1
+
+
+def test_the_text_cache_key_changes_with_the_vocabulary_and_the_dtype(tiny):
+    _, tok, _ = tiny
+    base = text.text_cache_key("m", tok, ["a {}."], ["cat"])
+    assert text.text_cache_key("m", BpeTokenizer(None), ["a {}."], ["cat"]) != base
+    assert text.text_cache_key("m", tok, ["a {}."], ["cat"], torch.float16) != base
+    assert text.text_cache_key("m", tok, ["a {}."], ["cat"], torch.float32) == base
+
+
 def test_the_peers_settings_and_class_files():
     voc21 = load_settings("sclip", "voc21")
     assert (voc21.logit_scale, voc21.prob_thd, voc21.area_thd, voc21.crop, voc21.stride) == (65, 0.1, 0.1, 224, 112)
@@ -238,6 +283,32 @@ def test_each_method_labels_every_pixel_of_an_image_of_any_size(tiny, method):
 
 
 @pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+def test_tiny_and_extreme_images_go_through_every_peer(tiny, method):
+    """Issue 27: a 17 x 9000 image is 4 x 2048 at short side 336, under one patch high: the peers'
+    convolution failed mid-batch; its windows are padded to a patch. A 1 x 5000 image rounds to
+    0 x 2048: kept at one pixel. Each peer's own benchmark settings (NACLIP's whole image and PAMR)."""
+    model, tok, _ = tiny
+    settings = load_settings(method, "voc21")
+    seg = PixelSegmenter(model, tok, settings, "tiny", names=["cat", "dog", "cot"], query_class=[0, 1, 1])
+    for size in [(17, 9000), (1, 1), (9000, 17), (1, 5000)]:
+        labels = seg(torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+        assert labels.shape == size and labels.min() >= 0 and labels.max() <= 1, (method, size)
+
+
+def test_a_window_under_one_patch_is_padded_to_it_and_cut_back():
+    seen = []
+
+    def dense(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(windows.shape[-2:]))
+        return windows[:, :1, ::16, ::16]  # one "patch" logit per 16 x 16, as a ViT/16 gives
+
+    image = torch.ones(3, 4, 40)
+    out = slide(image, 224, 112, dense, pad_to_patch=0, min_side=16)
+    assert seen == [(16, 40)] and out.shape == (1, 4, 40)
+    assert slide(torch.ones(3, 20, 40), 224, 112, dense, min_side=16).shape == (1, 20, 40) and seen[-1] == (20, 40)
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
 def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(method):
     data_classes = Path(text.__file__).parents[2] / "data" / "classes"
     for benchmark in BENCHMARKS:
@@ -258,6 +329,22 @@ def test_class_files_are_read_as_the_peers_read_them(tmp_path: Path):
         text.read_class_file(path, ", ")
 
 
+@pytest.mark.parametrize(("content", "separator", "message"), [
+    ("", ", ", r"class file '.*cls\.txt' is empty \(one class a line\)"),
+    ("sky\n,,,\ncat", ",", r"cls\.txt': line 2 \(',,,'\) gives the name '', which has no letter or digit"),
+    ("sky\n,,,\ncat", ", ", r"cls\.txt': line 2 \(',,,'\) gives the name ',,,', which has no letter or digit"),
+    ("sky, , cat", ", ", r"line 1 \('sky, , cat'\) gives the name '', which"),
+])
+def test_an_empty_or_degenerate_class_file_is_one_line_naming_the_file_and_line(tmp_path: Path, content, separator,
+                                                                               message):
+    """Issue 27: an empty class file gave a traceback, a line ',,,' four empty query names."""
+    path = tmp_path / "cls.txt"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as e:
+        text.read_class_file(path, separator)
+    assert "\n" not in str(e.value)
+
+
 def test_a_class_file_that_is_not_utf8_is_one_line_naming_its_line(tmp_path: Path):
     from rim_bench.core.errors import DataError
     from rim_bench.stages.pixel.text import read_class_file
@@ -266,3 +353,72 @@ def test_a_class_file_that_is_not_utf8_is_one_line_naming_its_line(tmp_path: Pat
     path.write_bytes("background\ncaf\xe9, cafe\n".encode("latin-1"))
     with pytest.raises(DataError, match=rf"{path}:2: not UTF-8 text \(byte 0xe9\)"):
         read_class_file(path, ", ")
+
+
+@pytest.mark.parametrize(("device", "precision", "dtype"), [
+    ("cuda", None, torch.float16), ("cpu", None, torch.float32), ("mps", None, torch.float32),
+    ("cuda", "32-true", torch.float32), ("cuda", "16-mixed", torch.float16), ("cpu", "16-true", torch.float16),
+    ("cuda", "bf16-mixed", torch.bfloat16), ("cuda", 32, torch.float32), ("cpu", "64-true", torch.float64),
+])
+def test_a_peer_runs_in_half_on_cuda_unless_trainer_precision_says_otherwise(device, precision, dtype):
+    from rim_bench.stages.pixel.segment import run_dtype
+
+    assert run_dtype(device, precision) == dtype
+
+
+def test_a_precision_without_a_dtype_is_one_line():
+    from rim_bench.stages.pixel.segment import run_dtype
+
+    with pytest.raises(ConfigError, match=r"trainer.precision: 'transformer-engine' has no dtype for a peer method"):
+        run_dtype("cuda", "transformer-engine")
+
+
+def test_half_precision_casts_what_clips_convert_weights_casts(tiny):
+    """OpenAI's clip.load on CUDA: convolution, linear layers, in_proj, proj and text_projection in
+    float16; LayerNorms (computed in float32), embeddings and the logit scale stay float32."""
+    from rim_bench.stages.backbones.openai_clip import to_half
+
+    model, _, _ = tiny
+    to_half(model)
+    half = {name for name, p in model.named_parameters() if p.dtype == torch.float16}
+    assert "visual.conv1.weight" in half and "visual.proj" in half and "text_projection" in half
+    assert {"visual.transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.bias"} <= half
+    kept = {name for name, p in model.named_parameters() if p.dtype == torch.float32}
+    assert all(".ln_" in n or n.startswith(("ln_", "visual.ln_")) or "embedding" in n or n == "logit_scale"
+               for n in kept)
+    assert {"visual.class_embedding", "positional_embedding", "token_embedding.weight", "ln_final.weight"} <= kept
+    assert model.dtype == torch.float16
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+def test_a_peer_in_float16_runs_and_says_so(method):
+    """Explicit 16-true on a CPU: the model, the text embeddings and the result in float16 (ClearCLIP's
+    whole image cast, SCLIP's and NACLIP's windows summed in float32), nearly the float32 labels."""
+    from rim_bench.stages.pixel.stage import TINY, ClipPixelMethod
+
+    image = torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    vocabulary = [["background"], ["cat"], ["dog"]]
+    kwargs = dict(tiny={**TINY, "seed": 0}, short_side=64, crop=48, stride=24, pamr_steps=2)
+    full = ClipPixelMethod(method, "tiny", **kwargs).for_vocabulary(vocabulary)
+    half = ClipPixelMethod(method, "tiny", precision="16-true", **kwargs).for_vocabulary(vocabulary)
+    assert full.resolved_settings() == {"pixel.clip.dtype": "float32"}
+    assert half.resolved_settings() == {"pixel.clip.dtype": "float16"} and half.queries.dtype == torch.float16
+    assert half.logits(image).dtype == torch.float16
+    assert (half(image) == full(image)).float().mean() > 0.95
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_peer_runs_in_float16_by_default_and_in_float32_when_asked():
+    from rim_bench.stages.pixel.stage import TINY, ClipPixelMethod
+
+    image = torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    vocabulary = [["background"], ["cat"], ["dog"]]
+    labels = {}
+    for precision in (None, "32-true"):
+        method = ClipPixelMethod("sclip", "tiny", tiny={**TINY, "seed": 0}, precision=precision)
+        method.model.cuda()
+        seg = method.for_vocabulary(vocabulary)
+        expected = torch.float16 if precision is None else torch.float32
+        assert seg.model.dtype == expected and seg.queries.dtype == expected and seg.queries.is_cuda
+        labels[precision] = seg(image.cuda()).cpu()
+    assert (labels[None] == labels["32-true"]).float().mean() > 0.95

@@ -211,7 +211,7 @@ def test_plan_for_a_peer_names_a_bad_clip_file(damage: str, tmp_path: Path, caps
     assert main(["plan", "experiment=smoke", "method=sclip", f"featurizer.clip.model={path}",
                  f"data.root={smoke_root}"]) == 2
     err = capsys.readouterr().err
-    expected = "non-finite values (NaN or inf) in 'visual.proj'" if damage == "nan" else "neither a TorchScript"
+    expected = "key 'visual.proj' holds non-finite values" if damage == "nan" else "neither a TorchScript"
     assert "pixel.clip.model" in err or "featurizer.clip.model" in err
     assert expected in err and str(path) in err and "Traceback" not in err
 

@@ -41,7 +41,7 @@ REGION_CACHE_VERSION = 4
 # reuses the caches, and the keys of caches written before stay the same.
 PRESENTATION_ONLY = {"references.diffusion.contact_sheets": True}
 _TEST_SIDE = ("proposer", "featurizer", "pooling")
-_FULL_PRECISION = ("32-true", "32")
+_FULL_PRECISION = ("32-true", "32", "None")  # None: trainer.precision unset, 32-true for the region path
 
 
 @dataclass(frozen=True)

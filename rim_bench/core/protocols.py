@@ -87,7 +87,9 @@ class Segmenter(Protocol):
 
 
 class PixelLabeler(Protocol):
-    """A per-pixel method's stage (``pixel.name``: a peer such as SCLIP), registered in `PIXEL_METHODS`."""
+    """A per-pixel method's stage (``pixel.name``: a peer such as SCLIP), registered in `PIXEL_METHODS`.
+    Its constructor takes its declared parameters and, given by the code, ``text_dir`` (where it may cache
+    text embeddings) and ``precision`` (``trainer.precision``; None: its own)."""
 
     @property
     def module(self) -> nn.Module:

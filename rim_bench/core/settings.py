@@ -41,7 +41,7 @@ class TrainerSettings:
     devices: Annotated[int, Range(1)] | Literal[-1] = 1  # -1: every device (Lightning's)
     num_nodes: Annotated[int, Range(1)] = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str | int | None = None  # null: 32-true, a peer method's own (float16 on CUDA); 16, "16-mixed", ...
 
 
 @dataclass(frozen=True)

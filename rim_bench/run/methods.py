@@ -58,7 +58,9 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
         spec[key] = references_spec(cfg.references) if key == "references" else key_spec(cfg[key], key)
     if kind.blocks != RegionMethod.blocks:  # the region path's hashes stay what they were before there were kinds
         spec["pipeline"] = str(cfg.pipeline)
-    spec["precision"] = str(cfg.trainer.precision)  # half precision changes features, hence results
+    # Half precision changes features, hence results; unset, each kind runs in its own (`unset_precision`).
+    precision = cfg.trainer.precision
+    spec["precision"] = str(precision) if precision is not None else kind.unset_precision
     extra = {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_KEYS}
     if extra:
         spec["trainer"] = extra
@@ -80,6 +82,7 @@ class RegionMethod:
     """RIM's region pipeline (`SegmentationPipeline`) against a reference bank."""
 
     blocks: ClassVar[tuple[str, ...]] = ("proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
+    unset_precision: ClassVar[str] = "32-true"  # with trainer.precision unset (its result hashes stay as they were)
 
     def __init__(self, assembly: Assembly) -> None:
         self.assembly = assembly
@@ -214,6 +217,7 @@ class PixelMethod:
     """A per-pixel method (``pixel.name``, a `PixelLabeler`): every pixel labelled, no regions, no bank."""
 
     blocks: ClassVar[tuple[str, ...]] = ("pixel",)
+    unset_precision: ClassVar[str] = "peer"  # with trainer.precision unset: the peer's own (float16 on CUDA)
 
     def __init__(self, assembly: Assembly) -> None:
         self.assembly = assembly
@@ -252,10 +256,12 @@ class PixelMethod:
             return False
 
     def _stage(self) -> Any:
-        """The `PixelLabeler` of ``pixel.name``; its constructor is given where to cache text embeddings."""
+        """The `PixelLabeler` of ``pixel.name``; its constructor is given where to cache text embeddings and
+        ``trainer.precision``."""
         from rim_bench.core.registry import PIXEL_METHODS, build_stage
 
-        return build_stage(PIXEL_METHODS, self.cfg.pixel, "pixel", text_dir=CacheLayout.of(self.cfg).text_dir())
+        return build_stage(PIXEL_METHODS, self.cfg.pixel, "pixel", text_dir=CacheLayout.of(self.cfg).text_dir(),
+                           precision=self.cfg.trainer.precision)
 
     def load(self, device: torch.device) -> PixelPipeline:
         from rim_bench.run.pipeline import PixelPipeline
@@ -282,7 +288,8 @@ class PixelMethod:
         return self.pipeline(image, image_id)
 
     def record(self) -> dict[str, Any]:
-        return {"bank": None, "resolved": {}}  # no bank; a peer's settings are all in its config
+        # No bank; of its settings only what it chose at run time (a peer's dtype), the rest is in its config.
+        return {"bank": None, "resolved": self.pipeline.resolved_settings() if self.pipeline is not None else {}}
 
     def count_work(self, dataset: Any, classes: list[list[str]], device: torch.device) -> Work:
         name = self.cfg.pixel.name

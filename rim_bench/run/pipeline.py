@@ -134,6 +134,12 @@ class PixelPipeline(nn.Module):
             self.labeller = self.stage.for_vocabulary(vocabulary)
         self.num_classes = len(vocabulary)
 
+    def resolved_settings(self) -> dict[str, str]:
+        """Settings the labeller chose at run time (a peer's dtype), by config key: a labeller may say them
+        through a ``resolved_settings()`` of its own; its other settings are all in its config."""
+        said = getattr(self.labeller, "resolved_settings", None)
+        return said() if said is not None else {}
+
     @torch.no_grad()
     def forward(self, image: Tensor, image_id: str | None = None) -> Prediction:
         """Segment a ``(3, H, W) uint8`` image: its label map, no regions (`Prediction.of_pixels`)."""

@@ -18,6 +18,7 @@ head after it, so each method is the one function between the two.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import math
 import os
@@ -39,9 +40,19 @@ OPENAI_STD = (68.501, 66.632, 70.323)
 HEAD_DIM = 64  # OpenAI CLIP's heads are 64 wide: heads = width // 64
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_ENV = "RIM_BENCH_CLIP_BPE"
+BPE_FILE = Path(__file__).with_name("clip_vocab") / BPE_NAME  # shipped, with its licence
 BPE_MERGES = 49152 - 256 - 2  # merges in CLIP's vocabulary: 49,408 tokens in all
 # Extra entries of the TorchScript archive that are not weights (clip.load drops them too).
 NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and returned in its input's dtype, as OpenAI's ``clip``
+    package computes it in a float16 model (whose LayerNorm weights stay float32, `to_half`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class QuickGELU(nn.Module):
@@ -96,9 +107,9 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_1 = LayerNorm(width)
         self.attn = Attention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = LayerNorm(width)
         self.mlp = Mlp(width)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -155,9 +166,9 @@ class VisionTower(nn.Module):
         self.conv1 = nn.Conv2d(3, width, arch.patch, stride=arch.patch, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(width))
         self.positional_embedding = nn.Parameter(torch.zeros(arch.grid**2 + 1, width))
-        self.ln_pre = nn.LayerNorm(width)
+        self.ln_pre = LayerNorm(width)
         self.transformer = Blocks(width, arch.layers, width // HEAD_DIM)
-        self.ln_post = nn.LayerNorm(width)
+        self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(torch.zeros(width, arch.embed_dim))
 
     @property
@@ -181,10 +192,11 @@ class VisionTower(nn.Module):
     def tokens_before_last(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The last block's input (B, 1 + rows·cols, D) for normalized `images` (B, 3, H, W)
         (a remainder under one patch is dropped, as the convolution does) and the grid."""
-        x = self.conv1(images)
+        x = self.conv1(images.to(self.conv1.weight.dtype))  # clip's encode_image: image.type(self.dtype)
         rows, cols = x.shape[-2:]
-        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x.flatten(2).transpose(1, 2)], dim=1)
-        x = self.ln_pre(x + self.positions(rows, cols))
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x.flatten(2).transpose(1, 2)], dim=1)
+        x = self.ln_pre(x + self.positions(rows, cols).to(x.dtype))
         for block in self.transformer.resblocks[:-1]:
             x = block(x)
         return x, (rows, cols)
@@ -209,20 +221,41 @@ class OpenAIClip(nn.Module):
         self.token_embedding = nn.Embedding(arch.vocab, arch.text_width)
         self.positional_embedding = nn.Parameter(torch.zeros(arch.context, arch.text_width))
         self.transformer = Blocks(arch.text_width, arch.text_layers, arch.text_width // HEAD_DIM)
-        self.ln_final = nn.LayerNorm(arch.text_width)
+        self.ln_final = LayerNorm(arch.text_width)
         self.text_projection = nn.Parameter(torch.zeros(arch.text_width, arch.embed_dim))
         self.logit_scale = nn.Parameter(torch.zeros(()))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype it runs in: its convolution's (clip's ``CLIP.dtype``)."""
+        return self.visual.conv1.weight.dtype
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Text embeddings (B, embed_dim) of token ids (B, context): the end-of-text token
         (the highest id of each row) after the causal transformer."""
         n = tokens.shape[1]
-        causal = torch.full((n, n), float("-inf"), device=tokens.device).triu(1)
-        x = self.token_embedding(tokens) + self.positional_embedding[:n]
+        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()  # True: attended; any dtype
+        x = self.token_embedding(tokens).to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
         for block in self.transformer.resblocks:
             x = block(x, causal)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ self.text_projection
+
+
+def to_half(model: OpenAIClip, dtype: torch.dtype = torch.float16) -> OpenAIClip:
+    """`model` with the weights OpenAI's ``clip.model.convert_weights`` makes float16 (`clip.load`
+    on CUDA) in `dtype`, in place: the convolution's and linear layers' weights and biases, the
+    attention's ``in_proj``, ``visual.proj`` and ``text_projection``. LayerNorms, embeddings and
+    the logit scale stay float32, cast where they are used, as in ``clip``."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.to(dtype)
+        elif isinstance(module, Attention):
+            module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
+            module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
+    model.visual.proj.data = model.visual.proj.data.to(dtype)
+    model.text_projection.data = model.text_projection.data.to(dtype)
+    return model
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -244,56 +277,76 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or "visual.conv1.weight" not in state:
         raise ConfigError(f"featurizer.clip.model: '{path}' holds no OpenAI CLIP ViT weights (no key "
                           f"'visual.conv1.weight'; a ResNet CLIP is not supported)")
-    return {k: v.float() for k, v in state.items() if k not in NOT_WEIGHTS}
+    state = {k: v for k, v in state.items() if k not in NOT_WEIGHTS}
+    for key, value in state.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = f"a {value.dtype} tensor" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {kind}, not float weights "
+                              f"(a damaged or foreign file: give the ViT-B-16.pt the clip package downloads)")
+        if not torch.isfinite(value).all():
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' holds non-finite values (NaN or inf): "
+                              f"the file is damaged or was saved from a diverged model")
+    return {k: v.float() for k, v in state.items()}
+
+
+# The tensors `Architecture.of` reads its sizes from, with their ranks.
+SIZED_KEYS = {"visual.conv1.weight": 4, "visual.positional_embedding": 2, "positional_embedding": 2,
+              "text_projection": 2, "token_embedding.weight": 2}
 
 
 def load_openai_clip(path: Path) -> OpenAIClip:
-    """An OpenAI-format CLIP checkpoint in our modules, on the CPU in eval mode."""
+    """An OpenAI-format CLIP checkpoint in our modules, on the CPU in eval mode.
+
+    Raises:
+        ConfigError: the file is missing or not an OpenAI CLIP ViT; a key is missing, unexpected,
+            of the wrong shape, not a float tensor or not finite (the message names the key).
+    """
     state = read_state_dict(path)
-    try:
-        model = OpenAIClip(Architecture.of(state))
-        model.load_state_dict(state)
-    except (KeyError, RuntimeError) as e:
-        raise ConfigError(f"featurizer.clip.model: '{path}' is not an OpenAI CLIP ViT state dict "
-                          f"({type(e).__name__}: {one_line(str(e))[:400]})") from None
+    for key, rank in SIZED_KEYS.items():
+        if key not in state or state[key].dim() != rank:
+            shape = f"shape {tuple(state[key].shape)}" if key in state else "missing"
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {shape}, an OpenAI CLIP ViT's has "
+                              f"{rank} dimensions (give the ViT-B-16.pt the clip package downloads)")
+    model = OpenAIClip(Architecture.of(state))
+    expected = model.state_dict()
+    for key in sorted(expected.keys() | state.keys()):
+        want, got = expected.get(key), state.get(key)
+        if want is None or got is None or want.shape != got.shape:
+            found = "missing" if got is None else "unexpected" if want is None else f"of shape {tuple(got.shape)}"
+            needed = f", the architecture its other keys give needs {tuple(want.shape)}" if want is not None else ""
+            raise ConfigError(f"featurizer.clip.model: '{path}': key '{key}' is {found}{needed} "
+                              f"(not an OpenAI CLIP ViT state dict)")
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False)
 
 
 def clip_file_problem(path: Path) -> str | None:
     """What is wrong with an OpenAI CLIP file, as a run would meet it (for `rim-bench plan` and the
-    checks before a run): not loadable as CLIP, or non-finite weights. None when it is sound."""
+    checks before a run): not loadable as CLIP, a tensor misshapen or non-finite (`load_openai_clip`'s
+    checks). None when it is sound."""
     try:
-        model = load_openai_clip(path)
+        load_openai_clip(path)
     except RimBenchError as e:
         return str(e)
-    except Exception as e:  # a truncated archive, a pickle of something else: torch's own error, on one line
+    except Exception as e:  # whatever else a damaged file makes torch raise, on one line
         return (f"featurizer.clip.model: '{path}' cannot be loaded as an OpenAI CLIP file ({type(e).__name__}: "
                 f"{one_line(str(e))[:200]}); download it again")
-    bad = next((name for name, p in model.state_dict().items() if p.is_floating_point() and not p.isfinite().all()),
-               None)
-    if bad is not None:
-        return f"featurizer.clip.model: '{path}' has non-finite values (NaN or inf) in '{bad}'; download it again"
     return None
 
 
 def find_bpe(explicit: str | Path | None = None) -> Path:
-    """CLIP's BPE merges file: `explicit`, else ${RIM_BENCH_CLIP_BPE}, else open_clip's copy,
-    else the one tests/make_real_size_fixtures.py fetched into ~/.cache/rim-bench-fixtures."""
-    candidates = [Path(p).expanduser() for p in (explicit, os.environ.get(BPE_ENV)) if p]
-    try:
-        import open_clip  # optional: only to find its copy of the file
-
-        candidates.append(Path(open_clip.__file__).parent / BPE_NAME)
-    except ImportError:
-        pass
-    fixtures = os.environ.get("RIM_BENCH_FIXTURES", "~/.cache/rim-bench-fixtures")
-    candidates.append(Path(fixtures).expanduser() / BPE_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ConfigError(f"CLIP's BPE vocabulary '{BPE_NAME}' not found (looked in {', '.join(map(str, candidates))}): "
-                      f"set {BPE_ENV} to its path (it ships in the open_clip_torch wheel: pip download "
-                      f"--no-deps open_clip_torch, then unzip open_clip/{BPE_NAME})")
+    """CLIP's BPE merges file: `explicit` (the `bpe` key), else ${RIM_BENCH_CLIP_BPE}, else the
+    copy that ships with rim-bench (clip_vocab/, see its SOURCES.md)."""
+    given = [(Path(p).expanduser(), name) for p, name in ((explicit, "bpe"), (os.environ.get(BPE_ENV), BPE_ENV)) if p]
+    for path, name in given:
+        if not path.is_file():
+            raise ConfigError(f"{name}: CLIP's BPE vocabulary '{path}' not found (give the path of a "
+                              f"{BPE_NAME}, or leave it unset for the copy that ships with rim-bench)")
+        return path
+    if not BPE_FILE.is_file():
+        raise ConfigError(f"CLIP's BPE vocabulary '{BPE_FILE}' is missing from this install of rim-bench: "
+                          f"reinstall it, or set {BPE_ENV} to a {BPE_NAME}")
+    return BPE_FILE
 
 
 def byte_symbols() -> dict[int, str]:
@@ -326,6 +379,7 @@ class BpeTokenizer:
         vocab = bytes_ + [s + "</w>" for s in bytes_] + ["".join(p) for p in pairs]
         vocab += ["<|startoftext|>", "<|endoftext|>"]
         self.ids = {token: i for i, token in enumerate(vocab)}
+        self.key = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]  # the merges: what tokens come out
         self.ranks = {pair: i for i, pair in enumerate(pairs)}
         self.word_ids = lru_cache(maxsize=100_000)(self._word_ids)
 

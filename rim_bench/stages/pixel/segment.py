@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from rim_bench.core.cache_files import file_digest
+from rim_bench.core.errors import ConfigError
 from rim_bench.core.resize import keep_ratio_scale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
@@ -21,6 +22,7 @@ from rim_bench.stages.backbones.openai_clip import (
     OpenAIClip,
     find_bpe,
     load_openai_clip,
+    to_half,
 )
 from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
 from rim_bench.stages.pixel.decide import class_probabilities, label_map
@@ -33,12 +35,45 @@ LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
     "maskclip": maskclip.last_block, "sclip": sclip.last_block, "naclip": naclip.last_block,
     "clearclip": clearclip.last_block,
 }
+# The methods whose peer code casts the whole test image to the model's dtype before the windows
+# (ClearCLIP's `predict`: inputs.half()), so that its windows' logits are summed in it; SCLIP and
+# NACLIP cast each window inside encode_image and sum in float32.
+CASTS_INPUTS = {"clearclip", "maskclip"}
+# trainer.precision's number -> dtype ("16-mixed", "16-true", "16" -> float16, "bf16-mixed" -> bfloat16, ...).
+PRECISIONS = {"16": torch.float16, "bf16": torch.bfloat16, "32": torch.float32, "64": torch.float64}
+
+
+def run_dtype(device_type: str, precision: str | int | None = None) -> torch.dtype:
+    """The dtype a peer method runs in on a device of `device_type` ("cuda", "cpu", ...):
+    `precision` (``trainer.precision``) where it is set; unset (null), the peer's own: float16 on
+    CUDA (SCLIP and NACLIP through ``clip.load`` on CUDA, ClearCLIP ``precision='fp16'``),
+    float32 elsewhere.
+
+    Raises:
+        ConfigError: a precision without a dtype here (e.g. transformer-engine).
+    """
+    if precision is None:
+        return torch.float16 if device_type == "cuda" else torch.float32
+    number = str(precision).split("-")[0]
+    if number not in PRECISIONS:
+        raise ConfigError(f"trainer.precision: {precision!r} has no dtype for a peer method (choose 16-mixed, "
+                          f"bf16-mixed, 32-true, 64-true, or null: the peer's own, float16 on CUDA)")
+    return PRECISIONS[number]
+
+
+def in_dtype(model: OpenAIClip, dtype: torch.dtype) -> OpenAIClip:
+    """`model` in `dtype`, in place: float16 and bfloat16 as ``clip`` converts it (`to_half`:
+    LayerNorms and embeddings stay float32), float64 all of it; float32 leaves it as it is."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return to_half(model, dtype)
+    return model.to(dtype) if dtype == torch.float64 else model
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048."""
+    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048
+    (at least 1 pixel: mmcv's rounding gives 0 x 2048 for a 1 x 5000 image, which cv2 refuses)."""
     factor = keep_ratio_scale(height, width, short_side)
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def normalize(image: Tensor) -> Tensor:
@@ -101,13 +136,19 @@ class PixelSegmenter:
         s = self.settings
         size = tuple(image.shape[-2:])
         test = prepare(image, s.short_side)
-        pad = self.model.visual.patch if s.pad_to_patch else 0
-        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, pad)
+        if s.method in CASTS_INPUTS:
+            test = test.to(self.model.dtype)
+        patch = self.model.visual.patch
+        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, patch if s.pad_to_patch else 0, patch)
         logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)
-        if s.pamr_steps:
+        if s.pamr_steps:  # on the guide's dtype, then back to the model's (SCLIP's, NACLIP's `.to(self.dtype)`)
             guide = F.interpolate(test[None], size=size, mode="bilinear", align_corners=False)
-            logits = pamr(guide, logits, s.pamr_steps, s.pamr_dilations)
+            logits = pamr(guide, logits.to(guide.dtype), s.pamr_steps, s.pamr_dilations).to(self.model.dtype)
         return logits[0]
+
+    def resolved_settings(self) -> dict[str, str]:
+        """What ran, for metrics.json: the dtype of the model, the text embeddings and the windows."""
+        return {"pixel.clip.dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def __call__(self, image: Tensor) -> Tensor:
         """Label map (H, W) long of `image` (3, H, W) uint8 RGB."""

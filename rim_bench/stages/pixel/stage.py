@@ -25,7 +25,7 @@ from rim_bench.stages.backbones.openai_clip import (
     random_state_dict,
 )
 from rim_bench.stages.pixel.protocol import PixelSettings
-from rim_bench.stages.pixel.segment import PixelSegmenter
+from rim_bench.stages.pixel.segment import PixelSegmenter, in_dtype, run_dtype
 from rim_bench.stages.pixel.text import CLASSES_DIR, read_class_file
 
 # The "tiny" model: a random OpenAI-format CLIP whose tokenizer needs no BPE file (a token per byte).
@@ -49,6 +49,8 @@ class ClipPixelMethod:
         source: the peer's config file the values come from (recorded with the result).
         vocabulary: the run's classes, ``[[name, synonym, ...], ...]`` (given by the code).
         text_dir: where the text embeddings are cached (given by the code: `CacheLayout.text_dir`).
+        precision: ``trainer.precision`` (given by the code); null: the peer's own, float16 on
+            CUDA, float32 elsewhere (`rim_bench.stages.pixel.segment.run_dtype`).
     """
 
     @classmethod
@@ -68,7 +70,8 @@ class ClipPixelMethod:
                  pamr_dilations: list = PAMR_DILATIONS, pad_to_patch: bool = False,
                  gaussian_std: Annotated[float, POSITIVE] = 5.0, chunk: Annotated[int, Range(1)] = 16,
                  source: str = "", tiny: dict = TINY,
-                 text_dir: Annotated[Path | None, GIVEN] = None) -> None:
+                 text_dir: Annotated[Path | None, GIVEN] = None,
+                 precision: Annotated[str | int | None, GIVEN] = None) -> None:
         if model == "tiny":
             arch = Architecture(vocab=len(BpeTokenizer(None)), **{k: v for k, v in tiny.items() if k != "seed"})
             self.model = OpenAIClip(arch)
@@ -88,6 +91,7 @@ class ClipPixelMethod:
         self.classes_file = classes
         self.chunk = chunk
         self.text_dir = text_dir
+        self.precision = precision
 
     @property
     def module(self) -> torch.nn.Module:
@@ -95,8 +99,10 @@ class ClipPixelMethod:
         return self.model
 
     def for_vocabulary(self, vocabulary: list[list[str]]) -> PixelSegmenter:
-        """The segmenter for `vocabulary` (label id i = its i-th class), its names' text embedded."""
+        """The segmenter for `vocabulary` (label id i = its i-th class), its names' text embedded,
+        the model in the dtype it runs in on its device (`run_dtype`)."""
         names, query_class = self.query_names(vocabulary)
+        in_dtype(self.model, run_dtype(self.model.visual.conv1.weight.device.type, self.precision))
         return PixelSegmenter(self.model, self.tokenizer, self.settings, self.model_key, self.text_dir, names,
                               query_class, self.chunk)
 

@@ -43,13 +43,22 @@ def patch_padding(height: int, width: int, patch: int) -> tuple[int, int, int, i
     return dx // 2, dx - dx // 2, dy // 2, dy - dy // 2
 
 
+def short_side_padding(height: int, width: int, side: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zeros that make a crop at least `side` on each side, placed as
+    `patch_padding` places them."""
+    dx, dy = max(side - width, 0), max(side - height, 0)
+    return dx // 2, dx - dx // 2, dy // 2, dy - dy // 2
+
+
 def slide(image: Tensor, crop: int, stride: int, dense: Callable[[Tensor], Tensor], chunk: int = 16,
-          pad_to_patch: int = 0) -> Tensor:
+          pad_to_patch: int = 0, min_side: int = 0) -> Tensor:
     """Window-averaged logits (Q, H, W) of a normalized image (3, H, W).
 
     `dense` maps windows (n, 3, h, w) to logits (n, Q, h', w') on their patch grid; each is
     interpolated (bilinear) to its window's size. With `pad_to_patch` the windows are padded to
-    a multiple of it first and the logits cut back to the window.
+    a multiple of it first, else a side under `min_side` (one patch: a 17 x 9000 image is 4 pixels
+    high at short side 336, where the peers' patch convolution fails) is padded to it; the logits
+    are cut back to the window.
     """
     _, height, width = image.shape
     boxes = window_boxes(height, width, crop, stride)
@@ -59,7 +68,7 @@ def slide(image: Tensor, crop: int, stride: int, dense: Callable[[Tensor], Tenso
         part = boxes[start:start + chunk]
         windows = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in part])
         h, w = windows.shape[-2:]
-        pad = patch_padding(h, w, pad_to_patch) if pad_to_patch else (0, 0, 0, 0)
+        pad = patch_padding(h, w, pad_to_patch) if pad_to_patch else short_side_padding(h, w, min_side)
         logits = dense(F.pad(windows, pad) if any(pad) else windows)
         logits = F.interpolate(logits, size=(h + pad[2] + pad[3], w + pad[0] + pad[1]), mode="bilinear",
                                align_corners=False)[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
