@@ -22,7 +22,7 @@ from rim_bench.run.assembly import Assembly
 from rim_bench.run.metrics import confusion_matrix, region_confusion_matrix
 from rim_bench.stages.pixel.protocol import PixelSettings, load_settings
 
-PEERS = ("maskclip", "sclip", "naclip", "clearclip")
+PEERS = ("maskclip", "sclip", "naclip", "clearclip", "proxyclip")
 BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")
 
 

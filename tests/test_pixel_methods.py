@@ -235,7 +235,7 @@ def test_each_method_labels_every_pixel_of_an_image_of_any_size(tiny, method):
     assert labels.shape == (70, 90) and labels.dtype == torch.long and labels.max() <= 1
 
 
-@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip", "proxyclip"])
 def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(method):
     data_classes = Path(text.__file__).parents[2] / "data" / "classes"
     for benchmark in BENCHMARKS:

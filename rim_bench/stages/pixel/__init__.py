@@ -1,7 +1,7 @@
-"""Per-pixel training-free OVS methods over OpenAI CLIP (MaskCLIP, SCLIP, NACLIP, ClearCLIP).
+"""Per-pixel training-free OVS methods over OpenAI CLIP (MaskCLIP, SCLIP, NACLIP, ClearCLIP, ProxyCLIP).
 
 Each method is one function for CLIP's last image block (`maskclip`, `sclip`, `naclip`,
-`clearclip`); the rest is shared and follows the peers' inference: text embeddings from the 80
+`clearclip`, `proxyclip`: its attention from a proxy model's features, DINO by default); the rest is shared and follows the peers' inference: text embeddings from the 80
 ImageNet templates (`text`), sliding windows batched in one forward (`windows`), softmax over
 every query name then max per class, the area rule and the probability threshold (`decide`),
 PAMR (`pamr`), per-benchmark settings read from the peers' configs (`protocols/*.yaml`).

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from rim_bench.core.cache_files import file_digest
+from rim_bench.core.errors import ConfigError
 from rim_bench.core.resize import keep_ratio_scale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
@@ -22,7 +23,7 @@ from rim_bench.stages.backbones.openai_clip import (
     find_bpe,
     load_openai_clip,
 )
-from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
+from rim_bench.stages.pixel import clearclip, maskclip, naclip, proxyclip, sclip
 from rim_bench.stages.pixel.decide import class_probabilities, label_map
 from rim_bench.stages.pixel.pamr import pamr
 from rim_bench.stages.pixel.protocol import PixelSettings
@@ -31,7 +32,7 @@ from rim_bench.stages.pixel.windows import slide
 
 LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
     "maskclip": maskclip.last_block, "sclip": sclip.last_block, "naclip": naclip.last_block,
-    "clearclip": clearclip.last_block,
+    "clearclip": clearclip.last_block, "proxyclip": proxyclip.last_block,
 }
 
 
@@ -64,9 +65,13 @@ class PixelSegmenter:
 
     def __init__(self, model: OpenAIClip, tokenizer: BpeTokenizer, settings: PixelSettings, model_key: str,
                  cache_dir: Path | None = None, names: list[str] | None = None,
-                 query_class: list[int] | None = None, chunk: int = 16) -> None:
+                 query_class: list[int] | None = None, chunk: int = 16, proxy: proxyclip.Proxy | None = None) -> None:
         """`names` and `query_class` (the class index of each name) default to the settings'
-        class file; `model_key` names the weights in the text cache's key; `chunk` windows per forward."""
+        class file; `model_key` names the weights in the text cache's key; `chunk` windows per forward;
+        `proxy` the proxy model ProxyCLIP's attention comes from (only for it)."""
+        if (settings.method == "proxyclip") != (proxy is not None):
+            raise ConfigError(f"pixel.clip.method: {settings.method} {'needs' if proxy is None else 'takes no'} "
+                              f"proxy model (ProxyCLIP's attention comes from one; the other methods' from CLIP)")
         if names is None:
             names, query_class = read_class_file(settings.class_file, settings.separator)
         self.model = model
@@ -76,6 +81,7 @@ class PixelSegmenter:
         self.num_classes = int(self.query_class.max()) + 1
         self.queries = cached_text_embeddings(model, tokenizer, names, imagenet_templates(), model_key, cache_dir)
         self.last_block = LAST_BLOCKS[settings.method]
+        self.proxy = proxy
 
     @classmethod
     def from_checkpoint(cls, path: Path, settings: PixelSettings, bpe: Path | None = None,
@@ -91,8 +97,15 @@ class PixelSegmenter:
         visual = self.model.visual
         x, grid = visual.tokens_before_last(windows)
         block: Block = visual.last_block
-        params = {"gaussian_std": self.settings.gaussian_std} if self.settings.method == "naclip" else {}
-        tokens = F.normalize(visual.project(self.last_block(block, x, grid, **params)[:, 1:]), dim=-1)
+        s = self.settings
+        if self.proxy is not None:  # ProxyCLIP: patch tokens alone, on the proxy's grid
+            features = self.proxy(windows)
+            tokens = self.last_block(block, x, grid, features, s.beta, s.gamma)
+            grid = tuple(features.shape[-2:])
+        else:
+            params = {"gaussian_std": s.gaussian_std} if s.method == "naclip" else {}
+            tokens = self.last_block(block, x, grid, **params)[:, 1:]
+        tokens = F.normalize(visual.project(tokens), dim=-1)
         return (tokens @ self.queries.T).transpose(1, 2).reshape(len(windows), -1, *grid)
 
     @torch.no_grad()
@@ -101,7 +114,7 @@ class PixelSegmenter:
         s = self.settings
         size = tuple(image.shape[-2:])
         test = prepare(image, s.short_side)
-        pad = self.model.visual.patch if s.pad_to_patch else 0
+        pad = s.pad_multiple or (self.model.visual.patch if s.pad_to_patch else 0)
         logits = slide(test, s.crop, s.stride, self.dense, self.chunk, pad)
         logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)
         if s.pamr_steps:
