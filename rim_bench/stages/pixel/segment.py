@@ -1,6 +1,6 @@
 """A peer method end to end: image (3, H, W) uint8 -> label map (H, W), as the peer's
-segmentor computes it (resize by the short side, normalize, windows, dense logits against the
-query names' text embeddings, back to the image's size, PAMR where set, decide)."""
+segmentor computes it (resize by the short side as mmcv does, normalize, windows, dense logits
+against the query names' text embeddings, back to the image's size, PAMR where set, decide)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from rim_bench.core.cache_files import file_digest
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.resize import keep_ratio_scale
+from rim_bench.data.peer_pixels import rescale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -36,12 +36,6 @@ LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048."""
-    factor = keep_ratio_scale(height, width, short_side)
-    return int(height * factor + 0.5), int(width * factor + 0.5)
-
-
 def normalize(image: Tensor) -> Tensor:
     """(3, H, W) 0..255 RGB -> CLIP-normalized float."""
     mean = torch.tensor(OPENAI_MEAN, device=image.device).view(3, 1, 1)
@@ -50,14 +44,10 @@ def normalize(image: Tensor) -> Tensor:
 
 
 def prepare(image: Tensor, short_side: int) -> Tensor:
-    """Normalized test image (3, h, w) from `image` (3, H, W) uint8: resized (bilinear, rounded
-    back to 8 bits as mmcv's resize returns them) unless its short side is already `short_side`."""
-    height, width = image.shape[-2:]
-    size = resized_size(height, width, short_side)
-    if size == tuple(image.shape[-2:]):
-        return normalize(image)
-    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    return normalize(resized.round().clamp(0, 255))
+    """Normalized test image (3, h, w) from `image` (3, H, W) uint8 RGB: resized as mmseg's test
+    pipeline resizes it (`rescale`: cv2's bilinear on the uint8 image, mmcv's size rounding), then
+    normalized as the peers' ``SegDataPreProcessor`` normalizes it."""
+    return normalize(rescale(image, short_side))
 
 
 class PixelSegmenter:
