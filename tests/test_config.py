@@ -126,7 +126,7 @@ def test_stage_spec_selects_the_named_variant():
 
 
 TINY = ["featurizer.dinov2.model=tiny", "featurizer.clip.model=tiny", "proposer.sam.model_type=tiny",
-        "pixel.clip.model=tiny"]
+        "pixel.clip.model=tiny", "pixel.clip.proxy_model=tiny"]
 # Every shipped config file as the layers that use it: experiments alone; each method (method=NAME)
 # over every benchmark; each shared piece (real/) as a layer; each sweep's first and last point.
 BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")

@@ -24,7 +24,7 @@ from rim_bench.run.assembly import Assembly
 from rim_bench.run.methods import PixelMethod, result_spec
 from rim_bench.run.metrics import confusion_matrix, prediction_confusion_matrix
 
-PEERS = ("maskclip", "sclip", "naclip", "clearclip")
+PEERS = ("maskclip", "sclip", "naclip", "clearclip", "proxyclip")
 BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "ade20k", "cityscapes")
 
 

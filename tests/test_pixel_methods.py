@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.data.peer_pixels import rescaled_size as resized_size
 from rim_bench.stages.backbones.openai_clip import (
     Architecture,
     Block,
@@ -26,7 +27,7 @@ from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip, text
 from rim_bench.stages.pixel.decide import class_probabilities, label_map, suppress_small_areas
 from rim_bench.stages.pixel.pamr import pamr
 from rim_bench.stages.pixel.protocol import load_settings
-from rim_bench.stages.pixel.segment import PixelSegmenter, resized_size
+from rim_bench.stages.pixel.segment import PixelSegmenter
 from rim_bench.stages.pixel.windows import patch_padding, slide, window_boxes
 
 WIDTH = 64
@@ -308,7 +309,7 @@ def test_a_window_under_one_patch_is_padded_to_it_and_cut_back():
     assert slide(torch.ones(3, 20, 40), 224, 112, dense, min_side=16).shape == (1, 20, 40) and seen[-1] == (20, 40)
 
 
-@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip"])
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "naclip", "clearclip", "proxyclip"])
 def test_every_benchmark_has_settings_and_a_class_file_with_its_class_count(method):
     data_classes = Path(text.__file__).parents[2] / "data" / "classes"
     for benchmark in BENCHMARKS:

@@ -407,9 +407,14 @@ def key_spec(stage: DictConfig, key: str, name: str | None = None) -> dict[str, 
 def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` without its ``tiny`` block (the random test model's settings and seed) when a real
     model is selected: they cannot change what a real model computes, so changing ``seed``
-    must not throw away SAM proposals or banks made with real weights."""
-    model = spec.get("model", spec.get("model_type"))
-    return {k: v for k, v in spec.items() if k != "tiny" or model == "tiny"}
+    must not throw away SAM proposals or banks made with real weights. A ``<x>_tiny`` block
+    goes with ``<x>_model`` the same way (ProxyCLIP's ``proxy_tiny`` and ``proxy_model``)."""
+    def used(key: str) -> bool:
+        if key == "tiny":
+            return spec.get("model", spec.get("model_type")) == "tiny"
+        return not key.endswith("_tiny") or spec.get(key.removesuffix("_tiny") + "_model") == "tiny"
+
+    return {k: v for k, v in spec.items() if used(k)}
 
 
 def references_spec(block: DictConfig) -> dict[str, Any]:

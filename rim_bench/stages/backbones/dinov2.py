@@ -8,7 +8,7 @@ model built from `Dinov2Config` with a fixed seed, for tests and the smoke bench
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
 
 from rim_bench.stages.backbones.hub import from_hub_or_dir
@@ -35,3 +35,13 @@ def load_dinov2(model: str, tiny: dict) -> PreTrainedModel:
 def prefix_tokens(net: nn.Module) -> int:
     """The number of non-patch tokens before the patch tokens (CLS + registers)."""
     return 1 + int(getattr(net.config, "num_register_tokens", 0) or 0)
+
+
+def patch_features(net: PreTrainedModel, images: Tensor) -> Tensor:
+    """The last layer's normed patch tokens on their grid, (B, C, H / patch, W / patch), for
+    ImageNet-normalized `images` (B, 3, H, W): DINOv2's ``get_intermediate_layers(images,
+    reshape=True)[0]`` (class token and registers left out)."""
+    b, _, height, width = images.shape
+    tokens = net(pixel_values=images).last_hidden_state[:, prefix_tokens(net):]
+    patch = net.config.patch_size
+    return tokens.transpose(1, 2).reshape(b, -1, height // patch, width // patch)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rim_bench.core.errors import ConfigError, RimBenchError, one_line
+from rim_bench.stages.backbones.positions import resize_positions
 
 # CLIP's image normalization, on 0..255 RGB (the segmentation peers' data preprocessors).
 OPENAI_MEAN = (122.771, 116.746, 104.094)
@@ -178,16 +179,8 @@ class VisionTower(nn.Module):
         return block
 
     def positions(self, rows: int, cols: int) -> Tensor:
-        """Position embeddings (1 + rows·cols, D) for a rows x cols grid: the pretraining grid's,
-        resized bicubically by the factor (rows + 0.1) / grid, as the segmentation peers do
-        (the +0.1 makes the floor of the output size the wanted one)."""
-        if (rows, cols) == (self.grid, self.grid):
-            return self.positional_embedding
-        cls_pos, patch_pos = self.positional_embedding[:1], self.positional_embedding[1:]
-        square = patch_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        resized = F.interpolate(square, scale_factor=((rows + 0.1) / self.grid, (cols + 0.1) / self.grid),
-                                mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, resized.flatten(2)[0].T])
+        """Position embeddings (1 + rows·cols, D) for a rows x cols grid (`resize_positions`)."""
+        return resize_positions(self.positional_embedding, rows, cols)
 
     def tokens_before_last(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The last block's input (B, 1 + rows·cols, D) for normalized `images` (B, 3, H, W)

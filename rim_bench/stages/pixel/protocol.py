@@ -16,7 +16,7 @@ from rim_bench.stages.pixel.text import CLASSES_DIR
 class PixelSettings:
     """One method's inference settings on one benchmark."""
 
-    method: str  # maskclip | sclip | naclip | clearclip: the last block's form
+    method: str  # maskclip | sclip | naclip | clearclip | proxyclip: the last block's form
     classes: str  # class file under rim_bench/stages/pixel/classes/
     separator: str  # between the names of a line of the class file
     short_side: int  # test images resized so (Resize(scale=(2048, short_side), keep_ratio=True))
@@ -29,6 +29,10 @@ class PixelSettings:
     pamr_dilations: tuple[int, ...] = (8, 16)
     pad_to_patch: bool = False  # pad each window to a multiple of the patch size (ClearCLIP)
     gaussian_std: float = 5.0  # NACLIP's neighbourhood, in patches
+    pad_multiple: int = 0  # pad each window to a multiple of it (ProxyCLIP: 56); 0: see pad_to_patch
+    proxy: str = "dino"  # ProxyCLIP's proxy model: dino | dinov2 | sam
+    beta: float = 1.2  # ProxyCLIP's attention: (cos − beta·mean)·gamma, below 0 masked
+    gamma: float = 3.0
     source: str = ""  # the peer's config file these values come from
 
     @property

@@ -1,6 +1,6 @@
 """A peer method end to end: image (3, H, W) uint8 -> label map (H, W), as the peer's
-segmentor computes it (resize by the short side, normalize, windows, dense logits against the
-query names' text embeddings, back to the image's size, PAMR where set, decide)."""
+segmentor computes it (resize by the short side as mmcv does, normalize, windows, dense logits
+against the query names' text embeddings, back to the image's size, PAMR where set, decide)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from rim_bench.core.cache_files import file_digest
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.resize import keep_ratio_scale
+from rim_bench.data.peer_pixels import rescale
 from rim_bench.stages.backbones.openai_clip import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -24,7 +24,7 @@ from rim_bench.stages.backbones.openai_clip import (
     load_openai_clip,
     to_half,
 )
-from rim_bench.stages.pixel import clearclip, maskclip, naclip, sclip
+from rim_bench.stages.pixel import clearclip, maskclip, naclip, proxyclip, sclip
 from rim_bench.stages.pixel.decide import class_probabilities, label_map
 from rim_bench.stages.pixel.pamr import pamr
 from rim_bench.stages.pixel.protocol import PixelSettings
@@ -33,7 +33,7 @@ from rim_bench.stages.pixel.windows import slide
 
 LAST_BLOCKS: dict[str, Callable[..., Tensor]] = {
     "maskclip": maskclip.last_block, "sclip": sclip.last_block, "naclip": naclip.last_block,
-    "clearclip": clearclip.last_block,
+    "clearclip": clearclip.last_block, "proxyclip": proxyclip.last_block,
 }
 # The methods whose peer code casts the whole test image to the model's dtype before the windows
 # (ClearCLIP's `predict`: inputs.half()), so that its windows' logits are summed in it; SCLIP and
@@ -69,13 +69,6 @@ def in_dtype(model: OpenAIClip, dtype: torch.dtype) -> OpenAIClip:
     return model.to(dtype) if dtype == torch.float64 else model
 
 
-def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """The size mmseg's keep-ratio Resize gives: short side `short_side`, long side at most 2048
-    (at least 1 pixel: mmcv's rounding gives 0 x 2048 for a 1 x 5000 image, which cv2 refuses)."""
-    factor = keep_ratio_scale(height, width, short_side)
-    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
-
-
 def normalize(image: Tensor) -> Tensor:
     """(3, H, W) 0..255 RGB -> CLIP-normalized float."""
     mean = torch.tensor(OPENAI_MEAN, device=image.device).view(3, 1, 1)
@@ -84,14 +77,10 @@ def normalize(image: Tensor) -> Tensor:
 
 
 def prepare(image: Tensor, short_side: int) -> Tensor:
-    """Normalized test image (3, h, w) from `image` (3, H, W) uint8: resized (bilinear, rounded
-    back to 8 bits as mmcv's resize returns them) unless its short side is already `short_side`."""
-    height, width = image.shape[-2:]
-    size = resized_size(height, width, short_side)
-    if size == tuple(image.shape[-2:]):
-        return normalize(image)
-    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    return normalize(resized.round().clamp(0, 255))
+    """Normalized test image (3, h, w) from `image` (3, H, W) uint8 RGB: resized as mmseg's test
+    pipeline resizes it (`rescale`: cv2's bilinear on the uint8 image, mmcv's size rounding), then
+    normalized as the peers' ``SegDataPreProcessor`` normalizes it."""
+    return normalize(rescale(image, short_side))
 
 
 class PixelSegmenter:
@@ -99,9 +88,13 @@ class PixelSegmenter:
 
     def __init__(self, model: OpenAIClip, tokenizer: BpeTokenizer, settings: PixelSettings, model_key: str,
                  cache_dir: Path | None = None, names: list[str] | None = None,
-                 query_class: list[int] | None = None, chunk: int = 16) -> None:
+                 query_class: list[int] | None = None, chunk: int = 16, proxy: proxyclip.Proxy | None = None) -> None:
         """`names` and `query_class` (the class index of each name) default to the settings'
-        class file; `model_key` names the weights in the text cache's key; `chunk` windows per forward."""
+        class file; `model_key` names the weights in the text cache's key; `chunk` windows per forward;
+        `proxy` the proxy model ProxyCLIP's attention comes from (only for it)."""
+        if (settings.method == "proxyclip") != (proxy is not None):
+            raise ConfigError(f"pixel.clip.method: {settings.method} {'needs' if proxy is None else 'takes no'} "
+                              f"proxy model (ProxyCLIP's attention comes from one; the other methods' from CLIP)")
         if names is None:
             names, query_class = read_class_file(settings.class_file, settings.separator)
         self.model = model
@@ -111,6 +104,7 @@ class PixelSegmenter:
         self.num_classes = int(self.query_class.max()) + 1
         self.queries = cached_text_embeddings(model, tokenizer, names, imagenet_templates(), model_key, cache_dir)
         self.last_block = LAST_BLOCKS[settings.method]
+        self.proxy = proxy
 
     @classmethod
     def from_checkpoint(cls, path: Path, settings: PixelSettings, bpe: Path | None = None,
@@ -126,8 +120,15 @@ class PixelSegmenter:
         visual = self.model.visual
         x, grid = visual.tokens_before_last(windows)
         block: Block = visual.last_block
-        params = {"gaussian_std": self.settings.gaussian_std} if self.settings.method == "naclip" else {}
-        tokens = F.normalize(visual.project(self.last_block(block, x, grid, **params)[:, 1:]), dim=-1)
+        s = self.settings
+        if self.proxy is not None:  # ProxyCLIP: patch tokens alone, on the proxy's grid
+            features = self.proxy(windows)
+            tokens = self.last_block(block, x, grid, features, s.beta, s.gamma)
+            grid = tuple(features.shape[-2:])
+        else:
+            params = {"gaussian_std": s.gaussian_std} if s.method == "naclip" else {}
+            tokens = self.last_block(block, x, grid, **params)[:, 1:]
+        tokens = F.normalize(visual.project(tokens), dim=-1)
         return (tokens @ self.queries.to(tokens).T).transpose(1, 2).reshape(len(windows), -1, *grid)
 
     @torch.no_grad()
@@ -139,7 +140,8 @@ class PixelSegmenter:
         if s.method in CASTS_INPUTS:
             test = test.to(self.model.dtype)
         patch = self.model.visual.patch
-        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, patch if s.pad_to_patch else 0, patch)
+        pad = s.pad_multiple or (patch if s.pad_to_patch else 0)
+        logits = slide(test, s.crop, s.stride, self.dense, self.chunk, pad, patch)
         logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)
         if s.pamr_steps:  # on the guide's dtype, then back to the model's (SCLIP's, NACLIP's `.to(self.dtype)`)
             guide = F.interpolate(test[None], size=size, mode="bilinear", align_corners=False)
