@@ -67,6 +67,7 @@ _PATH = (str,)
 NULL_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
     "experiment": (str,), "method": (str,), "protocol": (str,), "output_dir": _PATH, "wandb.group": (str,),
     "data.root": _PATH, "data.classes": _PATH, "data.max_images": (int,),
+    "trainer.precision": (str, int),  # null: 32-true, a peer method's own (float16 on CUDA); 16, "16-mixed", ...
 }
 CHOICES: dict[str, tuple[str, ...]] = {"logger": ("csv", "wandb"), "wandb.mode": ("offline", "online", "disabled")}
 # Inclusive ranges of numeric keys (None: unbounded on that side).
