@@ -188,7 +188,8 @@ def test_random_dino_weights_do_not_depend_on_torchs_initializers():
 
 
 def test_the_tiny_proxys_settings_stay_out_of_the_result_with_a_real_proxy():
-    from rim_bench.core.config import load_config, resolve, result_spec
+    from rim_bench.core.config import load_config, resolve
+    from rim_bench.run.methods import result_spec
 
     def pixel(*overrides: str) -> dict:
         return result_spec(resolve(load_config(["experiment=smoke", "method=proxyclip", *overrides])))["pixel"]
