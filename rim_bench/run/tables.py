@@ -13,12 +13,13 @@ WRITTEN_BY = "<!-- written by rim-bench -->"  # in the first lines of each page 
 
 def markdown_table(header: list[str], rows: list[list[str]],
                    escape: Callable[[str], str] = lambda cell: cell.replace("|", "\\|")) -> list[str]:
-    """The lines of a Markdown table: `header`, the rule, one line per row, each cell through `escape`
-    (default: a ``|`` in it escaped; `md_escape` for names from data)."""
-    def line(cells: list[str]) -> str:
+    """The lines of a Markdown table: `header` (a ``|`` in it escaped), the rule, one line per row, each
+    cell through `escape` (default: a ``|`` escaped alone; `md_escape` for names from data)."""
+    def line(cells: list[str], escape: Callable[[str], str]) -> str:
         return "| " + " | ".join(escape(str(c)) for c in cells) + " |"
 
-    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
+    return [line(header, lambda cell: cell.replace("|", "\\|")), "|" + "---|" * len(header),
+            *(line(row, escape) for row in rows)]
 
 
 def run_cost(metrics: dict) -> dict:
