@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rim_bench.commands.runner import run_test
 from rim_bench.commands.sweep import SweepSpec, run_sweep
 from rim_bench.core.config import load_config
+from rim_bench.run.runner import run_test
 
 CLASSES = ("background", "sun", "leaf", "sea", "berry", "grape")
 GRID = {"references.diffusion.n_subcategories": [1, 2, 4, 6, 8, 10],

@@ -80,8 +80,8 @@ def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
     there. Returns the output folders the stand-in has run in, in order, and the sweep file."""
     import json
 
-    from rim_bench.commands import runner
     from rim_bench.core.config import config_hash, resolve
+    from rim_bench.run import runner
     from rim_bench.run.methods import result_spec
 
     runs: list[str] = []

@@ -19,10 +19,10 @@ import pytest
 from helpers import fake_finished_runs
 from PIL import Image
 
-from rim_bench.commands import runner
 from rim_bench.commands.cli import main
 from rim_bench.core.config import load_config, resolve
 from rim_bench.core.errors import ConfigError, DataError
+from rim_bench.run import runner
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset
 from rim_bench.run.methods import result_spec

@@ -28,12 +28,12 @@ from helpers import fake_finished_runs
 from omegaconf import OmegaConf
 from PIL import Image
 
-from rim_bench.commands import runner
 from rim_bench.commands.cli import main
 from rim_bench.core.config import config_hash, load_config, resolve
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import file_in, remove_stale, safe_name, set_aside
 from rim_bench.data.base import read_image
+from rim_bench.run import runner
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import build_dataset
 from rim_bench.run.methods import result_spec

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rim_bench.commands import runner
 from rim_bench.commands.api import RIM
 from rim_bench.commands.cli import main
 from rim_bench.core.config import load_config, resolve
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.output_lock import LOCK_FILE, Holder, _process_state, hold_output
+from rim_bench.run import runner
 from rim_bench.run.assembly import Assembly
 from tests.test_hostile_inputs import _error
 

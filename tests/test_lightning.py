@@ -215,9 +215,9 @@ def test_a_new_matcher_is_one_module_and_one_yaml_block(tmp_path: Path, monkeypa
     from omegaconf import OmegaConf
 
     import rim_bench.stages.matching
-    from rim_bench.commands.runner import run_test
     from rim_bench.core.config import CONFIG_DIR, load_config
     from rim_bench.core.registry import MATCHERS
+    from rim_bench.run.runner import run_test
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -169,7 +169,7 @@ def test_plan_on_smoke(capsys, smoke_root, tmp_path):
 
 def test_plan_counts_cached_work(capsys, tmp_path, smoke_root):
     """After a run, plan sees the regions and the bank cached (tiny generated references)."""
-    from rim_bench.commands.runner import run_test
+    from rim_bench.run.runner import run_test
 
     overrides = ["experiment=tiny", "data.max_images=3", f"output_dir={tmp_path / 'run'}",
                  f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]

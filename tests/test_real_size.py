@@ -172,8 +172,8 @@ def voc_root(tmp_path_factory) -> Path:
 def test_one_class_vocabulary_runs(tmp_path):
     """Found by the slow tier (one class, to keep Stable Diffusion to one image): torchmetrics
     squeezed the one-class IoU to a 0-d tensor and `rim-bench test` failed at the end."""
-    from rim_bench.commands.runner import run_test
     from rim_bench.core.config import load_config
+    from rim_bench.run.runner import run_test
 
     root = write_voc(tmp_path / "voc", [(40, 48), (48, 40)])
     (root / "classes.txt").write_text("background, backdrop\n")

@@ -177,8 +177,8 @@ def test_image_with_no_regions_is_all_unassigned(tmp_path: Path, monkeypatch):
 
 
 def test_nan_features_name_the_image(tmp_path: Path, monkeypatch):
-    from rim_bench.commands.runner import run_test
     from rim_bench.core.config import load_config
+    from rim_bench.run.runner import run_test
     from rim_bench.stages.features.pooling import MaskedAveragePooling
 
     overrides = ["experiment=smoke", "data.max_images=1", "cache_regions=false", f"output_dir={tmp_path}",

@@ -9,10 +9,9 @@ import pytest
 import yaml
 from omegaconf.errors import ReadonlyConfigError
 
-from rim_bench.commands import runner
 from rim_bench.commands.cli import main
 from rim_bench.core.config import load_config
-from rim_bench.run import assembly
+from rim_bench.run import assembly, runner
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import BenchmarkDataModule
 from rim_bench.run.lit_module import RIMModule

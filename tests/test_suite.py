@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import rim_bench.commands.runner
+import rim_bench.run.runner
 from rim_bench.commands.cli import main
 from rim_bench.commands.suite import SUITE_DIR, load_suite, plan_cells
 from rim_bench.core.config import load_config
@@ -44,13 +44,13 @@ def _assert_tables_equal_cells(folder: Path, benchmarks: list[str], methods: lis
 
 def _counting_runs(monkeypatch) -> list[str]:
     """Record every test run a suite starts (the real run goes on)."""
-    runs, real = [], rim_bench.commands.runner.run_test
+    runs, real = [], rim_bench.run.runner.run_test
 
     def counted(cfg):
         runs.append(cfg.output_dir)
         return real(cfg)
 
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test", counted)
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", counted)
     return runs
 
 
@@ -99,7 +99,7 @@ NO_WEIGHTS = ["proposer.sam.model_type=tiny", "featurizer.dinov2.model=tiny", "f
 
 
 def test_missing_weights_stop_the_suite_before_its_data(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a cell ran"))
     code = main(["suite", "rim_benchmarks", "data.root=MISSING", f"proposer.sam.checkpoint={tmp_path / 'sam.pth'}",
                  *NO_WEIGHTS[1:], f"output_dir={tmp_path / 'table1'}"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -109,7 +109,7 @@ def test_missing_weights_stop_the_suite_before_its_data(tmp_path: Path, monkeypa
 
 
 def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
     out = tmp_path / "table1"
     assert main(["suite", "rim_benchmarks", "data.root=MISSING", *NO_WEIGHTS, f"output_dir={out}"]) == 1
     captured = capsys.readouterr()
@@ -143,14 +143,14 @@ def test_a_failed_cell_is_footnoted_and_the_others_still_run(tmp_path: Path, mon
     broken.write_text(f"extends: [smoke]\ndata:\n  name: voc21\n  root: '{tmp_path}/<b>none</b>'\n")
     suite = _suite_file(tmp_path, f"benchmarks: {{smoke: smoke, broken: '{broken}'}}\nmethods: [rim, cosine, random]\n"
                                   "overrides: [data.max_images=2]\n")
-    real = rim_bench.commands.runner.run_test
+    real = rim_bench.run.runner.run_test
 
     def crash_cosine(cfg):
         if cfg.matcher.name == "cosine":
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
         return real(cfg)
 
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test", crash_cosine)
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", crash_cosine)
     out = tmp_path / "out"
     assert main(["suite", suite, f"output_dir={out}"]) == 1
     assert "4 of 6 cells failed" in capsys.readouterr().err
@@ -202,7 +202,7 @@ def test_bad_suite_files(tmp_path: Path, text: str, fragment: str):
 
 
 def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test",
+    monkeypatch.setattr(rim_bench.run.runner, "run_test",
                         lambda cfg: pytest.fail("ran before the configs were checked"))
     assert main(["suite", "smoke", "matcher.rim.temprature=0.1", f"output_dir={tmp_path}"]) == 2
     assert "unknown config key 'matcher.rim.temprature'" in capsys.readouterr().err

@@ -126,9 +126,9 @@ def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path
     assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"mIoU_vs_matcher.rim.temperature.png",
                                                                  "mIoU_vs_matcher.rim.divergence.png"}
     # Resume: nothing runs again.
-    import rim_bench.commands.runner
+    import rim_bench.run.runner
 
-    monkeypatch.setattr(rim_bench.commands.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
     assert main(args) == 0
 
 

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(OmegaConf.to_yaml(cfg), end="")
             print(f"# result hash: {config_hash(result_spec(cfg))}")
         elif args.command == "check-data":
-            from rim_bench.commands.runner import check_data
+            from rim_bench.run.runner import check_data
 
             check_data(cfg)
         elif args.command == "plan":
@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_plan(cfg)
         elif args.command == "build-bank":
-            from rim_bench.commands.runner import build_bank
+            from rim_bench.run.runner import build_bank
 
             build_bank(cfg)
         else:
-            from rim_bench.commands.runner import run_test
+            from rim_bench.run.runner import run_test
 
             run_test(cfg)
     except RimBenchError as e:

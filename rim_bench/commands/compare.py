@@ -22,14 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from rim_bench.commands.report import COST_HEADERS, cost_cells, run_cost
-from rim_bench.commands.sweep import run_or_reuse, runs_hash
 from rim_bench.core.config import CONFIG_DIR, load_config
 from rim_bench.core.config_index import PACKAGE_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text, safe_name
 from rim_bench.core.output_lock import hold_output
 from rim_bench.run.assembly import Assembly
+from rim_bench.run.reuse import run_or_reuse, runs_hash
+from rim_bench.run.tables import COST_HEADERS, cost_cells, markdown_table, run_cost
 
 PUBLISHED = PACKAGE_DIR / "data" / "published.yaml"
 COLUMNS = ("mIoU", "mAcc", "aAcc")
@@ -145,15 +145,14 @@ def comparison_markdown(rows: list[dict], benchmark: str, reported: list[dict],
     published one; a published row is marked when its method file is among `own`, the methods
     this comparison ran with the peer's own settings (its method's `describe`)."""
     headers = ["method", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS, "protocol", "background"]
-    lines = [f"## Measured by rim-bench on {benchmark}", "",
-             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += [f"| {r['method']} | {r['mIoU']:.2f} | {r['mAcc']:.2f} | {r['aAcc']:.2f} | {r['num_images']} | "
-              + " | ".join(cost_cells(r)) + f" | {r.get('protocol', '-')} | {r.get('background', '-')} |" for r in rows]
+    measured = [[r["method"], f"{r['mIoU']:.2f}", f"{r['mAcc']:.2f}", f"{r['aAcc']:.2f}", str(r["num_images"]),
+                 *cost_cells(r), r.get("protocol", "-"), r.get("background", "-")] for r in rows]
+    lines = [f"## Measured by rim-bench on {benchmark}", "", *markdown_table(headers, measured)]
     if reported:
+        published_rows = [[r["method"], f"{r['mIoU']:.1f}", r.get("protocol") or "-",
+                           f"yes ({r['method_file']})" if r.get("method_file") in own else "no", r["source"]]
+                          for r in reported]
         lines += ["", f"## Published (not measured here; from experiments/published.yaml) on {benchmark}", "",
-                  "| method | mIoU | protocol | measured here with its own method and settings | source |",
-                  "|---|---|---|---|---|"]
-        for r in reported:
-            same = f"yes ({r['method_file']})" if r.get("method_file") in own else "no"
-            lines.append(f"| {r['method']} | {r['mIoU']:.1f} | {r.get('protocol') or '-'} | {same} | {r['source']} |")
+                  *markdown_table(["method", "mIoU", "protocol", "measured here with its own method and settings",
+                                   "source"], published_rows)]
     return "\n".join(lines) + "\n"

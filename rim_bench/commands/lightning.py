@@ -30,12 +30,12 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from rim_bench.commands.runner import remove_empty_folders
 from rim_bench.core.config_index import CONFIG_DIR, shipped
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.logs import console_logging
 from rim_bench.run.datamodule import SegmentationDataModule
 from rim_bench.run.lit_module import RIMModule
+from rim_bench.run.runner import remove_empty_folders
 
 EXIT_USER_ERROR = 2
 LOG_DIR = "outputs/lightning"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -23,30 +22,9 @@ import yaml
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, one_line, safe_name
 from rim_bench.core.output_lock import refuse_inputs_inside
+from rim_bench.run.tables import COST_HEADERS, WRITTEN_BY, cost_cells, html_page, markdown_table, md_escape, run_cost
 
 MAX_OVERLAYS = 4
-COST_HEADERS = ("seconds", "images/s", "peak RSS (MB)", "peak CUDA (MB)")
-WRITTEN_BY = "<!-- written by rim-bench -->"  # in the first lines of each page it writes
-
-
-def run_cost(metrics: dict) -> dict:
-    """What a run cost, from its metrics.json: wall seconds, throughput over the test loop
-    (images/s), peak host RSS and peak CUDA allocation (MB); None where the run did not
-    record it (CUDA unused, or a metrics.json from an older rim-bench)."""
-    memory = metrics.get("peak_memory_mb", {})
-    cuda = memory.get("cuda_max_allocated")
-    return {
-        "seconds": metrics.get("seconds", {}).get("total"),
-        "images_per_second": metrics.get("throughput", {}).get("images_per_second"),
-        "peak_rss_mb": memory.get("host_rss", {}).get("total"),
-        "peak_cuda_mb": max(cuda.values()) if cuda else None,
-    }
-
-
-def cost_cells(cost: dict) -> list[str]:
-    """`run_cost`'s numbers as table cells in `COST_HEADERS` order ("-" where missing)."""
-    formats = (("seconds", ".1f"), ("images_per_second", ".2f"), ("peak_rss_mb", ".0f"), ("peak_cuda_mb", ".0f"))
-    return ["-" if cost.get(k) is None else format(cost[k], f) for k, f in formats]
 
 
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
@@ -70,14 +48,12 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     md, body = [WRITTEN_BY, "# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
-        md += ["## Runs", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        table = [[run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
+                  f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"]),
+                  *cost_cells(run_cost(m))] for run, (m, cfg) in runs.items()]
+        md += ["## Runs", "", *markdown_table(headers, table, md_escape)]
         body.append("<h2>Runs</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
-        for run, (m, cfg) in runs.items():
-            cells = [run.name, str(cfg.get("experiment")), cfg["data"]["name"], cfg["matcher"]["name"],
-                     f"{m['mIoU']:.2f}", f"{m['mAcc']:.2f}", f"{m['aAcc']:.2f}", str(m["num_images"]),
-                     *cost_cells(run_cost(m))]
-            md.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
-            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in table]
         body.append("</table>")
         for run, (m, _) in runs.items():
             md_run, html_run = _run_section(run, m, out, _picture_dir(folders, run, out))
@@ -113,8 +89,8 @@ def refuse_foreign(*paths: Path) -> None:
 
 def _run_section(run: Path, m: dict, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
     ious = {k: v for k, v in m["per_class_iou"].items() if v is not None}
-    md = [f"### {md_escape(run.name)}", "", "| class | IoU |", "|---|---|"] + [
-        f"| {md_escape(k)} | {v:.2f} |" for k, v in ious.items()]
+    table = markdown_table(["class", "IoU"], [[k, f"{v:.2f}"] for k, v in ious.items()], md_escape)
+    md = [f"### {md_escape(run.name)}", "", *table]
     bars = "".join(
         f'<div class="bar"><span class="name">{html.escape(k)}</span>'
         f'<span class="fill" style="width:{v:.1f}%"></span><span class="value">{v:.1f}</span></div>'
@@ -165,13 +141,6 @@ def read_run(run: Path) -> tuple[dict, dict]:
 SCORES = ("mIoU", "mAcc", "aAcc", "num_images")
 
 
-def md_escape(text: str) -> str:
-    """`text` (a run or class name) as literal Markdown, table cells included: its Markdown-significant
-    characters backslash-escaped, ``<`` and ``>`` as entities (a raw tag would pass through), newlines as spaces."""
-    text = html.escape(" ".join(str(text).splitlines()), quote=False)
-    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
-
-
 def _picture_dir(folders: list[Path], folder: Path, out: Path) -> Path:
     """Where a result folder's pictures are copied: ``<out>/images/<index>-<name>/`` (two
     folders may share a name)."""
@@ -216,21 +185,3 @@ def _markdown_tables_to_html(text: str) -> str:
                 parts.append(f"<h3>{html.escape(line.lstrip('#').strip())}</h3>")
     flush()
     return "\n".join(parts)
-
-
-def html_page(body: str) -> str:
-    """A whole HTML page around `body`, in the report's style (the suite page uses it too)."""
-    return f"""<!doctype html>
-{WRITTEN_BY}
-<html><head><meta charset="utf-8"><title>rim-bench report</title>
-<style>
-body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
-.bars {{ width: 600px; }} .bar {{ display: flex; align-items: center; height: 18px; margin: 2px 0; }}
-.name {{ width: 160px; flex: none; font-size: 12px; }}
-.fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
-.value {{ font-size: 11px; margin-left: 4px; }} img {{ max-width: 100%; margin: 6px 0; display: block; }}
-</style></head><body>
-{body}
-</body></html>
-"""

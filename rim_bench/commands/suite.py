@@ -40,12 +40,13 @@ import yaml
 from omegaconf import DictConfig
 
 from rim_bench.commands.compare import check_methods, published_numbers
-from rim_bench.commands.report import html_page
-from rim_bench.commands.sweep import SweepSpec, load_sweep, result_hash, run_or_reuse, run_sweep
+from rim_bench.commands.sweep import SweepSpec, load_sweep, run_sweep
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text
 from rim_bench.core.output_lock import hold_output
+from rim_bench.run.reuse import result_hash, run_or_reuse
+from rim_bench.run.tables import html_page, markdown_table
 from rim_bench.run.weights import require_weights
 
 SUITE_DIR = CONFIG_DIR / "suite"
@@ -263,7 +264,7 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
                    "-" if s.error else (s.metrics or {})["dir"]] for s in sweeps]
 
     md = [f"# Suite {spec.name}", "", "## mIoU (%) measured by rim-bench", "",
-          *_md_table(["method", *columns, "mean"], rows)]
+          *markdown_table(["method", *columns, "mean"], rows)]
     md += ["", ("Each cell is a `rim-bench test` run in `<benchmark>/<method>/` (metrics.json, config.yaml). "
                 "The mean is over the benchmarks, shown when none failed.")]
     footnotes = [f"{benchmark} / {', '.join(c.label.split(' / ', 1)[1] for c in group)}: {error}"
@@ -272,10 +273,10 @@ def write_tables(spec: SuiteSpec, cells: list[Cell], sweeps: list[Cell], out: Pa
         md += ["", "Failed:", ""] + [f"{i + 1}. {text}" for i, text in enumerate(footnotes)]
     if sweep_rows:
         md += ["", "## Sweeps (best point of each; the full table and plots in its folder)", "",
-               *_md_table(["benchmark", "method", "sweep", "points", "best mIoU", "best point"], sweep_rows)]
+               *markdown_table(["benchmark", "method", "sweep", "points", "best mIoU", "best point"], sweep_rows)]
     if reported:
         md += ["", "## Published (not measured here; from experiments/published.yaml)", "",
-               *_md_table(["method", *columns, "mean", "source", "protocol"], reported), "", PUBLISHED_NOTE]
+               *markdown_table(["method", *columns, "mean", "source", "protocol"], reported), "", PUBLISHED_NOTE]
     atomic_write_text(out / "suite.md", "\n".join(md) + "\n")
     atomic_write_text(out / "suite.html", _html(spec, columns, rows, footnotes, sweeps, sweep_rows, reported, out))
 
@@ -324,13 +325,6 @@ def _long_row(cell: Cell) -> dict:
             "data": cell.cfg.data.name, "status": "failed" if cell.error else "done",
             **{k: m.get(k) for k in ("mIoU", "mAcc", "aAcc", "num_images")},
             "error": cell.error, "dir": str(cell.dir)}
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
 def _html(spec: SuiteSpec, columns: list[str], rows: list[list[str]], footnotes: list[str],

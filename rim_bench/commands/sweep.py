@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -42,10 +41,12 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
+from rim_bench.core.config import CONFIG_DIR, as_overrides, error_text, load_config
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
+from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name
 from rim_bench.core.output_lock import hold_output
+from rim_bench.run.reuse import run_or_reuse, runs_hash
+from rim_bench.run.tables import markdown_table
 from rim_bench.run.weights import require_weights
 
 METHODS = ("grid", "random")
@@ -219,52 +220,6 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     return rows
 
 
-def runs_hash(configs: list) -> str:
-    """A short hash of what a list of configs computes (their result specs), for folder names."""
-    from rim_bench.core.config import resolve
-    from rim_bench.run.methods import result_spec
-
-    return config_hash([result_spec(resolve(cfg.copy())) for cfg in configs], 8)
-
-
-def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
-    """The metrics of `cfg` run as an ordinary test run in `run_dir`: read back when a finished
-    run there was made with the same result-affecting settings, else run now (and printed as `label`).
-    Sweeps, comparisons and suites resume through this one check."""
-    from rim_bench.commands.runner import run_test
-
-    metrics = finished_metrics(run_dir / "metrics.json")
-    if metrics is not None and metrics.get("result_hash") == result_hash(cfg):
-        print(f"{label}: done before, mIoU {metrics['mIoU']:.2f}")
-        return metrics
-    print(label)
-    cfg.output_dir = str(run_dir)
-    return run_test(cfg)
-
-
-def finished_metrics(metrics_file: Path) -> dict | None:
-    """A finished run's metrics, or None: no file, or a damaged one (truncated, no mIoU), which is
-    set aside with a warning so that the run is made again."""
-    if not metrics_file.is_file():
-        return None
-    try:
-        metrics = json.loads(metrics_file.read_text())
-        if not isinstance(metrics, dict) or not isinstance(metrics.get("mIoU"), (int, float)):
-            raise ValueError("no mIoU")
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        set_aside(metrics_file, e)
-        return None
-    return metrics
-
-
-def result_hash(cfg) -> str:
-    """The hash of `cfg`'s result-affecting settings, as a run writes it into metrics.json."""
-    from rim_bench.core.config import resolve
-    from rim_bench.run.methods import result_spec
-
-    return config_hash(result_spec(resolve(cfg.copy())))
-
-
 def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
     """``sweep.csv`` and ``sweep.md``: one row per point, best mIoU in bold."""
     columns = [*keys, *METRICS, "dir"]
@@ -273,12 +228,9 @@ def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     best = max(r["mIoU"] for r in rows)
-    lines = ["| " + " | ".join(columns[:-1]) + " |", "|" + "---|" * (len(columns) - 1)]
-    for r in rows:
-        cells = [str(r[k]) for k in keys] + [
-            (f"**{r[m]:.2f}**" if m == "mIoU" and r[m] == best else f"{r[m]:.2f}") for m in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+    cells = [[str(r[k]) for k in keys] + [(f"**{r[m]:.2f}**" if m == "mIoU" and r[m] == best else f"{r[m]:.2f}")
+                                          for m in METRICS] for r in rows]
+    atomic_write_text(out / "sweep.md", "\n".join(markdown_table(columns[:-1], cells)) + "\n")
 
 
 def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> list[Path]:

@@ -93,7 +93,8 @@ class ClipPixelMethod:
                  pamr_dilations: list = PAMR_DILATIONS, pad_to_patch: bool = False,
                  gaussian_std: Annotated[float, POSITIVE] = 5.0, pad_multiple: Annotated[int, Range(0)] = 0,
                  proxy: Literal["dino", "dinov2", "sam"] = "dino", proxy_model: str = "dino_vitbase8_pretrain.pth",
-                 beta: Annotated[float, Range(0)] = 1.2, gamma: Annotated[float, POSITIVE] = 3.0, chunk: Annotated[int, Range(1)] = 16,
+                 beta: Annotated[float, Range(0)] = 1.2, gamma: Annotated[float, POSITIVE] = 3.0,
+                 chunk: Annotated[int, Range(1)] = 16,
                  source: str = "", tiny: dict = TINY, proxy_tiny: dict = PROXY_TINY,
                  text_dir: Annotated[Path | None, GIVEN] = None,
                  precision: Annotated[str | int | None, GIVEN] = None) -> None:
