@@ -62,17 +62,18 @@ def cached_text_embeddings(model: OpenAIClip, tokenizer: BpeTokenizer, names: li
                            model_key: str, cache_dir: Path | None) -> Tensor:
     """`text_embeddings`, read from `cache_dir` when the same model (`model_key`, e.g. the
     checkpoint's digest), templates and names were embedded before; written there atomically
-    otherwise. No cache without `cache_dir`."""
+    otherwise (an entry records the whole key it was made for, and is read for that key alone).
+No cache without `cache_dir`."""
     if cache_dir is None:
         return text_embeddings(model, tokenizer, names, templates)
-    key = hashlib.sha256(json.dumps([model_key, templates, names]).encode()).hexdigest()[:32]
-    path = Path(cache_dir) / f"text-{key}.safetensors"
+    made_for = hashlib.sha256(json.dumps([model_key, templates, names]).encode()).hexdigest()
+    path = Path(cache_dir) / f"text-{made_for[:32]}.safetensors"
     if path.is_file():
         try:
-            return load_tensors(path)[0]["embeddings"]
+            return load_tensors(path, made_for=made_for)[0]["embeddings"]
         except DamagedCacheError as e:
             set_aside(path, e)
     embeddings = text_embeddings(model, tokenizer, names, templates)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"embeddings": embeddings}, {"model": model_key, "names": json.dumps(names)})
+    save_tensors(path, {"embeddings": embeddings}, {"model": model_key, "names": json.dumps(names)}, made_for=made_for)
     return embeddings
