@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from rim_bench.commands.runner import remove_empty_folders
+from rim_bench.commands.runner import lightning_settings, remove_empty_folders
 from rim_bench.core.config_index import CONFIG_DIR, shipped
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
-from rim_bench.core.logs import console_logging
+from rim_bench.core.logs import console_logging, plain_warnings
 from rim_bench.run.datamodule import SegmentationDataModule
 from rim_bench.run.lit_module import RIMModule
 
@@ -58,6 +59,10 @@ class RimBenchCLI(LightningCLI):
         logger = config.trainer.logger
         if getattr(logger, "class_path", "").endswith("CSVLogger") and logger.init_args.get("name") == "lightning_logs":
             logger.init_args.name = Path(config.model.experiment).stem
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        with lightning_settings():  # ``--trainer.devices abc``: one line, as with `rim-bench test`
+            return super().instantiate_trainer(**kwargs)
 
 
 class RemoveFailedRunFolder(L.Callback):
@@ -102,10 +107,11 @@ def _config_arguments(value: str | None) -> list[str]:
 
 
 def main(args: list[str] | None = None) -> None:
-    if args is None:  # from the command line: LightningCLI reads sys.argv (given args too, it warns)
-        sys.argv[1:] = named_configs(sys.argv[1:])
     console_logging()  # the results tables on stdout, as `rim-bench test` shows them
+    plain_warnings()
     try:
+        if args is None:  # from the command line: LightningCLI reads sys.argv (given args too, it warns)
+            sys.argv[1:] = named_configs(sys.argv[1:])
         RimBenchCLI(
             RIMModule, SegmentationDataModule, subclass_mode_data=True,
             seed_everything_default=False,  # the rim-bench config's `seed` seeds every draw (RIMModule)

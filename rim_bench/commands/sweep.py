@@ -126,7 +126,7 @@ def sweep_from_command_line(overrides: list[str]) -> tuple[list[str], SweepSpec]
 
 def split_values(value: str) -> list[str]:
     """`value` cut at its commas outside brackets, braces and quotes: ``0.05,0.1`` → two items,
-    ``[16,32]`` and ``'a,b'`` one; an empty item is an error."""
+    ``[16,32]`` and ``'a,b'`` one; an empty item, or a bracket left open, is an error."""
     items, depth, quote, start = [], 0, "", 0
     for i, char in enumerate(value):
         if quote:
@@ -141,6 +141,10 @@ def split_values(value: str) -> list[str]:
             items.append(value[start:i])
             start = i + 1
     items.append(value[start:])
+    if depth > 0 or (quote and "," in value):  # its commas would all be inside: a typo, not one value
+        opened = "quote" if quote else "bracket"
+        raise ConfigError(f"command line: '{value}' opens a {opened} it does not close; close it "
+                          "(key=[a,b] is one list, key=a,b two values)")
     if len(items) > 1 and not all(item.strip() for item in items):
         raise ConfigError(f"command line: '{value}' has an empty value between its commas")
     return items

@@ -38,6 +38,7 @@ from rim_bench.core.errors import ConfigError
 
 LOCK_FILE = ".rim-bench.lock"
 MAX_COMMAND = 160  # characters of the holder's command shown in an error
+MAX_PID = 2**22  # Linux's largest pid_max (PID_MAX_LIMIT); other systems stay below it
 
 
 def refuse_inputs_inside(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str) -> None:
@@ -131,8 +132,8 @@ def _take(lock: Path, me: Holder, option: str) -> bool:
 def _held_message(lock: Path, holder: Holder | None, option: str) -> str:
     folder = lock.parent
     if holder is None:
-        return (f"{option} '{folder}': its lock file {lock} cannot be read (a run starting there?); "
-                "if no rim-bench run writes there, delete it")
+        return (f"{option} '{folder}': its lock file {lock} {_unreadable(lock)}; if no rim-bench run writes there, "
+                "delete it")
     elsewhere = f" (if that process is gone, delete {lock})" if holder.host != socket.gethostname() else ""
     return (f"{option} '{folder}' is being written by another run: {holder.describe()}; wait for it to end or "
             f"choose another {option}{elsewhere}")
@@ -166,18 +167,60 @@ def _takeover_guard(lock: Path) -> Iterator[None]:
 
 
 def _read(lock: Path, wait_s: float = 1.0) -> Holder | None:
-    """The holder named in `lock`; None if it cannot be read, after `wait_s` for a holder that
-    has created the file but not yet written it."""
+    """The holder named in `lock`; None if it cannot be read or a field is not what this module
+    writes (`_holder`), after `wait_s` for a holder that has created the file but not yet written it."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return Holder(**json.loads(lock.read_text()))
+            return _holder(lock.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError):
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
+
+
+def _unreadable(lock: Path) -> str:
+    """Why `lock` cannot be read, for a message ("cannot be read (...)")."""
+    try:
+        _holder(lock.read_text())
+    except FileNotFoundError:
+        return "was removed meanwhile"
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        return f"cannot be read ({reason}: a run starting there, or a damaged file)"
+    return "was replaced meanwhile"
+
+
+def _holder(text: str) -> Holder:
+    """The holder a lock file's `text` names, every field checked: a lock is never taken over, nor
+    a pid signalled, on the word of a field this module did not write.
+
+    Raises:
+        ValueError: naming the field and its value.
+    """
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("not a JSON object")
+    unknown = set(fields) - {"host", "pid", "started", "command", "since"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    host, pid, started = fields.get("host"), fields.get("pid"), fields.get("started")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host {host!r} is not a host name")
+    if not _whole(pid) or not 0 < pid <= MAX_PID:
+        raise ValueError(f"pid {pid!r} is not a process id")
+    if started is not None and (not _whole(started) or started < 0):
+        raise ValueError(f"started {started!r} is not a process start time")
+    for name in ("command", "since"):
+        if not isinstance(fields.get(name, ""), str):
+            raise ValueError(f"{name} {fields[name]!r} is not text")
+    return Holder(host, pid, started, fields.get("command", ""), fields.get("since", ""))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _gone(holder: Holder) -> bool:

@@ -1,0 +1,266 @@
+"""Issue 28: nothing silently wrong, nothing of the user's overwritten, one line for every
+remaining traceback. Each test names the issue's case it covers.
+
+1: a cache entry proves what it is for (swapped entries are recomputed, not used);
+3-5: output folders hold rim-bench's files only; 6: sweeps count before they build;
+7-12: one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from rim_bench.commands.cli import main
+from rim_bench.core.errors import ConfigError
+from rim_bench.run.region_cache import RegionCache
+
+DAMAGED = "damaged cache entry"
+SMOKE_MIOU = 62.6435  # `rim-bench test experiment=smoke` (README, tests/test_smoke.py)
+
+
+def _error(capsys, prog: str = "rim-bench") -> str:
+    """The one stderr line a user error prints (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _damaged(caught) -> list[str]:
+    return [str(w.message) for w in caught if DAMAGED in str(w.message)]
+
+
+# ------------------------------------------------- 1. a cache entry proves what it is for
+
+
+def _smoke(cache: Path, smoke_root: Path, out: Path) -> tuple[float, list[str]]:
+    """`rim-bench test experiment=smoke` on `cache`: its mIoU and the damaged-cache warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["test", "experiment=smoke", f"data.root={smoke_root}", f"cache_dir={cache}",
+                     f"output_dir={out}"]) == 0
+    return json.loads((out / "metrics.json").read_text())["mIoU"], _damaged(caught)
+
+
+def _swap(a: Path, b: Path) -> None:
+    tmp = a.with_name("swap.tmp")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+
+
+def _segment(images: list[Path], out: Path, cache: Path) -> tuple[list[bytes], list[str]]:
+    """`rim-bench segment` of `images` into `out`: the label maps' bytes and the damaged-cache warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["segment", *map(str, images), "--classes", "background,sun,leaf,sea,berry,grape",
+                     "experiment=smoke", f"cache_dir={cache}", "--out", str(out)]) == 0
+    return [(out / f"{image.stem}.png").read_bytes() for image in images], _damaged(caught)
+
+
+def test_case1_swapped_region_entries_of_two_same_size_images_are_recomputed(smoke_root: Path, tmp_path: Path):
+    from PIL import Image
+
+    first = sorted((smoke_root / "JPEGImages").glob("*.jpg"))[0]
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    with Image.open(first) as image:
+        image.save(images[0])
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images[1])  # the same size, other regions
+    cache = tmp_path / "cache"
+    labels, damaged = _segment(images, tmp_path / "first", cache)
+    assert labels[0] != labels[1] and not damaged
+    _swap(*sorted((cache / "regions").rglob("*.safetensors")))  # both intact, each in the other's place
+    again, damaged = _segment(images, tmp_path / "second", cache)  # before: each image got the other's regions
+    assert again == labels
+    assert len(damaged) == 2 and all("was made for another entry" in m for m in damaged), damaged
+    assert _segment(images, tmp_path / "third", cache) == (labels, [])  # recomputed and stored again
+
+
+def test_case1_a_region_entry_copied_under_another_image_or_settings_key_is_set_aside(tmp_path: Path):
+    cat, dog = RegionCache(tmp_path / "regions" / "key1"), RegionCache(tmp_path / "regions" / "key2")
+    cat.put("sha256-cat", torch.zeros(3, 3, dtype=torch.long), torch.ones(1, 4))
+    cat.put("sha256-dog", torch.zeros(3, 3, dtype=torch.long), torch.full((1, 4), 2.0))
+    shutil.copy(cat._path("sha256-cat"), cat._path("sha256-dog"))
+    with pytest.warns(UserWarning, match=r"sha256-dog.safetensors' was made for another entry \(regions key1, "
+                                         r"image sha256-cat, not regions key1, image sha256-dog\)"):
+        assert cat.get("sha256-dog") is None
+    dog.directory.mkdir(parents=True)
+    shutil.copy(cat._path("sha256-cat"), dog._path("sha256-cat"))  # another settings key
+    with pytest.warns(UserWarning, match="was made for another entry"):
+        assert dog.get("sha256-cat") is None
+    assert cat.get("sha256-cat")[1].tolist() == [[1.0] * 4]  # the original is read as before
+
+
+def test_case1_swapped_text_caches_shards_and_banks_are_set_aside(tmp_path: Path):
+    from rim_bench.core.types import ReferenceBank
+    from rim_bench.stages.pixel import text
+    from rim_bench.stages.references.bank import cached_bank, save_shard, shard_or_none
+
+    class Model:  # the text tower alone: a fixed embedding per prompt batch
+        arch = type("Arch", (), {"context": 77})
+
+        def encode_text(self, tokens):
+            return torch.ones(len(tokens), 4) * tokens.float().sum(1, keepdim=True)
+
+    tokenizer = lambda prompts, context: torch.tensor([[len(p), 1] for p in prompts])  # noqa: E731
+    cats = text.cached_text_embeddings(Model(), tokenizer, ["cat"], ["a {}."], "m", tmp_path / "text")
+    text.cached_text_embeddings(Model(), tokenizer, ["horse"], ["a {}."], "m", tmp_path / "text")
+    _swap(*sorted((tmp_path / "text").glob("text-*.safetensors")))
+    with pytest.warns(UserWarning, match="was made for another entry"):
+        again = text.cached_text_embeddings(Model(), tokenizer, ["cat"], ["a {}."], "m", tmp_path / "text")
+    assert torch.equal(again, cats)
+
+    store = tmp_path / "references" / "0123456789ab"
+    first, second = store / "cat" / "aaaa.safetensors", store / "cat" / "bbbb.safetensors"
+    save_shard(first, {"features": torch.ones(2, 4)}, {"meta": [], "dropped": 0})
+    save_shard(second, {"features": torch.zeros(2, 4)}, {"meta": [], "dropped": 0})
+    _swap(first, second)
+    with pytest.warns(UserWarning, match="was made for another entry"):
+        assert shard_or_none(first) is None
+
+    def build(features: torch.Tensor):
+        return lambda work: ReferenceBank(features, torch.tensor([0, 1]), torch.tensor([0, 1]), ["cat", "dog"],
+                                          ["cat/x", "dog/y"], [{}, {}])
+
+    _, cat_bank, _ = cached_bank(tmp_path, {"classes": ["cat", "dog"]}, build(torch.eye(2)))
+    _, dog_bank, _ = cached_bank(tmp_path, {"classes": ["dog", "cat"]}, build(-torch.eye(2)))
+    shutil.rmtree(dog_bank)
+    shutil.copytree(cat_bank, dog_bank)  # a bank folder under another spec's key
+    with pytest.warns(UserWarning, match=f"{DAMAGED} '{dog_bank}'.*was made for another entry"):
+        bank, _, hit = cached_bank(tmp_path, {"classes": ["dog", "cat"]}, build(-torch.eye(2)))
+    assert not hit and torch.equal(bank.features, -torch.eye(2))
+
+
+# ---------------------------------------------------------------- 7. a full cache disk
+
+
+def test_case7_a_full_cache_disk_is_one_line(tmp_path: Path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from rim_bench.core import cache_files
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(cache_files, "save_file", full_disk)
+    cache = RegionCache(tmp_path / "regions" / "key")
+    with pytest.raises(ConfigError, match=r"cache_dir: cannot write the region cache .*key' \(No space left on "
+                                          r"device\): make it writable, or set cache_regions=false"):
+        cache.put("img", torch.zeros(4, 4, dtype=torch.long), torch.zeros(1, 8))
+    assert not list((tmp_path / "regions" / "key").iterdir())  # no temporary file left
+
+
+# ------------------------------------------------------- 8. rim-bench-lightning's arguments
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--config", "nosuchname"], "--config nosuchname: no such file, experiment"),
+    (["--config", "/nonexistent.yaml"], "--config /nonexistent.yaml: no such file"),
+    (["--config", "smoke", "--trainer.devices", "abc"], "trainer: `devices` selected with `CPUAccelerator` should be"),
+])
+def test_case8_lightning_config_and_trainer_mistakes_are_one_line(args: list[str], fragment: str, capsys,
+                                                                   tmp_path: Path, monkeypatch):
+    from rim_bench.commands import lightning
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["rim-bench-lightning", "test", *args])  # as from the command line
+    with pytest.raises(SystemExit) as stopped:
+        lightning.main()
+    assert stopped.value.code == 2
+    assert fragment in _error(capsys, "rim-bench-lightning")
+    assert not list(tmp_path.iterdir())  # and no run folder left behind
+
+
+# ------------------------------------------------------------- 9. lock files, every field
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"pid": "abc"}, "pid 'abc' is not a process id"),
+    ({"pid": 2**40}, f"pid {2**40} is not a process id"),
+    ({"pid": -1}, "pid -1 is not a process id"),
+    ({"started": "noon"}, "started 'noon' is not a process start time"),
+    ({"host": ["a"]}, "host ['a'] is not a host name"),
+])
+def test_case9_a_lock_with_a_bad_field_is_one_line_and_never_taken_over(fields: dict, fragment: str,
+                                                                         tmp_path: Path):
+    import os
+    import socket
+
+    from rim_bench.core.output_lock import LOCK_FILE, hold_output
+
+    lock = tmp_path / "out" / LOCK_FILE
+    lock.parent.mkdir()
+    # A live pid (this test's parent) on this host: only a bad field could have made the lock look stale.
+    text = json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": 1, "command": "x", "since": "",
+                       **fields})
+    lock.write_text(text)
+    with pytest.raises(ConfigError, match=rf"output_dir '{lock.parent}': its lock file {lock} cannot be read "
+                                          rf"\({re.escape(fragment)}: .*if no rim-bench run writes there, delete it"):
+        with hold_output(lock.parent):
+            pass
+    assert lock.read_text() == text
+
+
+def test_case9_segment_into_a_folder_whose_lock_has_a_text_pid_is_one_line(smoke_root: Path, tmp_path: Path,
+                                                                          capsys):
+    from rim_bench.core.output_lock import LOCK_FILE
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"host": "h", "pid": "abc", "started": None}))
+    image = sorted((smoke_root / "JPEGImages").glob("*.jpg"))[0]
+    assert main(["segment", str(image), "--classes", "sun,leaf", "experiment=smoke", "--out", str(out)]) == 2
+    assert "pid 'abc' is not a process id" in _error(capsys)  # a TypeError from os.kill before
+
+
+# --------------------------------------------------------- 11. a closed pipe on stdout
+
+
+def test_case11_config_into_a_closed_pipe_ends_without_a_traceback():
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `| head -1` once it has its line: every write fails
+    try:
+        done = subprocess.run([sys.executable, "-m", "rim_bench.commands.cli", "config", "experiment=smoke"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141  # as a shell reports a command that SIGPIPE ended
+
+
+# ------------------------------------------------------------------ 12. smaller ones
+
+
+def test_case12_an_unclosed_bracket_in_a_swept_value_is_named(capsys):
+    assert main(["sweep", "experiment=smoke", "matcher.rim.temperature=[0.05,0.1"]) == 2
+    assert "'[0.05,0.1' opens a bracket it does not close" in _error(capsys)  # "give sweep=NAME" before
+
+
+def test_case12_warnings_are_one_line_without_source_file_paths(tmp_path: Path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{truncated")
+    (run / "config.yaml").write_text("data: {}\n")
+    done = subprocess.run([sys.executable, "-m", "rim_bench.commands.cli", "report", str(run), "--out",
+                           str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    warning = [line for line in done.stderr.splitlines() if "skipping" in line]
+    assert warning == [f"UserWarning: report: skipping '{run}': cannot read {run / 'metrics.json'} or "
+                       f"{run / 'config.yaml'} (Expecting property name enclosed in double quotes: line 1 column 2 "
+                       "(char 1)): rerun it"], done.stderr  # "report.py:139: UserWarning: ..." and its code before
+    assert ".py:" not in done.stderr
