@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from rim_bench.core.errors import ConfigError
 
@@ -219,7 +220,7 @@ def _holder(text: str) -> Holder:
     return Holder(host, pid, started, fields.get("command", ""), fields.get("since", ""))
 
 
-def _whole(value: object) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
