@@ -264,3 +264,69 @@ def test_case12_warnings_are_one_line_without_source_file_paths(tmp_path: Path):
                        f"{run / 'config.yaml'} (Expecting property name enclosed in double quotes: line 1 column 2 "
                        "(char 1)): rerun it"], done.stderr  # "report.py:139: UserWarning: ..." and its code before
     assert ".py:" not in done.stderr
+
+
+def test_case12_check_data_counts_every_image_of_the_set(smoke_root: Path, tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(smoke_root, data)
+    first = sorted((data / "SegmentationClass").glob("*.png"))[0]
+    first.unlink()  # a problem found when the set is opened: its image was left out of the bar
+    assert main(["check-data", "experiment=smoke", f"data.root={data}"]) == 2
+    captured = capsys.readouterr()
+    assert "24/24" in captured.err and "/23 " not in captured.err  # "0/23" for 24 images before
+    assert "1 of 24 images" in captured.err
+
+
+def test_case12_compare_refuses_a_method_given_twice(capsys):
+    assert main(["compare", "experiment=smoke", "methods=[rim,rim]"]) == 2
+    assert "methods: rim given more than once in '[rim,rim]'; list each method once" in _error(capsys)
+
+
+def test_case12_a_waiting_rank_notices_a_killed_unreaped_rank_0_at_once(tmp_path: Path):
+    """A rank 0 killed but not yet reaped by its parent (a zombie) answers signal 0 as if alive:
+    the waiting rank sat out the whole silence (65-70 s) before; now it stops at its next poll."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from rim_bench.core.config import config_hash
+    from rim_bench.core.errors import DataError
+    from rim_bench.stages.references.bank import HEARTBEAT_S, HEARTBEAT_STALE_S, cached_bank
+
+    assert HEARTBEAT_STALE_S + HEARTBEAT_S + 2.0 <= 60  # a node's silence, the last beat, a poll: a minute
+    rank0 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    heartbeat = tmp_path / "banks" / f"{config_hash({'k': 1})}.alive-local"
+    heartbeat.parent.mkdir()
+    heartbeat.write_text(json.dumps({"host": socket.gethostname(), "pid": rank0.pid}))
+    outcome: dict = {}
+
+    def wait() -> None:
+        try:
+            cached_bank(tmp_path, {"k": 1}, lambda work: None, rank=1, wait=True, poll_seconds=0.05, timeout_s=20)
+        except DataError as e:
+            outcome["error"] = str(e)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.3)
+        assert thread.is_alive()
+        rank0.kill()  # not waited for: a zombie until `wait` below
+        start = time.monotonic()
+        thread.join(15)
+        assert f"rank 0 (pid {rank0.pid}) has ended before it published" in outcome.get("error", "")
+        assert time.monotonic() - start < 5
+    finally:
+        rank0.kill()
+        rank0.wait()
+
+
+def test_case12_set_vocabulary_none_is_one_clear_error():
+    from rim_bench.commands.api import RIM
+
+    rim = RIM.from_config("smoke")
+    with pytest.raises(ConfigError, match=r"the vocabulary is a NoneType: give a list of class names, "
+                                          r"e.g. \['cat', 'dog'\]"):
+        rim.set_vocabulary(None)  # type: ignore[arg-type]

@@ -56,6 +56,9 @@ def check_methods(methods, where: str, given: str) -> list[str]:
     for method in methods:
         if method not in known:
             raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)})")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:  # one folder and one row per method: the second would only rerun or reread the first
+        raise ConfigError(f"{where}: {', '.join(twice)} given more than once in {given!r}; list each method once")
     return methods
 
 

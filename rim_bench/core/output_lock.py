@@ -242,6 +242,21 @@ def _gone(holder: Holder) -> bool:
     return status == "Z" or (holder.started is not None and started != holder.started)
 
 
+def pid_running(pid: object) -> bool:
+    """Whether `pid` is a running process of this host: not a free pid, not a zombie (killed, not
+    yet reaped by its parent). True for what is not a pid: nothing is known of it."""
+    if not _whole(pid) or not 0 < pid <= MAX_PID:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    state = _process_state(pid)
+    return state is None or state[0] != "Z"
+
+
 def _process_state(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks after boot) from ``/proc/<pid>/stat``; None without it."""
     try:

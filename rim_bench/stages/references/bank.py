@@ -39,6 +39,7 @@ from rim_bench.core.cache_files import (
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import DataError
 from rim_bench.core.io import atomic_write_json, atomic_write_text, safe_name, set_aside
+from rim_bench.core.output_lock import pid_running
 from rim_bench.core.types import ReferenceBank
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ METADATA = "bank.json"
 KEY = "key.json"
 BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark's bank should take
 HEARTBEAT_S = 5.0  # rank 0 touches its heartbeat file this often while it builds
-HEARTBEAT_STALE_S = 60.0  # waiting ranks give up on a rank 0 whose heartbeat is older than this
+# Waiting ranks give up on a rank 0 whose heartbeat is older than this: one killed on another node
+# is noticed within 40 s + a poll (2 s) of its last beat, inside the minute docs/scaling.md promises.
+HEARTBEAT_STALE_S = 40.0
 
 
 def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None, *, made_for: str) -> None:
@@ -241,23 +244,12 @@ class _Rank0Heartbeat:
             self.seen = True
         now = time.time()
         if (now - touched < self.stale_s and isinstance(beat, dict) and beat.get("host") == socket.gethostname()
-                and not _running(beat.get("pid"))):
+                and not pid_running(beat.get("pid"))):
             return f"(pid {beat['pid']}) has ended"
         self.last = max(self.last, touched)
         if now - self.last > self.stale_s:
             return f"has given no sign of life for {now - self.last:.0f} s (heartbeat {self.alive})"
         return None
-
-
-def _running(pid: Any) -> bool:
-    """Whether process `pid` exists on this host (true for what is not a pid: nothing is known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, TypeError):  # another user's process, or not a pid
-        return True
-    return True
 
 
 def _publish(work: Path, directory: Path) -> None:
