@@ -98,3 +98,15 @@ def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
     sweep_file = folder / "t.yaml"
     sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
     return runs, sweep_file
+
+
+def run_folder(folder: Path, miou: float | None = 50.0, classes: tuple[str, ...] = ("sky", "leaf")) -> Path:
+    """A finished run's folder as `rim-bench test` writes it (the files `report` reads)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "mIoU": miou, "mAcc": 60.0, "aAcc": 70.0, "num_images": 2,
+        "per_class_iou": {name: 40.0 + i for i, name in enumerate(classes)}}))
+    (folder / "config.yaml").write_text("experiment: smoke\ndata: {name: smoke}\nmatcher: {name: rim}\n")
+    return folder

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_finished_runs
+from helpers import fake_finished_runs, run_folder
 from PIL import Image
 
 from rim_bench.commands import runner
@@ -132,24 +132,14 @@ def test_case11_nothing_left_to_score_is_one_line_and_writes_no_null_miou(damage
     assert not (out / "metrics.json").exists()
 
 
-def _run_folder(folder: Path, miou: float | None = 50.0, classes: tuple[str, ...] = ("sky", "leaf")) -> Path:
-    """A finished run's folder as `rim-bench test` writes it (the files `report` reads)."""
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "mIoU": miou, "mAcc": 60.0, "aAcc": 70.0, "num_images": 2,
-        "per_class_iou": {name: 40.0 + i for i, name in enumerate(classes)}}))
-    (folder / "config.yaml").write_text("experiment: smoke\ndata: {name: smoke}\nmatcher: {name: rim}\n")
-    return folder
-
-
 def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_path: Path, capsys):
     from rim_bench.commands.report import build_report
 
-    good = _run_folder(tmp_path / "good")
-    truncated = _run_folder(tmp_path / "truncated")
+    good = run_folder(tmp_path / "good")
+    truncated = run_folder(tmp_path / "truncated")
     (truncated / "metrics.json").write_text((truncated / "metrics.json").read_text()[:25])
-    null = _run_folder(tmp_path / "null", miou=None)
-    no_config = _run_folder(tmp_path / "no_config")
+    null = run_folder(tmp_path / "null", miou=None)
+    no_config = run_folder(tmp_path / "no_config")
     (no_config / "config.yaml").unlink()
     damaged = [truncated, null, no_config]
     with pytest.warns(UserWarning) as caught:
@@ -265,7 +255,7 @@ def test_case12_report_md_escapes_class_and_run_names(tmp_path: Path):
     from rim_bench.commands.report import build_report
 
     hostile = ("a|b", "<b>bold</b>", "`code`", "[link](http://x)", "*star*_under_")
-    run = _run_folder(tmp_path / "run|<i>_*x*_", classes=hostile)
+    run = run_folder(tmp_path / "run|<i>_*x*_", classes=hostile)
     md, _ = build_report([run], tmp_path / "report")
     text = md.read_text()
     for raw in ("<b>", "<i>", "[link](", "`code`", "*star*", "a|b"):

@@ -330,3 +330,37 @@ def test_case12_set_vocabulary_none_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"the vocabulary is a NoneType: give a list of class names, "
                                           r"e.g. \['cat', 'dog'\]"):
         rim.set_vocabulary(None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- 10. hand-edited results in a report
+
+
+def _edit_metrics(folder: Path, **changes) -> Path:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, **changes}))  # NaN as JSON's NaN
+    return folder
+
+
+def test_case10_report_skips_hand_edited_values_with_one_line_each(tmp_path: Path, capsys):
+    from helpers import run_folder
+
+    good = _edit_metrics(run_folder(tmp_path / "good"), peak_memory_mb=[1, 2], seconds={"total": "fast"},
+                         throughput=3)  # the cost cells of a hand-edited file are left out, not a traceback
+    damaged = {
+        _edit_metrics(run_folder(tmp_path / "string_iou"), per_class_iou={"sky": "high", "leaf": 3.0}):
+            "the IoU of class 'sky' is 'high', not a score",
+        _edit_metrics(run_folder(tmp_path / "nan"), mIoU=float("nan")): "mIoU is nan, not a score",
+        run_folder(tmp_path / "no_data_name"): "data.name is None, not a name",
+    }
+    (tmp_path / "no_data_name" / "config.yaml").write_text("data: {root: x}\nmatcher: {name: rim}\n")
+    with pytest.warns(UserWarning) as caught:
+        assert main(["report", *map(str, damaged), str(good), "--out", str(tmp_path / "report")]) == 0
+    messages = [str(w.message) for w in caught]
+    for folder, fragment in damaged.items():
+        assert any(f"skipping '{folder}'" in m and fragment in m for m in messages), (fragment, messages)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| good | smoke | smoke | rim | 50.00 | 60.00 | 70.00 | 2 | - | - | - | - |" in text
+    assert "nan" not in text.lower()
+    with pytest.warns(UserWarning):  # a NaN mIoU alone: nothing to report, exit 2 (printed as "nan", exit 0 before)
+        assert main(["report", str(tmp_path / "nan"), "--out", str(tmp_path / "report2")]) == 2
+    assert "nothing to report" in _error(capsys)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import shutil
 import warnings
@@ -33,14 +34,27 @@ def run_cost(metrics: dict) -> dict:
     """What a run cost, from its metrics.json: wall seconds, throughput over the test loop
     (images/s), peak host RSS and peak CUDA allocation (MB); None where the run did not
     record it (CUDA unused, or a metrics.json from an older rim-bench)."""
-    memory = metrics.get("peak_memory_mb", {})
-    cuda = memory.get("cuda_max_allocated")
+    memory = _part(metrics, "peak_memory_mb")
+    cuda = [v for v in _part(memory, "cuda_max_allocated").values() if _number(v) is not None]
     return {
-        "seconds": metrics.get("seconds", {}).get("total"),
-        "images_per_second": metrics.get("throughput", {}).get("images_per_second"),
-        "peak_rss_mb": memory.get("host_rss", {}).get("total"),
-        "peak_cuda_mb": max(cuda.values()) if cuda else None,
+        "seconds": _number(_part(metrics, "seconds").get("total")),
+        "images_per_second": _number(_part(metrics, "throughput").get("images_per_second")),
+        "peak_rss_mb": _number(_part(memory, "host_rss").get("total")),
+        "peak_cuda_mb": max(cuda) if cuda else None,
     }
+
+
+def _part(record: dict, key: str) -> dict:
+    """``record[key]`` if it is a mapping, else empty: a hand-edited file's list or number there is left out."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    """`value` if it is a finite number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def cost_cells(cost: dict) -> list[str]:
@@ -157,8 +171,18 @@ def read_run(run: Path) -> tuple[dict, dict]:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("per_class_iou"), dict) or not all(
             isinstance(metrics.get(k), (int, float)) for k in SCORES):
         raise DataError(f"{metrics_file} holds no scores ({', '.join(SCORES)}, per_class_iou): nothing was scored")
+    for key in SCORES:
+        if _number(metrics[key]) is None:  # NaN or infinity: no run writes one
+            raise DataError(f"{metrics_file}: {key} is {metrics[key]}, not a score; rerun it")
+    for name, iou in metrics["per_class_iou"].items():
+        if iou is not None and _number(iou) is None:  # None: a class absent from the data
+            raise DataError(f"{metrics_file}: the IoU of class '{name}' is {iou!r}, not a score; rerun it")
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "matcher")):
         raise DataError(f"{config_file} is not a rim-bench run's config")
+    for key in ("data", "matcher"):
+        if not isinstance(config[key].get("name"), str):
+            raise DataError(f"{config_file}: {key}.name is {config[key].get('name')!r}, not a name: not a rim-bench "
+                            "run's config")
     return metrics, config
 
 
