@@ -364,3 +364,35 @@ def test_case10_report_skips_hand_edited_values_with_one_line_each(tmp_path: Pat
     with pytest.warns(UserWarning):  # a NaN mIoU alone: nothing to report, exit 2 (printed as "nan", exit 0 before)
         assert main(["report", str(tmp_path / "nan"), "--out", str(tmp_path / "report2")]) == 2
     assert "nothing to report" in _error(capsys)
+
+
+# ------------------------------------------------------------ 6. sweeps count first
+
+
+def test_case6_a_huge_grid_is_one_line_before_any_point_is_made(tmp_path: Path, capsys, monkeypatch):
+    import itertools
+
+    monkeypatch.setattr(itertools, "product", lambda *a: pytest.fail("the grid was listed"))
+    values = ",".join(str(v / 1000) for v in range(1, 101))
+    keys = ["matcher.rim.temperature", "matcher.rim.ref_temperature", "seed", "proposer.slic.n_segments",
+            "proposer.slic.compactness", "data.max_images", "pooling.mask.min_area"]
+    assert main(["sweep", "experiment=smoke", *(f"{key}={values}" for key in keys)]) == 2  # MemoryError before
+    error = _error(capsys)
+    assert "the sweep has 100,000,000,000,000 points (100 matcher.rim.temperature x 100" in error
+    assert "over the 1,000 one sweep runs" in error and "method: random and num_samples" in error
+    sweep_file = tmp_path / "big.yaml"
+    sweep_file.write_text("parameters:\n" + "".join(f"  {key}: [{values}]\n" for key in keys))
+    assert main(["sweep", "experiment=smoke", f"sweep={sweep_file}"]) == 2
+    assert f"{sweep_file}: the sweep has 100,000,000,000,000 points" in _error(capsys)
+
+
+def test_case6_points_are_made_one_at_a_time_and_a_random_sweep_of_a_huge_grid_is_fine():
+    from rim_bench.commands.sweep import SweepSpec, count_points, points
+
+    grid = SweepSpec("s", "grid", {"a": [1, 2], "b": ["x", "y", "z"]})
+    made = points(grid)
+    assert count_points(grid) == 6 and next(made) == {"a": 1, "b": "x"}  # an iterator, not a list
+    huge = SweepSpec("s", "random", {f"k{i}": list(range(100)) for i in range(8)}, num_samples=5)
+    assert count_points(huge) == 5 and len(list(points(huge))) == 5
+    with pytest.raises(ConfigError, match="the sweep has 2,000 points .* give a smaller num_samples"):
+        points(SweepSpec("s", "random", {f"k{i}": list(range(100)) for i in range(8)}, num_samples=2000))

@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name
 from rim_bench.core.output_lock import hold_output
 
 METHODS = ("grid", "random")
+# Points one sweep runs at most: each is a whole test run (a thousand are days at a real benchmark's size),
+# and each point's config is built and checked before the first runs.
+MAX_POINTS = 1000
 METRICS = ("mIoU", "mAcc", "aAcc")
 
 
@@ -160,13 +164,43 @@ def _parsed(key: str, value: str) -> Any:
     return OmegaConf.to_container(found) if OmegaConf.is_config(found) else found
 
 
-def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+def count_points(spec: SweepSpec) -> int:
+    """How many points `spec` runs, from its axes alone (nothing listed): the grid's size, or
+    `num_samples` of it."""
+    grid = math.prod(len(values) for values in spec.parameters.values())
+    return grid if spec.method == "grid" else min(grid, spec.num_samples or 0)
+
+
+def check_size(spec: SweepSpec) -> int:
+    """`count_points`, refused above `MAX_POINTS` with the size and the way out (before a point is made).
+
+    Raises:
+        ConfigError: the sweep is too large.
+    """
+    count = count_points(spec)
+    if count > MAX_POINTS:
+        axes = " x ".join(f"{len(values)} {key}" for key, values in spec.parameters.items())
+        way_out = ("a smaller num_samples" if spec.method == "random" else
+                   "fewer values, or a sweep file (sweep=FILE.yaml) with method: random and num_samples: N")
+        raise ConfigError(f"{spec.path}: the sweep has {count:,} points ({axes}), over the {MAX_POINTS:,} one sweep "
+                          f"runs (each point is a whole test run); give {way_out}")
+    return count
+
+
+def points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """The points, made one at a time once the sweep's size is checked (`check_size`): every
+    combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+    check_size(spec)
     keys = list(spec.parameters)
     if spec.method == "grid":
-        return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+        return (dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values()))
     assert spec.num_samples is not None  # load_sweep requires it for a random sweep
-    return [grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed)]
+    return (grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed))
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every point of `spec` (`points`), listed."""
+    return list(points(spec))
 
 
 def draw_indices(parameters: dict[str, list], n: int, seed: int) -> list[int]:
@@ -194,7 +228,7 @@ def grid_point(parameters: dict[str, list], index: int) -> dict[str, Any]:
 def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:
     """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
     ``real/rim``) make; returns the table rows."""
-    points = expand(spec)
+    points = expand(spec)  # counted before any is made (`check_size`)
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
     configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
                for i, point in enumerate(points)]
