@@ -139,6 +139,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, m
 
 def test_a_folder_with_another_configs_results_is_refused(tmp_path: Path):
     rim = resolve(load_config(["experiment=smoke", f"output_dir={tmp_path}"]))
+    assert runner.output_folder(rim) == tmp_path  # claimed for `test`
     (tmp_path / "metrics.json").write_text(json.dumps({"result_hash": config_hash(result_spec(rim))}))
     assert runner.output_folder(rim) == tmp_path  # the same config resumes / overwrites
     cosine = resolve(load_config(["experiment=smoke", "matcher.name=cosine", f"output_dir={tmp_path}"]))

@@ -287,11 +287,13 @@ def _run_folder(root: Path) -> Path:
 def test_case6_report_never_overwrites_a_report_it_did_not_write(name: str, tmp_path: Path, monkeypatch, capsys):
     run = _run_folder(tmp_path / "results")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / name).write_text("my own notes\n")
-    assert main(["report", str(run)]) == 2  # the default --out .
-    assert f"--out: '{name}' exists and was not written by rim-bench" in _error(capsys)
-    assert (tmp_path / name).read_text() == "my own notes\n" and not (tmp_path / "images").exists()
-    (tmp_path / name).unlink()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / name).write_text("my own notes\n")
+    assert main(["report", str(run)]) == 2  # the default --out report (issue 28: a folder of rim-bench's files only)
+    assert f"--out 'report' holds files rim-bench did not write ({name})" in _error(capsys)
+    assert (tmp_path / "report" / name).read_text() == "my own notes\n"
+    assert not (tmp_path / "report" / "images").exists()
+    (tmp_path / "report" / name).unlink()
     for _ in range(2):  # its own report it rewrites
         assert main(["report", str(run)]) == 0
-    assert (tmp_path / "report.md").read_text().startswith("<!-- written by rim-bench -->\n# rim-bench report")
+    assert (tmp_path / "report" / "report.md").read_text().startswith("<!-- written by rim-bench -->\n# rim-bench")

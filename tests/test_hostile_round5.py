@@ -159,6 +159,14 @@ def test_case7_a_full_cache_disk_is_one_line(tmp_path: Path, monkeypatch):
     assert not list((tmp_path / "regions" / "key").iterdir())  # no temporary file left
 
 
+def test_case7_a_full_disk_under_any_cache_file_is_one_line(tmp_path: Path, monkeypatch, capsys):
+    _fail_during_the_test(monkeypatch, "full disk")  # the bank is the first cache written: it had no handler
+    assert main(["test", "experiment=smoke", "data.max_images=2", f"cache_dir={tmp_path / 'cache'}",
+                 f"output_dir={tmp_path / 'out'}"]) == 2
+    error = _error(capsys)
+    assert "bank.safetensors' (No space left on device): free space there, or set cache_dir" in error
+
+
 # ------------------------------------------------------- 8. rim-bench-lightning's arguments
 
 
@@ -396,3 +404,147 @@ def test_case6_points_are_made_one_at_a_time_and_a_random_sweep_of_a_huge_grid_i
     assert count_points(huge) == 5 and len(list(points(huge))) == 5
     with pytest.raises(ConfigError, match="the sweep has 2,000 points .* give a smaller num_samples"):
         points(SweepSpec("s", "random", {f"k{i}": list(range(100)) for i in range(8)}, num_samples=2000))
+
+
+# ----------------------------------------- 3-5. output folders hold rim-bench's files only
+
+CLASSES = "background,sun,leaf,sea,berry,grape"
+
+
+@pytest.fixture
+def photo(smoke_root: Path, tmp_path: Path) -> Path:
+    """A user's photo, outside any output folder."""
+    image = tmp_path / "photos" / "photo.jpg"
+    image.parent.mkdir()
+    shutil.copy(sorted((smoke_root / "JPEGImages").glob("*.jpg"))[0], image)
+    return image
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_case3_segment_refuses_a_folder_holding_another_vocabularys_label_maps(photo: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(out)]) == 0
+    first = _files(out)
+    assert main(["segment", str(photo), "--classes", "background,grape,sun", "experiment=smoke",
+                 "--out", str(out)]) == 2  # exit 0 before, classes.txt then naming the second vocabulary
+    assert "holds the label maps of another vocabulary (['background', 'sun', 'leaf'" in _error(capsys)
+    assert _files(out) == first
+    assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(out)]) == 0  # same one
+
+
+def test_case4_a_plain_trainer_writes_into_a_run_folder_of_its_own(tmp_path: Path, monkeypatch):
+    import lightning as L
+
+    from rim_bench.run.datamodule import BenchmarkDataModule
+    from rim_bench.run.lit_module import RIMModule
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("my: own\n")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)  # the README's route
+    trainer.test(RIMModule.from_config("smoke"), datamodule=BenchmarkDataModule("smoke", max_images=2), verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "outputs"]  # metrics.json here before
+    assert (tmp_path / "config.yaml").read_text() == "my: own\n"
+    (run,) = (tmp_path / "outputs").iterdir()
+    assert run.name.startswith("smoke-") and (run / "metrics.json").is_file() and (run / "config.yaml").is_file()
+
+
+def test_case4_test_and_segment_never_replace_a_users_files(photo: Path, tmp_path: Path, capsys):
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "config.yaml").write_text("mine\n")
+    (user / "classes.txt").write_text("mine too\n")
+    assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(user)]) == 2
+    assert "--out '" + str(user) + "' holds files rim-bench did not write (classes.txt, config.yaml)" in _error(capsys)
+    assert main(["test", "experiment=smoke", f"output_dir={user}"]) == 2
+    assert "output_dir '" + str(user) + "' holds files rim-bench did not write" in _error(capsys)
+    assert _files(user) == {"classes.txt": b"mine too\n", "config.yaml": b"mine\n"}
+    segmented = tmp_path / "segmented"
+    assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(segmented)]) == 0
+    assert main(["test", "experiment=smoke", f"output_dir={segmented}"]) == 2  # another command's folder
+    assert "holds the output of `rim-bench segment`; choose another output_dir for `rim-bench test`" in _error(capsys)
+
+
+def test_case4_report_never_replaces_a_users_picture(tmp_path: Path, capsys):
+    from helpers import run_folder
+
+    run = run_folder(tmp_path / "run")
+    (run / "overlays").mkdir()
+    Image = pytest.importorskip("PIL.Image")
+    Image.new("RGB", (4, 4)).save(run / "overlays" / "a.png")
+    out = tmp_path / "report"
+    picture = out / "images" / "00-run" / "a.png"
+    picture.parent.mkdir(parents=True)
+    picture.write_bytes(b"my picture")
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    assert "holds files rim-bench did not write (images)" in _error(capsys)
+    assert picture.read_bytes() == b"my picture" and sorted(p.name for p in out.iterdir()) == ["images"]
+    shutil.rmtree(out / "images")
+    for _ in range(2):  # its own folder it rewrites
+        assert main(["report", str(run), "--out", str(out)]) == 0
+
+
+def _fail_during_the_test(monkeypatch, failure: str) -> None:
+    """Make `rim-bench test` fail once it runs, as a bad peer weight file, a full cache disk or SIGTERM do."""
+    import os
+    import signal
+
+    from safetensors import SafetensorError
+
+    from rim_bench.core import cache_files
+    from rim_bench.core.errors import DataError
+    from rim_bench.run.assembly import Assembly
+
+    def bad_weights(*args, **kwargs):
+        raise DataError("weights file 'clip.pt' cannot be read: truncated")
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    def sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if failure == "weights":
+        monkeypatch.setattr(Assembly, "pipeline", bad_weights)
+    elif failure == "full disk":
+        monkeypatch.setattr(cache_files, "save_file", full_disk)
+    else:
+        from rim_bench.run.lit_module import RIMModule
+
+        monkeypatch.setattr(RIMModule, "test_step", sigterm)
+
+
+@pytest.mark.parametrize("failure, code", [("weights", 2), ("full disk", 2), ("sigterm", 143)])
+def test_case5_a_failed_run_removes_the_folder_it_created(failure: str, code: int, tmp_path: Path, monkeypatch,
+                                                          capsys):
+    _fail_during_the_test(monkeypatch, failure)
+    out = tmp_path / "out"
+    assert main(["test", "experiment=smoke", "data.max_images=2", f"cache_dir={tmp_path / 'cache'}",
+                 f"output_dir={out}"]) == code
+    assert not out.exists()  # an empty folder (or one with csv/) was left before
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["test", "experiment=smoke", "data.max_images=2", f"cache_dir={tmp_path / 'cache'}",
+                 f"output_dir={existing}"]) == code
+    assert existing.is_dir() and not list(existing.iterdir())  # a folder that was there stays, as it was
+
+
+def test_case5_a_plain_trainer_that_fails_removes_its_run_folder(tmp_path: Path, monkeypatch):
+    import lightning as L
+
+    from rim_bench.core.errors import DataError
+    from rim_bench.run.datamodule import BenchmarkDataModule
+    from rim_bench.run.lit_module import RIMModule
+
+    def bad_weights(*args, **kwargs):
+        raise DataError("weights file cannot be read")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(RIMModule, "test_step", bad_weights)
+    with pytest.raises(DataError):
+        L.Trainer(logger=False, enable_progress_bar=False).test(
+            RIMModule.from_config("smoke"), datamodule=BenchmarkDataModule("smoke", max_images=2), verbose=False)
+    assert not list((tmp_path / "outputs").iterdir())

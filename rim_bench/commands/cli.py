@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rim_bench.core.config_index import help_listing
-from rim_bench.core.errors import RimBenchError, error_line
+from rim_bench.core.errors import RimBenchError, disk_error_line, error_line
 from rim_bench.core.logs import console_logging, plain_warnings
 
 EXIT_USER_ERROR = 2
@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
     report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
     report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
-    report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
+    report.add_argument("--out", type=Path, default=Path("report"),
+                        help="where report.md and report.html go: a new, empty or earlier report's folder "
+                             "(default: report)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
     convert.add_argument("--src", required=True, help="the downloaded, extracted raw annotations")
@@ -144,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rim-bench config | head -1`: the reader has what it wanted
         _silence_stdout()
         return 128 + signal.SIGPIPE
+    except OSError as e:  # a full or read-only disk under a cache or result file
+        line = disk_error_line(e)
+        if line is None:
+            raise
+        print(f"rim-bench: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         restore_signals()
 

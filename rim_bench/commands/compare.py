@@ -30,7 +30,7 @@ from rim_bench.core.config import CONFIG_DIR, load_config, resolve, stage_spec
 from rim_bench.core.config_index import PACKAGE_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text, safe_name
-from rim_bench.core.output_lock import hold_output
+from rim_bench.core.output_lock import writing_into
 from rim_bench.stages.pixel.protocol import PixelSettings, load_settings
 from rim_bench.stages.segmenter.background import describe_background
 
@@ -71,7 +71,7 @@ def run_compare(overrides: list[str]) -> list[dict]:
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
                                    f"{runs_hash(list(configs.values()))}")
     rows = []
-    with hold_output(out):  # each method's run holds its own sub-folder too
+    with writing_into(out, "compare"):  # each method's run holds and claims its own sub-folder too
         for method, cfg in configs.items():
             metrics = run_or_reuse(cfg, out / method, method)
             rows.append({"method": method, **{c: metrics[c] for c in COLUMNS}, "num_images": metrics["num_images"],

@@ -47,7 +47,7 @@ from rim_bench.commands.plan import require_weights
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, error_text, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name, set_aside
-from rim_bench.core.output_lock import hold_output
+from rim_bench.core.output_lock import writing_into
 
 METHODS = ("grid", "random")
 # Points one sweep runs at most: each is a whole test run (a thousand are days at a real benchmark's size),
@@ -238,7 +238,7 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     experiment = safe_name(root_cfg.experiment or "default")
     out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
     rows = []
-    with hold_output(out):  # each point holds its own sub-folder too
+    with writing_into(out, "sweep"):  # each point holds and claims its own sub-folder too
         for index, (point, cfg) in enumerate(zip(points, configs)):
             point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
             if cfg.wandb.group is None:

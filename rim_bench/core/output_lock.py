@@ -1,4 +1,5 @@
-"""Output folders: a command never writes over its own inputs, and one run writes a folder at a time.
+"""Output folders: a command never writes over its own inputs, one run writes a folder at a
+time, and a folder holds rim-bench's files only.
 
 `refuse_inputs_inside`: a command that reads files and writes into a folder refuses a folder
 that is, or holds, one of those files (``rim-bench segment photos --out photos`` would have
@@ -12,6 +13,13 @@ the run ends, by an exception or Ctrl-C too. A lock left by a killed run is take
 when its process is provably gone: on this host, its pid is not alive, or now belongs to a
 process started at another time (the pid was reused).
 
+`claim_output`: a command writes into a folder only if it is new, empty, or holds the marker
+(``<folder>/.rim-bench-output.json``) of an earlier run of the same kind of command (``test``,
+``segment``, ``report``, ...), which it writes into a folder it claims; so it never replaces a
+file it did not write (a user's ``config.yaml``), nor mixes its results with another command's.
+`remove_unused` takes back, after a failed run, the folder it made (or its marker alone, in a
+folder that was there before).
+
 Nesting: a sweep, comparison or suite holds its folder, and each run in it holds its own
 sub-folder (``point-*/``, ``<method>/``), so the same lock is never needed twice; a folder that
 this very process holds already is entered again without a second lock (re-entrant). DDP: the
@@ -21,6 +29,7 @@ torchrun's and srun's ranks > 0) write under the lock of their rank 0, which too
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -29,15 +38,18 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TypeGuard
 
 from rim_bench.core.errors import ConfigError
+from rim_bench.core.io import atomic_write_json
 
 LOCK_FILE = ".rim-bench.lock"
+MARKER = ".rim-bench-output.json"
+OWN = (LOCK_FILE, f"{LOCK_FILE}.takeover", MARKER)  # rim-bench's bookkeeping in an output folder
 MAX_COMMAND = 160  # characters of the holder's command shown in an error
 MAX_PID = 2**22  # Linux's largest pid_max (PID_MAX_LIMIT); other systems stay below it
 
@@ -57,6 +69,106 @@ def refuse_inputs_inside(folder: str | os.PathLike, inputs: Iterable[str | os.Pa
         if any(place.is_relative_to(out) for place in places):
             raise ConfigError(f"{option} '{folder}' holds the input '{item}': writing there could replace "
                               f"inputs; choose an output folder that holds none of them")
+
+
+def claim_output(folder: str | os.PathLike, command: str, option: str, record: dict | None = None,
+                 tolerated: Iterable[str] = ()) -> dict:
+    """Make the existing `folder` an output folder of `command` (see the module doc): refused
+    unless it holds nothing (but rim-bench's lock, and names matching a `tolerated` pattern: a
+    Lightning logger's files in its own run folder) or the marker of an earlier `command` run. A
+    further DDP rank claims nothing: its rank 0 did.
+
+    Args:
+        option: the option or key that named `folder`, for the message.
+        record: what the marker records besides the command (``segment``: its vocabulary).
+    Returns:
+        The marker's record: the earlier run's, or the one written now.
+    Raises:
+        ConfigError: the folder holds other files, or another command's results.
+    """
+    folder = Path(folder)
+    mine = {"command": command, **(record or {})}
+    if _further_rank():
+        return mine
+    marker = folder / MARKER
+    try:
+        found = json.loads(marker.read_text())
+    except FileNotFoundError:
+        found = None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{option} '{folder}': its marker {marker} cannot be read ({e}); delete it if the folder "
+                          "holds no one's files, or choose another folder") from None
+    if found is not None:
+        if not isinstance(found, dict) or found.get("command") != command:
+            other = found.get("command") if isinstance(found, dict) else found
+            raise ConfigError(f"{option} '{folder}' holds the output of `rim-bench {other}`; choose another "
+                              f"{option} for `rim-bench {command}`")
+        return found
+    patterns = list(tolerated)
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if p.name not in OWN and not any(fnmatch.fnmatch(p.name, t) for t in patterns))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"{option} '{folder}' holds files rim-bench did not write ({shown}): writing there could "
+                          f"replace them; choose a new or empty folder")
+    try:
+        atomic_write_json(marker, mine)
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot write '{marker}' ({e.strerror}); choose a writable folder") from None
+    return mine
+
+
+@contextmanager
+def writing_into(folder: str | os.PathLike, command: str, option: str = "output_dir",
+                 record: dict | None = None) -> Iterator[dict]:
+    """Hold `folder` (`hold_output`) and claim it for `command` (`claim_output`, whose record it
+    yields) for the block; when the block ends, take back what a failed run made (`remove_unused`)."""
+    folder = Path(folder)
+    created = not folder.is_dir()
+    try:
+        with hold_output(folder, option):
+            yield claim_output(folder, command, option, record)
+    finally:  # the lock released
+        remove_unused(folder, created)
+
+
+def remove_unused(folder: str | os.PathLike, created: bool) -> None:
+    """After a run (its lock released): remove the folders under `folder` that hold nothing but
+    rim-bench's marker (deepest first), and `folder` itself if the run `created` it; in a folder
+    that was there before, the marker alone (it was empty). Files, and the folders holding them
+    or a lock, stay."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    subfolders = sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                        key=lambda p: len(p.parts), reverse=True)
+    for sub in [*subfolders, folder]:
+        with suppress(OSError):  # not ours to empty, or removed meanwhile
+            if any(p.name not in OWN or p.name == LOCK_FILE for p in sub.iterdir()):  # a lock: a run is there
+                continue
+            for name in OWN:
+                (sub / name).unlink(missing_ok=True)
+            if sub != folder or created:
+                sub.rmdir()
+
+
+def new_folder(base: str | os.PathLike, option: str = "output_dir") -> Path:
+    """A folder that did not exist, created: `base`, else ``<base>-2``, ``-3``, ... (two runs started
+    in the same second get their own).
+
+    Raises:
+        ConfigError: it cannot be created.
+    """
+    for n in range(1, 10_000):
+        folder = Path(f"{base}" if n == 1 else f"{base}-{n}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"{option}: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
+        return folder
+    raise ConfigError(f"{option}: {base}-* all exist; set {option}=PATH")
 
 
 @dataclass(frozen=True)
