@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import error_of
 
 from rim_bench.commands.cli import main
 from rim_bench.core.errors import ConfigError
@@ -23,15 +24,6 @@ from rim_bench.run.region_cache import RegionCache
 
 DAMAGED = "damaged cache entry"
 SMOKE_MIOU = 62.6435  # `rim-bench test experiment=smoke` (README, tests/test_smoke.py)
-
-
-def _error(capsys, prog: str = "rim-bench") -> str:
-    """The one stderr line a user error prints (no traceback)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _damaged(caught) -> list[str]:
@@ -163,7 +155,7 @@ def test_case7_a_full_disk_under_any_cache_file_is_one_line(tmp_path: Path, monk
     _fail_during_the_test(monkeypatch, "full disk")  # the bank is the first cache written: it had no handler
     assert main(["test", "experiment=smoke", "data.max_images=2", f"cache_dir={tmp_path / 'cache'}",
                  f"output_dir={tmp_path / 'out'}"]) == 2
-    error = _error(capsys)
+    error = error_of(capsys)
     assert "bank.safetensors' (No space left on device): free space there, or set cache_dir" in error
 
 
@@ -184,7 +176,7 @@ def test_case8_lightning_config_and_trainer_mistakes_are_one_line(args: list[str
     with pytest.raises(SystemExit) as stopped:
         lightning.main()
     assert stopped.value.code == 2
-    assert fragment in _error(capsys, "rim-bench-lightning")
+    assert fragment in error_of(capsys, "rim-bench-lightning")
     assert not list(tmp_path.iterdir())  # and no run folder left behind
 
 
@@ -227,7 +219,7 @@ def test_case9_segment_into_a_folder_whose_lock_has_a_text_pid_is_one_line(smoke
     (out / LOCK_FILE).write_text(json.dumps({"host": "h", "pid": "abc", "started": None}))
     image = sorted((smoke_root / "JPEGImages").glob("*.jpg"))[0]
     assert main(["segment", str(image), "--classes", "sun,leaf", "experiment=smoke", "--out", str(out)]) == 2
-    assert "pid 'abc' is not a process id" in _error(capsys)  # a TypeError from os.kill before
+    assert "pid 'abc' is not a process id" in error_of(capsys)  # a TypeError from os.kill before
 
 
 # --------------------------------------------------------- 11. a closed pipe on stdout
@@ -254,7 +246,7 @@ def test_case11_config_into_a_closed_pipe_ends_without_a_traceback():
 
 def test_case12_an_unclosed_bracket_in_a_swept_value_is_named(capsys):
     assert main(["sweep", "experiment=smoke", "matcher.rim.temperature=[0.05,0.1"]) == 2
-    assert "'[0.05,0.1' opens a bracket it does not close" in _error(capsys)  # "give sweep=NAME" before
+    assert "'[0.05,0.1' opens a bracket it does not close" in error_of(capsys)  # "give sweep=NAME" before
 
 
 def test_case12_warnings_are_one_line_without_source_file_paths(tmp_path: Path):
@@ -287,7 +279,7 @@ def test_case12_check_data_counts_every_image_of_the_set(smoke_root: Path, tmp_p
 
 def test_case12_compare_refuses_a_method_given_twice(capsys):
     assert main(["compare", "experiment=smoke", "methods=[rim,rim]"]) == 2
-    assert "methods: rim given more than once in '[rim,rim]'; list each method once" in _error(capsys)
+    assert "methods: rim given more than once in '[rim,rim]'; list each method once" in error_of(capsys)
 
 
 def test_case12_a_waiting_rank_notices_a_killed_unreaped_rank_0_at_once(tmp_path: Path):
@@ -371,7 +363,7 @@ def test_case10_report_skips_hand_edited_values_with_one_line_each(tmp_path: Pat
     assert "nan" not in text.lower()
     with pytest.warns(UserWarning):  # a NaN mIoU alone: nothing to report, exit 2 (printed as "nan", exit 0 before)
         assert main(["report", str(tmp_path / "nan"), "--out", str(tmp_path / "report2")]) == 2
-    assert "nothing to report" in _error(capsys)
+    assert "nothing to report" in error_of(capsys)
 
 
 # ------------------------------------------------------------ 6. sweeps count first
@@ -385,13 +377,13 @@ def test_case6_a_huge_grid_is_one_line_before_any_point_is_made(tmp_path: Path, 
     keys = ["matcher.rim.temperature", "matcher.rim.ref_temperature", "seed", "proposer.slic.n_segments",
             "proposer.slic.compactness", "data.max_images", "pooling.mask.min_area"]
     assert main(["sweep", "experiment=smoke", *(f"{key}={values}" for key in keys)]) == 2  # MemoryError before
-    error = _error(capsys)
+    error = error_of(capsys)
     assert "the sweep has 100,000,000,000,000 points (100 matcher.rim.temperature x 100" in error
     assert "over the 1,000 one sweep runs" in error and "method: random and num_samples" in error
     sweep_file = tmp_path / "big.yaml"
     sweep_file.write_text("parameters:\n" + "".join(f"  {key}: [{values}]\n" for key in keys))
     assert main(["sweep", "experiment=smoke", f"sweep={sweep_file}"]) == 2
-    assert f"{sweep_file}: the sweep has 100,000,000,000,000 points" in _error(capsys)
+    assert f"{sweep_file}: the sweep has 100,000,000,000,000 points" in error_of(capsys)
 
 
 def test_case6_points_are_made_one_at_a_time_and_a_random_sweep_of_a_huge_grid_is_fine():
@@ -430,7 +422,7 @@ def test_case3_segment_refuses_a_folder_holding_another_vocabularys_label_maps(p
     first = _files(out)
     assert main(["segment", str(photo), "--classes", "background,grape,sun", "experiment=smoke",
                  "--out", str(out)]) == 2  # exit 0 before, classes.txt then naming the second vocabulary
-    assert "holds the label maps of another vocabulary (['background', 'sun', 'leaf'" in _error(capsys)
+    assert "holds the label maps of another vocabulary (['background', 'sun', 'leaf'" in error_of(capsys)
     assert _files(out) == first
     assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(out)]) == 0  # same one
 
@@ -457,14 +449,15 @@ def test_case4_test_and_segment_never_replace_a_users_files(photo: Path, tmp_pat
     (user / "config.yaml").write_text("mine\n")
     (user / "classes.txt").write_text("mine too\n")
     assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(user)]) == 2
-    assert "--out '" + str(user) + "' holds files rim-bench did not write (classes.txt, config.yaml)" in _error(capsys)
+    error = error_of(capsys)
+    assert f"--out '{user}' holds files rim-bench did not write (classes.txt, config.yaml)" in error
     assert main(["test", "experiment=smoke", f"output_dir={user}"]) == 2
-    assert "output_dir '" + str(user) + "' holds files rim-bench did not write" in _error(capsys)
+    assert "output_dir '" + str(user) + "' holds files rim-bench did not write" in error_of(capsys)
     assert _files(user) == {"classes.txt": b"mine too\n", "config.yaml": b"mine\n"}
     segmented = tmp_path / "segmented"
     assert main(["segment", str(photo), "--classes", CLASSES, "experiment=smoke", "--out", str(segmented)]) == 0
     assert main(["test", "experiment=smoke", f"output_dir={segmented}"]) == 2  # another command's folder
-    assert "holds the output of `rim-bench segment`; choose another output_dir for `rim-bench test`" in _error(capsys)
+    assert "holds the output of `rim-bench segment`; choose another output_dir for `rim-bench test`" in error_of(capsys)
 
 
 def test_case4_report_never_replaces_a_users_picture(tmp_path: Path, capsys):
@@ -479,7 +472,7 @@ def test_case4_report_never_replaces_a_users_picture(tmp_path: Path, capsys):
     picture.parent.mkdir(parents=True)
     picture.write_bytes(b"my picture")
     assert main(["report", str(run), "--out", str(out)]) == 2
-    assert "holds files rim-bench did not write (images)" in _error(capsys)
+    assert "holds files rim-bench did not write (images)" in error_of(capsys)
     assert picture.read_bytes() == b"my picture" and sorted(p.name for p in out.iterdir()) == ["images"]
     shutil.rmtree(out / "images")
     for _ in range(2):  # its own folder it rewrites
