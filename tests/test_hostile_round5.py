@@ -541,3 +541,17 @@ def test_case5_a_plain_trainer_that_fails_removes_its_run_folder(tmp_path: Path,
         L.Trainer(logger=False, enable_progress_bar=False).test(
             RIMModule.from_config("smoke"), datamodule=BenchmarkDataModule("smoke", max_images=2), verbose=False)
     assert not list((tmp_path / "outputs").iterdir())
+
+
+def test_case10_a_sweep_point_whose_miou_was_edited_to_nan_is_run_again(tmp_path: Path, monkeypatch):
+    from helpers import fake_finished_runs
+
+    from rim_bench.commands.sweep import load_sweep, run_sweep
+
+    runs, sweep_file = fake_finished_runs(monkeypatch, tmp_path)
+    run_sweep(["experiment=smoke"], load_sweep(str(sweep_file)))
+    point = Path(runs[1])
+    _edit_metrics(point, mIoU=float("nan"))
+    with pytest.warns(UserWarning, match="damaged cache entry .*metrics.json.*mIoU nan"):
+        rows = run_sweep(["experiment=smoke"], load_sweep(str(sweep_file)))  # reused as "nan" before
+    assert runs[2:] == [str(point)] and [row["mIoU"] for row in rows] == [1.0, 1.0]
