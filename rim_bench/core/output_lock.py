@@ -11,14 +11,15 @@ from its first write to its end through ``<folder>/.rim-bench.lock``, created at
 A second run on the folder stops with one line naming the holder. The file is removed when
 the run ends, by an exception or Ctrl-C too. A lock left by a killed run is taken over only
 when its process is provably gone: on this host, its pid is not alive, or now belongs to a
-process started at another time (the pid was reused).
+process started at another time (the pid was reused); a lock with a field rim-bench does not
+write (a pid that is text or out of range, a start that is not a time) is never taken over.
 
 `claim_output`: a command writes into a folder only if it is new, empty, or holds the marker
 (``<folder>/.rim-bench-output.json``) of an earlier run of the same kind of command (``test``,
 ``segment``, ``report``, ...), which it writes into a folder it claims; so it never replaces a
 file it did not write (a user's ``config.yaml``), nor mixes its results with another command's.
 `remove_unused` takes back, after a failed run, the folder it made (or its marker alone, in a
-folder that was there before).
+folder that was there before); `writing_into` does all three for a command's block.
 
 Nesting: a sweep, comparison or suite holds its folder, and each run in it holds its own
 sub-folder (``point-*/``, ``<method>/``), so the same lock is never needed twice; a folder that
