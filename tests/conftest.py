@@ -48,3 +48,23 @@ def tiny_featurizer():
     tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                 patch_size=8, image_size=64, seed=0)
     return DinoV2Featurizer(model="tiny", input_size=64, tiny=tiny)
+
+
+@pytest.fixture
+def data(smoke_root: Path, tmp_path: Path) -> Path:
+    """A copy of the smoke benchmark (VOC layout, with its exemplars) that a test may damage."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(smoke_root, copy)
+    return copy
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Fail the test if a run gets as far as loading its models."""
+    from rim_bench.run.assembly import Assembly
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("models were loaded before the input was checked")
+    monkeypatch.setattr(Assembly, "pipeline", refuse)

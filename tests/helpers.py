@@ -99,3 +99,45 @@ def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
     sweep_file = folder / "t.yaml"
     sweep_file.write_text("parameters:\n  matcher.rim.temperature: [0.05, 0.2]\n")
     return runs, sweep_file
+
+
+def run_folder(folder: Path, miou: float | None = 50.0, classes: tuple[str, ...] = ("sky", "leaf")) -> Path:
+    """A finished run's folder as `rim-bench test` writes it (the files `report` reads)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "mIoU": miou, "mAcc": 60.0, "aAcc": 70.0, "num_images": 2,
+        "per_class_iou": {name: 40.0 + i for i, name in enumerate(classes)}}))
+    (folder / "config.yaml").write_text("experiment: smoke\ndata: {name: smoke}\nmatcher: {name: rim}\n")
+    return folder
+
+
+SPLIT = "ImageSets/Segmentation/val.txt"  # the smoke set's split file
+
+
+def split_ids(root: Path) -> list[str]:
+    """The image ids of a copy of the smoke set."""
+    return (root / SPLIT).read_text().split()
+
+
+def smoke_copy_args(root: Path, *overrides: str) -> list[str]:
+    """`rim-bench test` arguments for a copy of the smoke benchmark."""
+    return ["experiment=smoke", "data.name=voc_layout", "data.classes=smoke", f"data.root={root}",
+            f"references.exemplars.root={root / 'exemplars'}", *overrides]
+
+
+def error_of(capsys, prog: str = "rim-bench") -> str:
+    """The one stderr line a user error prints (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def label_out_of_range(root: Path, image_id: str) -> None:
+    """Give `image_id` a label of the image's size whose values are all 200 (smoke has 6 classes)."""
+    with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as img:
+        size = img.size[::-1]
+    Image.fromarray(np.full(size, 200, dtype=np.uint8)).save(root / "SegmentationClass" / f"{image_id}.png")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import smoke_copy_args, split_ids
 from PIL import Image
-from test_hostile_inputs import _args, _ids, data  # noqa: F401 - `data` is a fixture
 
 from rim_bench.commands.cli import main
 from rim_bench.commands.sweep import SweepSpec, expand
@@ -85,12 +85,12 @@ def test_case7_sam_proposes_regions_for_a_sliver_image(size):
 
 
 def test_case7_check_data_warns_about_extreme_sizes(data: Path, capsys):  # noqa: F811 - the fixture
-    first, second = _ids(data)[:2]
+    first, second = split_ids(data)[:2]
     Image.fromarray(np.zeros((2, 300, 3), dtype=np.uint8)).save(data / "JPEGImages" / f"{first}.jpg")
     Image.fromarray(np.zeros((2, 300), dtype=np.uint8)).save(data / "SegmentationClass" / f"{first}.png")
     Image.fromarray(np.zeros((40, 900, 3), dtype=np.uint8)).save(data / "JPEGImages" / f"{second}.jpg")
     Image.fromarray(np.zeros((40, 900), dtype=np.uint8)).save(data / "SegmentationClass" / f"{second}.png")
-    assert main(["check-data", *_args(data)]) == 0  # warnings, not errors: both are scored
+    assert main(["check-data", *smoke_copy_args(data)]) == 0  # warnings, not errors: both are scored
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2

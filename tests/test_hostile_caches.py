@@ -23,7 +23,14 @@ from safetensors.torch import save_file
 
 from rim_bench.commands.cli import main
 from rim_bench.run.region_cache import RegionCache
-from rim_bench.stages.references.bank import load_bank, load_shard, save_shard, shard_or_none, write_bank
+from rim_bench.stages.references.bank import (
+    bank_made_for,
+    load_bank,
+    load_shard,
+    save_shard,
+    shard_or_none,
+    write_bank,
+)
 
 DAMAGED = "damaged cache entry"
 
@@ -125,7 +132,8 @@ def test_case10_a_cached_bank_holding_inf_is_set_aside_and_rebuilt(cache, smoke_
     folder = _bank_dir(cache)
     bank = load_bank(folder)
     bank.features[3, 5] = float("inf")
-    write_bank(bank, folder)  # a valid entry, with a value no bank can have
+    made_for = bank_made_for(json.loads((folder / "key.json").read_text()))
+    write_bank(bank, folder, made_for=made_for)  # a valid entry, with a value no bank can have
     _rerun(cache, smoke_root, pristine, f"'{folder}'")  # before: "delete its cache folder", exit 2
 
 

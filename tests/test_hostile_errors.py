@@ -9,47 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_finished_runs
+from helpers import SPLIT, error_of, fake_finished_runs, label_out_of_range, run_folder, smoke_copy_args, split_ids
 from PIL import Image
 
 from rim_bench.commands.cli import main
 from rim_bench.core.config import load_config, resolve
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.run import runner
-from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset
 from rim_bench.run.methods import result_spec
-from tests.test_hostile_inputs import SPLIT, _args, _error, _ids, _label_out_of_range
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def data(smoke_root: Path, tmp_path: Path) -> Path:
-    """A copy of the smoke benchmark (VOC layout, with its exemplars) that a test may damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(smoke_root, copy)
-    return copy
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    """Fail the test if a run gets as far as loading its models."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("models were loaded before the input was checked")
-    monkeypatch.setattr(Assembly, "pipeline", refuse)
-
-
 def _data_config(root: Path, *overrides: str):
     """The resolved ``data`` block of `_args` (a copy of the smoke set read as a VOC-layout folder)."""
-    return resolve(load_config(_args(root, *overrides))).data
+    return resolve(load_config(smoke_copy_args(root, *overrides))).data
 
 
 # ------------------------------------------------------------------- 3. missing data
@@ -59,7 +40,7 @@ def test_case3_a_missing_data_root_is_an_error_and_is_not_created(tmp_path: Path
     missing = tmp_path / "some" / "nonexistent" / "path"
     for name in ("smoke", "voc21", "ade20k", "cityscapes"):  # the smoke set was generated there
         assert main(["check-data", "experiment=smoke", f"data.name={name}", f"data.root={missing}"]) == 2, name
-        assert f"data root '{missing}' does not exist" in _error(capsys)
+        assert f"data root '{missing}' does not exist" in error_of(capsys)
         assert not (tmp_path / "some").exists()
 
 
@@ -94,9 +75,9 @@ def test_case3_the_smoke_set_is_generated_at_its_default_root_or_when_asked(tmp_
 
 def test_case11_a_split_id_over_255_bytes_is_one_line_and_skipped_with_skip_bad(data: Path, capsys, no_models):
     long_id = "x" * 300
-    (data / SPLIT).write_text("\n".join([*_ids(data)[:3], long_id]) + "\n")
-    assert main(["test", *_args(data)]) == 2
-    line = _error(capsys)
+    (data / SPLIT).write_text("\n".join([*split_ids(data)[:3], long_id]) + "\n")
+    assert main(["test", *smoke_copy_args(data)]) == 2
+    line = error_of(capsys)
     assert f"{data / SPLIT}:4: id 'xxxx" in line and "File name too long" in line
     dataset, _ = build_dataset(_data_config(data, "data.skip_bad=true"))
     assert len(dataset) == 3 and "File name too long" in dataset.problems[long_id]
@@ -105,11 +86,11 @@ def test_case11_a_split_id_over_255_bytes_is_one_line_and_skipped_with_skip_bad(
 def test_case11_an_image_over_pils_pixel_limit_is_one_line_and_a_skipped_problem(data: Path, capsys, no_models,
                                                                                monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 26_000)  # the smoke images (up to 144 x 176) stay under it
-    big = _ids(data)[1]
+    big = split_ids(data)[1]
     Image.new("RGB", (300, 300)).save(data / "JPEGImages" / f"{big}.jpg")
     Image.new("L", (300, 300)).save(data / "SegmentationClass" / f"{big}.png")
-    assert main(["test", *_args(data)]) == 2
-    line = _error(capsys)
+    assert main(["test", *smoke_copy_args(data)]) == 2
+    line = error_of(capsys)
     assert f"'{data / 'JPEGImages' / big}.jpg' is too large to read" in line and "resize it" in line
     dataset, _ = build_dataset(_data_config(data, "data.skip_bad=true"))
     assert "too large to read" in dataset.problems[big] and big not in [e.image_id for e in dataset.entries]
@@ -117,7 +98,7 @@ def test_case11_an_image_over_pils_pixel_limit_is_one_line_and_a_skipped_problem
 
 @pytest.mark.parametrize("damage", ["all labels 255", "every image bad with skip_bad"])
 def test_case11_nothing_left_to_score_is_one_line_and_writes_no_null_miou(damage: str, data: Path, capsys):
-    ids = _ids(data)[:2]
+    ids = split_ids(data)[:2]
     (data / SPLIT).write_text("\n".join(ids) + "\n")
     for image_id in ids:
         if damage == "all labels 255":
@@ -126,31 +107,21 @@ def test_case11_nothing_left_to_score_is_one_line_and_writes_no_null_miou(damage
                 size = img.size[::-1]
             Image.fromarray(np.full(size, 255, dtype=np.uint8)).save(label)
         else:
-            _label_out_of_range(data, image_id)  # fails when read: a skipped sample
+            label_out_of_range(data, image_id)  # fails when read: a skipped sample
     out = data.parent / "out"
-    assert main(["test", *_args(data, f"output_dir={out}", "data.skip_bad=true")]) == 2
-    assert "nothing to score" in _error(capsys)
+    assert main(["test", *smoke_copy_args(data, f"output_dir={out}", "data.skip_bad=true")]) == 2
+    assert "nothing to score" in error_of(capsys)
     assert not (out / "metrics.json").exists()
-
-
-def _run_folder(folder: Path, miou: float | None = 50.0, classes: tuple[str, ...] = ("sky", "leaf")) -> Path:
-    """A finished run's folder as `rim-bench test` writes it (the files `report` reads)."""
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "mIoU": miou, "mAcc": 60.0, "aAcc": 70.0, "num_images": 2,
-        "per_class_iou": {name: 40.0 + i for i, name in enumerate(classes)}}))
-    (folder / "config.yaml").write_text("experiment: smoke\ndata: {name: smoke}\nmatcher: {name: rim}\n")
-    return folder
 
 
 def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_path: Path, capsys):
     from rim_bench.commands.report import build_report
 
-    good = _run_folder(tmp_path / "good")
-    truncated = _run_folder(tmp_path / "truncated")
+    good = run_folder(tmp_path / "good")
+    truncated = run_folder(tmp_path / "truncated")
     (truncated / "metrics.json").write_text((truncated / "metrics.json").read_text()[:25])
-    null = _run_folder(tmp_path / "null", miou=None)
-    no_config = _run_folder(tmp_path / "no_config")
+    null = run_folder(tmp_path / "null", miou=None)
+    no_config = run_folder(tmp_path / "no_config")
     (no_config / "config.yaml").unlink()
     damaged = [truncated, null, no_config]
     with pytest.warns(UserWarning) as caught:
@@ -163,7 +134,7 @@ def test_case11_report_skips_a_damaged_folder_with_a_warning_and_goes_on(tmp_pat
     assert "| good |" in text and "| truncated |" not in text and "| null |" not in text
     with pytest.warns(UserWarning):
         assert main(["report", *map(str, damaged), "--out", str(tmp_path / "none")]) == 2
-    assert "nothing to report" in _error(capsys)
+    assert "nothing to report" in error_of(capsys)
 
 
 def test_case11_a_resumed_sweep_recomputes_a_point_whose_metrics_are_truncated(tmp_path: Path, monkeypatch):
@@ -183,7 +154,7 @@ def test_case11_a_sweep_seed_that_is_not_an_integer_is_one_line(tmp_path: Path, 
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text("method: random\nnum_samples: 1\nseed: abc\nparameters:\n  matcher.rim.alpha: [0.0, 0.5]\n")
     assert main(["sweep", "experiment=smoke", f"sweep={sweep_file}"]) == 2
-    assert f"{sweep_file}: seed must be a non-negative integer, got 'abc'" in _error(capsys)
+    assert f"{sweep_file}: seed must be a non-negative integer, got 'abc'" in error_of(capsys)
 
 
 def test_case11_a_read_only_region_cache_is_one_line(tmp_path: Path, monkeypatch):
@@ -209,8 +180,8 @@ def test_case11_a_read_only_region_cache_is_one_line(tmp_path: Path, monkeypatch
 def test_case11_a_class_file_that_is_not_utf8_is_one_line(data: Path, capsys, no_models):
     classes = data.parent / "classes.txt"
     classes.write_bytes("background\nsky\nl\xe9af\n".encode("latin-1"))
-    assert main(["check-data", *_args(data), f"data.classes={classes}"]) == 2
-    assert f"{classes}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8" in _error(capsys)
+    assert main(["check-data", *smoke_copy_args(data), f"data.classes={classes}"]) == 2
+    assert f"{classes}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8" in error_of(capsys)
 
 
 def test_case11_the_api_refuses_classes_that_are_not_text_and_an_empty_image():
@@ -266,7 +237,7 @@ def test_case12_report_md_escapes_class_and_run_names(tmp_path: Path):
     from rim_bench.commands.report import build_report
 
     hostile = ("a|b", "<b>bold</b>", "`code`", "[link](http://x)", "*star*_under_")
-    run = _run_folder(tmp_path / "run|<i>_*x*_", classes=hostile)
+    run = run_folder(tmp_path / "run|<i>_*x*_", classes=hostile)
     md, _ = build_report([run], tmp_path / "report")
     text = md.read_text()
     for raw in ("<b>", "<i>", "[link](", "`code`", "*star*", "a|b"):
@@ -278,7 +249,7 @@ def test_case12_report_md_escapes_class_and_run_names(tmp_path: Path):
 
 
 def test_case12_skip_bad_keeps_the_first_of_a_duplicated_id(data: Path):
-    ids = _ids(data)[:3]
+    ids = split_ids(data)[:3]
     (data / SPLIT).write_text("\n".join([*ids, ids[0]]) + "\n")
     dataset, _ = build_dataset(_data_config(data, "data.skip_bad=true"))
     assert [e.image_id for e in dataset.entries] == ids
@@ -303,11 +274,11 @@ def test_case12_stage_names_are_checked_with_the_config_before_lightning_loads(c
 def test_case12_a_run_that_fails_leaves_no_empty_output_folder(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["test", "experiment=smoke", "data.max_images=1", "proposer.name=sam"]) == 2  # no SAM weights
-    assert "proposer.sam.checkpoint" in _error(capsys)
+    assert "proposer.sam.checkpoint" in error_of(capsys)
     assert not list(tmp_path.glob("outputs/*"))
     named = tmp_path / "named"
     assert main(["test", "experiment=smoke", "data.max_images=1", "proposer.name=sam", f"output_dir={named}"]) == 2
-    assert "proposer.sam.checkpoint" in _error(capsys) and not named.exists()  # weights checked before the folder
+    assert "proposer.sam.checkpoint" in error_of(capsys) and not named.exists()  # weights checked before the folder
     assert main(["test", "experiment=smoke", f"data.root={tmp_path / 'no-data'}", f"output_dir={named}"]) == 2
-    assert "does not exist" in _error(capsys)
-    assert named.is_dir() and not list(named.iterdir())  # a folder the user named stays, emptied
+    assert "does not exist" in error_of(capsys)
+    assert not named.exists()  # the folder the run made is taken back (issue 28 case 5: it stayed, empty)

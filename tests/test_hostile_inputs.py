@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fake_finished_runs
+from helpers import SPLIT, error_of, fake_finished_runs, label_out_of_range, smoke_copy_args, split_ids
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -37,44 +37,6 @@ from rim_bench.run import runner
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import build_dataset
 from rim_bench.run.methods import result_spec
-
-SPLIT = "ImageSets/Segmentation/val.txt"
-
-
-@pytest.fixture
-def data(smoke_root: Path, tmp_path: Path) -> Path:
-    """A copy of the smoke benchmark (VOC layout, with its exemplars) that a test may damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(smoke_root, copy)
-    return copy
-
-
-def _ids(root: Path) -> list[str]:
-    return (root / SPLIT).read_text().split()
-
-
-def _args(root: Path, *overrides: str) -> list[str]:
-    """`rim-bench test` arguments for a copy of the smoke benchmark."""
-    return ["experiment=smoke", "data.name=voc_layout", "data.classes=smoke", f"data.root={root}",
-            f"references.exemplars.root={root / 'exemplars'}", *overrides]
-
-
-def _error(capsys) -> str:
-    """The one stderr line a user error prints (no traceback)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("rim-bench: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    """Fail the test if a run gets as far as loading its models."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("models were loaded before the input was checked")
-    monkeypatch.setattr(Assembly, "pipeline", refuse)
-
 
 # ----------------------------------------------------------------- 1. ids become paths
 
@@ -89,7 +51,7 @@ def test_safe_name_bounds_hashes_and_maps_dot_names():
 
 
 def test_unsafe_ids_are_refused_naming_the_split_file_and_line(data: Path, capsys, no_models):
-    ids = _ids(data)
+    ids = split_ids(data)
     label = data / "SegmentationClass" / f"{ids[0]}.png"
     before = label.read_bytes()
     hostile = [f"{data / 'SegmentationClass' / ids[0]}", "../../../x/v", "sub/../../v", "a\0b"]
@@ -103,8 +65,8 @@ def test_unsafe_ids_are_refused_naming_the_split_file_and_line(data: Path, capsy
     assert f"{data / SPLIT}:5: id '../../../x/v' has a '..' part" in message and "(and 1 more)" in message
     # `test` stops before any model loads, with save_predictions and overlays on: nothing is written anywhere.
     out = data.parent / "out"
-    assert main(["test", *_args(data, f"output_dir={out}", "save_predictions=true", "save_overlays=9")]) == 2
-    assert "absolute path" in _error(capsys)
+    assert main(["test", *smoke_copy_args(data, f"output_dir={out}", "save_predictions=true", "save_overlays=9")]) == 2
+    assert "absolute path" in error_of(capsys)
     assert label.read_bytes() == before and not (data.parent.parent / "x").exists()
 
 
@@ -141,6 +103,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, m
 
 def test_a_folder_with_another_configs_results_is_refused(tmp_path: Path):
     rim = resolve(load_config(["experiment=smoke", f"output_dir={tmp_path}"]))
+    assert runner.output_folder(rim) == tmp_path  # claimed for `test`
     (tmp_path / "metrics.json").write_text(json.dumps({"result_hash": config_hash(result_spec(rim))}))
     assert runner.output_folder(rim) == tmp_path  # the same config resumes / overwrites
     cosine = resolve(load_config(["experiment=smoke", "matcher.name=cosine", f"output_dir={tmp_path}"]))
@@ -206,7 +169,7 @@ def test_report_escapes_every_string_and_holds_its_pictures(tmp_path: Path):
 def test_bad_values_fail_at_once_in_one_line(override: str, fragment: str, capsys, no_models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["test", "experiment=smoke", "data.max_images=1", override]) == 2
-    assert fragment in _error(capsys)
+    assert fragment in error_of(capsys)
     assert not (tmp_path / "outputs").exists()  # a failed run leaves no empty result folder
 
 
@@ -215,7 +178,7 @@ def test_segment_into_an_existing_file(tmp_path: Path, smoke_root: Path, capsys)
     taken.write_text("mine")
     image = next((smoke_root / "JPEGImages").glob("*.jpg"))
     assert main(["segment", str(image), "--classes", "sun,leaf", "experiment=smoke", "--out", str(taken)]) == 2
-    assert f"--out '{taken}' is a file" in _error(capsys) and taken.read_text() == "mine"
+    assert f"--out '{taken}' is a file" in error_of(capsys) and taken.read_text() == "mine"
 
 
 def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path: Path, smoke_root: Path, capsys):
@@ -229,13 +192,13 @@ def test_a_long_non_ascii_class_name_is_one_line_and_bounded_file_names(tmp_path
     image = next((smoke_root / "JPEGImages").glob("*.jpg"))
     assert main(["segment", str(image), "--classes", f"background,{name}", "experiment=tiny",
                  f"cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "out")]) == 2
-    error = _error(capsys)
+    error = error_of(capsys)
     assert "is longer than the text encoder's 77 tokens; use a shorter class name" in error and len(error) < 300
     # with exemplar references the class names a folder: too long for the file system, and outside root
     for bad, fragment in ((name, "is not a valid folder name: File name too long"), ("../x", "has a '..' part")):
         assert main(["segment", str(image), "--classes", f"background,{bad}", "experiment=smoke",
                      "--out", str(tmp_path / "out")]) == 2
-        assert fragment in _error(capsys)
+        assert fragment in error_of(capsys)
 
 
 def test_damaged_shards_and_region_files_are_set_aside_and_named(tmp_path: Path):
@@ -290,7 +253,7 @@ def test_bad_sweep_files_are_blamed_with_their_line(tmp_path: Path, capsys):
     with pytest.raises(ConfigError, match=rf"{typo} \(point 0\): unknown config key 'matcher.rim.temprature'"):
         run_sweep(["experiment=smoke"], load_sweep(str(typo)))
     assert main(["sweep", "experiment=smoke", f"sweep={broken}"]) == 2
-    assert "line 3" in _error(capsys)
+    assert "line 3" in error_of(capsys)
 
 
 # ---------------------------------------------------------------------------- 6. data
@@ -298,13 +261,6 @@ def test_bad_sweep_files_are_blamed_with_their_line(tmp_path: Path, capsys):
 
 def _write_16bit_grey(path: Path, value: int) -> None:
     Image.fromarray(np.full((8, 8), value, dtype=np.uint16)).save(path)
-
-
-def _label_out_of_range(root: Path, image_id: str) -> None:
-    """Give `image_id` a label of the image's size whose values are all 200 (smoke has 6 classes)."""
-    with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as img:
-        size = img.size[::-1]
-    Image.fromarray(np.full(size, 200, dtype=np.uint8)).save(root / "SegmentationClass" / f"{image_id}.png")
 
 
 def _write_16bit_rgb_png(path: Path, rgb: tuple[int, int, int]) -> None:
@@ -334,16 +290,16 @@ def test_16_bit_images_are_scaled_and_others_refused(tmp_path: Path):
 
 
 def test_check_data_lists_every_problem_in_one_run(data: Path, capsys):
-    ids = _ids(data)
+    ids = split_ids(data)
     (data / "SegmentationClass" / f"{ids[0]}.png").unlink()
     (data / "JPEGImages" / f"{ids[1]}.jpg").unlink()
     (data / "JPEGImages" / f"{ids[2]}.jpg").write_bytes(b"not a jpeg")
-    _label_out_of_range(data, ids[3])
+    label_out_of_range(data, ids[3])
     with Image.open(data / "JPEGImages" / f"{ids[4]}.jpg") as img:
         Image.fromarray(np.zeros(img.size[::-1], dtype=np.float32)).save(data / "JPEGImages" / f"{ids[4]}.tif")
     (data / "JPEGImages" / f"{ids[4]}.tif").replace(data / "JPEGImages" / f"{ids[4]}.jpg")
     (data / SPLIT).write_text("\n".join([*ids, "/etc/passwd", ids[5]]) + "\n")
-    assert main(["check-data", *_args(data)]) == 2
+    assert main(["check-data", *smoke_copy_args(data)]) == 2
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err
     for fragment in (f"{ids[0]}.jpg' has no label", f"{ids[1]}.jpg' of id", f"{ids[2]}.jpg' cannot be read",
@@ -357,23 +313,23 @@ def test_check_data_lists_every_problem_in_one_run(data: Path, capsys):
 def test_check_data_bounds_its_list(data: Path, capsys):
     (data / SPLIT).write_text("".join(f"/x/{i}\n" for i in range(80)))
     with pytest.raises(DataError, match="80 of 80 images"):
-        runner.check_data(load_config(_args(data)))
+        runner.check_data(load_config(smoke_copy_args(data)))
     out = capsys.readouterr().out
     assert out.count("absolute path") == 50 and "... and 30 more problems" in out
 
 
 def test_test_fails_before_scoring_with_the_list_and_skip_bad_scores_the_rest(data: Path, capsys, monkeypatch):
-    ids = _ids(data)[:4]
+    ids = split_ids(data)[:4]
     (data / SPLIT).write_text("\n".join(ids) + "\n")
     (data / "JPEGImages" / f"{ids[1]}.jpg").write_bytes(b"broken")
-    _label_out_of_range(data, ids[2])
+    label_out_of_range(data, ids[2])
     real_build = Assembly.pipeline
     monkeypatch.setattr(Assembly, "pipeline", lambda *a, **k: pytest.fail("models loaded"))
-    assert main(["test", *_args(data, f"output_dir={data.parent / 'strict'}")]) == 2
-    assert f"1 of 4 samples in {data} have problems: '{data / 'JPEGImages' / ids[1]}.jpg' cannot" in _error(capsys)
+    assert main(["test", *smoke_copy_args(data, f"output_dir={data.parent / 'strict'}")]) == 2
+    assert f"1 of 4 samples in {data} have problems: '{data / 'JPEGImages' / ids[1]}.jpg' cannot" in error_of(capsys)
     monkeypatch.setattr(Assembly, "pipeline", real_build)
     out = data.parent / "lenient"
-    assert main(["test", *_args(data, f"output_dir={out}", "data.skip_bad=true")]) == 0
+    assert main(["test", *smoke_copy_args(data, f"output_dir={out}", "data.skip_bad=true")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 2 and sorted(metrics["skipped"]) == sorted([ids[1], ids[2]])
     assert "values [200] outside" in metrics["skipped"][ids[2]]

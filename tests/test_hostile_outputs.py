@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from helpers import error_of
 from PIL import Image
 
 from rim_bench.commands.api import RIM
@@ -22,8 +23,6 @@ from rim_bench.core.config import load_config, resolve
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.output_lock import LOCK_FILE, Holder, _process_state, hold_output
 from rim_bench.run import runner
-from rim_bench.run.assembly import Assembly
-from tests.test_hostile_inputs import _error
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,14 +35,6 @@ def photos(smoke_root: Path, tmp_path: Path) -> Path:
     for image in sorted((smoke_root / "JPEGImages").glob("*.jpg"))[:2]:
         Image.open(image).save(folder / f"{image.stem}.png")
     return folder
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    """Fail the test if a run gets as far as loading its models (as in test_hostile_inputs)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("models were loaded before the input was checked")
-    monkeypatch.setattr(Assembly, "pipeline", refuse)
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def test_case1_segment_refuses_an_output_folder_holding_its_images(where: str, p
         out = str(tmp_path / "link")
     before = _contents(photos)
     assert main(["segment", *inputs, "--classes", "sun,leaf", "experiment=smoke", "--out", out]) == 2
-    error = _error(capsys)
+    error = error_of(capsys)
     assert f"--out '{out}' holds the input '" in error and "choose an output folder that holds none of them" in error
     assert _contents(photos) == before  # nothing replaced, nothing added
 
@@ -120,7 +111,7 @@ def test_case2_a_second_run_on_a_held_folder_is_refused_then_takes_over_when_the
     # The first run (rim) holds the folder; a second, another config, starts on it.
     args = ["test", "experiment=smoke", "data.max_images=1", f"output_dir={folder}", "matcher.name=cosine"]
     assert main(args) == 2
-    error = _error(capsys)
+    error = error_of(capsys)
     assert f"output_dir '{folder}' is being written by another run: pid {proc.pid} on {socket.gethostname()}" in error
     assert "since " in error and "wait for it to end or choose another output_dir" in error
     assert not (folder / "metrics.json").exists()
@@ -149,7 +140,7 @@ def test_case2_sweep_compare_and_suite_refuse_a_held_folder(command: list[str], 
 
     monkeypatch.setattr(runner, "run_test", no_run)
     assert main([*command, f"output_dir={folder}"]) == 2
-    assert f"is being written by another run: pid {proc.pid}" in _error(capsys)
+    assert f"is being written by another run: pid {proc.pid}" in error_of(capsys)
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]  # nothing written
 
 
@@ -259,7 +250,7 @@ def test_case2_a_killed_run_leaves_a_lock_the_next_run_takes_over(tmp_path: Path
 def test_case6_segment_refuses_class_names_with_line_breaks(photos: Path, tmp_path: Path, capsys, no_rim):
     out = tmp_path / "out"
     assert main(["segment", str(photos), "--classes", "a\nb,c\rd", "experiment=smoke", "--out", str(out)]) == 2
-    error = _error(capsys)
+    error = error_of(capsys)
     assert "--classes: the class name 'a\\nb' holds a line break or control character" in error
     assert not out.exists()  # no classes.txt whose line numbers differ from class ids
 
@@ -287,11 +278,13 @@ def _run_folder(root: Path) -> Path:
 def test_case6_report_never_overwrites_a_report_it_did_not_write(name: str, tmp_path: Path, monkeypatch, capsys):
     run = _run_folder(tmp_path / "results")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / name).write_text("my own notes\n")
-    assert main(["report", str(run)]) == 2  # the default --out .
-    assert f"--out: '{name}' exists and was not written by rim-bench" in _error(capsys)
-    assert (tmp_path / name).read_text() == "my own notes\n" and not (tmp_path / "images").exists()
-    (tmp_path / name).unlink()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / name).write_text("my own notes\n")
+    assert main(["report", str(run)]) == 2  # the default --out report (issue 28: a folder of rim-bench's files only)
+    assert f"--out 'report' holds files rim-bench did not write ({name})" in error_of(capsys)
+    assert (tmp_path / "report" / name).read_text() == "my own notes\n"
+    assert not (tmp_path / "report" / "images").exists()
+    (tmp_path / "report" / name).unlink()
     for _ in range(2):  # its own report it rewrites
         assert main(["report", str(run)]) == 0
-    assert (tmp_path / "report.md").read_text().startswith("<!-- written by rim-bench -->\n# rim-bench report")
+    assert (tmp_path / "report" / "report.md").read_text().startswith("<!-- written by rim-bench -->\n# rim-bench")

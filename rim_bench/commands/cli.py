@@ -30,8 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rim_bench.core.config_index import help_listing
-from rim_bench.core.errors import RimBenchError, error_line
-from rim_bench.core.logs import console_logging
+from rim_bench.core.errors import RimBenchError, disk_error_line, error_line
+from rim_bench.core.logs import console_logging, plain_warnings
 
 EXIT_USER_ERROR = 2
 EXIT_CELLS_FAILED = 1
@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
     report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
     report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
-    report.add_argument("--out", type=Path, default=Path("."), help="where report.md and report.html go (default: .)")
+    report.add_argument("--out", type=Path, default=Path("report"),
+                        help="where report.md and report.html go: a new, empty or earlier report's folder "
+                             "(default: report)")
     convert = commands.add_parser("convert", help="convert a downloaded benchmark's labels (see datasets/README.md)")
     convert.add_argument("benchmark", help="context | coco_object | coco_stuff171 | cityscapes")
     convert.add_argument("--src", required=True, help="the downloaded, extracted raw annotations")
@@ -128,57 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # segment's images and overrides may come on both sides of --classes
         args.inputs += extra
     console_logging()  # the library's lines (results tables, bank progress) on stdout / stderr
+    plain_warnings()
     restore_signals = _stop_on_signals()
     try:
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "segment":
-            from rim_bench.commands.segment_images import segment_images
-
-            images, overrides = _split_inputs(args.inputs)
-            segment_images(images, args.classes, args.out, overrides)
-            return 0
-        if args.command == "report":
-            from rim_bench.commands.report import build_report
-
-            md, page = build_report(args.folders, args.out)
-            print(f"report: {md}, {page}")
-            return 0
-        from rim_bench.core.config import config_hash, load_config, resolve
-        from rim_bench.run.methods import result_spec
-
-        if args.command == "sweep":
-            return _sweep(args.overrides)
-        if args.command == "suite":
-            return _suite(args.suite, args.overrides)
-        if args.command == "compare":
-            from rim_bench.commands.compare import run_compare
-
-            run_compare(args.overrides)
-            return 0
-        cfg = load_config(args.overrides)
-        if args.command == "config":
-            from omegaconf import OmegaConf
-
-            cfg = resolve(cfg)
-            print(OmegaConf.to_yaml(cfg), end="")
-            print(f"# result hash: {config_hash(result_spec(cfg))}")
-        elif args.command == "check-data":
-            from rim_bench.run.runner import check_data
-
-            check_data(cfg)
-        elif args.command == "plan":
-            from rim_bench.commands.plan import run_plan
-
-            run_plan(cfg)
-        elif args.command == "build-bank":
-            from rim_bench.run.runner import build_bank
-
-            build_bank(cfg)
-        else:
-            from rim_bench.run.runner import run_test
-
-            run_test(cfg)
+        return _run(args)
     except RimBenchError as e:
         print(f"rim-bench: error: {error_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -188,8 +143,84 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rim-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rim-bench config | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    except OSError as e:  # a full or read-only disk under a cache or result file
+        line = disk_error_line(e)
+        if line is None:
+            raise
+        print(f"rim-bench: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         restore_signals()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer would fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command `args` names; its output flushed, so that a closed pipe shows here."""
+    try:
+        return _command(args)
+    finally:
+        sys.stdout.flush()
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "convert":
+        return _convert(args)
+    if args.command == "segment":
+        from rim_bench.commands.segment_images import segment_images
+
+        images, overrides = _split_inputs(args.inputs)
+        segment_images(images, args.classes, args.out, overrides)
+        return 0
+    if args.command == "report":
+        from rim_bench.commands.report import build_report
+
+        md, page = build_report(args.folders, args.out)
+        print(f"report: {md}, {page}")
+        return 0
+    from rim_bench.core.config import config_hash, load_config, resolve
+    from rim_bench.run.methods import result_spec
+
+    if args.command == "sweep":
+        return _sweep(args.overrides)
+    if args.command == "suite":
+        return _suite(args.suite, args.overrides)
+    if args.command == "compare":
+        from rim_bench.commands.compare import run_compare
+
+        run_compare(args.overrides)
+        return 0
+    cfg = load_config(args.overrides)
+    if args.command == "config":
+        from omegaconf import OmegaConf
+
+        cfg = resolve(cfg)
+        print(OmegaConf.to_yaml(cfg), end="")
+        print(f"# result hash: {config_hash(result_spec(cfg))}")
+    elif args.command == "check-data":
+        from rim_bench.run.runner import check_data
+
+        check_data(cfg)
+    elif args.command == "plan":
+        from rim_bench.commands.plan import run_plan
+
+        run_plan(cfg)
+    elif args.command == "build-bank":
+        from rim_bench.run.runner import build_bank
+
+        build_bank(cfg)
+    else:
+        from rim_bench.run.runner import run_test
+
+        run_test(cfg)
     return 0
 
 

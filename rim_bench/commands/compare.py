@@ -26,7 +26,7 @@ from rim_bench.core.config import CONFIG_DIR, load_config
 from rim_bench.core.config_index import PACKAGE_DIR
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text, safe_name
-from rim_bench.core.output_lock import hold_output
+from rim_bench.core.output_lock import writing_into
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.reuse import run_or_reuse, runs_hash
 from rim_bench.run.tables import COST_HEADERS, cost_cells, markdown_table, run_cost
@@ -56,6 +56,9 @@ def check_methods(methods, where: str, given: str) -> list[str]:
             raise ConfigError(f"{where}: no method file '{method}'")
         if not method.endswith((".yaml", ".yml")) and method not in known:
             raise ConfigError(f"{where}: unknown method '{method}' (known: {', '.join(known)}, or a .yaml path)")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:  # one folder and one row per method: the second would only rerun or reread the first
+        raise ConfigError(f"{where}: {', '.join(twice)} given more than once in {given!r}; list each method once")
     return methods
 
 
@@ -68,7 +71,7 @@ def run_compare(overrides: list[str]) -> list[dict]:
     out = Path(first.output_dir or f"outputs/compare-{safe_name(first.experiment or 'default')}-"
                                    f"{runs_hash(list(configs.values()))}")
     rows, described = [], {}
-    with hold_output(out):  # each method's run holds its own sub-folder too
+    with writing_into(out, "compare"):  # each method's run holds and claims its own sub-folder too
         for cfg in configs.values():
             method = str(cfg.method)  # a method file's name (its stem, for a path)
             metrics = run_or_reuse(cfg, out / safe_name(method), method)

@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rim_bench.core.config_index import CONFIG_DIR, shipped
-from rim_bench.core.errors import ConfigError, RimBenchError, error_line
-from rim_bench.core.logs import console_logging
+from rim_bench.core.errors import ConfigError, RimBenchError, disk_error_line, error_line
+from rim_bench.core.logs import console_logging, plain_warnings
+from rim_bench.core.output_lock import remove_unused
 from rim_bench.run.datamodule import SegmentationDataModule
 from rim_bench.run.lit_module import RIMModule
-from rim_bench.run.runner import remove_empty_folders
+from rim_bench.run.runner import lightning_settings
 
 EXIT_USER_ERROR = 2
 LOG_DIR = "outputs/lightning"
@@ -59,18 +61,22 @@ class RimBenchCLI(LightningCLI):
         if getattr(logger, "class_path", "").endswith("CSVLogger") and logger.init_args.get("name") == "lightning_logs":
             logger.init_args.name = Path(config.model.experiment).stem
 
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        with lightning_settings():  # ``--trainer.devices abc``: one line, as with `rim-bench test`
+            return super().instantiate_trainer(**kwargs)
+
 
 class RemoveFailedRunFolder(L.Callback):
     """When a run fails, remove what the CLI put in its log folder (``version_N/``, its
     ``lightning_config.yaml``), and the folder itself once empty: a failed run leaves no run
-    folder behind. Results a run wrote before failing stay (`remove_empty_folders`)."""
+    folder behind. Results a run wrote before failing stay (`remove_unused`)."""
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero or trainer.log_dir is None:
             return
         folder = Path(trainer.log_dir)
         (folder / "lightning_config.yaml").unlink(missing_ok=True)
-        remove_empty_folders(folder)
+        remove_unused(folder, created=True)
 
 
 def named_configs(args: list[str]) -> list[str]:
@@ -102,10 +108,11 @@ def _config_arguments(value: str | None) -> list[str]:
 
 
 def main(args: list[str] | None = None) -> None:
-    if args is None:  # from the command line: LightningCLI reads sys.argv (given args too, it warns)
-        sys.argv[1:] = named_configs(sys.argv[1:])
     console_logging()  # the results tables on stdout, as `rim-bench test` shows them
+    plain_warnings()
     try:
+        if args is None:  # from the command line: LightningCLI reads sys.argv (given args too, it warns)
+            sys.argv[1:] = named_configs(sys.argv[1:])
         RimBenchCLI(
             RIMModule, SegmentationDataModule, subclass_mode_data=True,
             seed_everything_default=False,  # the rim-bench config's `seed` seeds every draw (RIMModule)
@@ -119,6 +126,12 @@ def main(args: list[str] | None = None) -> None:
         )
     except RimBenchError as e:
         print(f"rim-bench-lightning: error: {error_line(e)}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except OSError as e:  # a full or read-only disk under a cache or result file
+        line = disk_error_line(e)
+        if line is None:
+            raise
+        print(f"rim-bench-lightning: error: {line}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
 
 

@@ -5,8 +5,8 @@ and overlays); one with ``sweep.md`` a sweep (its table and plots); one with
 ``compare.md`` or ``suite.md`` a comparison or a suite (its tables, published numbers kept
 apart). The pictures are copied into ``<out>/images/``, so the report folder can be moved or
 shared alone. Every string from results (run and class names, ids, configs) is HTML-escaped.
-Both files carry `WRITTEN_BY`: a report.md or report.html without it (one rim-bench did not
-write) is never overwritten.
+``--out`` must be new, empty, or an earlier report's folder (`claim_output`): a file rim-bench
+did not write is never replaced; a report that fails takes back the folder it made.
 """
 
 from __future__ import annotations
@@ -21,18 +21,25 @@ import yaml
 
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, one_line, safe_name
-from rim_bench.core.output_lock import refuse_inputs_inside
-from rim_bench.run.tables import COST_HEADERS, WRITTEN_BY, cost_cells, html_page, markdown_table, md_escape, run_cost
+from rim_bench.core.output_lock import claim_output, refuse_inputs_inside, remove_unused
+from rim_bench.run.tables import (
+    COST_HEADERS,
+    WRITTEN_BY,
+    cost_cells,
+    finite_number,
+    html_page,
+    markdown_table,
+    md_escape,
+    run_cost,
+)
 
 MAX_OVERLAYS = 4
+TABLES = ("sweep.md", "compare.md", "suite.md")  # the table a sweep, comparison or suite folder holds
 
 
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into `out` for `folders`; returns their paths."""
-    md_path, html_path = out / "report.md", out / "report.html"
-    refuse_foreign(md_path, html_path)
     refuse_inputs_inside(out / "images", folders, "--out")  # where pictures are copied
-    out.mkdir(parents=True, exist_ok=True)
     found = [f for f in folders if (f / "metrics.json").is_file()]
     sweeps = [f for f in folders if (f / "sweep.md").is_file()]
     comparisons = [f for f in folders if (f / "compare.md").is_file()]
@@ -45,6 +52,23 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     if not runs and not sweeps + comparisons + suites:
         raise DataError(f"nothing to report: every run folder is damaged (see the warnings): "
                         f"{', '.join(map(str, found))}")
+    created = not out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot create '{out}' ({e.strerror or e}); choose a writable folder") from None
+    try:
+        claim_output(out, "report", "--out")  # new, empty or an earlier report's: no file of anyone else's replaced
+        return _write_report(folders, out, runs, sweeps + comparisons + suites)
+    except BaseException:
+        remove_unused(out, created)
+        raise
+
+
+def _write_report(folders: list[Path], out: Path, runs: dict[Path, tuple[dict, dict]],
+                  tables: list[Path]) -> tuple[Path, Path]:
+    """Write the pages (the pictures copied into ``<out>/images/``) of `runs` and the `tables`
+    folders (sweeps, comparisons, suites); returns their paths."""
     md, body = [WRITTEN_BY, "# rim-bench report", ""], ["<h1>rim-bench report</h1>"]
     if runs:
         headers = ["run", "experiment", "data", "matcher", "mIoU", "mAcc", "aAcc", "images", *COST_HEADERS]
@@ -59,32 +83,17 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
             md_run, html_run = _run_section(run, m, out, _picture_dir(folders, run, out))
             md += md_run
             body += html_run
-    tables = [(s, "sweep.md") for s in sweeps] + [(c, "compare.md") for c in comparisons] + [
-        (s, "suite.md") for s in suites]
-    for folder, file in tables:
+    for folder in tables:
+        file = next(name for name in TABLES if (folder / name).is_file())
         text = (folder / file).read_text()
         plots = [_copy(p, _picture_dir(folders, folder, out), out) for p in sorted(folder.glob("mIoU_vs_*.png"))]
         md += [f"## {folder.name}", "", text] + [_md_picture(link, stem) for link, stem in plots]
         body += [f"<h2>{html.escape(folder.name)}</h2>", _markdown_tables_to_html(text)]
         body += [_html_picture(link, stem) for link, stem in plots]
+    md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md) + "\n")
     atomic_write_text(html_path, html_page("\n".join(body)))
     return md_path, html_path
-
-
-def refuse_foreign(*paths: Path) -> None:
-    """Raise `ConfigError` if one of `paths` exists without `WRITTEN_BY` near its start: a user's file."""
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                ours = WRITTEN_BY.encode() in f.read(256)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            ours = False
-        if not ours:
-            raise ConfigError(f"--out: '{path}' exists and was not written by rim-bench; choose another --out "
-                              "or move that file away")
 
 
 def _run_section(run: Path, m: dict, out: Path, pictures: Path) -> tuple[list[str], list[str]]:
@@ -133,8 +142,18 @@ def read_run(run: Path) -> tuple[dict, dict]:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("per_class_iou"), dict) or not all(
             isinstance(metrics.get(k), (int, float)) for k in SCORES):
         raise DataError(f"{metrics_file} holds no scores ({', '.join(SCORES)}, per_class_iou): nothing was scored")
+    for key in SCORES:
+        if finite_number(metrics[key]) is None:  # NaN or infinity: no run writes one
+            raise DataError(f"{metrics_file}: {key} is {metrics[key]}, not a score; rerun it")
+    for name, iou in metrics["per_class_iou"].items():
+        if iou is not None and finite_number(iou) is None:  # None: a class absent from the data
+            raise DataError(f"{metrics_file}: the IoU of class '{name}' is {iou!r}, not a score; rerun it")
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "matcher")):
         raise DataError(f"{config_file} is not a rim-bench run's config")
+    for key in ("data", "matcher"):
+        if not isinstance(config[key].get("name"), str):
+            raise DataError(f"{config_file}: {key}.name is {config[key].get('name')!r}, not a name: not a rim-bench "
+                            "run's config")
     return metrics, config
 
 

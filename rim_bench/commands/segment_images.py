@@ -3,7 +3,8 @@
 For each image, ``<out>/<name>.png`` is the label map (a palette PNG, pixel = class id,
 255 = none) and ``<out>/<name>_overlay.png`` the picture; ``<out>/classes.txt`` lists the
 label ids, and ``<out>/config.yaml`` the resolved config. The output folder may hold none of
-the input images (it would replace them), and is held by one run at a time (`rim_bench.core.output_lock`).
+the input images (it would replace them), is held by one run at a time, and must be new, empty,
+or an earlier `segment`'s with the same vocabulary (`rim_bench.core.output_lock`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rim_bench.commands.api import RIM
 from rim_bench.core.config import load_config, save_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in
-from rim_bench.core.output_lock import hold_output, refuse_inputs_inside
+from rim_bench.core.output_lock import refuse_inputs_inside, writing_into
 from rim_bench.data.classes import parse_vocabulary
 from rim_bench.data.images import find_images, output_names
 from rim_bench.run.results import save_label_png
@@ -36,18 +37,26 @@ def segment_images(inputs: list[str], classes: str, out: Path, overrides: list[s
                           "smoke or tiny to try it without any)")
     rim = RIM(load_config(overrides))
     rim.set_vocabulary(vocabulary)
-    with hold_output(out, "--out"):
-        save_config(rim.cfg, out / "config.yaml")
-        atomic_write_text(out / "classes.txt", "".join(f"{i} {name}\n" for i, name in enumerate(rim.class_names)))
-        for image, name in zip(tqdm(images, desc="segment", unit="img"), output_names(images)):
-            result = rim.segment(image)
-            save_label_png(result.label_map, file_in(out, name, ".png"))
-            picture = result.overlay(image.name)
-            with atomic_path(file_in(out, name, "_overlay.png")) as tmp:
-                picture.save(tmp, format="PNG")
-            shares = ", ".join(f"{c} {s:.0%}" for c, s in result.area_shares().items()) or "no class"
-            tqdm.write(f"{image}: {shares}")
+    with writing_into(out, "segment", "--out", {"classes": rim.class_names}) as earlier:
+        if earlier.get("classes") != rim.class_names:  # its label ids would mean other classes than classes.txt's
+            raise ConfigError(f"--out '{out}' holds the label maps of another vocabulary ({earlier.get('classes')}, "
+                              f"not {rim.class_names}); choose another --out, or delete it")
+        _write(rim, images, out)
     print(f"label maps and overlays: {out}/ (label ids in {out}/classes.txt)")
+
+
+def _write(rim: RIM, images: list[Path], out: Path) -> None:
+    """Segment `images` into `out`, held and claimed for this vocabulary."""
+    save_config(rim.cfg, out / "config.yaml")
+    atomic_write_text(out / "classes.txt", "".join(f"{i} {name}\n" for i, name in enumerate(rim.class_names)))
+    for image, name in zip(tqdm(images, desc="segment", unit="img"), output_names(images)):
+        result = rim.segment(image)
+        save_label_png(result.label_map, file_in(out, name, ".png"))
+        picture = result.overlay(image.name)
+        with atomic_path(file_in(out, name, "_overlay.png")) as tmp:
+            picture.save(tmp, format="PNG")
+        shares = ", ".join(f"{c} {s:.0%}" for c, s in result.area_shares().items()) or "no class"
+        tqdm.write(f"{image}: {shares}")
 
 
 def check_printable(names: list[str]) -> None:

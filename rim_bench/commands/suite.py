@@ -44,7 +44,7 @@ from rim_bench.commands.sweep import SweepSpec, load_sweep, run_sweep
 from rim_bench.core.config import CONFIG_DIR, as_overrides, config_hash, load_config, resolve
 from rim_bench.core.errors import ConfigError, RimBenchError, error_line
 from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text
-from rim_bench.core.output_lock import hold_output
+from rim_bench.core.output_lock import writing_into
 from rim_bench.run.reuse import result_hash, run_or_reuse
 from rim_bench.run.tables import html_page, markdown_table
 from rim_bench.run.weights import require_weights
@@ -133,7 +133,7 @@ def run_suite(spec: SuiteSpec, overrides: list[str]) -> list[Cell]:
     cells, sweeps, out = plan_cells(spec, overrides)
     require_weights([c.cfg for c in cells])  # every cell's models (a sweep's points: when it starts), in seconds
     check_data(cells + sweeps)
-    with hold_output(out):  # each cell's run and each sweep holds its own sub-folder too
+    with writing_into(out, "suite"):  # each cell's run and each sweep holds and claims its own sub-folder too
         _run_cells(spec, cells, sweeps, out)
     return cells + sweeps
 

@@ -34,6 +34,7 @@ import csv
 import itertools
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,15 @@ from omegaconf import OmegaConf
 from rim_bench.core.config import CONFIG_DIR, as_overrides, error_text, load_config
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_path, atomic_write_text, file_in, safe_name
-from rim_bench.core.output_lock import hold_output
+from rim_bench.core.output_lock import writing_into
 from rim_bench.run.reuse import run_or_reuse, runs_hash
 from rim_bench.run.tables import markdown_table
 from rim_bench.run.weights import require_weights
 
 METHODS = ("grid", "random")
+# Points one sweep runs at most: each is a whole test run (a thousand are days at a real benchmark's size),
+# and each point's config is built and checked before the first runs.
+MAX_POINTS = 1000
 METRICS = ("mIoU", "mAcc", "aAcc")
 
 
@@ -127,7 +131,7 @@ def sweep_from_command_line(overrides: list[str]) -> tuple[list[str], SweepSpec]
 
 def split_values(value: str) -> list[str]:
     """`value` cut at its commas outside brackets, braces and quotes: ``0.05,0.1`` → two items,
-    ``[16,32]`` and ``'a,b'`` one; an empty item is an error."""
+    ``[16,32]`` and ``'a,b'`` one; an empty item, or a bracket left open, is an error."""
     items, depth, quote, start = [], 0, "", 0
     for i, char in enumerate(value):
         if quote:
@@ -142,6 +146,10 @@ def split_values(value: str) -> list[str]:
             items.append(value[start:i])
             start = i + 1
     items.append(value[start:])
+    if depth > 0 or (quote and "," in value):  # its commas would all be inside: a typo, not one value
+        opened = "quote" if quote else "bracket"
+        raise ConfigError(f"command line: '{value}' opens a {opened} it does not close; close it "
+                          "(key=[a,b] is one list, key=a,b two values)")
     if len(items) > 1 and not all(item.strip() for item in items):
         raise ConfigError(f"command line: '{value}' has an empty value between its commas")
     return items
@@ -157,13 +165,43 @@ def _parsed(key: str, value: str) -> Any:
     return OmegaConf.to_container(found) if OmegaConf.is_config(found) else found
 
 
-def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The points: every combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+def count_points(spec: SweepSpec) -> int:
+    """How many points `spec` runs, from its axes alone (nothing listed): the grid's size, or
+    `num_samples` of it."""
+    grid = math.prod(len(values) for values in spec.parameters.values())
+    return grid if spec.method == "grid" else min(grid, spec.num_samples or 0)
+
+
+def check_size(spec: SweepSpec) -> int:
+    """`count_points`, refused above `MAX_POINTS` with the size and the way out (before a point is made).
+
+    Raises:
+        ConfigError: the sweep is too large.
+    """
+    count = count_points(spec)
+    if count > MAX_POINTS:
+        axes = " x ".join(f"{len(values)} {key}" for key, values in spec.parameters.items())
+        way_out = ("a smaller num_samples" if spec.method == "random" else
+                   "fewer values, or a sweep file (sweep=FILE.yaml) with method: random and num_samples: N")
+        raise ConfigError(f"{spec.path}: the sweep has {count:,} points ({axes}), over the {MAX_POINTS:,} one sweep "
+                          f"runs (each point is a whole test run); give {way_out}")
+    return count
+
+
+def points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """The points, made one at a time once the sweep's size is checked (`check_size`): every
+    combination in file order, or `num_samples` distinct ones drawn with `seed`."""
+    check_size(spec)
     keys = list(spec.parameters)
     if spec.method == "grid":
-        return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+        return (dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values()))
     assert spec.num_samples is not None  # load_sweep requires it for a random sweep
-    return [grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed)]
+    return (grid_point(spec.parameters, i) for i in draw_indices(spec.parameters, spec.num_samples, spec.seed))
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every point of `spec` (`points`), listed."""
+    return list(points(spec))
 
 
 def draw_indices(parameters: dict[str, list], n: int, seed: int) -> list[int]:
@@ -191,7 +229,7 @@ def grid_point(parameters: dict[str, list], index: int) -> dict[str, Any]:
 def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) -> list[dict]:
     """Run every point of `spec` on the config that `base` overrides (and config `layers`, e.g.
     ``real/rim``) make; returns the table rows."""
-    points = expand(spec)
+    points = expand(spec)  # counted before any is made (`check_size`)
     # Every point's config is checked before anything runs: a typo fails at once, blamed on the sweep file.
     configs = [load_config(base, layers=layers, extra=(f"{spec.path} (point {i})", as_overrides(point)))
                for i, point in enumerate(points)]
@@ -201,7 +239,7 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
     experiment = safe_name(root_cfg.experiment or "default")
     out = Path(root_cfg.output_dir or f"outputs/sweep-{experiment}-{safe_name(spec.name)}-{runs_hash(configs)}")
     rows = []
-    with hold_output(out):  # each point holds its own sub-folder too
+    with writing_into(out, "sweep"):  # each point holds and claims its own sub-folder too
         for index, (point, cfg) in enumerate(zip(points, configs)):
             point_dir = out / f"point-{index:03d}-{runs_hash([cfg])}"  # another base config: another folder
             if cfg.wandb.group is None:

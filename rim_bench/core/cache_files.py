@@ -6,8 +6,14 @@ Tensors are stored as safetensors with the checksum in the file's metadata, over
 names, dtypes, shapes and bytes and the other metadata; any other file of an entry (a bank's
 JSON, a contact-sheet strip) has its checksum (`file_checksum`) in the metadata of the
 entry's tensors, and is checked against it (`check_file`) before it is read. Every floating
-tensor read is also checked to be finite: no cache holds NaN or infinity. A reader that gets
-`DamagedCacheError` sets the entry aside (`rim_bench.core.io.set_aside`) and computes it again.
+tensor read is also checked to be finite: no cache holds NaN or infinity.
+
+An entry also proves what it is for: it records the key it was made for (`MADE_FOR`: e.g. the
+stage settings' key and the image digest of a region entry), inside the checksummed content,
+and a reader checks it against the key it looks up. A checksum alone holds for an intact file
+in the wrong place: two entries swapped or copied over one another, which would give one
+image another's regions with no warning. A reader that gets `DamagedCacheError` sets the
+entry aside (`rim_bench.core.io.set_aside`) and computes it again.
 
 SHA-256: on CPUs with SHA extensions it hashes faster than BLAKE2b (1.7 against 1.2 GiB/s on
 the development machine); its cost on a 100k-reference bank is in benchmarks/cache_checksum.py.
@@ -15,13 +21,16 @@ the development machine); its cost on a 100k-reference bank is in benchmarks/cac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -30,6 +39,7 @@ from rim_bench.core.io import atomic_path
 
 ALGORITHM = "sha256"
 CHECKSUM = "checksum"  # the safetensors metadata key that holds it
+MADE_FOR = "made_for"  # the metadata key that holds the key an entry was made for
 UNVERIFIED = "written without a checksum (by an older rim-bench), so unverified"
 
 
@@ -49,21 +59,35 @@ def tensors_checksum(tensors: Mapping[str, Tensor], metadata: Mapping[str, str])
     return f"{ALGORITHM}:{digest.hexdigest()}"
 
 
-def save_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    """Write `tensors` (moved to the CPU) and string `metadata` to `path` atomically, with their checksum."""
+def save_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None, *,
+                 made_for: str) -> None:
+    """Write `tensors` (moved to the CPU) and string `metadata` to `path` atomically, with the
+    key the entry was `made_for` and their checksum."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    metadata = dict(metadata or {})
+    metadata = {**(metadata or {}), MADE_FOR: made_for}
     metadata[CHECKSUM] = tensors_checksum(tensors, metadata)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # a full disk comes as this, not as the OSError every writer catches
+            raise _os_error(e, path) from None
 
 
-def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The tensors and metadata that `save_tensors` wrote to `path`, checked.
+def _os_error(error: SafetensorError, path: Path) -> OSError:
+    """safetensors' write error (``IoError(Os { code: 28, ..., message: "No space left on device" })``)
+    as the `OSError` it wraps, naming `path`."""
+    code = re.search(r"code: (\d+)", str(error))
+    number = int(code.group(1)) if code else errno.EIO
+    return OSError(number, os.strerror(number), str(path))
+
+
+def load_tensors(path: Path, *, made_for: str | None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and metadata that `save_tensors` wrote to `path`, checked; `made_for` is the
+    key the reader looks up (None: whatever entry it is, for tools that inspect a file).
 
     Raises:
-        DamagedCacheError: the file cannot be read, has no checksum or another one, or holds
-            a non-finite float.
+        DamagedCacheError: the file cannot be read, has no checksum or another one, was made
+            for another key, or holds a non-finite float.
     """
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -76,10 +100,30 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise DamagedCacheError(f"cached file '{path}' was {UNVERIFIED}")
     if stored != tensors_checksum(tensors, metadata):
         raise DamagedCacheError(f"cached file '{path}' does not match its checksum (altered on disk)")
+    check_made_for(path, metadata.get(MADE_FOR), made_for)
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not all_finite(tensor):
             raise DamagedCacheError(f"cached file '{path}': '{name}' holds NaN or infinity")
     return tensors, metadata
+
+
+def check_made_for(path: Path, stored: str | None, expected: str | None) -> None:
+    """Raise `DamagedCacheError` unless the entry at `path`, made for `stored`, is the `expected` one."""
+    if expected is None:
+        return
+    if stored is None:
+        raise DamagedCacheError(f"cached file '{path}' does not record what it was made for (written by an "
+                                "older rim-bench), so unverified")
+    if stored != expected:
+        raise DamagedCacheError(f"cached file '{path}' was made for another entry ({_short(stored)}, not "
+                                f"{_short(expected)}): moved, copied or swapped on disk")
+
+
+def _short(key: str, limit: int = 80) -> str:
+    """`key` for a message: a long one (a bank's spec) cut, with its hash to tell two apart."""
+    if len(key) <= limit:
+        return key
+    return f"{key[:limit // 2]}... ({ALGORITHM} {hashlib.new(ALGORITHM, key.encode()).hexdigest()[:12]})"
 
 
 def all_finite(tensor: Tensor) -> bool:

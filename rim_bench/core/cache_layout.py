@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 # Bumped when the content of a cached region map or its features changes for the same config
 # (2: equal-area overlapping masks go to the higher index; region maps from grid proposals;
 # 3: entries named by image content, shared by every entry point; 4: entries carry a checksum,
-# so that a cache from before is left alone rather than set aside one warning per image).
-REGION_CACHE_VERSION = 4
+# so that a cache from before is left alone rather than set aside one warning per image;
+# 5: entries record the settings key and image they were made for, likewise).
+REGION_CACHE_VERSION = 5
 # Settings that change only what a run shows (pictures), never what a store holds: every key
 # records them at these values, their defaults, whatever they are set to. Changing one then
 # reuses the caches, and the keys of caches written before stay the same.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Collection
 
@@ -48,3 +49,17 @@ def error_line(error: Exception) -> str:
         ours = last.startswith(("rim_bench.core.errors.", "DataError", "ConfigError"))
         text = last.split(": ", 1)[1] if ours else last
     return one_line(text)
+
+
+# A disk that takes no more: whatever file was being written, the fix is the user's.
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def disk_error_line(error: OSError) -> str | None:
+    """One line for a write that a full, over-quota or read-only disk refused (any cache or
+    result file); None for another OSError (a bug to see whole)."""
+    if error.errno not in FULL_OR_READ_ONLY:
+        return None
+    where = f" '{error.filename}'" if error.filename else ""
+    return (f"cannot write{where} ({error.strerror}): free space there, or set cache_dir or output_dir to "
+            "another disk")

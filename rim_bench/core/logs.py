@@ -45,6 +45,15 @@ def console_logging(only_if_unconfigured: bool = False) -> None:
     logger.setLevel(logging.INFO)
 
 
+def plain_warnings() -> None:
+    """Show warnings as one line each, ``UserWarning: message``, without the source file and
+    line they were raised from (``contextlib.py:137``, a frame of ours: nothing for a user)."""
+    def one_line(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
+        return f"{category.__name__}: {message}\n"
+
+    warnings.formatwarning = one_line
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter out of the results; warnings that matter stay."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):

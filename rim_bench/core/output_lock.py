@@ -1,4 +1,5 @@
-"""Output folders: a command never writes over its own inputs, and one run writes a folder at a time.
+"""Output folders: a command never writes over its own inputs, one run writes a folder at a
+time, and a folder holds rim-bench's files only.
 
 `refuse_inputs_inside`: a command that reads files and writes into a folder refuses a folder
 that is, or holds, one of those files (``rim-bench segment photos --out photos`` would have
@@ -10,7 +11,15 @@ from its first write to its end through ``<folder>/.rim-bench.lock``, created at
 A second run on the folder stops with one line naming the holder. The file is removed when
 the run ends, by an exception or Ctrl-C too. A lock left by a killed run is taken over only
 when its process is provably gone: on this host, its pid is not alive, or now belongs to a
-process started at another time (the pid was reused).
+process started at another time (the pid was reused); a lock with a field rim-bench does not
+write (a pid that is text or out of range, a start that is not a time) is never taken over.
+
+`claim_output`: a command writes into a folder only if it is new, empty, or holds the marker
+(``<folder>/.rim-bench-output.json``) of an earlier run of the same kind of command (``test``,
+``segment``, ``report``, ...), which it writes into a folder it claims; so it never replaces a
+file it did not write (a user's ``config.yaml``), nor mixes its results with another command's.
+`remove_unused` takes back, after a failed run, the folder it made (or its marker alone, in a
+folder that was there before); `writing_into` does all three for a command's block.
 
 Nesting: a sweep, comparison or suite holds its folder, and each run in it holds its own
 sub-folder (``point-*/``, ``<method>/``), so the same lock is never needed twice; a folder that
@@ -21,6 +30,7 @@ torchrun's and srun's ranks > 0) write under the lock of their rank 0, which too
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -29,15 +39,20 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from rim_bench.core.errors import ConfigError
+from rim_bench.core.io import atomic_write_json
 
 LOCK_FILE = ".rim-bench.lock"
+MARKER = ".rim-bench-output.json"
+OWN = (LOCK_FILE, f"{LOCK_FILE}.takeover", MARKER)  # rim-bench's bookkeeping in an output folder
 MAX_COMMAND = 160  # characters of the holder's command shown in an error
+MAX_PID = 2**22  # Linux's largest pid_max (PID_MAX_LIMIT); other systems stay below it
 
 
 def refuse_inputs_inside(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str) -> None:
@@ -55,6 +70,106 @@ def refuse_inputs_inside(folder: str | os.PathLike, inputs: Iterable[str | os.Pa
         if any(place.is_relative_to(out) for place in places):
             raise ConfigError(f"{option} '{folder}' holds the input '{item}': writing there could replace "
                               f"inputs; choose an output folder that holds none of them")
+
+
+def claim_output(folder: str | os.PathLike, command: str, option: str, record: dict | None = None,
+                 tolerated: Iterable[str] = ()) -> dict:
+    """Make the existing `folder` an output folder of `command` (see the module doc): refused
+    unless it holds nothing (but rim-bench's lock, and names matching a `tolerated` pattern: a
+    Lightning logger's files in its own run folder) or the marker of an earlier `command` run. A
+    further DDP rank claims nothing: its rank 0 did.
+
+    Args:
+        option: the option or key that named `folder`, for the message.
+        record: what the marker records besides the command (``segment``: its vocabulary).
+    Returns:
+        The marker's record: the earlier run's, or the one written now.
+    Raises:
+        ConfigError: the folder holds other files, or another command's results.
+    """
+    folder = Path(folder)
+    mine = {"command": command, **(record or {})}
+    if _further_rank():
+        return mine
+    marker = folder / MARKER
+    try:
+        found = json.loads(marker.read_text())
+    except FileNotFoundError:
+        found = None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{option} '{folder}': its marker {marker} cannot be read ({e}); delete it if the folder "
+                          "holds no one's files, or choose another folder") from None
+    if found is not None:
+        if not isinstance(found, dict) or found.get("command") != command:
+            other = found.get("command") if isinstance(found, dict) else found
+            raise ConfigError(f"{option} '{folder}' holds the output of `rim-bench {other}`; choose another "
+                              f"{option} for `rim-bench {command}`")
+        return found
+    patterns = list(tolerated)
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if p.name not in OWN and not any(fnmatch.fnmatch(p.name, t) for t in patterns))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"{option} '{folder}' holds files rim-bench did not write ({shown}): writing there could "
+                          f"replace them; choose a new or empty folder")
+    try:
+        atomic_write_json(marker, mine)
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot write '{marker}' ({e.strerror}); choose a writable folder") from None
+    return mine
+
+
+@contextmanager
+def writing_into(folder: str | os.PathLike, command: str, option: str = "output_dir",
+                 record: dict | None = None) -> Iterator[dict]:
+    """Hold `folder` (`hold_output`) and claim it for `command` (`claim_output`, whose record it
+    yields) for the block; when the block ends, take back what a failed run made (`remove_unused`)."""
+    folder = Path(folder)
+    created = not folder.is_dir()
+    try:
+        with hold_output(folder, option):
+            yield claim_output(folder, command, option, record)
+    finally:  # the lock released
+        remove_unused(folder, created)
+
+
+def remove_unused(folder: str | os.PathLike, created: bool) -> None:
+    """After a run (its lock released): remove the folders under `folder` that hold nothing but
+    rim-bench's marker (deepest first), and `folder` itself if the run `created` it; in a folder
+    that was there before, the marker alone (it was empty). Files, and the folders holding them
+    or a lock, stay."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    subfolders = sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                        key=lambda p: len(p.parts), reverse=True)
+    for sub in [*subfolders, folder]:
+        with suppress(OSError):  # not ours to empty, or removed meanwhile
+            if any(p.name not in OWN or p.name == LOCK_FILE for p in sub.iterdir()):  # a lock: a run is there
+                continue
+            for name in OWN:
+                (sub / name).unlink(missing_ok=True)
+            if sub != folder or created:
+                sub.rmdir()
+
+
+def new_folder(base: str | os.PathLike, option: str = "output_dir") -> Path:
+    """A folder that did not exist, created: `base`, else ``<base>-2``, ``-3``, ... (two runs started
+    in the same second get their own).
+
+    Raises:
+        ConfigError: it cannot be created.
+    """
+    for n in range(1, 10_000):
+        folder = Path(f"{base}" if n == 1 else f"{base}-{n}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"{option}: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
+        return folder
+    raise ConfigError(f"{option}: {base}-* all exist; set {option}=PATH")
 
 
 @dataclass(frozen=True)
@@ -131,8 +246,8 @@ def _take(lock: Path, me: Holder, option: str) -> bool:
 def _held_message(lock: Path, holder: Holder | None, option: str) -> str:
     folder = lock.parent
     if holder is None:
-        return (f"{option} '{folder}': its lock file {lock} cannot be read (a run starting there?); "
-                "if no rim-bench run writes there, delete it")
+        return (f"{option} '{folder}': its lock file {lock} {_unreadable(lock)}; if no rim-bench run writes there, "
+                "delete it")
     elsewhere = f" (if that process is gone, delete {lock})" if holder.host != socket.gethostname() else ""
     return (f"{option} '{folder}' is being written by another run: {holder.describe()}; wait for it to end or "
             f"choose another {option}{elsewhere}")
@@ -166,18 +281,60 @@ def _takeover_guard(lock: Path) -> Iterator[None]:
 
 
 def _read(lock: Path, wait_s: float = 1.0) -> Holder | None:
-    """The holder named in `lock`; None if it cannot be read, after `wait_s` for a holder that
-    has created the file but not yet written it."""
+    """The holder named in `lock`; None if it cannot be read or a field is not what this module
+    writes (`_holder`), after `wait_s` for a holder that has created the file but not yet written it."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return Holder(**json.loads(lock.read_text()))
+            return _holder(lock.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError):
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
+
+
+def _unreadable(lock: Path) -> str:
+    """Why `lock` cannot be read, for a message ("cannot be read (...)")."""
+    try:
+        _holder(lock.read_text())
+    except FileNotFoundError:
+        return "was removed meanwhile"
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        return f"cannot be read ({reason}: a run starting there, or a damaged file)"
+    return "was replaced meanwhile"
+
+
+def _holder(text: str) -> Holder:
+    """The holder a lock file's `text` names, every field checked: a lock is never taken over, nor
+    a pid signalled, on the word of a field this module did not write.
+
+    Raises:
+        ValueError: naming the field and its value.
+    """
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("not a JSON object")
+    unknown = set(fields) - {"host", "pid", "started", "command", "since"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    host, pid, started = fields.get("host"), fields.get("pid"), fields.get("started")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host {host!r} is not a host name")
+    if not _whole(pid) or not 0 < pid <= MAX_PID:
+        raise ValueError(f"pid {pid!r} is not a process id")
+    if started is not None and (not _whole(started) or started < 0):
+        raise ValueError(f"started {started!r} is not a process start time")
+    for name in ("command", "since"):
+        if not isinstance(fields.get(name, ""), str):
+            raise ValueError(f"{name} {fields[name]!r} is not text")
+    return Holder(host, pid, started, fields.get("command", ""), fields.get("since", ""))
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _gone(holder: Holder) -> bool:
@@ -196,6 +353,21 @@ def _gone(holder: Holder) -> bool:
         return False
     status, started = state
     return status == "Z" or (holder.started is not None and started != holder.started)
+
+
+def pid_running(pid: object) -> bool:
+    """Whether `pid` is a running process of this host: not a free pid, not a zombie (killed, not
+    yet reaped by its parent). True for what is not a pid: nothing is known of it."""
+    if not _whole(pid) or not 0 < pid <= MAX_PID:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    state = _process_state(pid)
+    return state is None or state[0] != "Z"
 
 
 def _process_state(pid: int) -> tuple[str, int] | None:

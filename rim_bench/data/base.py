@@ -214,7 +214,9 @@ class BenchmarkDataset(Dataset):
         """Every problem of the data set, one message each: those found at construction
         (with ``skip_bad``), then those of reading every sample (with a progress bar)."""
         yield from self.problems.values()
-        for entry in tqdm(self.entries, desc=f"checking {type(self).__name__}", unit="img"):
+        found = len(self.problems)  # counted as checked: the bar counts every image of the set
+        for entry in tqdm(self.entries, desc=f"checking {type(self).__name__}", unit="img",
+                          total=found + len(self.entries), initial=found):
             try:
                 self._read(entry)
             except DataError as e:

@@ -52,10 +52,13 @@ def parse_vocabulary(classes: list[str] | list[list[str]]) -> list[list[str]]:
     """Class names (with synonyms) as ``[[name, synonym, ...], ...]``, checked.
 
     Raises:
-        ConfigError: no classes, an empty name, or a name given twice.
+        ConfigError: not a list, no classes, an empty name, or a name given twice.
     """
     if isinstance(classes, str):
         classes = [classes]
+    if not isinstance(classes, (list, tuple)):  # None, a number, a dict: no order to give label ids
+        raise ConfigError(f"the vocabulary is a {type(classes).__name__}: give a list of class names, "
+                          "e.g. ['cat', 'dog']")
     for i, c in enumerate(classes):
         if not isinstance(c, str) and not (isinstance(c, (list, tuple)) and all(isinstance(n, str) for n in c)):
             raise ConfigError(f"class {i + 1} ({c!r}) is a {type(c).__name__}: give class names as text, "

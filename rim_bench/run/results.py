@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,7 +19,9 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from rim_bench.core.config import config_hash, save_config
-from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in
+from rim_bench.core.errors import ConfigError
+from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in, safe_name
+from rim_bench.core.output_lock import claim_output, new_folder, remove_unused
 from rim_bench.core.protocols import Method
 from rim_bench.core.timing import StageTimer, process_peak_bytes
 from rim_bench.core.types import Prediction, Sample
@@ -46,8 +49,15 @@ class ScoredModule(Protocol):
     def run_config(self) -> DictConfig: ...
 
 
+# What a Lightning logger or the LightningCLI writes into the logger's own run folder (``version_N/``),
+# which the results share.
+LIGHTNING_FILES = ("lightning_config.yaml", "hparams.yaml", "metrics.csv", "events.out.tfevents.*", "checkpoints")
+
+
 class ResultWriter(L.Callback):
-    """Writes a run's results into the module's ``output_dir`` (null: the Trainer's log folder):
+    """Writes a run's results into the module's ``output_dir`` (null: the logger's own run folder,
+    ``version_N/``, or without one a new ``<default_root_dir>/outputs/<experiment>-<time>/``: never
+    loose into the current directory; the folder claimed as `claim_output` says):
     ``predictions/<id>.png`` (``save_predictions``, and always for ``predict``), ``overlays/<id>.png``
     (the data set's first ``save_overlays`` images, whichever process scores them), and after a
     test or validation ``metrics.json`` and ``config.yaml``, logging the per-class table and the
@@ -56,13 +66,49 @@ class ResultWriter(L.Callback):
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.output_dir = Path(".")
+        self.created = False  # whether this writer made its folder (taken back if the run fails)
         self._seen = 0  # images seen by this process; with `ShardSampler` the k-th is the data set's rank + k * W
         self._loop_start = self.started
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         module = _rim(pl_module)
-        chosen = module.output_dir or module.cfg.output_dir or trainer.log_dir or trainer.default_root_dir
-        self.output_dir = module.output_dir = Path(chosen).expanduser()
+        log_dir = trainer.log_dir  # on every process: Lightning broadcasts it
+        chosen, problem = None, None
+        if trainer.is_global_zero:  # chooses, makes and claims the folder; the other processes take its word
+            try:
+                chosen = str(self._folder(module, log_dir, trainer.default_root_dir, stage))
+            except ConfigError as e:
+                problem = str(e)
+        chosen, problem = trainer.strategy.broadcast((chosen, problem))
+        if problem is not None:
+            raise ConfigError(problem)
+        assert chosen is not None
+        self.output_dir = module.output_dir = Path(chosen)
+
+    def _folder(self, module: ScoredModule, log_dir: str | None, root: str, stage: str) -> Path:
+        """The run's folder (see the class doc), created and claimed."""
+        given = module.output_dir or module.cfg.output_dir
+        tolerated: tuple[str, ...] = ()
+        if not given and log_dir is not None and Path(log_dir).resolve() != Path(root).resolve():
+            given, tolerated = log_dir, LIGHTNING_FILES  # a logger's run folder, made for this run
+        if given:
+            folder = Path(given).expanduser()
+            self.created = self.created or not folder.is_dir()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"output_dir: cannot create '{folder}' ({e.strerror or e}); choose a writable "
+                                  "folder") from None
+        else:
+            experiment = safe_name(module.cfg.experiment or "default")
+            folder = new_folder(Path(root) / "outputs" / f"{experiment}-{datetime.now():%Y%m%d-%H%M%S}")
+            self.created = True
+        claim_output(folder, "predict" if stage == "predict" else "test", "output_dir", tolerated=tolerated)
+        return folder
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero and self.created:  # a failed run leaves no folder it made
+            remove_unused(self.output_dir, created=True)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._loop_start = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from rim_bench.core.config import config_hash, resolve
@@ -36,14 +37,16 @@ def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
 
 
 def finished_metrics(metrics_file: Path) -> dict | None:
-    """A finished run's metrics, or None: no file, or a damaged one (truncated, no mIoU), which is
-    set aside with a warning so that the run is made again."""
+    """A finished run's metrics, or None: no file, or a damaged one (truncated, no or a NaN mIoU),
+    which is set aside with a warning so that the run is made again."""
     if not metrics_file.is_file():
         return None
     try:
         metrics = json.loads(metrics_file.read_text())
         if not isinstance(metrics, dict) or not isinstance(metrics.get("mIoU"), (int, float)):
             raise ValueError("no mIoU")
+        if not math.isfinite(metrics["mIoU"]):  # a hand edit: no run writes NaN
+            raise ValueError(f"mIoU {metrics['mIoU']}")
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         set_aside(metrics_file, e)
         return None

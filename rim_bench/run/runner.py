@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from rim_bench.core.config import config_hash, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
 from rim_bench.core.logs import quiet_lightning
-from rim_bench.core.output_lock import hold_output, launched_rank
+from rim_bench.core.output_lock import claim_output, hold_output, launched_rank, new_folder, remove_unused
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import MAX_LISTED
@@ -44,18 +44,13 @@ OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
 
 def run_test(cfg: DictConfig) -> dict:
     """Evaluate `cfg`; returns the content of the metrics.json it writes. The output folder is
-    held (`hold_output`: no other run writes there) from when it is chosen to the end."""
-    chosen: list[tuple[Path, bool]] = []  # the output folder once chosen, and whether the user named it
-    try:
-        with ExitStack() as held:
-            return _run_test(cfg, held, chosen)
-    except BaseException:
-        for folder, named in chosen:  # once the lock is gone: a failed run leaves no empty folders (csv/)
-            remove_empty_folders(folder, keep_root=named)
-        raise
+    held (`hold_output`: no other run writes there) from when it is chosen to the end, and a
+    failed run takes back the folder it made, whatever the failure (`output_folder`)."""
+    with ExitStack() as held:
+        return _run_test(cfg, held)
 
 
-def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]]) -> dict:
+def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
     quiet_lightning()
     cfg = prepare(cfg)
     _, world_size = launched_rank()
@@ -86,7 +81,6 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
     output_dir = given or output_folder(cfg, started=started, held=held)
     os.environ[OUTPUT_DIR_ENV] = str(output_dir)
     module.output_dir = output_dir  # beside the read-only config; config.yaml records it (`run_config`)
-    chosen.append((output_dir, given is not None))
     with lightning_settings():
         trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
                                "logger": _loggers(module.run_config(), output_dir),
@@ -102,18 +96,6 @@ def _run_test(cfg: DictConfig, held: ExitStack, chosen: list[tuple[Path, bool]])
 def _print_on_rank_zero(text: str) -> None:
     """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
     print(text)
-
-
-def remove_empty_folders(folder: Path, keep_root: bool = False) -> None:
-    """Remove the empty folders under `folder` (deepest first), and `folder` itself if it ends
-    empty unless `keep_root`; files, and the folders holding them, stay."""
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
-                      key=lambda p: len(p.parts), reverse=True):
-        with suppress(OSError):  # not empty
-            sub.rmdir()
-    if not keep_root:
-        with suppress(OSError):
-            folder.rmdir()
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:
@@ -169,8 +151,10 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
 
 def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None,
                   held: ExitStack | None = None) -> Path:
-    """The run's output folder, created, and with `held` held until `held` closes (before it is
-    checked, so that no other run can finish there between the check and this run's writes).
+    """The run's output folder, created, claimed (`claim_output`: new, empty, or an earlier
+    test's), and with `held` held until `held` closes (before it is checked, so that no other run
+    can finish there between the check and this run's writes); when `held` closes, a failed run's
+    folder is taken back (`remove_unused`: the folder if this run made it, else its marker).
 
     ``output_dir`` (or the folder rank 0 chose, `inherited`) is used as given, unless it holds
     another config's metrics.json (the same config resumes or overwrites); by default a new
@@ -179,32 +163,29 @@ def output_folder(cfg: DictConfig, inherited: str | None = None, started: dateti
     """
     if cfg.output_dir or inherited:
         folder = Path(str(cfg.output_dir or inherited)).expanduser()
-        _make_folder(folder, exist_ok=True)
-        if held is not None:
-            held.enter_context(hold_output(folder))
-        _check_not_another_run(folder, cfg)
-        return folder
-    base = f"outputs/{safe_name(cfg.experiment or 'default')}-{started or datetime.now():%Y%m%d-%H%M%S}"
-    for n in range(1, 10_000):
-        folder = Path(base if n == 1 else f"{base}-{n}")
-        if _make_folder(folder, exist_ok=False):
-            if held is not None:
-                held.enter_context(hold_output(folder))
-            return folder
-    raise ConfigError(f"output_dir: {base}-* all exist; set output_dir=PATH")
+        created = _make_folder(folder)
+    else:
+        experiment = safe_name(cfg.experiment or "default")
+        folder = new_folder(f"outputs/{experiment}-{started or datetime.now():%Y%m%d-%H%M%S}")
+        created = True
+    if held is not None:
+        held.callback(remove_unused, folder, created)  # the last exit: after the lock is released
+        held.enter_context(hold_output(folder))
+    claim_output(folder, "test", "output_dir")
+    _check_not_another_run(folder, cfg)
+    return folder
 
 
-def _make_folder(folder: Path, exist_ok: bool) -> bool:
-    """Create `folder` (and its parents); False if it exists and not `exist_ok`."""
+def _make_folder(folder: Path) -> bool:
+    """Create `folder` (and its parents); whether it was made now (False: it was there)."""
+    existed = folder.is_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=exist_ok)
-    except FileExistsError:
-        if exist_ok:  # a file, not a folder
-            raise ConfigError(f"output_dir: '{folder}' is a file; give a folder") from None
-        return False
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file, not a folder
+        raise ConfigError(f"output_dir: '{folder}' is a file; give a folder") from None
     except OSError as e:
         raise ConfigError(f"output_dir: cannot create '{folder}' ({e.strerror}); choose a writable folder") from None
-    return True
+    return not existed
 
 
 def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ one Markdown table writer, one run-cost row, one HTML page style."""
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Callable
 
@@ -26,14 +27,27 @@ def run_cost(metrics: dict) -> dict:
     """What a run cost, from its metrics.json: wall seconds, throughput over the test loop
     (images/s), peak host RSS and peak CUDA allocation (MB); None where the run did not
     record it (CUDA unused, or a metrics.json from an older rim-bench)."""
-    memory = metrics.get("peak_memory_mb", {})
-    cuda = memory.get("cuda_max_allocated")
+    memory = _part(metrics, "peak_memory_mb")
+    cuda = [v for v in _part(memory, "cuda_max_allocated").values() if finite_number(v) is not None]
     return {
-        "seconds": metrics.get("seconds", {}).get("total"),
-        "images_per_second": metrics.get("throughput", {}).get("images_per_second"),
-        "peak_rss_mb": memory.get("host_rss", {}).get("total"),
-        "peak_cuda_mb": max(cuda.values()) if cuda else None,
+        "seconds": finite_number(_part(metrics, "seconds").get("total")),
+        "images_per_second": finite_number(_part(metrics, "throughput").get("images_per_second")),
+        "peak_rss_mb": finite_number(_part(memory, "host_rss").get("total")),
+        "peak_cuda_mb": max(cuda) if cuda else None,
     }
+
+
+def _part(record: dict, key: str) -> dict:
+    """``record[key]`` if it is a mapping, else empty: a hand-edited file's list or number there is left out."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def finite_number(value: object) -> float | None:
+    """`value` if it is a finite number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def cost_cells(cost: dict) -> list[str]:

@@ -256,7 +256,7 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
         path = CacheLayout.normalizers_file(Path(bank.directory), temperature)
     if path is not None and path.is_file():
         try:
-            stored, _ = load_tensors(path)  # checksum and finite values checked
+            stored, _ = load_tensors(path, made_for=_normalizers_made_for(bank, temperature))  # checked
             shapes = {name: tuple(t.shape) for name, t in stored.items()}
             if shapes != {"log_norm": (len(bank),), "log_norm_others": (len(bank),)}:
                 raise DamagedCacheError(f"cached normalizers '{path}' hold {shapes}, not {len(bank)} of each")
@@ -268,10 +268,17 @@ def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNorm
     normalizers = bank_normalizers(bank.features, temperature, progress=len(bank) >= STORE_NORMALIZERS_FROM)
     if path is not None:
         try:
-            save_tensors(path, {"log_norm": normalizers.log_norm, "log_norm_others": normalizers.log_norm_others})
+            save_tensors(path, {"log_norm": normalizers.log_norm, "log_norm_others": normalizers.log_norm_others},
+                         made_for=_normalizers_made_for(bank, temperature))
         except OSError:  # a read-only cache: keep them in memory only
             pass
     return normalizers
+
+
+def _normalizers_made_for(bank: ReferenceBank, temperature: float) -> str:
+    """What stored normalizers are for: their bank (its cache folder's key) and temperature."""
+    assert bank.directory is not None
+    return f"normalizers of bank {Path(bank.directory).name} at T={temperature!r}"
 
 
 def bank_normalizers(features: Tensor, temperature: float, block_elements: int = 2**24,

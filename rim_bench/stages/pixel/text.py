@@ -93,17 +93,19 @@ def cached_text_embeddings(model: OpenAIClip, tokenizer: BpeTokenizer, names: li
                            model_key: str, cache_dir: Path | None) -> Tensor:
     """`text_embeddings`, read from `cache_dir` when the same model (`model_key`, e.g. the
     checkpoint's digest), vocabulary, templates, names and dtype were embedded before
-    (`text_cache_key`); written there atomically otherwise. No cache without `cache_dir`."""
+    (`text_cache_key`); written there atomically otherwise (an entry records the key it was made for, and
+    is read for that key alone). No cache without `cache_dir`."""
     if cache_dir is None:
         return text_embeddings(model, tokenizer, names, templates)
-    dtype = model.dtype
-    path = Path(cache_dir) / f"text-{text_cache_key(model_key, tokenizer, templates, names, dtype)}.safetensors"
+    made_for = text_cache_key(model_key, tokenizer, templates, names, model.dtype)
+    path = Path(cache_dir) / f"text-{made_for}.safetensors"
     if path.is_file():
         try:
-            return load_tensors(path)[0]["embeddings"].to(model.token_embedding.weight.device)
+            return load_tensors(path, made_for=made_for)[0]["embeddings"].to(model.token_embedding.weight.device)
         except DamagedCacheError as e:
             set_aside(path, e)
     embeddings = text_embeddings(model, tokenizer, names, templates)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"embeddings": embeddings.cpu()}, {"model": model_key, "names": json.dumps(names)})
+    save_tensors(path, {"embeddings": embeddings.cpu()}, {"model": model_key, "names": json.dumps(names)},
+                 made_for=made_for)
     return embeddings

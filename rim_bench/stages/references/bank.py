@@ -39,6 +39,7 @@ from rim_bench.core.cache_files import (
 from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import DataError
 from rim_bench.core.io import atomic_write_json, atomic_write_text, safe_name, set_aside
+from rim_bench.core.output_lock import pid_running
 from rim_bench.core.types import ReferenceBank
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ METADATA = "bank.json"
 KEY = "key.json"
 BANK_WAIT_TIMEOUT_S = 24 * 3600  # a day: far longer than building any benchmark's bank should take
 HEARTBEAT_S = 5.0  # rank 0 touches its heartbeat file this often while it builds
-HEARTBEAT_STALE_S = 60.0  # waiting ranks give up on a rank 0 whose heartbeat is older than this
+# Waiting ranks give up on a rank 0 whose heartbeat is older than this: one killed on another node
+# is noticed within 40 s + a poll (2 s) of its last beat, inside the minute docs/scaling.md promises.
+HEARTBEAT_STALE_S = 40.0
 
 
-def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) -> None:
+def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None, *, made_for: str) -> None:
     """Write `bank` (and JSON-able `extra` metadata) into `directory`, each file atomically;
-    the tensors carry their checksum and the JSON's (`rim_bench.core.cache_files`)."""
+    the tensors carry their checksum, the JSON's and the key the bank was `made_for`
+    (`bank_made_for`; `rim_bench.core.cache_files`)."""
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / METADATA, {
         "class_names": bank.class_names, "subcategory_names": bank.subcategory_names, "meta": bank.meta,
@@ -61,17 +65,23 @@ def write_bank(bank: ReferenceBank, directory: Path, extra: dict | None = None) 
     })
     save_tensors(directory / TENSORS, {"features": bank.features, "class_ids": bank.class_ids,
                                        "subcategory_ids": bank.subcategory_ids},
-                 {METADATA: file_checksum(directory / METADATA)})
+                 {METADATA: file_checksum(directory / METADATA)}, made_for=made_for)
 
 
-def load_bank(directory: Path) -> ReferenceBank:
-    """Read a bank written by `write_bank`, its checksums and finite features checked.
+def bank_made_for(key_spec: dict) -> str:
+    """What a cached bank is for: its spec (`CacheLayout.bank_key`), as its folder's name hashes it."""
+    return json.dumps(key_spec, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def load_bank(directory: Path, made_for: str | None = None) -> ReferenceBank:
+    """Read a bank written by `write_bank`, its checksums and finite features checked, and, given
+    the key it is looked up for (`made_for`), that it was made for that key.
 
     Raises:
         DamagedCacheError: a file cannot be read, does not match its checksum, or the bank is malformed.
     """
     try:
-        tensors, metadata = load_tensors(directory / TENSORS)
+        tensors, metadata = load_tensors(directory / TENSORS, made_for=made_for)
         check_file(directory / METADATA, metadata.get(METADATA))
         info = json.loads((directory / METADATA).read_text())
         return ReferenceBank(
@@ -102,6 +112,7 @@ def cached_bank(cache: CacheLayout | Path, key_spec: dict, build: Callable[[Path
     """
     layout = cache if isinstance(cache, CacheLayout) else CacheLayout(Path(cache).expanduser())
     directory = layout.bank_dir(key_spec)
+    made_for = bank_made_for(key_spec)
     # Rank 0's error, for the ranks of the same job waiting on it (other jobs may share the cache).
     failed = directory.with_name(f"{directory.name}.failed-{safe_name(job_id())}")
     alive = directory.with_name(f"{directory.name}.alive-{safe_name(job_id())}")  # rank 0's heartbeat
@@ -109,7 +120,7 @@ def cached_bank(cache: CacheLayout | Path, key_spec: dict, build: Callable[[Path
         _wait_for(directory, failed, rank, poll_seconds, timeout_s, alive, stale_s)
     if (directory / METADATA).is_file():
         try:
-            bank = load_bank(directory)
+            bank = load_bank(directory, made_for)
             bank.directory = directory
             if wait:  # whether it waited or rank 0 had already published: this rank built nothing
                 log.warning(f"rank {rank}: read the reference bank rank 0 built, {directory}")
@@ -128,7 +139,7 @@ def cached_bank(cache: CacheLayout | Path, key_spec: dict, build: Callable[[Path
             raise DataError(f"the reference bank built in {work} has non-finite features (NaN or inf): check the "
                             "featurizer's weights (featurizer.dinov2.model) and the reference images")
         if rank == 0:
-            write_bank(bank, work)
+            write_bank(bank, work, made_for=made_for)
             atomic_write_json(work / KEY, key_spec)
             _publish(work, directory)
             failed.unlink(missing_ok=True)  # this job's earlier attempt's failure
@@ -233,23 +244,12 @@ class _Rank0Heartbeat:
             self.seen = True
         now = time.time()
         if (now - touched < self.stale_s and isinstance(beat, dict) and beat.get("host") == socket.gethostname()
-                and not _running(beat.get("pid"))):
+                and not pid_running(beat.get("pid"))):
             return f"(pid {beat['pid']}) has ended"
         self.last = max(self.last, touched)
         if now - self.last > self.stale_s:
             return f"has given no sign of life for {now - self.last:.0f} s (heartbeat {self.alive})"
         return None
-
-
-def _running(pid: Any) -> bool:
-    """Whether process `pid` exists on this host (true for what is not a pid: nothing is known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, TypeError):  # another user's process, or not a pid
-        return True
-    return True
 
 
 def _publish(work: Path, directory: Path) -> None:
@@ -289,13 +289,20 @@ def bank_summary(bank: ReferenceBank) -> str:
 
 def save_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """One finished piece of a resumable build: tensors plus JSON metadata in one file,
-    atomically, with their checksum."""
-    save_tensors(path, tensors, {"json": json.dumps(info)})
+    atomically, with their checksum and what it is for (`shard_made_for`)."""
+    save_tensors(path, tensors, {"json": json.dumps(info)}, made_for=shard_made_for(path))
+
+
+def shard_made_for(path: Path) -> str:
+    """What a shard is for: its place in its store, which `shard_path` makes of keys alone (the
+    store's settings, the class, a hash of its names and subcategory)."""
+    return "shard " + "/".join(Path(path).parts[-3:])
 
 
 def load_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A shard's tensors and metadata, checked (`DamagedCacheError` naming it if damaged)."""
-    tensors, metadata = load_tensors(path)
+    """A shard's tensors and metadata, checked (`DamagedCacheError` naming it if damaged or made
+    for another place)."""
+    tensors, metadata = load_tensors(path, made_for=shard_made_for(path))
     return tensors, json.loads(metadata["json"])
 
 
