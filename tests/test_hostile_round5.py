@@ -93,16 +93,19 @@ def test_case1_a_region_entry_copied_under_another_image_or_settings_key_is_set_
 
 def test_case1_swapped_text_caches_shards_and_banks_are_set_aside(tmp_path: Path):
     from rim_bench.core.types import ReferenceBank
+    from rim_bench.stages.backbones.openai_clip import Architecture, BpeTokenizer, OpenAIClip, random_state_dict
     from rim_bench.stages.pixel import text
     from rim_bench.stages.references.bank import cached_bank, save_shard, shard_or_none
 
-    class Model:  # the text tower alone: a fixed embedding per prompt batch
-        arch = type("Arch", (), {"context": 77})
+    tokenizer = BpeTokenizer(None)  # a token per byte: no BPE file
+    arch = Architecture(width=64, layers=1, patch=16, grid=2, embed_dim=8, context=77, vocab=len(tokenizer),
+                        text_width=64, text_layers=1)
+    model = OpenAIClip(arch)
+    model.load_state_dict(random_state_dict(arch, seed=1))
 
-        def encode_text(self, tokens):
-            return torch.ones(len(tokens), 4) * tokens.float().sum(1, keepdim=True)
+    def Model() -> OpenAIClip:  # noqa: N802 - the same text tower each time
+        return model
 
-    tokenizer = lambda prompts, context: torch.tensor([[len(p), 1] for p in prompts])  # noqa: E731
     cats = text.cached_text_embeddings(Model(), tokenizer, ["cat"], ["a {}."], "m", tmp_path / "text")
     text.cached_text_embeddings(Model(), tokenizer, ["horse"], ["a {}."], "m", tmp_path / "text")
     _swap(*sorted((tmp_path / "text").glob("text-*.safetensors")))

@@ -181,7 +181,7 @@ def test_nan_features_name_the_image(tmp_path: Path, monkeypatch):
     from rim_bench.run.runner import run_test
     from rim_bench.stages.features.pooling import MaskedAveragePooling
 
-    overrides = ["experiment=smoke", "data.max_images=1", "cache_regions=false", f"output_dir={tmp_path}",
+    overrides = ["experiment=smoke", "data.max_images=1", "cache_regions=false", f"output_dir={tmp_path / 'out'}",
                  f"cache_dir={tmp_path / 'cache'}"]
     run_test(load_config(overrides))  # builds the bank with sane features
     monkeypatch.setattr(MaskedAveragePooling, "__call__", lambda self, masks, feats: torch.full(

@@ -41,11 +41,14 @@ def test_prepare_runs_once_per_rim_bench_test(tmp_path: Path, monkeypatch):
 
 def test_config_yaml_records_the_datamodule_and_the_folder_the_run_chose(tmp_path: Path):
     """The module's config says smoke with all images and no output_dir; the run tested 2 images
-    into the Trainer's folder: config.yaml says what ran, and the module's config is unchanged."""
+    into a run folder of its own under the Trainer's root (no logger: outputs/smoke-<time>/): config.yaml
+    says what ran, and the module's config is unchanged."""
     model = RIMModule.from_config("smoke")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         default_root_dir=str(tmp_path))
     trainer.test(model, datamodule=BenchmarkDataModule("smoke", max_images=2), verbose=False)
-    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert written["output_dir"] == str(tmp_path) and written["data"]["max_images"] == 2
+    (run,) = (tmp_path / "outputs").iterdir()
+    assert run.name.startswith("smoke-") and not (tmp_path / "config.yaml").exists()
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["output_dir"] == str(run) and written["data"]["max_images"] == 2
     assert model.cfg.output_dir is None and model.cfg.data.max_images is None

@@ -116,10 +116,11 @@ class Method(Protocol):
     def load(self, device: torch.device) -> nn.Module:
         """Load the models on `device`; the module holding them (it follows a LightningModule's device)."""
 
-    def set_vocabulary(self, classes: list[list[str]], device: torch.device, rank: int = 0,
-                       wait: bool = False) -> ReferenceBank | None:
+    def set_vocabulary(self, classes: list[list[str]], device: torch.device, rank: int = 0, wait: bool = False,
+                       subcategories: dict[str, list[str]] | None = None) -> ReferenceBank | None:
         """Embed or reference `classes`: a region method's bank (returned), a pixel method's text embeddings.
-        `rank` / `wait`: ranks above 0 wait for rank 0 to publish a shared cache entry."""
+        `rank` / `wait`: ranks above 0 wait for rank 0 to publish a shared cache entry. `subcategories`:
+        the API's phrases per class for generated references (None: the configured ones)."""
 
     def __call__(self, image: Tensor, image_id: str | None = None) -> Prediction:
         """Segment a ``(3, H, W) uint8`` image (`image_id` names it in errors)."""
