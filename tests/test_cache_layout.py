@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rim_bench.core.cache_layout import PRESENTATION_ONLY, CacheLayout
+from rim_bench.core.cache_layout import CacheLayout, presentation_only
 from rim_bench.core.config import load_config, resolve
+from rim_bench.stages.matching.rim import normalizers_file
 from rim_bench.stages.references.sources import build_references
 
 VOCABULARY = [["background"], ["aeroplane", "airplane"], ["bicycle"]]
@@ -74,14 +75,14 @@ def test_the_other_stores_are_where_they_were():
     cache = layout("experiment=smoke")
     table = {"cat": ["cat", "tabby cat"], "dog": ["dog"]}
     assert str(cache.vocabulary_file(table)) == "/cache/vocabularies/c87f44233fafb339.yaml"
-    assert str(CacheLayout.normalizers_file(Path("/b"), 0.05)) == "/b/rim_normalizers_T0.05.safetensors"
+    assert str(normalizers_file(Path("/b"), 0.05)) == "/b/rim_normalizers_T0.05.safetensors"
     assert CacheLayout.of(resolve(load_config(["cache_dir=~/c"]))).root == Path("~/c").expanduser()
 
 
 def test_presentation_only_settings_are_these():
-    """The settings that no cache key reads (they only add pictures): listed here, so that adding
-    one is a visible decision."""
-    assert PRESENTATION_ONLY == {"references.diffusion.contact_sheets": True}
+    """The settings that no cache key reads (they only add pictures), as their stages declare them:
+    listed here, so that adding one is a visible decision."""
+    assert presentation_only() == {"references.diffusion.contact_sheets": True}
 
 
 @pytest.mark.parametrize("name", ["diffusion", "mixed"])

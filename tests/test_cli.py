@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -83,3 +85,17 @@ def test_help_and_config_key_errors_load_no_heavy_library(args: list[str]):
             "print('HEAVY', [m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+
+
+@pytest.mark.parametrize("argv", [["segment", "{image}", "--classes", "sun,leaf", "experiment=smoke", "--out", "{out}"],
+                                  ["plan", "experiment=smoke"], ["check-data", "experiment=smoke"],
+                                  ["config", "experiment=smoke"]])
+def test_commands_without_a_trainer_load_no_lightning(argv, tmp_path, smoke_root):
+    """segment, plan, check-data and config never start a Trainer: Lightning (and torchmetrics) stay unloaded."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
+    argv = [a.format(image=image, out=tmp_path / "out") for a in argv]
+    code = (f"import sys; from rim_bench.commands.cli import main; rc = main({argv!r}); "
+            "sys.exit(10 + rc if 'lightning' in sys.modules or 'torchmetrics' in sys.modules else rc)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]  # 10+: Lightning was imported

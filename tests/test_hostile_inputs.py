@@ -36,6 +36,7 @@ from rim_bench.data.base import read_image
 from rim_bench.run import runner
 from rim_bench.run.assembly import Assembly
 from rim_bench.run.datamodule import build_dataset
+from rim_bench.run.datasets import check_data
 from rim_bench.run.methods import result_spec
 
 # ----------------------------------------------------------------- 1. ids become paths
@@ -313,7 +314,7 @@ def test_check_data_lists_every_problem_in_one_run(data: Path, capsys):
 def test_check_data_bounds_its_list(data: Path, capsys):
     (data / SPLIT).write_text("".join(f"/x/{i}\n" for i in range(80)))
     with pytest.raises(DataError, match="80 of 80 images"):
-        runner.check_data(load_config(smoke_copy_args(data)))
+        check_data(load_config(smoke_copy_args(data)))
     out = capsys.readouterr().out
     assert out.count("absolute path") == 50 and "... and 30 more problems" in out
 

@@ -83,7 +83,7 @@ class RIM:
         self.assembly = Assembly(cfg)
         self.cfg, self.timer = self.assembly.cfg, self.assembly.timer
         if self.cfg.data.name == "smoke":  # its exemplar references are generated with the data set
-            from rim_bench.run.datamodule import build_dataset  # lazily: it loads Lightning
+            from rim_bench.run.datasets import build_dataset
 
             build_dataset(self.cfg.data)
         self.device = build_device(self.cfg)

@@ -206,7 +206,7 @@ def _command(args: argparse.Namespace) -> int:
         print(OmegaConf.to_yaml(cfg), end="")
         print(f"# result hash: {config_hash(result_spec(cfg))}")
     elif args.command == "check-data":
-        from rim_bench.run.runner import check_data
+        from rim_bench.run.datasets import check_data
 
         check_data(cfg)
     elif args.command == "plan":

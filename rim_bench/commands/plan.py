@@ -33,7 +33,7 @@ from rim_bench.run.weights import GB, check_weights, gpu_memory_bytes
 def run_plan(cfg: DictConfig, measure: bool = True) -> dict:
     """`rim-bench plan`: print and return the checks, the work and (with `measure`) the projection."""
     from rim_bench.run.assembly import Assembly, build_device, prepare
-    from rim_bench.run.datamodule import build_dataset  # lazily: it loads Lightning
+    from rim_bench.run.datasets import build_dataset
 
     cfg = prepare(cfg)
     device = build_device(cfg)

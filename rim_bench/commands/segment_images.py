@@ -20,7 +20,7 @@ from rim_bench.core.io import atomic_path, atomic_write_text, file_in
 from rim_bench.core.output_lock import refuse_inputs_inside, writing_into
 from rim_bench.data.classes import parse_vocabulary
 from rim_bench.data.images import find_images, output_names
-from rim_bench.run.results import save_label_png
+from rim_bench.run.visualize import save_label_png
 
 
 def segment_images(inputs: list[str], classes: str, out: Path, overrides: list[str]) -> None:

@@ -221,7 +221,7 @@ def output_folder(spec: SuiteSpec, cells: list[Cell]) -> Path:
 def check_data(cells: list[Cell]) -> None:
     """Open each benchmark's data (the cheap layout checks, no model) and fail every cell of a
     benchmark whose data is missing or malformed, printing one line per benchmark."""
-    from rim_bench.run.datamodule import build_dataset
+    from rim_bench.run.datasets import build_dataset
 
     reasons: dict[str, str | None] = {}  # data settings' hash → why they cannot be read
     reported = set()

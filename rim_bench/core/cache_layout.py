@@ -2,8 +2,8 @@
 
     <cache_dir>/regions/<key>/               each image's regions and region features
                                              (`rim_bench.run.region_cache`), by image content
-    <cache_dir>/banks/<key>/                 reference banks (`rim_bench.stages.references.bank`),
-                                             with RIM's normalizers of each temperature inside
+    <cache_dir>/banks/<key>/                 reference banks (`rim_bench.stages.references.bank`), where
+                                             a matcher may keep what it derives from one (RIM's normalizers)
     <cache_dir>/references/<key>/            generated references, one shard per (class, subcategory)
     <cache_dir>/generated/<key>/             the images and attention maps they come from
     <cache_dir>/vocabularies/<hash>.yaml     the API's subcategory tables, named by content
@@ -13,9 +13,9 @@
                                              sets it, `rim_bench.core.config` knows it (below this module)
 
 A key hashes what changes what its store holds, and nothing else: the stages' settings as
-`key_spec` gives them, with the presentation-only settings (`PRESENTATION_ONLY`) at their
-defaults. Keys never change silently: users' caches stay valid across versions
-(tests/test_cache_layout.py pins them).
+`key_spec` gives them, with the parameters their stages declare presentation-only
+(``Annotated[..., PRESENTATION]``: they only add pictures) at their defaults. Keys never change
+silently: users' caches stay valid across versions (tests/test_cache_layout.py pins them).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from rim_bench.core.config import config_hash, key_spec, references_spec
+from rim_bench.core.registry import declarations
 
 if TYPE_CHECKING:
     from rim_bench.core.protocols import ReferenceSource
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 # so that a cache from before is left alone rather than set aside one warning per image;
 # 5: entries record the settings key and image they were made for, likewise).
 REGION_CACHE_VERSION = 5
-# Settings that change only what a run shows (pictures), never what a store holds: every key
-# records them at these values, their defaults, whatever they are set to. Changing one then
-# reuses the caches, and the keys of caches written before stay the same.
-PRESENTATION_ONLY = {"references.diffusion.contact_sheets": True}
 _TEST_SIDE = ("proposer", "featurizer", "pooling")
 _FULL_PRECISION = ("32-true", "32", "None")  # None: trainer.precision unset, 32-true for the region path
 
@@ -107,11 +104,6 @@ class CacheLayout:
         """A bank's folder, for its `bank_key` (any JSON-able key)."""
         return self.root / "banks" / config_hash(key)
 
-    @staticmethod
-    def normalizers_file(bank_dir: Path, temperature: float) -> Path:
-        """RIM's log-normalizers of a bank at one temperature, kept in the bank's folder."""
-        return Path(bank_dir) / f"rim_normalizers_T{temperature!r}.safetensors"
-
     def references_dir(self, generation: dict[str, Any]) -> Path:
         """The shards of generated references made with a generator's `generation` settings
         (all that makes a reference but which subcategories a bank takes) and this featurizer."""
@@ -129,10 +121,17 @@ class CacheLayout:
         return self.root / "vocabularies" / f"{config_hash(table, 16)}.yaml"
 
 
+def presentation_only() -> dict[str, Any]:
+    """Every stage setting that changes only what a run shows (pictures), never what a store holds, by
+    config key, with its default: every key records it at that value, whatever it is set to, so that
+    changing one reuses the caches (declared ``Annotated[..., PRESENTATION]`` by its stage)."""
+    return {key: param.default for key, param in declarations().items() if param.presentation}
+
+
 def _pinned(spec: dict[str, Any], block: str) -> dict[str, Any]:
     """`spec` (a stage's, or ``mixed``'s with its ``parts``) with its presentation-only settings at
-    their `PRESENTATION_ONLY` values."""
+    their defaults (`presentation_only`)."""
     if "parts" in spec:
         return {**spec, "parts": [_pinned(part, block) for part in spec["parts"]]}
-    prefix = f"{block}.{spec['name']}."
-    return {k: PRESENTATION_ONLY.get(prefix + k, v) for k, v in spec.items()}
+    prefix, pinned = f"{block}.{spec['name']}.", presentation_only()
+    return {k: pinned.get(prefix + k, v) for k, v in spec.items()}

@@ -39,6 +39,8 @@ def encode(params: dict[str, Param]) -> dict[str, Any]:
             entry["block"] = encode(p.block)
         if p.free:
             entry["free"] = True
+        if p.presentation:
+            entry["presentation"] = True
         out[name] = entry
     return out
 
@@ -49,8 +51,9 @@ def decode(data: dict[str, Any]) -> dict[str, Param]:
         default = inspect.Parameter.empty if e["default"] == _EMPTY else e["default"]
         bounds = Range(*e["range"]) if "range" in e else None
         block = decode(e["block"]) if "block" in e else None
-        params[name] = Param(name, default, tuple(_TYPES[t] for t in e.get("types", ())), tuple(e.get("choices", ())),
-                             e.get("nullable", False), bounds, block, e.get("free", False))
+        types = tuple(_TYPES[t] for t in e.get("types", ()))
+        params[name] = Param(name, default, types, tuple(e.get("choices", ())), e.get("nullable", False), bounds,
+                             block, e.get("free", False), e.get("presentation", False))
     return params
 
 

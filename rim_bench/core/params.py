@@ -59,7 +59,12 @@ class _Given:
     """Marks an argument that the code passes, not the config (e.g. the background class id)."""
 
 
+class _Presentation:
+    """Marks a parameter that changes only what a run shows (pictures), never what a cache holds."""
+
+
 GIVEN = _Given()
+PRESENTATION = _Presentation()
 POSITIVE = Range(0, above=True)
 
 
@@ -80,6 +85,7 @@ class Param:
     range: Range | None = None
     block: dict[str, Param] | None = None  # a declared nested block
     free: bool = False  # a block of any keys
+    presentation: bool = False  # only what a run shows: out of the cache keys (`Annotated[..., PRESENTATION]`)
 
     def describe(self) -> str:
         """What the parameter takes, for messages ("float in [0, 1] or null", "float > 0 or 'auto'")."""
@@ -115,7 +121,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
     members = typing.get_args(hint) if _is_union(hint) else (hint,)
     kinds: list[type] = []
     choices: list[Any] = []
-    nullable, bounds, block, free = False, None, None, False
+    nullable, bounds, block, free, presentation = False, None, None, False, False
     for member in members:
         metadata: tuple[Any, ...] = ()
         if typing.get_origin(member) is Annotated:
@@ -123,6 +129,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
             metadata = tuple(rest)
         if any(m is GIVEN for m in metadata):
             return None
+        presentation = presentation or any(m is PRESENTATION for m in metadata)
         bounds = next((m for m in metadata if isinstance(m, Range)), bounds)
         nested = next((m for m in metadata if isinstance(m, Block)), None)
         origin = typing.get_origin(member) or member
@@ -140,7 +147,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
             kinds.append(origin)
     if block is not None and default is inspect.Parameter.empty:
         default = {k: p.default for k, p in block.items()}
-    return Param(name, default, tuple(kinds), tuple(choices), nullable, bounds, block, free)
+    return Param(name, default, tuple(kinds), tuple(choices), nullable, bounds, block, free, presentation)
 
 
 def _is_union(hint: Any) -> bool:

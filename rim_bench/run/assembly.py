@@ -22,6 +22,7 @@ from rim_bench.core.config import as_overrides, load_config, resolve
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.protocols import DenseFeaturizer, Method, RegionEncoder, Segmenter
 from rim_bench.core.registry import ENCODERS, FEATURIZERS, MATCHERS, PROPOSERS, SEGMENTERS, build_stage
+from rim_bench.core.seed import seed_everything
 from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
 from rim_bench.run.pipeline import SegmentationPipeline
@@ -137,15 +138,13 @@ def experiment_config(config: str | Path | DictConfig = "smoke", overrides: dict
 def prepare(cfg: DictConfig) -> DictConfig:
     """Resolve a copy of `cfg`, check its cache folder, and seed everything; the copy is
     read-only (what a run decides later, it keeps beside it)."""
-    from lightning.fabric.utilities.seed import seed_everything
-
     from rim_bench.core.threads import set_cpu_threads
 
     cfg = resolve(cfg.copy())
     check_cache_dir(cfg)
     devices = cfg.trainer.devices
     set_cpu_threads(devices if isinstance(devices, int) and devices > 0 else 1)  # the node's processes share its cores
-    seed_everything(cfg.seed, verbose=False)
+    seed_everything(cfg.seed)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 

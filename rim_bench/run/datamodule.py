@@ -23,46 +23,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from rim_bench.core.config import load_config, resolve, to_dict
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.registry import DATASETS
 from rim_bench.core.types import Sample
 from rim_bench.data.base import BenchmarkDataset, load_rgb  # load_rgb: a DataError naming the file if it cannot be read
-from rim_bench.data.classes import parse_vocabulary, read_classes
+from rim_bench.data.classes import parse_vocabulary
 from rim_bench.data.images import find_images, output_names
-
-
-def class_list(data: DictConfig) -> list[list[str]]:
-    """The benchmark's classes with synonyms: ``data.classes``, else the benchmark's own file."""
-    class_file = data.classes or DATASETS.get(data.name, "data").default_classes
-    if class_file is None:
-        raise ConfigError(f"data.classes: data set '{data.name}' needs a class file (a path, one class a line)")
-    return read_classes(class_file)
-
-
-def build_dataset(data: DictConfig) -> tuple[BenchmarkDataset, list[list[str]]]:
-    """The data set that ``data.name`` selects, and its classes (with synonyms).
-
-    Runs the cheap layout checks, so that a wrong path fails before any model loads. A
-    missing root is an error, but for the smoke set with ``data.generate`` (set at its default
-    root): it is generated there.
-    """
-    classes = class_list(data)
-    if data.root is None:
-        raise ConfigError(f"data.root: not set; give data.root=PATH for '{data.name}' (see datasets/README.md)")
-    if data.get("generate"):
-        generate_missing(data.name, Path(str(data.root)).expanduser())
-    dataset = DATASETS.get(data.name, "data")(data.root, data.split, data.max_images, num_classes=len(classes),
-                                              skip_bad=data.get("skip_bad", False))
-    return dataset, classes
-
-
-def generate_missing(name: str, root: Path) -> None:
-    """Generate the smoke set at `root` unless it exists (`data.generate=true`)."""
-    from rim_bench.data.smoke import generate_smoke
-
-    if name != "smoke":
-        raise ConfigError(f"data.generate: only the smoke set is generated, not '{name}'; set data.generate=false")
-    if not root.exists():
-        generate_smoke(root)
+from rim_bench.run.datasets import build_dataset, class_list
 
 
 class ShardSampler(DistributedSampler):

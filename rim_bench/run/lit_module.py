@@ -34,7 +34,8 @@ from rim_bench.core.protocols import Method
 from rim_bench.core.types import Prediction, Sample
 from rim_bench.data.base import BadSample
 from rim_bench.run.assembly import Assembly, experiment_config
-from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler, class_list
+from rim_bench.run.datamodule import BenchmarkDataModule, ShardSampler
+from rim_bench.run.datasets import class_list
 from rim_bench.run.metrics import SegmentationScore, prediction_confusion_matrix, score_collection
 from rim_bench.run.results import ResultWriter
 

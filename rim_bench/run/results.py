@@ -2,7 +2,7 @@
 
 `ResultWriter` is the callback `RIMModule` adds; `run_metrics` is metrics.json's content,
 `cost_metrics` its cost part, `format_results` the per-class table logged after a run, and
-`save_label_png` a prediction's label PNG (also for `rim-bench segment`).
+`rim_bench.run.visualize.save_label_png` a prediction's label PNG (also for `rim-bench segment`).
 """
 
 from __future__ import annotations
@@ -14,22 +14,19 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
-import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from rim_bench.core.config import config_hash, save_config
 from rim_bench.core.errors import ConfigError
-from rim_bench.core.io import atomic_path, atomic_write_json, atomic_write_text, file_in, safe_name
+from rim_bench.core.io import atomic_write_json, atomic_write_text, file_in, safe_name
 from rim_bench.core.output_lock import claim_output, new_folder, remove_unused
 from rim_bench.core.protocols import Method
 from rim_bench.core.timing import StageTimer, process_peak_bytes
 from rim_bench.core.types import Prediction, Sample
 from rim_bench.data.base import MAX_LISTED
-from rim_bench.data.palette import voc_palette
 from rim_bench.run.methods import result_spec
 from rim_bench.run.metrics import most_confused
-from rim_bench.run.visualize import save_overlay
+from rim_bench.run.visualize import save_label_png, save_overlay
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +235,6 @@ def format_results(metrics: dict, class_names: list[str]) -> str:
         f"({metrics['num_images']} images" + (f"; {len(skipped)} unreadable skipped: {ids})" if skipped else ")")
     )
     return "\n".join(lines)
-
-
-def save_label_png(label_map: torch.Tensor, path: Path) -> None:
-    """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
-    img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
-    img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 
 
 def _pct(value) -> float | None:

@@ -9,6 +9,7 @@ and build the module, which builds its stages and bank in `setup`; (3) run `Trai
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import ExitStack, contextmanager
@@ -29,7 +30,8 @@ from rim_bench.core.timing import StageTimer
 from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.assembly import Assembly, prepare
-from rim_bench.run.datamodule import BenchmarkDataModule, build_dataset, class_list
+from rim_bench.run.datamodule import BenchmarkDataModule
+from rim_bench.run.datasets import class_list
 from rim_bench.run.lit_module import RIMModule
 from rim_bench.run.methods import result_spec
 from rim_bench.run.weights import require_weights
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
 OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
+
+log = logging.getLogger(__name__)
 
 
 def run_test(cfg: DictConfig) -> dict:
@@ -95,7 +99,7 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
 @rank_zero_only
 def _print_on_rank_zero(text: str) -> None:
     """Print on the first process only (also before the Trainer exists: Lightning reads the rank from the env)."""
-    print(text)
+    log.info(text)
 
 
 def build_bank(cfg: DictConfig) -> ReferenceBank:
@@ -117,36 +121,13 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
     build = assembly.bank(class_list(cfg.data), fabric.device, rank=fabric.global_rank,
                           world_size=fabric.world_size, barrier=fabric.barrier)
     if fabric.is_global_zero:
-        print(f"reference bank: {len(build.bank)} references ({'cached' if build.cached else 'built'}) in {build.path}")
-        print(bank_summary(build.bank))
+        state = "cached" if build.cached else "built"
+        log.info(f"reference bank: {len(build.bank)} references ({state}) in {build.path}")
+        log.info(bank_summary(build.bank))
         if (build.path / "sheets").is_dir():
-            print(f"contact sheets: {build.path / 'sheets'}")
-        print(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")  # shares of the wall time
+            log.info(f"contact sheets: {build.path / 'sheets'}")
+        log.info(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")  # shares of the wall time
     return build.bank
-
-
-def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
-    """Read every sample of the configured data set and print its problems (the first
-    `max_listed`, then their count); a `DataError` if there is any."""
-    cfg = prepare(cfg)
-    data = OmegaConf.merge(cfg.data, {"skip_bad": True})  # list every problem instead of stopping at the first
-    dataset, classes = build_dataset(data)  # type: ignore[arg-type]
-    problems = list(dataset.check_all())
-    for message in problems[:max_listed]:
-        print(message)
-    if len(problems) > max_listed:
-        print(f"... and {len(problems) - max_listed} more problems")
-    total = len(dataset) + len(dataset.problems)
-    summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
-    warnings = list(dataset.size_warnings())
-    for message in warnings[:max_listed]:
-        print(f"warning: {message}")
-    if warnings:
-        summary += f" ({len(warnings)} of extreme size or shape, warned about above)"
-    if problems:
-        raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
-    print(f"ok: {summary}")
-    return 0
 
 
 def output_folder(cfg: DictConfig, inherited: str | None = None, started: datetime | None = None,

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from rim_bench.core.io import atomic_path
@@ -237,3 +238,11 @@ def _text_height(font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
 def _ascii(text: str) -> str:
     """PIL's default font draws ASCII only: anything else becomes '?'."""
     return text.encode("ascii", "replace").decode()
+
+
+def save_label_png(label_map: torch.Tensor, path: Path) -> None:
+    """Write an ``(H, W)`` label map as a VOC palette PNG (pixel value = class id, 255 = none)."""
+    img = Image.fromarray(label_map.to(torch.uint8).cpu().numpy())  # mode "L"
+    img.putpalette(voc_palette())  # turns it into mode "P", indices unchanged
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

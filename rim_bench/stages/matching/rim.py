@@ -66,7 +66,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rim_bench.core.cache_files import DamagedCacheError, load_tensors, save_tensors
-from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.errors import ConfigError, ParamError
 from rim_bench.core.io import set_aside
 from rim_bench.core.params import GIVEN, POSITIVE, Range
@@ -248,12 +247,17 @@ def _unit_vectors(features: Tensor) -> tuple[Tensor, Tensor]:
     return unit, (unit * unit).sum(-1)
 
 
+def normalizers_file(bank_dir: Path, temperature: float) -> Path:
+    """RIM's log-normalizers of a bank at one temperature, kept in the bank's cache folder."""
+    return Path(bank_dir) / f"rim_normalizers_T{temperature!r}.safetensors"
+
+
 def stored_bank_normalizers(bank: ReferenceBank, temperature: float) -> BankNormalizers:
     """`bank_normalizers` for `bank`, kept in the bank's cache folder when it has one and at
     least `STORE_NORMALIZERS_FROM` references (a damaged or mismatched file is recomputed)."""
     path = None
     if bank.directory is not None and len(bank) >= STORE_NORMALIZERS_FROM:
-        path = CacheLayout.normalizers_file(Path(bank.directory), temperature)
+        path = normalizers_file(Path(bank.directory), temperature)
     if path is not None and path.is_file():
         try:
             stored, _ = load_tensors(path, made_for=_normalizers_made_for(bank, temperature))  # checked

@@ -39,7 +39,7 @@ from rim_bench.core.cache_layout import CacheLayout
 from rim_bench.core.config import drop_unused_tiny
 from rim_bench.core.errors import ParamError
 from rim_bench.core.io import atomic_path, atomic_write_json, safe_name, set_aside
-from rim_bench.core.params import HubWeights, Range, SamWeights, ref
+from rim_bench.core.params import PRESENTATION, HubWeights, Range, SamWeights, ref
 from rim_bench.core.protocols import ReferenceSource
 from rim_bench.core.registry import REFERENCE_SOURCES
 from rim_bench.core.timing import StageTimer
@@ -80,7 +80,7 @@ class DiffusionReferences(ReferenceSource):
         attn_threshold: Annotated[float, Range(0, 1)] = 0.4, min_attention_area: Annotated[float, Range(0, 1)] = 0.002,
         mask: Literal["sam", "attention"] = "sam", sam_prompt: Literal["box", "points", "box_points"] = "box_points",
         num_points: Annotated[int, Range(1)] = 1, sam: dict = SAM, seed: int = ref("${seed}"),
-        contact_sheets: bool = True,
+        contact_sheets: Annotated[bool, PRESENTATION] = True,
     ) -> None:
         if subcategories is None:
             raise ParamError("subcategories", "not set: give a shipped list (voc, context, coco_object) or a YAML path")
