@@ -375,8 +375,8 @@ def test_every_key_has_a_type_and_every_number_a_range():
 
     declared = declarations()
     others = run_declarations()
-    # SAM's settings (those of proposer.sam unless set); the mixed source's list of sources.
-    free = ("references.diffusion.sam.", "references.mixed.")
+    # SAM's settings (those of proposer.sam unless set).
+    free = ("references.diffusion.sam.",)
     anything = ("segmenter.paint.background.score.threshold",)  # in the matcher's units: any number
 
     def leaves(node, prefix=""):

@@ -321,3 +321,20 @@ def test_rim_bench_test_uses_the_diffusion_bank(tmp_path: Path):
                  "references.diffusion.mask=attention", f"cache_dir={tmp_path / 'cache'}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 2 and metrics["bank"]["num_references"] > 0
+
+
+@pytest.mark.parametrize("sources", ["[]", "[mixed, exemplars]", "[exemplars, nosuch]"])
+def test_mixed_is_a_registered_source_whose_parts_the_registry_builds(sources: str):
+    """`mixed` declares its `sources` as parts (`PARTS`): the registry builds each from its own block,
+    and refuses an empty list, itself, or a name that is no source, in one line."""
+    from rim_bench.core.config import load_config, resolve
+    from rim_bench.stages.references.sources import MixedReferences, build_references
+
+    good = resolve(load_config(["experiment=rim_voc21", "references.name=mixed", "references.exemplars.root=/x"]))
+    source = build_references(good.references)
+    assert isinstance(source, MixedReferences)
+    assert [type(s).__name__ for s in source.sources] == ["DiffusionReferences", "ExemplarReferences"]
+    bad = resolve(load_config(["experiment=rim_voc21", "references.name=mixed", "references.exemplars.root=/x",
+                               f"references.mixed.sources={sources}"]))
+    with pytest.raises(ConfigError, match=r"references\.(mixed\.sources: give one or more of|name: unknown)"):
+        build_references(bad.references)

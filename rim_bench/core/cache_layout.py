@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from rim_bench.core.config import config_hash, key_spec, references_spec
+from rim_bench.core.config import composed_spec, config_hash, key_spec
 from rim_bench.core.registry import declarations
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class CacheLayout:
     Attributes:
         root: ``cache_dir``, expanded.
         specs: the keyed settings: ``proposer``, ``featurizer``, ``pooling`` (`key_spec`) and
-            ``references`` (`references_spec`, presentation-only settings pinned).
+            ``references`` (`composed_spec`, presentation-only settings pinned).
         precision: the Trainer's precision (half precision changes features).
     """
 
@@ -61,7 +61,7 @@ class CacheLayout:
     @classmethod
     def of(cls, cfg: DictConfig) -> CacheLayout:
         specs = {key: key_spec(cfg[key], key) for key in _TEST_SIDE}
-        specs["references"] = _pinned(references_spec(cfg.references), "references")
+        specs["references"] = _pinned(composed_spec(cfg.references, "references"), "references")
         return cls(Path(str(cfg.cache_dir)).expanduser(), specs, str(cfg.trainer.precision))
 
     # Regions -------------------------------------------------------------------------------------

@@ -417,11 +417,20 @@ def drop_unused_tiny(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if used(k)}
 
 
-def references_spec(block: DictConfig) -> dict[str, Any]:
-    """The selected reference source's parameters (as in a key); for ``mixed``, each of its sources'."""
-    if block.name != "mixed":
-        return key_spec(block, "references")
-    return {"name": "mixed", "parts": [key_spec(block, "references", n) for n in block.mixed.sources]}
+def composed_spec(block: DictConfig, key: str) -> dict[str, Any]:
+    """The selected variant's parameters (as in a key, `key_spec`); for a composite variant (one that
+    declares parts, as ``references.mixed`` its ``sources``), its name and each part's parameters."""
+    names = variant_names(block, key)
+    if names == [block.name]:
+        return key_spec(block, key)
+    return {"name": block.name, "parts": [key_spec(block, key, n) for n in names]}
+
+
+def variant_names(block: DictConfig, key: str) -> list[str]:
+    """The variants of stage block `key` a run builds: the selected one, or the parts it is made of."""
+    params = REGISTRIES[key].params(block.name, key)
+    variant = block.get(block.name) or {}
+    return [n for p in params.values() if p.parts for n in variant.get(p.name) or []] or [block.name]
 
 
 def config_hash(spec: Any, length: int = 12) -> str:

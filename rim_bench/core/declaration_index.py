@@ -41,6 +41,8 @@ def encode(params: dict[str, Param]) -> dict[str, Any]:
             entry["free"] = True
         if p.presentation:
             entry["presentation"] = True
+        if p.parts:
+            entry["parts"] = True
         out[name] = entry
     return out
 
@@ -53,7 +55,7 @@ def decode(data: dict[str, Any]) -> dict[str, Param]:
         block = decode(e["block"]) if "block" in e else None
         types = tuple(_TYPES[t] for t in e.get("types", ()))
         params[name] = Param(name, default, types, tuple(e.get("choices", ())), e.get("nullable", False), bounds,
-                             block, e.get("free", False), e.get("presentation", False))
+                             block, e.get("free", False), e.get("presentation", False), e.get("parts", False))
     return params
 
 

@@ -59,11 +59,17 @@ class _Given:
     """Marks an argument that the code passes, not the config (e.g. the background class id)."""
 
 
+class _Parts:
+    """Marks a list of other variants of the same stage block that a composite stage is made of (the
+    ``mixed`` reference source's ``sources``): the registry builds each and passes the objects."""
+
+
 class _Presentation:
     """Marks a parameter that changes only what a run shows (pictures), never what a cache holds."""
 
 
 GIVEN = _Given()
+PARTS = _Parts()
 PRESENTATION = _Presentation()
 POSITIVE = Range(0, above=True)
 
@@ -86,6 +92,7 @@ class Param:
     block: dict[str, Param] | None = None  # a declared nested block
     free: bool = False  # a block of any keys
     presentation: bool = False  # only what a run shows: out of the cache keys (`Annotated[..., PRESENTATION]`)
+    parts: bool = False  # names of other variants of its block, built by the registry (`Annotated[list, PARTS]`)
 
     def describe(self) -> str:
         """What the parameter takes, for messages ("float in [0, 1] or null", "float > 0 or 'auto'")."""
@@ -121,7 +128,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
     members = typing.get_args(hint) if _is_union(hint) else (hint,)
     kinds: list[type] = []
     choices: list[Any] = []
-    nullable, bounds, block, free, presentation = False, None, None, False, False
+    nullable, bounds, block, free, presentation, parts = False, None, None, False, False, False
     for member in members:
         metadata: tuple[Any, ...] = ()
         if typing.get_origin(member) is Annotated:
@@ -130,6 +137,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
         if any(m is GIVEN for m in metadata):
             return None
         presentation = presentation or any(m is PRESENTATION for m in metadata)
+        parts = parts or any(m is PARTS for m in metadata)
         bounds = next((m for m in metadata if isinstance(m, Range)), bounds)
         nested = next((m for m in metadata if isinstance(m, Block)), None)
         origin = typing.get_origin(member) or member
@@ -147,7 +155,7 @@ def _param(name: str, hint: Any, default: Any) -> Param | None:
             kinds.append(origin)
     if block is not None and default is inspect.Parameter.empty:
         default = {k: p.default for k, p in block.items()}
-    return Param(name, default, tuple(kinds), tuple(choices), nullable, bounds, block, free, presentation)
+    return Param(name, default, tuple(kinds), tuple(choices), nullable, bounds, block, free, presentation, parts)
 
 
 def _is_union(hint: Any) -> bool:

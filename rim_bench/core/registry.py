@@ -176,9 +176,16 @@ def build_stage(registry: Registry, block: DictConfig, key: str, name: str | Non
     spec = stage_spec(block, key, name)
     name = spec.pop("name")
     builder = registry.get(name, key)
-    wrong = first_problem(declared(builder), spec)
+    params = declared(builder)
+    wrong = first_problem(params, spec)
     if wrong:
         raise ConfigError(f"{key}.{name}.{wrong[0]}: {wrong[1]}")
+    for param in (p for p in params.values() if p.parts and p.name in spec):  # a composite stage's parts
+        names = spec[param.name]
+        others = [n for n in registry.names() if n != name]
+        if not names or name in names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{key}.{name}.{param.name}: give one or more of {', '.join(others)}, got {names!r}")
+        spec[param.name] = [build_stage(registry, block, key, n, **extra) for n in names]
     try:
         return builder(**spec, **extra)
     except ParamError as e:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from omegaconf import DictConfig
 
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.config import DATA_RUNTIME_KEYS, TRAINER_KEYS, key_spec, references_spec, to_dict
+from rim_bench.core.config import DATA_RUNTIME_KEYS, TRAINER_KEYS, composed_spec, key_spec, to_dict, variant_names
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.params import Weights
 from rim_bench.core.protocols import Work
@@ -55,7 +55,7 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
     spec["data"] = {k: v for k, v in to_dict(cfg.data).items() if k not in DATA_RUNTIME_KEYS}
     kind = method_class(cfg)
     for key in kind.blocks:
-        spec[key] = references_spec(cfg.references) if key == "references" else key_spec(cfg[key], key)
+        spec[key] = composed_spec(cfg[key], key)
     if kind.blocks != RegionMethod.blocks:  # the region path's hashes stay what they were before there were kinds
         spec["pipeline"] = str(cfg.pipeline)
     # Half precision changes features, hence results; unset, each kind runs in its own (`unset_precision`).
@@ -68,10 +68,10 @@ def result_spec(cfg: DictConfig) -> dict[str, Any]:
 
 
 def declared_weights(cfg: DictConfig) -> list[Weights]:
-    """What the stages of the method `cfg` selects say they load (a mixed reference source's parts each theirs)."""
+    """What the stages of the method `cfg` selects say they load (a composite stage's parts each theirs)."""
     needed: list[Weights] = []
     for key in method_class(cfg).blocks:
-        spec = references_spec(cfg[key]) if key == "references" else key_spec(cfg[key], key)
+        spec = composed_spec(cfg[key], key)
         for part in spec.get("parts", [spec]):
             needed += stage_weights(key, part)
     return needed
@@ -174,13 +174,9 @@ class RegionMethod:
                  "generation": generate, "sam": generate, "dinov2": generate}
         # Matching is timed against a random bank of the size a generated bank will have (one per class otherwise).
         per_subcategory = max((int(self.cfg.references[n].get("images_per_subcategory") or 1)
-                               for n in self._sources()), default=1)
+                               for n in variant_names(self.cfg.references, "references")), default=1)
         self._bank_size = max(sum(c["subcategories"] for c in pending.values()) * per_subcategory, len(classes))
         return Work(items, lines)
-
-    def _sources(self) -> list[str]:
-        block = self.cfg.references
-        return list(block.mixed.sources) if block.name == "mixed" else [block.name]
 
     def measure(self, dataset: Any, classes: list[list[str]], device: torch.device, timer: StageTimer,
                 work: Work) -> None:

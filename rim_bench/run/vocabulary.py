@@ -9,6 +9,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rim_bench.core.cache_layout import CacheLayout
+from rim_bench.core.config import variant_names
 from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_text
 from rim_bench.core.registry import REFERENCE_SOURCES
@@ -22,11 +23,10 @@ VIEW_PHRASES = ("{}", "close-up {}", "small {}", "large {}", "{} outdoors", "{} 
 
 
 def phrase_keys(cfg: DictConfig) -> list[str]:
-    """The reference sources of `cfg` (a mixed source's parts) that take subcategory phrases: those
+    """The reference sources of `cfg` (a composite source's parts) that take subcategory phrases: those
     that declare a ``subcategories`` parameter, as generated references do."""
-    block = cfg.references
-    names = list(block.mixed.sources) if block.name == "mixed" else [block.name]
-    return [n for n in names if "subcategories" in REFERENCE_SOURCES.params(n, "references")]
+    return [n for n in variant_names(cfg.references, "references")
+            if "subcategories" in REFERENCE_SOURCES.params(n, "references")]
 
 
 def with_subcategories(cfg: DictConfig, vocabulary: list[list[str]], given: dict[str, list[str]] | None) -> DictConfig:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from omegaconf import DictConfig
 
 from rim_bench.core.cache_layout import CacheLayout
-from rim_bench.core.errors import ConfigError
+from rim_bench.core.params import PARTS
 from rim_bench.core.protocols import DenseFeaturizer, ReferenceSource, RegionEncoder
 from rim_bench.core.registry import REFERENCE_SOURCES, build_stage
 from rim_bench.core.timing import StageTimer
@@ -21,11 +22,17 @@ from rim_bench.core.types import BuildContext, ReferenceBank
 from rim_bench.stages.references.bank import cached_bank, concat_banks
 
 
+@REFERENCE_SOURCES.register("mixed")
 class MixedReferences(ReferenceSource):
-    """Several sources' references in one bank (e.g. generated images plus user exemplars)."""
+    """Several sources' references in one bank (e.g. generated images plus user exemplars).
 
-    def __init__(self, sources: list[ReferenceSource]) -> None:
-        self.sources = sources
+    Args:
+        sources: the other reference sources (``references.<name>``), by name in the config; the
+            registry builds each from its own block and passes the objects (`PARTS`).
+    """
+
+    def __init__(self, sources: Annotated[list, PARTS] = ["diffusion", "exemplars"]) -> None:  # noqa: B006
+        self.sources: list[ReferenceSource] = sources
         self.uses_synonyms = any(s.uses_synonyms for s in sources)
 
     def cache_spec(self, class_names: list[str]) -> dict:
@@ -51,14 +58,8 @@ class MixedReferences(ReferenceSource):
 
 
 def build_references(block: DictConfig) -> ReferenceSource:
-    """The source that ``references.name`` selects."""
-    if block.name != "mixed":
-        return build_stage(REFERENCE_SOURCES, block, "references")
-    names = list(block.mixed.sources)
-    if not names or "mixed" in names:
-        raise ConfigError(f"references.mixed.sources: give two or more of {', '.join(REFERENCE_SOURCES.names())}")
-    sources = [build_stage(REFERENCE_SOURCES, block, "references", name=n) for n in names]
-    return MixedReferences(sources)
+    """The source that ``references.name`` selects (a composite one with its parts built)."""
+    return build_stage(REFERENCE_SOURCES, block, "references")
 
 
 def bank_for_config(
