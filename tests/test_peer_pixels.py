@@ -110,3 +110,11 @@ def test_jpeg_bytes_decode_alike_in_pil_and_cv2(tmp_path: Path):
         path = tmp_path / f"sub{subsampling}.jpg"
         path.write_bytes(buffer.getvalue())
         assert torch.equal(imread(path), torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1))
+
+
+def test_one_module_imports_cv2():
+    package = Path(__file__).parents[1] / "rim_bench"
+    importers = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                 if any(line.strip() in ("import cv2", "from cv2 import") or line.strip().startswith("from cv2 ")
+                        for line in p.read_text(encoding="utf-8").splitlines())]
+    assert importers == ["data/peer_pixels.py"]

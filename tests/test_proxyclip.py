@@ -196,3 +196,24 @@ def test_the_tiny_proxys_settings_stay_out_of_the_result_with_a_real_proxy():
 
     assert "proxy_tiny" in pixel() and "proxy_tiny" not in pixel("pixel.clip.proxy_model=/dino.pth")
     assert pixel()["method"] == "proxyclip" and pixel()["proxy"] == "dino"
+
+
+def test_plan_checks_the_proxys_weights(tmp_path: Path):
+    from rim_bench.core.params import FileWeights, HubWeights, SamWeights
+    from rim_bench.stages.pixel.stage import ClipPixelMethod
+
+    def proxy(**params: str) -> list:
+        found = ClipPixelMethod.weights({"model": "tiny", "method": "proxyclip", **params}, "pixel.clip")
+        return [w for w in found if w.key == "pixel.clip.proxy_model"]
+
+    assert proxy(proxy="dino", proxy_model="dino.pth") == [
+        FileWeights("pixel.clip.proxy_model", "dino.pth",
+                    "DINO's checkpoint: dino_vitbase8_pretrain.pth, github.com/facebookresearch/dino")]
+    assert proxy(proxy="dino", proxy_model=str(tmp_path)) == [
+        HubWeights("pixel.clip.proxy_model", str(tmp_path), "model.safetensors")]
+    assert proxy(proxy="dinov2", proxy_model="facebook/dinov2-with-registers-base") == [
+        HubWeights("pixel.clip.proxy_model", "facebook/dinov2-with-registers-base")]
+    assert proxy(proxy="sam", proxy_model="sam_vit_b.pth") == [SamWeights("pixel.clip.proxy_model", "vit_b",
+                                                                          "sam_vit_b.pth")]
+    assert proxy(proxy="dino", proxy_model="tiny") == []
+    assert ClipPixelMethod.weights({"model": "tiny", "method": "sclip", "proxy_model": "dino.pth"}, "pixel.clip") == []
