@@ -253,11 +253,10 @@ class _PointDecoder:
         self.shape = embedding.shape[-2:]
         src = embedding + prompt.no_mask_embed.weight.reshape(1, -1, 1, 1)  # no mask prompt
         self.keys = src.flatten(2).transpose(1, 2).contiguous()  # (1, N, C)
-        key_pe = prompt.get_dense_pe().flatten(2)  # (1, C, N)
-        self.key_pe_t = key_pe[0]  # (C, N)
+        self.key_pe = prompt.get_dense_pe().flatten(2).transpose(1, 2).contiguous()  # (1, N, C)
         first = self.transformer.layers[0]
         assert first.skip_first_layer_pe, "segment-anything's TwoWayTransformer"
-        keys_pe = self.keys + key_pe.transpose(1, 2)
+        keys_pe = self.keys + self.key_pe
         # The first layer's keys are the image's alone: its image-side projections, once.
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         self.first_k = _heads(t2i.k_proj(keys_pe), t2i.num_heads)[0].transpose(1, 2).contiguous()  # (H, d, N)
@@ -275,6 +274,7 @@ class _PointDecoder:
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         query_pe = torch.cat([output_tokens.unsqueeze(0).expand(len(tokens), -1, -1), tokens], dim=1)  # (B, T, C)
         queries, keys = query_pe, self.keys
+        keys_pe: Tensor | None = None  # keys + positional encoding, once per layer
         for i, layer in enumerate(transformer.layers):
             if i == 0:
                 queries = layer.norm1(layer.self_attn(q=queries, k=queries, v=queries))
@@ -282,13 +282,15 @@ class _PointDecoder:
             else:
                 q = queries + query_pe
                 queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-                out = self._token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys)
+                keys_pe = keys + self.key_pe
+                out = self._token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, keys_pe)
             queries = layer.norm2(queries + out)
             queries = layer.norm3(queries + layer.mlp(queries))
-            keys = layer.norm4(self._image_to_token(layer.cross_attn_image_to_token, keys, queries + query_pe,
-                                                    queries, first=i == 0))
+            keys = layer.norm4(self._image_to_token(layer.cross_attn_image_to_token, keys, keys_pe,
+                                                    queries + query_pe, queries))
         final = transformer.final_attn_token_to_image
-        queries = transformer.norm_final_attn(queries + self._token_to_image(final, queries + query_pe, keys))
+        out = self._token_to_image(final, queries + query_pe, keys, keys + self.key_pe)
+        queries = transformer.norm_final_attn(queries + out)
         iou = decoder.iou_prediction_head(queries[:, 0])[:, 1:]
         hyper = torch.stack([decoder.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in (1, 2, 3)], dim=1)
         return self._upscale(keys, hyper, -(-rows // 4), -(-cols // 4)), iou
@@ -302,26 +304,26 @@ class _PointDecoder:
         out = torch.softmax(qh @ self.first_k, dim=-1) @ self.first_v  # (H, B·T, d)
         return attn.out_proj(out.view(-1, batch, tokens, out.shape[-1]).permute(1, 2, 0, 3).flatten(2))
 
-    def _token_to_image(self, attn: Any, q: Tensor, keys: Tensor) -> Tensor:
-        """``attn(q, keys + pe, keys)`` for a few prompt tokens `q` ``(B, T, C)`` over image tokens
-        `keys` ``(B, N, C)``.
+    def _token_to_image(self, attn: Any, q: Tensor, keys: Tensor, keys_pe: Tensor) -> Tensor:
+        """``attn(q, keys_pe, keys)`` for a few prompt tokens `q` ``(B, T, C)`` over image tokens
+        `keys` and `keys_pe` = keys + positional encoding ``(B, N, C)``.
 
         softmax(q_h (k W_k,h + b_k,h)ᵀ) = softmax((q_h W_k,h) kᵀ): the bias adds one constant to a row;
         softmax(·) (v W_v,hᵀ + b_v,h) = (softmax(·) v) W_v,hᵀ + b_v,h: the weights of a row sum to 1.
-        So no ``(N, C)`` x ``(C, H·d)`` projection of the image tokens, and no ``keys + pe``.
+        So no ``(N, C)`` x ``(C, H·d)`` projection of the image tokens.
         """
         heads = attn.num_heads
         d = attn.internal_dim // heads
         qh = _heads(attn.q_proj(q), heads) / math.sqrt(d)  # (B, H, T, d)
         qk = torch.einsum("bhtd,hdc->bhtc", qh, attn.k_proj.weight.view(heads, d, -1)).flatten(1, 2)  # (B, H·T, C)
-        weights = torch.softmax(torch.baddbmm(qk @ self.key_pe_t, qk, keys.transpose(1, 2)), dim=-1)  # (B, H·T, N)
+        weights = torch.softmax(qk @ keys_pe.transpose(1, 2), dim=-1)  # (B, H·T, N)
         pooled = (weights @ keys).view(len(q), heads, -1, keys.shape[-1])  # (B, H, T, C)
         out = torch.einsum("bhtc,hdc->bhtd", pooled, attn.v_proj.weight.view(heads, d, -1))
         return attn.out_proj(_merge(out + attn.v_proj.bias.view(heads, 1, d)))
 
-    def _image_to_token(self, attn: Any, keys: Tensor, k: Tensor, v: Tensor, first: bool) -> Tensor:
-        """``keys + attn(keys + pe, k, v)``: image tokens ``(B | 1, N, C)`` attend to a few prompt tokens
-        `k`, `v` ``(B, T, C)``.
+    def _image_to_token(self, attn: Any, keys: Tensor, keys_pe: Tensor | None, k: Tensor, v: Tensor) -> Tensor:
+        """``keys + attn(keys_pe, k, v)``: image tokens ``(B | 1, N, C)`` attend to a few prompt tokens
+        `k`, `v` ``(B, T, C)``; `keys_pe` = keys + positional encoding, None in the first layer.
 
         The output projection is folded into the values: softmax(·) (v_h W_o,hᵀ + b_o / H), ``(T, C)`` per
         head (the weights of a head sum to 1); after the first layer (whose projected image queries are
@@ -332,13 +334,13 @@ class _PointDecoder:
         d = attn.internal_dim // heads
         batch, tokens = k.shape[:2]
         kh = _heads(attn.k_proj(k), heads) / math.sqrt(d)  # (B, H, T, d)
-        if first:
+        if keys_pe is None:
             scores = (kh.transpose(0, 1).flatten(1, 2) @ self.first_q).view(heads, batch, tokens, -1)
             scores = scores.transpose(0, 1)  # (B, H, T, N)
         else:
             folded = torch.einsum("bhtd,hdc->bhtc", kh, attn.q_proj.weight.view(heads, d, -1)).flatten(1, 2)
             bias = torch.einsum("bhtd,hd->bht", kh, attn.q_proj.bias.view(heads, d)).flatten(1)  # (B, H·T)
-            scores = torch.baddbmm(folded @ self.key_pe_t + bias[..., None], folded, keys.transpose(1, 2))
+            scores = torch.baddbmm(bias[..., None], folded, keys_pe.transpose(1, 2))
             scores = scores.view(batch, heads, tokens, -1)
         weights = torch.softmax(scores, dim=2).reshape(batch, heads * tokens, -1)  # (B, H·T, N)
         vh = _heads(attn.v_proj(v), heads)
