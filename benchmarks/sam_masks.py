@@ -2,7 +2,8 @@
 
     python benchmarks/sam_masks.py --quick          # small random SAM, 8 x 8 points, one image (a minute or two)
     python benchmarks/sam_masks.py                  # ViT-B at real size, 32 x 32 points, two photographs
-    python benchmarks/sam_masks.py --models vit_b vit_h --images 1
+    python benchmarks/sam_masks.py --models vit_h --images 1
+    python benchmarks/sam_masks.py --models --sam2 sam2.1_hiera_t sam2.1_hiera_l --images 1   # SAM 2 alone
 
 Both generators run on the same random weights (seed 0; real-size models are built by segment-anything's
 own `sam_model_registry`, as tests/make_real_size_fixtures.py builds them; ``--quick`` builds a 2-block
@@ -12,7 +13,10 @@ settings: the points grid, ``points_per_batch`` 64, ``pred_iou_thresh`` and ``st
 (random weights predict low IoUs) and ``box_nms_thresh`` 1.0 by default: random weights give each point
 masks of about the whole image, which NMS at 0.7 reduces to one; at 1.0 NMS still runs (the same
 cost) and every candidate mask is compared. Each image runs segment-anything's generator and ours
-once, in alternating order, on one torch thread.
+once, in alternating order, on one torch thread. Times are the process's CPU seconds (one thread:
+its compute, whatever else shares the cores), with the wall-clock seconds beside them. ``--sam2``
+times the sam2 package's `SAM2AutomaticMaskGenerator` (random weights, the package's own configs)
+at the same settings on the same images (its masks are another model's: not compared).
 
 Prints each image's seconds, then per model the total, the speed ratio (theirs / ours) and the fraction of
 their masks that ours reproduce at IoU >= 0.99 (both sets sorted by prompt point and area, compared in
@@ -73,6 +77,13 @@ def equal_fraction(theirs: np.ndarray, ours: np.ndarray) -> tuple[int, int]:
     return same, len(theirs)
 
 
+def timed(fn, *args):
+    """``fn(*args)``, its CPU seconds and its wall seconds."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = fn(*args)
+    return out, time.process_time() - cpu, time.perf_counter() - wall
+
+
 def run(model: str, images: list[tuple[str, np.ndarray]], settings: dict) -> tuple[float, float, int, int]:
     sam = build(model)
     theirs_gen = SamAutomaticMaskGenerator(sam, output_mode="binary_mask", **settings)
@@ -80,34 +91,50 @@ def run(model: str, images: list[tuple[str, np.ndarray]], settings: dict) -> tup
     total_theirs = total_ours = 0.0
     same = count = 0
     for i, (name, image) in enumerate(images):
-        times = {}
+        times, walls = {}, {}
         order = ("theirs", "ours") if i % 2 == 0 else ("ours", "theirs")
         for who in order:
-            start = time.perf_counter()
             if who == "theirs":
-                records = theirs_gen.generate(image)
+                records, times[who], walls[who] = timed(theirs_gen.generate, image)
             else:
-                result = ours_gen(image)
-            times[who] = time.perf_counter() - start
+                result, times[who], walls[who] = timed(ours_gen, image)
         their_masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]))
         their_points = np.array([r["point_coords"][0] for r in records]).reshape(-1, 2)
         s, c = equal_fraction(sorted_masks(their_masks, their_points),
                               sorted_masks(result.masks.numpy(), result.points.numpy()))
         same, count = same + s, count + c
         total_theirs, total_ours = total_theirs + times["theirs"], total_ours + times["ours"]
-        print(f"{model} {name} {image.shape[1]}x{image.shape[0]}: segment-anything {times['theirs']:.1f} s, "
-              f"ours {times['ours']:.1f} s (x{times['theirs'] / times['ours']:.2f}); masks {len(records)} / "
-              f"{len(result.masks)}, {s} equal; load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{model} {name} {image.shape[1]}x{image.shape[0]}: segment-anything {times['theirs']:.1f} s CPU "
+              f"({walls['theirs']:.0f} s wall), ours {times['ours']:.1f} s CPU ({walls['ours']:.0f} s wall), "
+              f"x{times['theirs'] / times['ours']:.2f}; masks {len(records)} / {len(result.masks)}, {s} equal; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"{model}: per image segment-anything {total_theirs / len(images):.1f} s, ours {total_ours / len(images):.1f}"
-          f" s, ratio {total_theirs / total_ours:.2f}, masks-equal {same / max(count, 1):.4f} ({same} of {count})",
-          flush=True)
+          f" s (CPU), ratio {total_theirs / total_ours:.2f}, masks-equal {same / max(count, 1):.4f} ({same} of "
+          f"{count})", flush=True)
     return total_theirs, total_ours, same, count
+
+
+def run_sam2(model: str, images: list[tuple[str, np.ndarray]], settings: dict) -> None:
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    sam2 = build_sam2(f"configs/{model.split('_')[0]}/{model}.yaml", None, device="cpu")
+    generator = SAM2AutomaticMaskGenerator(sam2, output_mode="binary_mask", **settings)
+    total = 0.0
+    for name, image in images:
+        records, cpu, wall = timed(generator.generate, image)
+        total += cpu
+        print(f"{model} {name} {image.shape[1]}x{image.shape[0]}: SAM2AutomaticMaskGenerator {cpu:.1f} s CPU "
+              f"({wall:.0f} s wall); masks {len(records)}; load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{model}: per image {total / len(images):.1f} s (CPU)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small SAM, 8 x 8 points, one image")
-    parser.add_argument("--models", nargs="+", default=["vit_b"], choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--models", nargs="*", default=["vit_b"], choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--sam2", nargs="*", default=[], help="also time SAM 2, e.g. sam2.1_hiera_t sam2.1_hiera_l")
     parser.add_argument("--points", type=int, default=32, help="points per side")
     parser.add_argument("--images", type=int, default=2, help=f"how many of {', '.join(PHOTOS)}")
     parser.add_argument("--long-side", type=int, default=500, help="resize photos to this long side (VOC's 500)")
@@ -120,9 +147,12 @@ def main() -> None:
     print(f"settings {settings}; torch {torch.__version__}, 1 thread; load {os.getloadavg()}", flush=True)
     images = photos(n_images, args.long_side)
     totals = [run(model, images, settings) for model in models]
-    theirs, ours, same, count = (sum(t[i] for t in totals) for i in range(4))
+    for model in [] if args.quick else args.sam2:
+        run_sam2(model, images, settings)
     print(f"load {os.getloadavg()}")
-    print(f"ratio {theirs / ours:.2f} masks-equal {same / max(count, 1):.4f}")
+    if totals:
+        theirs, ours, same, count = (sum(t[i] for t in totals) for i in range(4))
+        print(f"ratio {theirs / ours:.2f} masks-equal {same / max(count, 1):.4f}")
 
 
 if __name__ == "__main__":
