@@ -10,7 +10,10 @@ Output: ``$RIM_BENCH_FIXTURES`` (default ``~/.cache/rim-bench-fixtures``), never
 - ``dinov2-with-registers-base/``, ``dinov2-with-registers-large/``: config.json + model.safetensors
   (for ``featurizer.dinov2.model``);
 - ``stable-diffusion-v1-5/``: a diffusers folder with CLIP's real BPE tokenizer
-  (for ``references.diffusion.model``).
+  (for ``references.diffusion.model``);
+- ``sam2.1_hiera_t_random.pt``: ``{"model": state dict}``, as ``sam2.1_hiera_tiny.pt`` (for
+  ``proposer.sam2.checkpoint`` with ``model_type=sam2.1_hiera_t``); built only when asked by name,
+  with the optional `sam2` package installed.
 
 Every architecture number is written here from its published source (cited next to it)
 rather than read from a download, so the folders need no network; only the weights are
@@ -50,7 +53,9 @@ OUTPUTS = {
     "dinov2_base": "dinov2-with-registers-base",
     "dinov2_large": "dinov2-with-registers-large",
     "sd15": "stable-diffusion-v1-5",
+    "sam2_hiera_t": "sam2.1_hiera_t_random.pt",
 }
+OPTIONAL = {"sam2_hiera_t"}  # needs an optional package: built when named, not by default
 
 
 def fixture_dir() -> Path:
@@ -74,6 +79,18 @@ def _sam(model_type: str) -> Callable[[Path], None]:
         torch.manual_seed(SEED)
         sam = sam_model_registry[model_type](checkpoint=None)
         torch.save(sam.state_dict(), out)  # the released .pth files are plain state dicts
+
+    return build
+
+
+def _sam2(config: str) -> Callable[[Path], None]:
+    """SAM 2 from the sam2 package's own config (configs/sam2.1/sam2.1_hiera_t.yaml: Hiera 96 wide,
+    stages 1, 2, 7, 2), randomly initialised; saved as the released files are, ``{"model": ...}``."""
+    def build(out: Path) -> None:
+        from sam2.build_sam import build_sam2
+
+        torch.manual_seed(SEED)
+        torch.save({"model": build_sam2(config, None, device="cpu").state_dict()}, out)
 
     return build
 
@@ -187,6 +204,7 @@ def builders(bpe: Path | None = None) -> dict[str, Callable[[Path], None]]:
         "dinov2_base": _dinov2(768, 12, 12),
         "dinov2_large": _dinov2(1024, 24, 16),
         "sd15": _stable_diffusion(bpe),
+        "sam2_hiera_t": _sam2("configs/sam2.1/sam2.1_hiera_t.yaml"),
     }
 
 
@@ -195,7 +213,7 @@ def make(names: list[str] | None = None, root: Path | None = None, bpe: Path | N
     root = root or fixture_dir()
     root.mkdir(parents=True, exist_ok=True)
     todo = builders(bpe)
-    for name in names or list(todo):
+    for name in names or [n for n in todo if n not in OPTIONAL]:
         out = fixture_path(name, root)
         if out.exists():
             print(f"{name}: {out} exists")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from rim_bench.core.errors import ConfigError
@@ -184,37 +184,6 @@ class PromptedSegmenter:
         )
         best = int(np.argmax(scores))
         return masks[best].astype(bool), float(scores[best])
-
-
-class AutomaticSegmenter:
-    """SAM's automatic mask generator: a grid of point prompts, filtered and de-duplicated.
-
-    Args: see segment-anything's `SamAutomaticMaskGenerator` (same names); `min_area` drops
-    masks smaller than that many pixels (done here: segment-anything's own small-region
-    post-processing needs OpenCV).
-    """
-
-    def __init__(self, sam: Sam, points_per_side: int, points_per_batch: int, pred_iou_thresh: float,
-                 stability_score_thresh: float, box_nms_thresh: float, crop_n_layers: int, min_area: int) -> None:
-        self.generator = SamAutomaticMaskGenerator(
-            sam, points_per_side=points_per_side, points_per_batch=points_per_batch,
-            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, output_mode="binary_mask",
-        )
-        self.min_area = min_area
-
-    @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W, 3) uint8`` → ``(N, H, W) bool`` masks (N may be 0)."""
-        height, width = image.shape[:2]
-        padded = pad_for_resize(image, self.generator.predictor.model.image_encoder.img_size)
-        records = [r for r in self.generator.generate(padded) if r["area"] >= self.min_area]
-        masks = [r["segmentation"][:height, :width] for r in records]
-        if padded is not image:
-            masks = [m for m in masks if m.any()]  # not a mask of the padding alone
-        if not masks:
-            return np.zeros((0, height, width), dtype=bool)
-        return np.stack(masks).astype(bool)
 
 
 def pad_for_resize(image: np.ndarray, long_side: int) -> np.ndarray:
