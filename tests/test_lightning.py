@@ -61,6 +61,10 @@ def test_a_module_run_twice_reports_each_run_alone(tmp_path: Path):
     assert "load models" in first["seconds"] and "load models" not in second["seconds"]
     assert second["seconds"]["total"] < 2.0 and second["num_images"] == first["num_images"] == 2
     assert second["mIoU"] == first["mIoU"]
+    # The second run's start-up begins where the first ended: the pause is in it, the first run is not.
+    wall = second["wall_seconds"]
+    assert wall["start_up_from"] == "end of the previous run in this process"
+    assert 2.0 <= wall["start_up"] < 2.0 + first["wall_seconds"]["whole"]
 
 
 @pytest.fixture
