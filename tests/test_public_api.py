@@ -63,3 +63,15 @@ def test_changelog_names_each_shim():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     for old in ("rim_bench.lit_module", "rim_bench.data.datamodule", "rim_bench.commands.runner"):
         assert f"`{old}" in changelog
+
+
+def test_the_readme_imports_from_the_public_surface():
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [line for block in blocks for line in block.splitlines()]
+    imports = [line for line in lines if line.startswith(("from rim_bench", "import rim"))]
+    assert "from rim_bench import BenchmarkDataModule, RIMModule" in imports and "from rim_bench import RIM" in imports
+    assert all(re.fullmatch(r"from rim_bench import [\w, ]+", line) for line in imports), imports
+    for line in imports:
+        exec(line, {})  # each runs as written
