@@ -72,7 +72,7 @@ def test_the_table_shows_start_up_and_the_run_and_their_sum():
     assert lines["test loop (wall)"][3:5] == ["2.00", "20.0%"]
     assert lines["total (wall)"][2:4] == ["10.00", "100.0%"]
     assert lines["load models"][2:4] == ["3.00", "30.0%"]  # a share of the whole wall time
-    assert "start-up: from the process start to the test loop" in text
+    assert "start-up: from the process start to the test loop (imports, config, data set, models" in text
     assert wall.as_dict() == {"whole": 10.0, "start_up": 8.0, "run": 2.0, "start_up_from": "process start",
                               "run_is": "test loop"}
 

@@ -102,8 +102,7 @@ class StageTimer:
                 rows.append(f"{name:<22}{sec:>10.2f}{100 * sec / max(total, 1e-9):>8.1f}%")
         rows.append(f"{'total (wall)':<22}{total:>10.2f}{100.0:>8.1f}%{'':>8}{peak:>8.0f} MB")
         if wall is not None:
-            rows.append(f"start-up: from the {wall.since} to the {wall.run_name} (imports, config, models, bank or "
-                        "text embeddings: the stages above that ran before it)")
+            rows.append(f"start-up: from the {wall.since} to the {wall.run_name} ({wall.start_up_holds})")
         shares = self.shares()
         rows.append(f"framework (data, region map, painting, scoring, writing) {shares['framework']:.2f} s "
                     f"({100 * shares['framework'] / max(total, 1e-9):.1f}%), models {shares['models']:.2f} s "
@@ -132,18 +131,19 @@ class WallSplit:
     run: float
     since: str = "process start"
     run_name: str = "test loop"
+    start_up_holds: str = "imports, config, data set, models, bank or text embeddings"
 
     @property
     def whole(self) -> float:
         return self.start_up + self.run
 
     @classmethod
-    def ending(cls, now: float, run_started: float, run_name: str = "test loop") -> WallSplit:
-        """The split of a run that started at `run_started` and ends `now` (`time.perf_counter` values);
-        the next run in this process starts its start-up here (`mark_run_end`)."""
+    def ending(cls, now: float, run_started: float, **names: str) -> WallSplit:
+        """The split of a run that started at `run_started` and ends `now` (`time.perf_counter` values;
+        `names`: ``run_name``, ``start_up_holds``); the next run in this process starts its start-up here."""
         began, since = run_began()
         mark_run_end(now)
-        return cls(start_up=max(run_started - began, 0.0), run=now - run_started, since=since, run_name=run_name)
+        return cls(start_up=max(run_started - began, 0.0), run=now - run_started, since=since, **names)
 
     def as_dict(self) -> dict[str, float | str]:
         """metrics.json's ``wall_seconds``: start_up + run = whole (rounded so that they still add up)."""

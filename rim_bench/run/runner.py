@@ -121,7 +121,7 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
         print(bank_summary(build.bank))
         if (build.path / "sheets").is_dir():
             print(f"contact sheets: {build.path / 'sheets'}")
-        wall = WallSplit.ending(time.perf_counter(), wall_start, run_name="bank build")
+        wall = WallSplit.ending(time.perf_counter(), wall_start, run_name="bank build", start_up_holds="imports")
         print(f"\ntime breakdown\n{timer.table(wall.whole, wall=wall)}")  # shares of the process's wall time
     return build.bank
 
