@@ -80,7 +80,8 @@ def main() -> None:
                                            cache, *models, *args.overrides]), measure=False)
             work = report["work"]
             work.extra_unet_steps = measured["work"].extra_unet_steps  # the same generator settings
-            print(format_projection(project(measured["timer"], work), measured["device"]))
+            print(format_projection(project(measured["timer"], work),
+                                    f"\nprojected cost of the whole run on this machine ({measured['device']}):"))
 
 
 if __name__ == "__main__":

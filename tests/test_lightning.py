@@ -53,14 +53,20 @@ def test_a_module_run_twice_reports_each_run_alone(tmp_path: Path):
     model = RIMModule.from_config("smoke", output_dir=str(tmp_path))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     data = BenchmarkDataModule("smoke", max_images=2)
+    before = time.perf_counter()
     trainer.validate(model, datamodule=data, verbose=False)
     first = json.loads((tmp_path / "metrics.json").read_text())
     time.sleep(2.0)
     trainer.test(model, datamodule=data, verbose=False)
+    after = time.perf_counter()
     second = json.loads((tmp_path / "metrics.json").read_text())
     assert "load models" in first["seconds"] and "load models" not in second["seconds"]
     assert second["seconds"]["total"] < 2.0 and second["num_images"] == first["num_images"] == 2
     assert second["mIoU"] == first["mIoU"]
+    # The second run's start-up begins where the first ended: the pause is in it, the first run is not.
+    wall = second["wall_seconds"]
+    assert wall["start_up_from"] == "end of the previous run in this process"
+    assert wall["start_up"] >= 2.0 and wall["whole"] < after - before
 
 
 @pytest.fixture

@@ -230,3 +230,82 @@ def test_plan_for_a_peer_projects_its_own_stages(tmp_path: Path, capsys, smoke_r
     stages = {row["stage"]: row for row in report["projection"]}
     assert stages["pixel method"]["items"] == 24 and stages["text embeddings"]["items"] == 1
     assert not {"proposals", "features", "matching", "reference bank"} & set(stages)
+
+
+def _offline_hub(monkeypatch, tmp_path: Path) -> Path:
+    """An empty local hub cache with the hub off: every hub id is a download."""
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub
+
+
+def test_plan_without_weights_lists_each_download_and_the_projected_cost(capsys, tmp_path, monkeypatch):
+    """`rim-bench plan experiment=rim_voc21` with no weights and no data: each download with its size and
+    where it goes, then the run projected from docs/cost.md's per-item figures; it still stops (exit 2)."""
+    from rim_bench.run.cost_figures import figure_sets
+
+    hub = _offline_hub(monkeypatch, tmp_path)
+    assert main(["plan", "experiment=rim_voc21", f"cache_dir={tmp_path / 'cache'}"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    downloads = {line.split()[0]: line for line in out if line.startswith("  ") and " → " in line}
+    sd15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert set(downloads) == {"sam_vit_h_4b8939.pth", "facebook/dinov2-base", sd15}
+    sam = downloads["sam_vit_h_4b8939.pth"]  # one file for both SAM keys
+    assert ": 2.56 GB → " in sam and "proposer.sam.checkpoint=PATH and references.diffusion.sam.checkpoint=PATH" in sam
+    assert ": 0.35 GB → the hub cache, " + str(hub) in downloads["facebook/dinov2-base"]
+    assert ": 4.30 GB → " in downloads[sd15]
+    assert "  total 7.21 GB" in out
+
+    start = next(i for i, line in enumerate(out) if line.startswith("projected cost of the whole run on voc21"))
+    assert "(1,449 images), on a CPU: 2 shared cores" in out[start] and "docs/cost.md" in out[start + 1]
+    rows = {line[:28].strip(): line[28:].split() for line in out[start + 3:] if not line.startswith(" ")}
+    assert rows["generation"][:4] == ["23.5", "min", "420", "164.5"]  # 10 subcategories x 2 images x 21 classes
+    assert rows["proposals"][2] == "1,449" and rows["load models (test)"][2] == "1"
+    (cpu,) = figure_sets("regions")
+    once = sum(s["seconds"] for s in cpu.stages.values())  # one of each; then the other 419 references, 1,448 images
+    assert float(rows["total"][0]) == pytest.approx((once + 419 * (1410 + 234 + 2.0) + 1448 * (408 + 3.5)) / 3600,
+                                                    abs=0.05)
+    assert 357 < float(rows["total"][0]) < 359  # docs/cost.md's own projection: 358 h
+    assert any(line.startswith("  on a GPU: not measured yet") for line in out)
+
+
+def test_plan_without_weights_counts_the_data_that_is_there_and_says_what_differs(capsys, tmp_path, monkeypatch,
+                                                                                   smoke_root):
+    _offline_hub(monkeypatch, tmp_path)
+    assert main(["plan", "experiment=smoke", *SAM, f"data.root={smoke_root}", f"cache_dir={tmp_path / 'cache'}"]) == 2
+    out = capsys.readouterr().out
+    assert "  sam_vit_b_01ec64.pth (proposer.sam.checkpoint): 0.38 GB → any folder" in out
+    assert "images: 24 in " in out and "projected cost of the whole run on smoke (24 images)" in out
+    assert "measured at other settings than this run's: proposer.sam.model_type=vit_b (measured: vit_h)" in out
+
+
+def test_the_download_sizes_and_cost_figures_are_the_docs():
+    """core/downloads.yaml holds docs/weights.md's SAM table; run/cost_figures.yaml, docs/cost.md's per-item one."""
+    import re
+
+    from rim_bench.run.cost_figures import figure_sets
+
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "docs/weights.md").read_text()
+    for model_type, release in RELEASES.items():
+        assert f"| `{model_type}`" in table and f"`{release.file}`" in table
+        assert re.search(rf"{release.file}\) \| {release.bytes:,} \| `{release.md5}`", table), release
+    cost = (root / "docs/cost.md").read_text()
+    (cpu,) = figure_sets("regions")
+    for stage, figure in cpu.stages.items():
+        row = re.search(rf"^\| {re.escape(stage)} \|[^|]*\| ([\d,.]+)[^|]*\| ([\d.]+) GB \|", cost, re.M)
+        assert row and float(row[1].replace(",", "")) == figure["seconds"] and float(row[2]) == figure["peak_gb"], stage
+
+
+def test_plan_without_weights_for_a_peer_names_its_file_and_measures_nothing(capsys, tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, tmp_path)
+    missing = tmp_path / "ViT-B-16.pt"
+    assert main(["plan", "experiment=voc21", "method=sclip", f"pixel.clip.model={missing}"]) == 2
+    out = capsys.readouterr().out
+    assert f"  {missing} (pixel.clip.model): size not listed → a file given as pixel.clip.model=PATH" in out
+    assert "  total" not in out  # no size known: no total either
+    assert "projected cost: no per-item figures measured for pipeline=pixel yet" in out

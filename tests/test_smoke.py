@@ -54,6 +54,19 @@ def test_metrics_report_time_memory_and_throughput(smoke_run):
     assert split["framework"] + split["models"] <= seconds["total"]
 
 
+def test_metrics_give_the_whole_wall_time_split_into_start_up_and_the_run(smoke_run):
+    """Start-up (imports, models, bank) counts too: from the process's start (or, in this test process,
+    the end of the run before) to the test loop, then the loop; together the whole wall time."""
+    _, metrics = smoke_run
+    wall, seconds = metrics["wall_seconds"], metrics["seconds"]
+    assert wall["start_up"] + wall["run"] == pytest.approx(wall["whole"], abs=1e-3)
+    assert wall["whole"] >= seconds["total"] >= wall["run"] > 0
+    assert wall["start_up"] >= seconds["load models"] + seconds["reference bank"]  # model loading is start-up
+    assert wall["run"] == pytest.approx(metrics["throughput"]["test_loop_seconds"], abs=1e-3)
+    assert wall["run_is"] == "test loop" and wall["start_up_from"] in ("process start",
+                                                                        "end of the previous run in this process")
+
+
 def test_writing_between_steps_is_not_counted_as_data_too(tmp_path: Path, monkeypatch):
     """The ResultWriter writes between two steps: that time is "writing", not also the wait for data
     (counted twice, the stages' sum came out above the wall time on a loaded machine)."""

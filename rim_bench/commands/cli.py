@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from rim_bench.core import clock  # noqa: F401  first of rim-bench: the process's start where /proc cannot say
 from rim_bench.core.config_index import help_listing
 from rim_bench.core.errors import RimBenchError, disk_error_line, error_line
 from rim_bench.core.logs import console_logging, plain_warnings

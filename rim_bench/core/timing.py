@@ -18,8 +18,11 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+
+from rim_bench.core.clock import mark_run_end, run_began
 
 # The framework's own work; every other stage not nested in another is the models' share.
 FRAMEWORK_STAGES = ("data setup", "data", "region map", "painting", "scoring", "writing")
@@ -78,9 +81,11 @@ class StageTimer:
         framework = sum(v for k, v in self.seconds.items() if k in FRAMEWORK_STAGES and k not in self.nested)
         return {"framework": round(framework, 4), "models": round(self.timed() - framework, 4)}
 
-    def table(self, total: float, images: int | None = None, loop_seconds: float | None = None) -> str:
+    def table(self, total: float, images: int | None = None, loop_seconds: float | None = None,
+              wall: WallSplit | None = None) -> str:
         """A text table: stage, seconds, share of `total`, calls, peak host RSS (and CUDA) in MB;
-        then the framework's and the models' shares, and the throughput of `images` in `loop_seconds`."""
+        then the framework's and the models' shares, and the throughput of `images` in `loop_seconds`.
+        With `wall`, `total` is its whole wall time and the table shows its start-up and run rows."""
         cuda = bool(self.peak_cuda)
         rows = [f"{'stage':<22}{'seconds':>10}{'share':>9}{'calls':>8}{'peak RSS':>11}"
                 + (f"{'peak CUDA':>11}" if cuda else "")]
@@ -92,7 +97,12 @@ class StageTimer:
                 row += f"{self.peak_cuda[stage] / _MB:>8.0f} MB" if stage in self.peak_cuda else f"{'-':>11}"
             rows.append(row)
         peak = process_peak_bytes() / _MB
+        if wall is not None:
+            for name, sec in (("start-up (wall)", wall.start_up), (f"{wall.run_name} (wall)", wall.run)):
+                rows.append(f"{name:<22}{sec:>10.2f}{100 * sec / max(total, 1e-9):>8.1f}%")
         rows.append(f"{'total (wall)':<22}{total:>10.2f}{100.0:>8.1f}%{'':>8}{peak:>8.0f} MB")
+        if wall is not None:
+            rows.append(f"start-up: from the {wall.since} to the {wall.run_name} ({wall.start_up_holds})")
         shares = self.shares()
         rows.append(f"framework (data, region map, painting, scoring, writing) {shares['framework']:.2f} s "
                     f"({100 * shares['framework'] / max(total, 1e-9):.1f}%), models {shares['models']:.2f} s "
@@ -110,6 +120,36 @@ class StageTimer:
         if self.peak_cuda:
             out["cuda_max_allocated"] = {k: round(v / _MB, 1) for k, v in self.peak_cuda.items()}
         return out
+
+
+@dataclass(frozen=True)
+class WallSplit:
+    """A run's whole wall time in seconds, split in two: ``start_up`` (from `since`, the process's start
+    or the end of its previous run, to the run: imports, models, bank) and ``run`` (named `run_name`)."""
+
+    start_up: float
+    run: float
+    since: str = "process start"
+    run_name: str = "test loop"
+    start_up_holds: str = "imports, config, data set, models, bank or text embeddings"
+
+    @property
+    def whole(self) -> float:
+        return self.start_up + self.run
+
+    @classmethod
+    def ending(cls, now: float, run_started: float, **names: str) -> WallSplit:
+        """The split of a run that started at `run_started` and ends `now` (`time.perf_counter` values;
+        `names`: ``run_name``, ``start_up_holds``); the next run in this process starts its start-up here."""
+        began, since = run_began()
+        mark_run_end(now)
+        return cls(start_up=max(run_started - began, 0.0), run=now - run_started, since=since, **names)
+
+    def as_dict(self) -> dict[str, float | str]:
+        """metrics.json's ``wall_seconds``: start_up + run = whole (rounded so that they still add up)."""
+        start_up, run = round(self.start_up, 3), round(self.run, 3)
+        return {"whole": round(start_up + run, 3), "start_up": start_up, "run": run,
+                "start_up_from": self.since, "run_is": self.run_name}
 
 
 def host_peak_bytes() -> int:

@@ -21,7 +21,7 @@ from rim_bench.core.errors import ConfigError
 from rim_bench.core.io import atomic_write_json, atomic_write_text, file_in, safe_name
 from rim_bench.core.output_lock import claim_output, new_folder, remove_unused
 from rim_bench.core.protocols import Method
-from rim_bench.core.timing import StageTimer, process_peak_bytes
+from rim_bench.core.timing import StageTimer, WallSplit, process_peak_bytes
 from rim_bench.core.types import Prediction, Sample
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.methods import result_spec
@@ -161,17 +161,17 @@ class ResultWriter(L.Callback):
 
     def _finish(self, trainer: L.Trainer, module: ScoredModule) -> None:
         now = time.perf_counter()
-        loop_seconds = now - self._loop_start
+        wall = WallSplit.ending(now, self._loop_start)  # the process's whole wall time: start-up + the test loop
         # The wall time from the run's first timed stage: `rim-bench test` opens the data before the Trainer starts.
         started = min(self.started, module.timer.started or self.started)
         # Lightning attaches trainer.datamodule at run time without declaring it
-        metrics = run_metrics(module, now - started, loop_seconds, trainer.datamodule)  # type: ignore[attr-defined]
+        metrics = run_metrics(module, now - started, wall, trainer.datamodule)  # type: ignore[attr-defined]
         module.metrics_json = metrics
         if trainer.is_global_zero:
             atomic_write_json(self.output_dir / "metrics.json", metrics)
             save_config(module.run_config(), self.output_dir / "config.yaml")
             log.info(format_results(metrics, module.class_names))
-            table = module.timer.table(metrics["seconds"]["total"], metrics["num_images"], loop_seconds)
+            table = module.timer.table(wall.whole, metrics["num_images"], wall.run, wall=wall)
             log.info(f"\ntime breakdown\n{table}")
             log.info(f"\nresults: {self.output_dir}/metrics.json, config: {self.output_dir}/config.yaml")
         module.timer.reset()  # a next validate or test on this module times only itself
@@ -183,10 +183,11 @@ def _rim(module: L.LightningModule) -> ScoredModule:
     return module
 
 
-def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodule: Any = None) -> dict[str, Any]:
+def run_metrics(module: ScoredModule, timed: float, wall: WallSplit, datamodule: Any = None) -> dict[str, Any]:
     """The content of metrics.json: scores in percent, the bank used, the settings chosen at run
     time (``resolved``: e.g. the T of ``temperature: auto``), the images left out, and the cost
-    (seconds per stage, peak memory, throughput over the test loop)."""
+    (seconds per stage, `timed` from the first stage, the whole wall time split as `wall` says,
+    peak memory, throughput over the test loop)."""
     res, names = module.results, module.class_names
     assert res is not None, "run_metrics comes after a scored epoch"
     dataset = getattr(datamodule, "dataset", None)
@@ -200,17 +201,20 @@ def run_metrics(module: ScoredModule, wall: float, loop_seconds: float, datamodu
         "result_hash": config_hash(result_spec(module.run_config())),
         **module.method.record(),  # its bank (a per-pixel method has none), the settings it chose at run time
         "skipped": {**unread, **res["skipped"]},  # with data.skip_bad: image id → why
-        **cost_metrics(module.timer, wall, int(res["num_images"]), loop_seconds),
+        **cost_metrics(module.timer, timed, int(res["num_images"]), wall),
     }
 
 
-def cost_metrics(timer: StageTimer, wall: float, images: int, loop_seconds: float) -> dict:
-    """What a run cost: seconds per stage, the framework's and the models' shares, peak
-    memory per stage (MB) and throughput over the test loop (all processes' images)."""
+def cost_metrics(timer: StageTimer, timed: float, images: int, wall: WallSplit) -> dict:
+    """What a run cost: seconds per stage (``total``: `timed`, the wall time from its first stage), the
+    framework's and the models' shares, the process's whole wall time split into start-up and the test
+    loop (``wall_seconds``), peak memory per stage (MB) and throughput over the test loop (all processes' images)."""
     memory = timer.memory_dict()
     memory["host_rss"]["total"] = round(process_peak_bytes() / 2**20, 1)
+    loop_seconds = wall.run
     return {
-        "seconds": {**timer.as_dict(), "total": round(wall, 3)},
+        "seconds": {**timer.as_dict(), "total": round(timed, 3)},
+        "wall_seconds": wall.as_dict(),
         "seconds_split": timer.shares(),
         "peak_memory_mb": memory,
         "throughput": {"images_per_second": round(images / max(loop_seconds, 1e-9), 3),

@@ -26,7 +26,7 @@ from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
 from rim_bench.core.logs import quiet_lightning
 from rim_bench.core.output_lock import claim_output, hold_output, launched_rank, new_folder, remove_unused
-from rim_bench.core.timing import StageTimer
+from rim_bench.core.timing import StageTimer, WallSplit
 from rim_bench.core.types import ReferenceBank
 from rim_bench.data.base import MAX_LISTED
 from rim_bench.run.assembly import Assembly, prepare
@@ -126,7 +126,8 @@ def build_bank(cfg: DictConfig) -> ReferenceBank:
         log.info(bank_summary(build.bank))
         if (build.path / "sheets").is_dir():
             log.info(f"contact sheets: {build.path / 'sheets'}")
-        log.info(f"\ntime breakdown\n{timer.table(time.perf_counter() - wall_start)}")  # shares of the wall time
+        wall = WallSplit.ending(time.perf_counter(), wall_start, run_name="bank build", start_up_holds="imports")
+        log.info(f"\ntime breakdown\n{timer.table(wall.whole, wall=wall)}")  # shares of the process's wall time
     return build.bank
 
 

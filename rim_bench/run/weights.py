@@ -9,11 +9,13 @@ it needs (`rim_bench.core.protocols.Method.weights`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+from rim_bench.core.downloads import hub_size
 from rim_bench.core.errors import ConfigError, RimBenchError
 from rim_bench.core.params import FileWeights, HubWeights, SamWeights
 from rim_bench.run.assembly import Assembly, build_device
@@ -135,3 +137,72 @@ def check_gpu_memory(weights: dict[str, int], total: int) -> str | None:
     return (f"trainer: the GPU has {total / GB:.1f} GB but these settings need about {need / GB:.1f} GB "
             f"({parts} + {GPU_HEADROOM_BYTES / GB:.1f} working, GB): use smaller models "
             "(proposer.sam.model_type=vit_b, featurizer.dinov2.model=facebook/dinov2-small) or a larger GPU")
+
+
+@dataclass
+class Download:
+    """A model a run needs that is not here yet: `name` (a file or a hub id), its size in bytes (None:
+    not listed in rim_bench/core/downloads.yaml) and where that number comes from, the config keys that
+    name it, and where it goes (`place`, with ``{keys}``: the keys, each as ``KEY=`` `value`)."""
+
+    name: str
+    size: int | None
+    size_source: str
+    place: str
+    value: str = "PATH"
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def goes(self) -> str:
+        return self.place.format(keys=" and ".join(f"{key}={self.value}" for key in self.keys))
+
+
+def missing_downloads(cfg: DictConfig) -> list[Download]:
+    """The weights `cfg` needs that are neither on disk nor in the local hub cache, each once (SAM's file
+    serves the proposer and the references alike), with its listed size and where it goes."""
+    from huggingface_hub import constants
+
+    from rim_bench.stages.backbones.hub import cached_snapshot, is_local
+    from rim_bench.stages.backbones.sam import RELEASES
+
+    found: dict[str, Download] = {}
+    for needed in Assembly(cfg).method().weights():
+        download: Download | None = None
+        if isinstance(needed, SamWeights):
+            key = f"{needed.key}.checkpoint"
+            if not (needed.checkpoint and Path(needed.checkpoint).expanduser().is_file()):
+                release = RELEASES[needed.model_type]
+                download = Download(release.file, release.bytes, "rim_bench/core/downloads.yaml (exact)",
+                                    f"any folder, passed as {{keys}} ({release.url})")
+        elif isinstance(needed, HubWeights):
+            key = needed.key
+            if is_local(needed.model):
+                if not (Path(needed.model).expanduser() / needed.marker).is_file():
+                    download = Download(needed.model, None, "not listed", f"the folder {needed.model} "
+                                        "(`hf download ID --local-dir` it; {keys})", value=needed.model)
+            elif cached_snapshot(needed.model, needed.marker) is None:
+                size, source = hub_size(needed.model) or (None, "not listed in rim_bench/core/downloads.yaml")
+                download = Download(needed.model, size, source, f"the hub cache, {constants.HF_HUB_CACHE} "
+                                    f"(`hf download {needed.model}`; HF_HOME moves it), or a folder given as {{keys}}",
+                                    value="DIR")
+        else:
+            key = needed.key
+            path = Path(needed.path).expanduser()
+            if not path.is_file():
+                download = Download(needed.path, None, "not listed", f"a file given as {{keys}} ({needed.what})")
+        if download is not None:
+            found.setdefault(download.name, download).keys.append(key)
+    return list(found.values())
+
+
+def format_downloads(downloads: list[Download]) -> str:
+    """The downloads a run still needs, one line each with its size and where it goes, and their total."""
+    lines = ["downloads this run needs (nothing was loaded; docs/weights.md says how):"]
+    for d in downloads:
+        size = f"{d.size / GB:.2f} GB" if d.size is not None else "size not listed"
+        lines.append(f"  {d.name} ({', '.join(d.keys)}): {size} → {d.goes}")
+    listed = [d.size for d in downloads if d.size is not None]
+    unlisted = len(downloads) - len(listed)
+    if listed:
+        lines.append(f"  total {sum(listed) / GB:.2f} GB" + (f", and {unlisted} of unlisted size" if unlisted else ""))
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from rim_bench.core.downloads import download_sizes
 from rim_bench.core.errors import ConfigError
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
@@ -42,13 +43,8 @@ class Release:
         return f"https://dl.fbaipublicfiles.com/segment_anything/{self.file}"
 
 
-# Sizes and MD5s as listed, identically, by several independent download manifests of public
-# projects (e.g. Fooocus-derived models_info tables and cellpose-style checksum tables); see docs/weights.md.
-RELEASES = {
-    "vit_h": Release("sam_vit_h_4b8939.pth", 2564550879, "4b8939a88964f0f4ff5f5b2642c598a6"),
-    "vit_l": Release("sam_vit_l_0b3195.pth", 1249524607, "0b3195507c641ddb6910d2bb5adee89c"),
-    "vit_b": Release("sam_vit_b_01ec64.pth", 375042383, "01ec64d29a2fca3f0661936605ae66f8"),
-}
+# Meta's releases: file, size and MD5 are kept in rim_bench/core/downloads.yaml (sources there; see docs/weights.md).
+RELEASES = {model_type: Release(**release) for model_type, release in download_sizes()["sam"].items()}
 
 
 # Models loaded and still in use, by what made them: the region proposer and the references'
