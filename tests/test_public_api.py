@@ -38,6 +38,7 @@ def test_top_level_names_are_the_modules_objects():
     ("rim_bench.data.datamodule", "rim_bench.run.datamodule", "BenchmarkDataModule"),
     ("rim_bench.data.datamodule", "rim_bench.run.datamodule", "ShardSampler"),
     ("rim_bench.commands.runner", "rim_bench.run.runner", "run_test"),
+    ("rim_bench.commands.runner", "rim_bench.run.datasets", "check_data"),
 ])
 def test_old_paths_warn_and_give_the_same_objects(old, new, name):
     module = importlib.import_module(old)

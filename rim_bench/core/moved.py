@@ -15,15 +15,17 @@ from collections.abc import Callable
 from typing import Any
 
 
-def moved_from(old: str, new: str) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for `old`: each name it is asked for comes from `new`, with a
-    DeprecationWarning (pointing at the caller's line) that names the import to write instead."""
+def moved_from(old: str, new: str, **elsewhere: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for `old`: each name it is asked for comes from `new` (or the module
+    `elsewhere` names for it), with a DeprecationWarning (pointing at the caller's line) that names the
+    import to write instead."""
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):  # the import machinery's probes (__path__, __file__, ...): not a user's name
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(new), name)  # AttributeError for a name `new` lacks too
-        warnings.warn(f"{old}.{name} moved: import it as `from {new} import {name}` (see CHANGELOG.md); "
+        target = elsewhere.get(name, new)
+        value = getattr(importlib.import_module(target), name)  # AttributeError for a name it lacks too
+        warnings.warn(f"{old}.{name} moved: import it as `from {target} import {name}` (see CHANGELOG.md); "
                       f"the old path will be removed in a later release", DeprecationWarning, stacklevel=2)
         return value
 
