@@ -111,6 +111,12 @@ def test_dino_reads_its_own_checkpoint_and_a_transformers_folder(tmp_path: Path)
     assert net(image).shape == (1, 128, 5, 7)
     with pytest.raises(ConfigError, match="pixel.clip.proxy_model: no file or folder 'nope.pth'"):
         load_dino("nope.pth", {})
+    torch.save({**state, "blocks.0.attn.proj.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
+    with pytest.raises(ConfigError, match="wrong.pth' is not a DINO ViT state dict .*size mismatch"):
+        load_dino(str(tmp_path / "wrong.pth"), {})
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="other.pth' holds no DINO ViT weights"):
+        load_dino(str(tmp_path / "other.pth"), {})
 
 
 def test_proxyclip_settings_per_benchmark():

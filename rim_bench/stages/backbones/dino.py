@@ -194,7 +194,11 @@ def load_dino(model: str, tiny: dict, key: str = "pixel.clip.proxy_model") -> Di
         except (KeyError, IndexError, ValueError) as e:
             raise ConfigError(f"{key}: '{model}' holds no DINO ViT weights (missing {e})") from None
     net = DinoViT(arch)
-    missing, _ = net.load_state_dict(state, strict=False)
+    try:
+        missing, _ = net.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as e:  # wrong shapes, or values that are no tensors
+        raise ConfigError(f"{key}: '{model}' is not a DINO ViT state dict ({type(e).__name__}: "
+                          f"{one_line(str(e))[:300]})") from None
     if missing:
         raise ConfigError(f"{key}: '{model}' lacks DINO weights: {', '.join(missing[:5])}")
     return net.eval().requires_grad_(False)
