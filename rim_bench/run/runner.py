@@ -73,6 +73,7 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> tuple[dict, Path]:
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     trainer_args = trainer_arguments(cfg)  # a misspelt trainer.NAME fails before the data is read
+    check_logger(cfg)  # and a logger whose package is missing
     require_weights([cfg])  # and a missing model too, in seconds
     started = datetime.now()
     # A folder the user names is checked (and made) now; a new default one only when there is
@@ -220,10 +221,24 @@ def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
                           f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
 
 
+def check_logger(cfg: DictConfig) -> None:
+    """A one-line error, before anything runs, when ``logger=tensorboard`` finds no TensorBoard to write with."""
+    import importlib.util
+
+    if cfg.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise ConfigError("logger=tensorboard: the tensorboard package is not installed; pip install "
+                          "'rim-bench[tensorboard]' (or tensorboard), or choose logger=csv")
+
+
 def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if cfg.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="",
+                                         default_hp_metric=False))
     if cfg.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
