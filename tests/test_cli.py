@@ -83,3 +83,19 @@ def test_help_and_config_key_errors_load_no_heavy_library(args: list[str]):
             "print('HEAVY', [m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+
+
+def test_suite_help_lists_each_shipped_suite_once(capsys):
+    """The suites were listed twice, from a hand-kept list (without `peers`) and from the files."""
+    import re
+
+    from rim_bench.commands.cli import main
+    from rim_bench.core.config_index import shipped
+
+    with pytest.raises(SystemExit):
+        main(["suite", "--help"])
+    text = capsys.readouterr().out
+    assert "peers" in shipped("suite") and len(shipped("suite")) >= 4
+    for name in shipped("suite"):
+        assert len(re.findall(rf"(?<![\w/.-]){name}(?![\w/.-])", text)) == 1, name
+    assert "--quiet" in text

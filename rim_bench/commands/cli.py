@@ -75,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")
     segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
-    suite = commands.add_parser("suite", help="run a suite (configs/suite/NAME.yaml): benchmarks x methods, "
-                                "one table with the published numbers beside; resumes in the same folder",
-                                epilog=help_listing("suite"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    suite_help = ("run a suite (configs/suite/NAME.yaml): benchmarks x methods, one table with the published "
+                  "numbers beside; resumes in the same folder")
+    suite = commands.add_parser("suite", help=suite_help, description=suite_help, epilog=help_listing("suite"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     suite.add_argument("suite", metavar="NAME", help="a suite in configs/suite/ (listed below) or a YAML path")
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
     suite.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
