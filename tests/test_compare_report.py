@@ -113,3 +113,17 @@ def test_report_runs_table_names_each_runs_method(tmp_path: Path):
     assert "| run | experiment | data | method | mIoU |" in md
     assert "| region | smoke | smoke | rim |" in md and "| peer | smoke | smoke | sclip |" in md
     assert "| bare | smoke | smoke | naclip |" in md
+
+
+def test_quiet_compare_with_wandb_prints_a_line_per_method_and_the_table(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # the tests' default: --quiet must silence W&B itself
+    out = tmp_path / "cmp"
+    assert main(["compare", "--quiet", "experiment=smoke", "methods=[rim,cosine]", "data.max_images=2",
+                 "logger=wandb", f"output_dir={out}"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert "wandb" not in (captured.out + captured.err).lower().replace(str(tmp_path).lower(), "")
+    assert [line.split(": mIoU ")[0] for line in lines[:2]] == ["rim", "cosine"]
+    table = [line for line in (out / "compare.md").read_text().splitlines() if line.strip()]
+    assert lines[2:] == [*table, f"comparison: {out}/compare.md"]
+    assert list(out.glob("*/wandb/offline-run-*"))  # W&B still logged, offline

@@ -288,3 +288,15 @@ def test_a_suite_under_ddp_equals_one_process(tmp_path: Path):
     assert one == two
     for method in ("rim", "random"):
         assert json.loads((tmp_path / "two" / "smoke" / method / "metrics.json").read_text())["num_images"] == 5
+
+
+def test_quiet_suite_prints_a_line_per_cell_and_the_table(tmp_path: Path, capsys):
+    suite = _suite_file(tmp_path, "benchmarks: {smoke: smoke}\nmethods: [rim, cosine]\n"
+                                  "overrides: [data.max_images=2]\n")
+    assert main(["suite", "--quiet", suite, f"output_dir={tmp_path / 'out'}"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert captured.err == "" and [line.split(": mIoU ")[0] for line in lines[:2]] == \
+        ["[1/2] smoke / rim", "[2/2] smoke / cosine"]
+    table = [line for line in (tmp_path / "out" / "suite.md").read_text().splitlines() if line.strip()]
+    assert lines[2:] == [*table, f"suite: {tmp_path / 'out'}/suite.md, suite.csv, suite.html"]
