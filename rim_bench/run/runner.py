@@ -157,11 +157,11 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
     for message in warnings[:max_listed]:
         print(f"warning: {message}")
     # The counts name what they count: "21 classes" next to "have problems" read as 21 classes with problems.
-    extreme = f"; {len(warnings)} of them of extreme size or shape, warned about above" if warnings else ""
+    extreme = f"{len(warnings)} of them of extreme size or shape, warned about above" if warnings else ""
     if problems:
-        raise DataError(f"{len(problems)} of {total} images in {dataset.dir} have problems (listed above{extreme}); "
-                        f"the data set has {len(classes)} classes")
-    print(f"ok: {total} images in {dataset.dir}, {len(classes)} classes" + (f" ({extreme[2:]})" if extreme else ""))
+        raise DataError(f"{len(problems)} of {total} images in {dataset.dir} have problems (listed above"
+                        f"{'; ' + extreme if extreme else ''}); the data set has {len(classes)} classes")
+    print(f"ok: {total} images in {dataset.dir}, {len(classes)} classes" + (f" ({extreme})" if extreme else ""))
     return 0
 
 
