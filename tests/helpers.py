@@ -86,7 +86,7 @@ def fake_finished_runs(monkeypatch, folder: Path) -> tuple[list[str], Path]:
 
     runs: list[str] = []
 
-    def fake_test(cfg):
+    def fake_test(cfg, label=None):
         metrics = {"mIoU": 1.0, "mAcc": 2.0, "aAcc": 3.0, "num_images": 1,
                    "result_hash": config_hash(result_spec(resolve(cfg.copy())))}
         runs.append(cfg.output_dir)

@@ -99,3 +99,19 @@ def test_commands_without_a_trainer_load_no_lightning(argv, tmp_path, smoke_root
             "sys.exit(10 + rc if 'lightning' in sys.modules or 'torchmetrics' in sys.modules else rc)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]  # 10+: Lightning was imported
+
+
+def test_suite_help_lists_each_shipped_suite_once(capsys):
+    """The suites were listed twice, from a hand-kept list (without `peers`) and from the files."""
+    import re
+
+    from rim_bench.commands.cli import main
+    from rim_bench.core.config_index import shipped
+
+    with pytest.raises(SystemExit):
+        main(["suite", "--help"])
+    text = capsys.readouterr().out
+    assert "peers" in shipped("suite") and len(shipped("suite")) >= 4
+    for name in shipped("suite"):
+        assert len(re.findall(rf"(?<![\w/.-]){name}(?![\w/.-])", text)) == 1, name
+    assert "--quiet" in text

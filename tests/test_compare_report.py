@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from helpers import run_folder
 
 from rim_bench.commands.cli import main
 from rim_bench.commands.compare import comparison_markdown, parse_methods, published
+from rim_bench.commands.report import build_report
 from rim_bench.core.errors import ConfigError
 
 
@@ -59,3 +62,68 @@ def test_report_pages_link_runs_sweeps_and_comparisons(tmp_path: Path):
     assert "| images/s | peak RSS (MB) | peak CUDA (MB) |" in md and "<th>peak RSS (MB)</th>" in page
     assert "mIoU_vs_matcher.rim.temperature.png" in page and 'class="fill"' in page and "<pre>" in page
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "rep")]) == 2
+
+
+def _linked_sections(text: str, link: str, anchor: str) -> tuple[list[str], set[str]]:
+    return re.findall(link, text), set(re.findall(anchor, text))
+
+
+def test_report_has_contents_and_per_class_bars_for_comparisons_and_suites(tmp_path: Path):
+    """A table of contents links every section (Markdown and HTML); a comparison's methods and a
+    suite's cells on each benchmark get per-class IoU side by side, as a single run does."""
+    run = run_folder(tmp_path / "single")
+    comparison = tmp_path / "cmp"
+    comparison.mkdir()
+    (comparison / "compare.md").write_text("## Measured by rim-bench on smoke\n\n| method | mIoU |\n|---|---|\n")
+    run_folder(comparison / "rim", classes=("sky", "leaf"))
+    run_folder(comparison / "cosine", classes=("sky", "leaf", "sea"))
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "suite.md").write_text("# Suite s\n\n| method | a | b |\n|---|---|---|\n")
+    for benchmark in ("a", "b"):
+        for method in ("rim", "random"):
+            run_folder(suite / benchmark / method, classes=(f"{benchmark}-cls",))
+    run_folder(suite / "a" / "sweep-t-rim" / "point-000-x")  # a sweep's points are not cells
+    md_file, html_file = build_report([run, comparison, suite], tmp_path / "rep")
+    md, page = md_file.read_text(), html_file.read_text()
+
+    links, anchors = _linked_sections(md, r"\]\(#([\w-]+)\)", r'<a id="([\w-]+)"></a>')
+    assert len(links) == len(anchors) == 1 + 1 + 3 + 2 and set(links) == anchors  # runs, a run, 2 tables + 3
+    assert md.index("Contents:") < md.index('<a id="runs">')
+    html_links, ids = _linked_sections(page, r'href="#([\w-]+)"', r' id="([\w-]+)"')
+    assert html_links == links and ids == anchors
+    assert "  - [per-class IoU on a](#table-1-0)" in md and "  - [single](#run-0)" in md
+
+    assert "| class | cosine | rim |" in md  # a comparison's methods in folder name order
+    assert "| sea | 42.00 | - |" in md  # a class one method lacks
+    assert md.count("| class | random | rim |") == 2  # one per benchmark of the suite
+    assert page.count('class="legend"') == 3 and page.count("<span class=\"key\"") == 6
+    assert "point-000-x" not in md
+
+
+def test_report_runs_table_names_each_runs_method(tmp_path: Path):
+    region = run_folder(tmp_path / "region")
+    peer = run_folder(tmp_path / "peer")
+    (peer / "config.yaml").write_text("experiment: smoke\nmethod: sclip\npipeline: pixel\ndata: {name: smoke}\n"
+                                      "matcher: {name: rim}\npixel: {name: clip, clip: {method: sclip}}\n")
+    bare = run_folder(tmp_path / "bare")  # a per-pixel run without a method file
+    (bare / "config.yaml").write_text("experiment: smoke\npipeline: pixel\ndata: {name: smoke}\n"
+                                      "matcher: {name: rim}\npixel: {name: clip, clip: {method: naclip}}\n")
+    md = build_report([region, peer, bare], tmp_path / "rep")[0].read_text()
+    assert "| run | experiment | data | method | mIoU |" in md
+    assert "| region | smoke | smoke | rim |" in md and "| peer | smoke | smoke | sclip |" in md
+    assert "| bare | smoke | smoke | naclip |" in md
+
+
+def test_quiet_compare_with_wandb_prints_a_line_per_method_and_the_table(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # the tests' default: --quiet must silence W&B itself
+    out = tmp_path / "cmp"
+    assert main(["compare", "--quiet", "experiment=smoke", "methods=[rim,cosine]", "data.max_images=2",
+                 "logger=wandb", f"output_dir={out}"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert "wandb" not in (captured.out + captured.err).lower().replace(str(tmp_path).lower(), "")
+    assert [line.split(": mIoU ")[0] for line in lines[:2]] == ["rim", "cosine"]
+    table = [line for line in (out / "compare.md").read_text().splitlines() if line.strip()]
+    assert lines[2:] == [*table, f"comparison: {out}/compare.md"]
+    assert list(out.glob("*/wandb/offline-run-*"))  # W&B still logged, offline

@@ -110,8 +110,8 @@ def test_check_data_command(tmp_path: Path):
     assert bad.returncode == 2 and "values [200] outside the 150 classes" in bad.stdout
     assert "Traceback" not in bad.stderr  # above it: the progress bar
     assert bad.stderr.strip().splitlines()[-1] == (
-        f"rim-bench: error: 1 of 3 images in {tmp_path / 'ADEChallengeData2016'}, 150 classes have problems "
-        "(listed above)"
+        f"rim-bench: error: 1 of 3 images in {tmp_path / 'ADEChallengeData2016'} have problems (listed above); "
+        "the data set has 150 classes"
     )
 
 

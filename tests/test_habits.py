@@ -61,3 +61,11 @@ def test_a_bank_the_matcher_settings_do_not_fit_is_a_config_error(matcher, refer
     with pytest.raises(ConfigError) as error:
         matcher(torch.randn(2, 4), _bank(references))
     assert error_line(error.value).startswith(message)
+
+
+def test_the_package_cites_no_file_outside_the_project():
+    """A wheel's reader has no ../shared/: a fact is stated where it is used, with its measurement."""
+    citing = [str(path.relative_to(PACKAGE.parent)) for path in sorted(PACKAGE.rglob("*"))
+              if path.suffix in (".py", ".yaml", ".md", ".txt") and ("../shared" in path.read_text()
+                                                                    or "FACTS.md" in path.read_text())]
+    assert not citing, f"cite the fact itself, not a file outside the project: {citing}"

@@ -96,7 +96,9 @@ def test_case7_check_data_warns_about_extreme_sizes(data: Path, capsys):  # noqa
     assert len(warnings) == 2
     assert f"{first}.jpg' is 2x300, a side under 16 px" in warnings[0]
     assert f"{second}.jpg' is 40x900, an aspect ratio over 10:1" in warnings[1]
-    assert "(2 of extreme size or shape" in out.splitlines()[-1] and out.splitlines()[-1].startswith("ok: ")
+    last = out.splitlines()[-1]
+    assert last.startswith("ok: ") and last.endswith(" 6 classes (2 of them of extreme size or shape, warned about "
+                                                     "above)")
 
 
 # A run whose second image never finishes: a stage that would take hours, inside Lightning's

@@ -135,7 +135,7 @@ def test_case2_a_second_run_on_a_held_folder_is_refused_then_takes_over_when_the
 def test_case2_sweep_compare_and_suite_refuse_a_held_folder(command: list[str], held, capsys, monkeypatch):
     folder, proc = held
 
-    def no_run(cfg):
+    def no_run(cfg, label=None):
         raise AssertionError("a run started in a held folder")
 
     monkeypatch.setattr(runner, "run_test", no_run)

@@ -104,7 +104,7 @@ def _same(params, block: dict, where: str) -> None:
     ("matcher.rim.divergence=kl2", "'matcher.rim.divergence': unknown 'kl2' (choose kl, js, l1)"),
     ("proposer.sam.model_type=vit_x", "unknown 'vit_x'"),
     ("segmenter.paint.background.probability.temperature=0", "must be positive, got 0"),
-    ("logger=tensorboard", "'logger': unknown 'tensorboard' (choose csv, wandb)"),
+    ("logger=tensorbord", "'logger': unknown 'tensorbord' (choose csv, wandb, tensorboard"),
 ])
 def test_config_checks_read_the_declarations(override, fragment):
     with pytest.raises(ConfigError) as info:

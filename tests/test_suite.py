@@ -46,9 +46,9 @@ def _counting_runs(monkeypatch) -> list[str]:
     """Record every test run a suite starts (the real run goes on)."""
     runs, real = [], rim_bench.run.runner.run_test
 
-    def counted(cfg):
+    def counted(cfg, label=None):
         runs.append(cfg.output_dir)
-        return real(cfg)
+        return real(cfg, label)
 
     monkeypatch.setattr(rim_bench.run.runner, "run_test", counted)
     return runs
@@ -99,7 +99,7 @@ NO_WEIGHTS = ["proposer.sam.model_type=tiny", "featurizer.dinov2.model=tiny", "f
 
 
 def test_missing_weights_stop_the_suite_before_its_data(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a cell ran"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg, label=None: pytest.fail("a cell ran"))
     code = main(["suite", "rim_benchmarks", "data.root=MISSING", f"proposer.sam.checkpoint={tmp_path / 'sam.pth'}",
                  *NO_WEIGHTS[1:], f"output_dir={tmp_path / 'table1'}"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -109,7 +109,8 @@ def test_missing_weights_stop_the_suite_before_its_data(tmp_path: Path, monkeypa
 
 
 def test_missing_data_is_one_line_per_benchmark_before_any_model(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a cell ran without its data"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test",
+                        lambda cfg, label=None: pytest.fail("a cell ran without its data"))
     out = tmp_path / "table1"
     assert main(["suite", "rim_benchmarks", "data.root=MISSING", *NO_WEIGHTS, f"output_dir={out}"]) == 1
     captured = capsys.readouterr()
@@ -145,10 +146,10 @@ def test_a_failed_cell_is_footnoted_and_the_others_still_run(tmp_path: Path, mon
                                   "overrides: [data.max_images=2]\n")
     real = rim_bench.run.runner.run_test
 
-    def crash_cosine(cfg):
+    def crash_cosine(cfg, label=None):
         if cfg.matcher.name == "cosine":
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
-        return real(cfg)
+        return real(cfg, label)
 
     monkeypatch.setattr(rim_bench.run.runner, "run_test", crash_cosine)
     out = tmp_path / "out"
@@ -203,7 +204,7 @@ def test_bad_suite_files(tmp_path: Path, text: str, fragment: str):
 
 def test_a_typo_fails_before_any_cell_runs(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setattr(rim_bench.run.runner, "run_test",
-                        lambda cfg: pytest.fail("ran before the configs were checked"))
+                        lambda cfg, label=None: pytest.fail("ran before the configs were checked"))
     assert main(["suite", "smoke", "matcher.rim.temprature=0.1", f"output_dir={tmp_path}"]) == 2
     assert "unknown config key 'matcher.rim.temprature'" in capsys.readouterr().err
     assert main(["suite", "nope"]) == 2
@@ -287,3 +288,15 @@ def test_a_suite_under_ddp_equals_one_process(tmp_path: Path):
     assert one == two
     for method in ("rim", "random"):
         assert json.loads((tmp_path / "two" / "smoke" / method / "metrics.json").read_text())["num_images"] == 5
+
+
+def test_quiet_suite_prints_a_line_per_cell_and_the_table(tmp_path: Path, capsys):
+    suite = _suite_file(tmp_path, "benchmarks: {smoke: smoke}\nmethods: [rim, cosine]\n"
+                                  "overrides: [data.max_images=2]\n")
+    assert main(["suite", "--quiet", suite, f"output_dir={tmp_path / 'out'}"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    assert captured.err == "" and [line.split(": mIoU ")[0] for line in lines[:2]] == \
+        ["[1/2] smoke / rim", "[2/2] smoke / cosine"]
+    table = [line for line in (tmp_path / "out" / "suite.md").read_text().splitlines() if line.strip()]
+    assert lines[2:] == [*table, f"suite: {tmp_path / 'out'}/suite.md, suite.csv, suite.html"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,8 @@ def test_sweep_reuses_regions_resumes_and_writes_tables_and_plots(tmp_path: Path
     # Resume: nothing runs again.
     import rim_bench.run.runner
 
-    monkeypatch.setattr(rim_bench.run.runner, "run_test", lambda cfg: pytest.fail("a finished point ran again"))
+    monkeypatch.setattr(rim_bench.run.runner, "run_test",
+                        lambda cfg, label=None: pytest.fail("a finished point ran again"))
     assert main(args) == 0
 
 
@@ -195,3 +197,75 @@ def test_a_finished_point_with_other_settings_runs_again(tmp_path: Path):
     rim = (tmp_path / "out" / "sweep.csv").read_text()
     assert main([*args, "matcher.name=random"]) == 0  # same point folder, other base config: not reused
     assert (tmp_path / "out" / "sweep.csv").read_text() != rim
+
+
+def test_quiet_keeps_one_line_per_point_and_the_final_table(tmp_path: Path, capsys):
+    """A 4-point sweep prints each point's tables (a per-class table, a time table) and ends with
+    its own table; --quiet keeps one line per point and that table (the best mIoU in bold)."""
+    args = ["sweep", "experiment=smoke", "matcher.rim.temperature=0.05,0.2", "matcher.rim.divergence=kl,js",
+            "data.max_images=2", f"cache_dir={tmp_path / 'cache'}"]
+    printed, errors = {}, {}
+    for quiet in (False, True):
+        assert main([*args, f"output_dir={tmp_path / str(quiet)}", *(["--quiet"] if quiet else [])]) == 0
+        captured = capsys.readouterr()
+        printed[quiet] = [line for line in captured.out.splitlines() if line.strip()]
+        errors[quiet] = [line for line in captured.err.splitlines() if line.strip()]  # progress bars
+    table = (tmp_path / "True" / "sweep.md").read_text().splitlines()
+    for lines in printed.values():
+        at = lines.index(table[0])
+        assert lines[at:at + len(table)] == table and sum("**" in line for line in table) == 1
+        assert lines[at + len(table)].startswith("best (in bold): mIoU ") and lines[-1].startswith("sweep: ")
+    quiet = printed[True]
+    assert errors[True] == [] and errors[False] != []
+    assert len(quiet) == 4 + len(table) + 2  # a line per point, the table, the best point and the files
+    assert [line.split(":")[0] for line in quiet[:4]] == [f"[{i}/4] {{'matcher.rim.temperature'" for i in (1, 2, 3, 4)]
+    assert all(" mIoU " in line and str(tmp_path / "True" / "point-") in line for line in quiet[:4])
+    assert len(printed[False]) > 4 * 20 and sum("time breakdown" in line for line in printed[False]) == 4
+
+
+def test_quiet_test_prints_one_line(tmp_path: Path, capsys):
+    assert main(["test", "--quiet", "experiment=smoke", "data.max_images=2", f"output_dir={tmp_path / 'run'}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.count("\n") == 1
+    assert re.fullmatch(rf"mIoU [\d.]+  mAcc [\d.]+  aAcc [\d.]+  \(2 images, [\d.]+ s\) → {tmp_path / 'run'}\n",
+                        captured.out)
+
+
+def _rows(temperatures: list, divergences: list) -> list[dict]:
+    return [{"matcher.rim.temperature": t, "matcher.rim.divergence": d, "mIoU": 50 + len(str(t)) + len(str(d))}
+            for t in temperatures for d in divergences]
+
+
+KEYS = ["matcher.rim.temperature", "matcher.rim.divergence"]
+
+
+def test_a_categorical_parameter_is_plotted_as_categories_without_a_joining_line():
+    from rim_bench.commands.sweep import sweep_figure
+
+    fig = sweep_figure(_rows([0.05, 0.1], ["kl", "js", "l1"]), KEYS[1], KEYS, fixed="experiment=smoke")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "linear" and [t.get_text() for t in ax.get_xticklabels()] == ["kl", "js", "l1"]
+    assert len(ax.lines) == 2 and all(line.get_linestyle() == "None" and line.get_marker() == "o"
+                                      for line in ax.lines)
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "held fixed: experiment=smoke" in caption and "one series per matcher.rim.temperature" in caption
+    for flag in ([True, False], [None, 0.1]):  # bools, and a null beside numbers, are categories too
+        fig = sweep_figure(_rows(flag, ["kl"]), KEYS[0], KEYS)
+        assert all(line.get_linestyle() == "None" for line in fig.axes[0].lines)
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(v) for v in flag]
+
+
+def test_a_numeric_parameter_is_a_line_on_a_log_axis_when_it_spans_a_factor_of_five():
+    from rim_bench.commands.sweep import sweep_figure
+
+    wide = sweep_figure(_rows([0.02, 0.05, 0.1, 0.2], ["kl", "js"]), KEYS[0], KEYS).axes[0]
+    assert wide.get_xscale() == "log" and all(line.get_linestyle() == "-" for line in wide.lines)
+    assert [t.get_text() for t in wide.get_xticklabels()] == ["0.02", "0.05", "0.1", "0.2"]
+    assert list(wide.lines[0].get_xdata()) == [0.02, 0.05, 0.1, 0.2]
+    narrow = sweep_figure(_rows([0.05, 0.1, 0.2], ["kl"]), KEYS[0], KEYS).axes[0]  # a factor of 4
+    assert narrow.get_xscale() == "linear" and narrow.lines[0].get_linestyle() == "-"
+    signed = sweep_figure(_rows([-1, 0, 10], ["kl"]), KEYS[0], KEYS).axes[0]  # not positive: no log axis
+    assert signed.get_xscale() == "linear"
+    three = [{"a": a, "b": b, "c": c, "mIoU": 1.0} for a in (1, 10) for b in (1, 2) for c in ("x", "y")]
+    caption = " ".join(t.get_text() for t in sweep_figure(three, "a", ["a", "b", "c"], fixed="seed=1").texts)
+    assert "held fixed: seed=1" in caption and "mean over b, c" in caption

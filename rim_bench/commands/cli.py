@@ -14,6 +14,8 @@
     rim-bench convert BENCHMARK --src RAW --dst ROOT                 make labels in the expected layout
 
 protocol=NAME (sclip, freeda: configs/protocol/) evaluates under a peer's protocol, with any command.
+--quiet (test, sweep, compare, suite) prints one line per run and the final table: no per-class or
+time tables, progress bars or W&B messages (warnings and errors still show).
 Bad input (config, data, weights) ends with one line on stderr and exit code 2; a suite
 where some cells failed (each reported in its table) ends with exit code 1; SIGTERM and
 SIGINT end any command within seconds, in one line, with exit code 143 and 130.
@@ -27,17 +29,21 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from rim_bench.core import clock  # noqa: F401  first of rim-bench: the process's start where /proc cannot say
 from rim_bench.core.config_index import help_listing
 from rim_bench.core.errors import RimBenchError, disk_error_line, error_line
-from rim_bench.core.logs import console_logging, plain_warnings
+from rim_bench.core.logs import console_logging, plain_warnings, quiet_console
 
 EXIT_USER_ERROR = 2
 EXIT_CELLS_FAILED = 1
 # What each command's --help lists besides the config keys.
 LISTINGS = {"sweep": ("experiment", "sweep"), "compare": ("experiment", "method")}
+QUIET_COMMANDS = ("test", "sweep", "compare", "suite")
+QUIET_HELP = ("one line per run (each sweep point, method or cell: its scores and folder) and the final table; "
+              "no per-class or time tables, progress bars or W&B messages")
 CONFIG_COMMANDS = {
     "test": "evaluate a config on its benchmark; writes metrics.json and config.yaml to output_dir",
     "check-data": "read every image and label of the configured data set and report each problem",
@@ -61,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=help_listing(
             *LISTINGS.get(name, ("experiment", "method"))), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="experiment=NAME and config overrides")
+        if name in QUIET_COMMANDS:
+            sub.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     segment = commands.add_parser("segment", help="segment your images with your class names (overlay + label PNGs)",
                                   epilog=help_listing("experiment", "method"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,12 +76,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="image files, folders or glob patterns, then experiment=NAME and config overrides")
     segment.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog,sofa")
     segment.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
-    suite = commands.add_parser("suite", help="run a suite (configs/suite/NAME.yaml): benchmarks x methods, "
-                                "one table with the published numbers beside; resumes in the same folder",
-                                epilog=help_listing("suite"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    suite.add_argument("suite", metavar="NAME",
-                       help="a suite in configs/suite/ (smoke, rim_benchmarks, rim_tau_subcategories) or a YAML path")
+    suite_help = ("run a suite (configs/suite/NAME.yaml): benchmarks x methods, one table with the published "
+                  "numbers beside; resumes in the same folder")
+    suite = commands.add_parser("suite", help=suite_help, description=suite_help, epilog=help_listing("suite"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    suite.add_argument("suite", metavar="NAME", help="a suite in configs/suite/ (listed below) or a YAML path")
     suite.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
+    suite.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     report = commands.add_parser("report", help="result folders (runs, sweeps, comparisons, suites) → report.md, .html")
     report.add_argument("folders", nargs="+", type=Path, help="folders written by test, sweep, compare or suite")
     report.add_argument("--out", type=Path, default=Path("report"),
@@ -126,6 +135,9 @@ def _stop_on_signals() -> Callable[[], None]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):  # overrides may come on both sides of --quiet
+        args.overrides += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra and args.command != "segment":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # segment's images and overrides may come on both sides of --classes
@@ -134,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     plain_warnings()
     restore_signals = _stop_on_signals()
     try:
-        return _run(args)
+        with quiet_console() if getattr(args, "quiet", False) else nullcontext():
+            return _run(args)
     except RimBenchError as e:
         print(f"rim-bench: error: {error_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR

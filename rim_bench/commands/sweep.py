@@ -21,8 +21,9 @@ Every point is an ordinary `rim-bench test` run in ``<output_dir>/point-<i>-<has
 it reuses every cache: each image's regions are computed once for the whole sweep, and
 generated references once per generation setting (banks over fewer subcategories are
 assembled from them). A point whose metrics.json exists is not run again, so an
-interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` and one plot per
-parameter (``mIoU_vs_<full key>.png``), mIoU against it with one line per value of the other.
+interrupted sweep resumes. The sweep writes ``sweep.csv``, ``sweep.md`` (and prints it, the best
+point in bold) and one plot per parameter (``mIoU_vs_<full key>.png``, `sweep_figure`: categories
+for strings and bools, a log axis for values that span a factor of 5, what was held fixed below).
 It holds its folder while it runs (`rim_bench.core.output_lock`).
 Without ``output_dir`` the sweep's folder is ``outputs/sweep-<experiment>-<sweep>-<hash of the
 points' configs>``: the same command run again resumes there.
@@ -34,10 +35,11 @@ import csv
 import itertools
 import math
 import random
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -50,11 +52,15 @@ from rim_bench.run.reuse import run_or_reuse, runs_hash
 from rim_bench.run.tables import markdown_table
 from rim_bench.run.weights import require_weights
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 METHODS = ("grid", "random")
 # Points one sweep runs at most: each is a whole test run (a thousand are days at a real benchmark's size),
 # and each point's config is built and checked before the first runs.
 MAX_POINTS = 1000
 METRICS = ("mIoU", "mAcc", "aAcc")
+LOG_SPAN = 5  # a positive numeric parameter whose largest value is this many times its smallest gets a log axis
 
 
 @dataclass(frozen=True)
@@ -246,20 +252,25 @@ def run_sweep(base: list[str], spec: SweepSpec, layers: tuple[str, ...] = ()) ->
                 cfg.wandb.group = out.name  # the points of one sweep are one W&B group
             metrics = run_or_reuse(cfg, point_dir, f"[{index + 1}/{len(points)}] {point}")
             rows.append({**point, **{m: metrics[m] for m in METRICS}, "dir": point_dir.name})
-        write_tables(rows, list(spec.parameters), out)
-        plots = plot_sweep(rows, list(spec.parameters), out)
+        table = write_tables(rows, list(spec.parameters), out)
+        fixed = ", ".join([f"experiment={root_cfg.experiment or 'none'}",
+                           *(o for o in base if not o.startswith(("experiment=", "output_dir=")))])
+        plots = plot_sweep(rows, list(spec.parameters), out, fixed)
         if root_cfg.logger == "wandb":
             from rim_bench.core.config import resolve
             from rim_bench.run.tracking import log_summary
 
             run_dir = log_summary(resolve(root_cfg.copy()), out, rows, plots)
             print(f"W&B: the points and {run_dir.name} (table and plots) in group {root_cfg.wandb.group or out.name}")
-    print(f"\nsweep: {out}/sweep.csv, {out}/sweep.md and plots")
+    best = max(rows, key=lambda r: r["mIoU"])
+    best_at = ", ".join(f"{key}={best[key]}" for key in spec.parameters)
+    print(f"\n{table}\nbest (in bold): mIoU {best['mIoU']:.2f} at {best_at} ({best['dir']})\n"
+          f"sweep: {out}/sweep.csv, {out}/sweep.md and plots")
     return rows
 
 
-def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
-    """``sweep.csv`` and ``sweep.md``: one row per point, best mIoU in bold."""
+def write_tables(rows: list[dict], keys: list[str], out: Path) -> str:
+    """``sweep.csv`` and ``sweep.md``: one row per point, best mIoU in bold; returns sweep.md's text."""
     columns = [*keys, *METRICS, "dir"]
     with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -268,41 +279,80 @@ def write_tables(rows: list[dict], keys: list[str], out: Path) -> None:
     best = max(r["mIoU"] for r in rows)
     cells = [[str(r[k]) for k in keys] + [(f"**{r[m]:.2f}**" if m == "mIoU" and r[m] == best else f"{r[m]:.2f}")
                                           for m in METRICS] for r in rows]
-    atomic_write_text(out / "sweep.md", "\n".join(markdown_table(columns[:-1], cells)) + "\n")
+    text = "\n".join(markdown_table(columns[:-1], cells)) + "\n"
+    atomic_write_text(out / "sweep.md", text)
+    return text
 
 
-def plot_sweep(rows: list[dict], keys: list[str], out: Path) -> list[Path]:
-    """One PNG per parameter: mIoU against it, one line per value of the other parameter
-    (with two parameters), else one line of the mean over the others. Returns the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_sweep(rows: list[dict], keys: list[str], out: Path, fixed: str = "") -> list[Path]:
+    """One PNG per parameter (`sweep_figure`), ``mIoU_vs_<full key>.png``; returns the files."""
+    plt = _pyplot()
     files = []
     for key in keys:
-        others = [k for k in keys if k != key]
-        groups: dict[Any, dict[Any, list[float]]] = {}
-        for r in rows:
-            line = f"{others[0]} = {r[others[0]]}" if len(others) == 1 else "mean over the others"
-            groups.setdefault(line, {}).setdefault(r[key], []).append(r["mIoU"])
-        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-        for line, points in groups.items():
-            xs = list(points)
-            ax.plot([str(x) for x in xs] if not _numeric(xs) else xs,
-                    [sum(v) / len(v) for v in points.values()], marker="o", label=line if others else None)
-        ax.set_xlabel(key)
-        ax.set_ylabel("mIoU (%)")
-        ax.set_title(f"mIoU vs {key.split('.')[-1]}")
-        ax.grid(alpha=0.3)
-        if others:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        fig = sweep_figure(rows, key, keys, fixed)
         files.append(file_in(out, f"mIoU_vs_{key}", ".png"))  # the full key: two keys may end in one name
         with atomic_path(files[-1]) as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
     return files
+
+
+def sweep_figure(rows: list[dict], key: str, keys: list[str], fixed: str = "") -> Figure:
+    """mIoU against `key`: one series per value of the other parameter (with two), else the mean over
+    the others. A numeric parameter is a line, on a log axis when its values are positive and span a
+    factor of `LOG_SPAN` or more; any other (strings, bools, null, lists) is categories, points without
+    a joining line. The caption says what was held fixed (`fixed`: the base config) and what varies."""
+    plt = _pyplot()
+    others = [k for k in keys if k != key]
+    series: dict[str, dict[Any, list[float]]] = {}
+    for r in rows:
+        name = f"{others[0]} = {r[others[0]]}" if len(others) == 1 else "mean over the others"
+        series.setdefault(name, {}).setdefault(_hashable(r[key]), []).append(r["mIoU"])
+    values = list(dict.fromkeys(_hashable(r[key]) for r in rows))
+    numeric = _numeric(values)
+    fig, ax = plt.subplots(figsize=(5, 3.9), dpi=120)
+    for i, (name, points) in enumerate(series.items()):
+        means = {x: sum(v) / len(v) for x, v in points.items()}
+        label = name if others else None
+        if numeric:
+            xs = sorted(means)
+            ax.plot(xs, [means[x] for x in xs], marker="o", label=label)
+        else:  # categories: side by side, a little apart per series so that equal scores stay visible
+            offset = 0.08 * (i - (len(series) - 1) / 2)
+            ax.plot([values.index(x) + offset for x in means], list(means.values()), marker="o", linestyle="none",
+                    label=label)
+    if numeric and min(values) > 0 and max(values) / min(values) >= LOG_SPAN:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(values), [str(v) for v in sorted(values)])
+        ax.minorticks_off()
+    elif not numeric:
+        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_xlabel(key)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(f"mIoU vs {key.split('.')[-1]}")
+    ax.grid(alpha=0.3)
+    if others:
+        ax.legend(fontsize=7)
+    varies = (f"one series per {others[0]}" if len(others) == 1 else f"mean over {', '.join(others)}") if others else ""
+    caption = "; ".join(part for part in (f"held fixed: {fixed or 'the base config'}", varies) if part)
+    fig.text(0.01, 0.01, textwrap.fill(caption, 90), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, also where a display is set
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _hashable(value: Any) -> Any:
+    """A swept value as a dict key: a list (``attention_resolutions=[16,32]``) as its text."""
+    return str(value) if isinstance(value, (list, dict)) else value
 
 
 def _numeric(values: list) -> bool:

@@ -58,7 +58,7 @@ class RunSettings:
     save_predictions: bool = False
     save_overlays: Annotated[int, Range(0)] = 0
     cache_regions: bool = True
-    logger: Literal["csv", "wandb"] = "csv"
+    logger: Literal["csv", "wandb", "tensorboard"] = "csv"
 
 
 # Each block outside the stages, by its key prefix.

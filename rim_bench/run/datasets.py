@@ -65,13 +65,13 @@ def check_data(cfg: DictConfig, max_listed: int = 50) -> int:
     if len(problems) > max_listed:
         log.info(f"... and {len(problems) - max_listed} more problems")
     total = len(dataset) + len(dataset.problems)
-    summary = f"{total} images in {dataset.dir}, {len(classes)} classes"
     warnings = list(dataset.size_warnings())
     for message in warnings[:max_listed]:
         log.info(f"warning: {message}")
-    if warnings:
-        summary += f" ({len(warnings)} of extreme size or shape, warned about above)"
+    # The counts name what they count: "21 classes" next to "have problems" read as 21 classes with problems.
+    extreme = f"{len(warnings)} of them of extreme size or shape, warned about above" if warnings else ""
     if problems:
-        raise DataError(f"{len(problems)} of {summary} have problems (listed above)")
-    log.info(f"ok: {summary}")
+        raise DataError(f"{len(problems)} of {total} images in {dataset.dir} have problems (listed above"
+                        f"{'; ' + extreme if extreme else ''}); the data set has {len(classes)} classes")
+    log.info(f"ok: {total} images in {dataset.dir}, {len(classes)} classes" + (f" ({extreme})" if extreme else ""))
     return 0

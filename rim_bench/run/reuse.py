@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rim_bench.core.config import config_hash, resolve
 from rim_bench.core.io import set_aside
+from rim_bench.core.logs import SUMMARY
 from rim_bench.run.methods import result_spec
 
 log = logging.getLogger(__name__)
@@ -23,17 +24,18 @@ def runs_hash(configs: list) -> str:
 
 def run_or_reuse(cfg, run_dir: Path, label: str) -> dict:
     """The metrics of `cfg` run as an ordinary test run in `run_dir`: read back when a finished
-    run there was made with the same result-affecting settings, else run now (and printed as `label`).
+    run there was made with the same result-affecting settings, else run now; either way one line
+    starting with `label` (e.g. "[2/4] {...}") closes it.
     Sweeps, comparisons and suites resume through this one check."""
     from rim_bench.run.runner import run_test  # lazily: it loads Lightning
 
     metrics = finished_metrics(run_dir / "metrics.json")
     if metrics is not None and metrics.get("result_hash") == result_hash(cfg):
-        log.info(f"{label}: done before, mIoU {metrics['mIoU']:.2f}")
+        log.log(SUMMARY, f"{label}: done before, mIoU {metrics['mIoU']:.2f} → {run_dir}")
         return metrics
-    log.info(label)
+    log.info(label)  # above its tables; `run_test` closes with it and the scores, the line --quiet keeps
     cfg.output_dir = str(run_dir)
-    return run_test(cfg)
+    return run_test(cfg, label)
 
 
 def finished_metrics(metrics_file: Path) -> dict | None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rim_bench.core.config import config_hash, to_dict
 from rim_bench.core.errors import ConfigError, DataError
 from rim_bench.core.io import safe_name
-from rim_bench.core.logs import quiet_lightning
+from rim_bench.core.logs import SUMMARY, is_quiet, quiet_lightning
 from rim_bench.core.output_lock import claim_output, hold_output, launched_rank, new_folder, remove_unused
 from rim_bench.core.timing import StageTimer, WallSplit
 from rim_bench.core.types import ReferenceBank
@@ -34,6 +34,7 @@ from rim_bench.run.datamodule import BenchmarkDataModule
 from rim_bench.run.datasets import class_list
 from rim_bench.run.lit_module import RIMModule
 from rim_bench.run.methods import result_spec
+from rim_bench.run.tables import run_cost
 from rim_bench.run.weights import require_weights
 from rim_bench.stages.references.bank import bank_summary
 
@@ -42,19 +43,29 @@ if TYPE_CHECKING:
 
 # DDP launches each further rank by re-running the command; they must write where rank 0 does.
 OUTPUT_DIR_ENV = "RIM_BENCH_OUTPUT_DIR"
-
 log = logging.getLogger(__name__)
 
 
-def run_test(cfg: DictConfig) -> dict:
-    """Evaluate `cfg`; returns the content of the metrics.json it writes. The output folder is
-    held (`hold_output`: no other run writes there) from when it is chosen to the end, and a
-    failed run takes back the folder it made, whatever the failure (`output_folder`)."""
+def run_test(cfg: DictConfig, label: str | None = None) -> dict:
+    """Evaluate `cfg`; returns the content of the metrics.json it writes, and logs its closing
+    line (`SUMMARY`: what ``--quiet`` keeps), which starts with `label` (a sweep's point, say).
+    The output folder is held (`hold_output`: no other run writes there) from when it is chosen
+    to the end, and a failed run takes back the folder it made, whatever the failure (`output_folder`)."""
     with ExitStack() as held:
-        return _run_test(cfg, held)
+        metrics, output_dir = _run_test(cfg, held)
+    _log_closing_line(f"{label}: " if label else "", metrics, output_dir)
+    return metrics
 
 
-def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
+@rank_zero_only
+def _log_closing_line(prefix: str, metrics: dict, output_dir: Path) -> None:
+    cost = run_cost(metrics)
+    seconds = "" if cost["seconds"] is None else f", {cost['seconds']:.1f} s"
+    log.log(SUMMARY, f"{prefix}mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  aAcc {metrics['aAcc']:.2f}  "
+                     f"({metrics['num_images']} images{seconds}) → {output_dir}")
+
+
+def _run_test(cfg: DictConfig, held: ExitStack) -> tuple[dict, Path]:
     quiet_lightning()
     cfg = prepare(cfg)
     _, world_size = launched_rank()
@@ -63,6 +74,7 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
                           "so that every rank writes into the same folder (see docs/scaling.md)")
     inherited = os.environ.get(OUTPUT_DIR_ENV) if int(os.environ.get("LOCAL_RANK", "0")) > 0 else None
     trainer_args = trainer_arguments(cfg)  # a misspelt trainer.NAME fails before the data is read
+    check_logger(cfg)  # and a logger whose package is missing
     require_weights([cfg])  # and a missing model too, in seconds
     started = datetime.now()
     # A folder the user names is checked (and made) now; a new default one only when there is
@@ -86,14 +98,15 @@ def _run_test(cfg: DictConfig, held: ExitStack) -> dict:
     os.environ[OUTPUT_DIR_ENV] = str(output_dir)
     module.output_dir = output_dir  # beside the read-only config; config.yaml records it (`run_config`)
     with lightning_settings():
-        trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False, **trainer_args,
+        trainer = L.Trainer(**{"enable_checkpointing": False, "enable_model_summary": False,
+                               "enable_progress_bar": not is_quiet(), **trainer_args,
                                "logger": _loggers(module.run_config(), output_dir),
                                "default_root_dir": str(output_dir)})
     datamodule.check_world_size(trainer.world_size)  # before Lightning starts the other processes
     trainer.test(module, datamodule=datamodule, verbose=False)
     _finish_wandb(trainer)
     assert module.metrics_json is not None  # written at the end of the test loop, on every rank
-    return module.metrics_json
+    return module.metrics_json, output_dir
 
 
 @rank_zero_only
@@ -187,10 +200,24 @@ def _check_not_another_run(folder: Path, cfg: DictConfig) -> None:
                           f"run's is {mine}); choose another output_dir, or delete {metrics_file} to replace them")
 
 
+def check_logger(cfg: DictConfig) -> None:
+    """A one-line error, before anything runs, when ``logger=tensorboard`` finds no TensorBoard to write with."""
+    import importlib.util
+
+    if cfg.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise ConfigError("logger=tensorboard: the tensorboard package is not installed; pip install "
+                          "'rim-bench[tensorboard]' (or tensorboard), or choose logger=csv")
+
+
 def _loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list[Logger] = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    if cfg.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="",
+                                         default_hp_metric=False))
     if cfg.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 

@@ -75,6 +75,10 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 .name {{ width: 160px; flex: none; font-size: 12px; }}
 .fill {{ background: #4a7ab5; height: 12px; display: inline-block; }}
 .value {{ font-size: 11px; margin-left: 4px; }} img {{ max-width: 100%; margin: 6px 0; display: block; }}
+.group {{ display: flex; align-items: center; margin: 4px 0; }} .group > div {{ flex: 1; }}
+.group .bar {{ height: 14px; margin: 1px 0; }} .legend {{ font-size: 12px; margin: 4px 0; }}
+.key {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 10px; }}
+.toc {{ list-style: none; padding-left: 0; }} .toc3 {{ margin-left: 1.5em; }}
 </style></head><body>
 {body}
 </body></html>
