@@ -267,9 +267,9 @@ def test_plan_without_weights_lists_each_download_and_the_projected_cost(capsys,
     assert rows["proposals"][2] == "1,449" and rows["load models (test)"][2] == "1"
     (cpu,) = figure_sets("regions")
     once = sum(s["seconds"] for s in cpu.stages.values())  # one of each; then the other 419 references, 1,448 images
-    assert float(rows["total"][0]) == pytest.approx((once + 419 * (1410 + 234 + 2.0) + 1448 * (408 + 3.5)) / 3600,
+    assert float(rows["total"][0]) == pytest.approx((once + 419 * (1410 + 234 + 2.0) + 1448 * (144 + 3.5)) / 3600,
                                                     abs=0.05)
-    assert 357 < float(rows["total"][0]) < 359  # docs/cost.md's own projection: 358 h
+    assert 250 < float(rows["total"][0]) < 252  # docs/cost.md's own projection: 251 h
     assert any(line.startswith("  on a GPU: not measured yet") for line in out)
 
 
