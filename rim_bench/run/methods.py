@@ -77,23 +77,38 @@ def declared_weights(cfg: DictConfig) -> list[Weights]:
     return needed
 
 
+class _MethodBase:
+    """What both kinds share: the config they read, the weights their blocks declare, and a call that
+    segments with the models `load` made (``self.pipeline``)."""
+
+    pipeline: Any = None
+
+    def __init__(self, assembly: Assembly) -> None:
+        self.assembly = assembly
+        self.cfg = assembly.cfg
+
+    def weights(self) -> list[Weights]:
+        return declared_weights(self.cfg)
+
+    def __call__(self, image: Any, image_id: str | None = None) -> Prediction:
+        if self.pipeline is None:
+            raise RuntimeError("load() and set_vocabulary() must come before segmenting")
+        return self.pipeline(image, image_id)
+
+
 @METHODS.register("regions")
-class RegionMethod:
+class RegionMethod(_MethodBase):
     """RIM's region pipeline (`SegmentationPipeline`) against a reference bank."""
 
     blocks: ClassVar[tuple[str, ...]] = ("proposer", "featurizer", "pooling", "references", "matcher", "segmenter")
     unset_precision: ClassVar[str] = "32-true"  # with trainer.precision unset (its result hashes stay as they were)
 
     def __init__(self, assembly: Assembly) -> None:
-        self.assembly = assembly
-        self.cfg = assembly.cfg
+        super().__init__(assembly)
         self.pipeline: SegmentationPipeline | None = None
         self.bank_path: Path | None = None
         self.bank_cached = False
         self._bank_size = 0  # of the bank a run will build, as `count_work` counts it
-
-    def weights(self) -> list[Weights]:
-        return declared_weights(self.cfg)
 
     def describe(self) -> dict[str, str]:
         from rim_bench.core.registry import stage_spec
@@ -129,11 +144,6 @@ class RegionMethod:
         bank = self.pipeline.bank
         return (f"reference bank: {len(bank)} references ({'cached' if self.bank_cached else 'built'}, "
                 f"{self.bank_path}); {bank_summary(bank)}")
-
-    def __call__(self, image: Any, image_id: str | None = None) -> Prediction:
-        if self.pipeline is None:
-            raise RuntimeError("load() and set_vocabulary() must come before segmenting")
-        return self.pipeline(image, image_id)
 
     def record(self) -> dict[str, Any]:
         bank = self.pipeline.bank if self.pipeline is not None else None
@@ -209,19 +219,15 @@ class RegionMethod:
 
 
 @METHODS.register("pixel")
-class PixelMethod:
+class PixelMethod(_MethodBase):
     """A per-pixel method (``pixel.name``, a `PixelLabeler`): every pixel labelled, no regions, no bank."""
 
     blocks: ClassVar[tuple[str, ...]] = ("pixel",)
     unset_precision: ClassVar[str] = "peer"  # with trainer.precision unset: the peer's own (float16 on CUDA)
 
     def __init__(self, assembly: Assembly) -> None:
-        self.assembly = assembly
-        self.cfg = assembly.cfg
+        super().__init__(assembly)
         self.pipeline: PixelPipeline | None = None
-
-    def weights(self) -> list[Weights]:
-        return declared_weights(self.cfg)
 
     def describe(self) -> dict[str, str]:
         """Its own rule (the pixel block's ``prob_thd``, where it has one), and whether the run kept every
@@ -278,11 +284,6 @@ class PixelMethod:
         assert self.pipeline is not None
         return f"text embeddings: the query names of {self.pipeline.num_classes} classes (pixel.{self.cfg.pixel.name})"
 
-    def __call__(self, image: Any, image_id: str | None = None) -> Prediction:
-        if self.pipeline is None:
-            raise RuntimeError("load() and set_vocabulary() must come before segmenting")
-        return self.pipeline(image, image_id)
-
     def record(self) -> dict[str, Any]:
         # No bank; of its settings only what it chose at run time (a peer's dtype), the rest is in its config.
         return {"bank": None, "resolved": self.pipeline.resolved_settings() if self.pipeline is not None else {}}
@@ -299,10 +300,9 @@ class PixelMethod:
                 work: Work) -> None:
         """The model loaded, the vocabulary's names embedded (into the text cache: the run's own work,
         done once), one test image labelled."""
-        from rim_bench.run.pipeline import PixelPipeline
-
+        self.assembly.timer = timer  # the pipeline it loads now reports to the dry run's timer
         with timer("load models (test)"):
-            pipeline = PixelPipeline(self._stage(), timer).to(device)
-        pipeline.set_vocabulary(classes)  # timed as "text embeddings"
+            self.load(device)
+        self.set_vocabulary(classes, device)  # timed as "text embeddings"
         sample = dataset[0]
-        pipeline(sample.image, sample.image_id)  # timed as "pixel method"
+        self(sample.image, sample.image_id)  # timed as "pixel method"
